@@ -1,0 +1,36 @@
+"""Development sessions: tests, lint, typecheck, protos."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.default_venv_backend = "venv"
+nox.options.sessions = ["lint", "typecheck", "tests"]
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Run the test suite against the installed package."""
+    session.install("-e", ".[test,protos]")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """Check style with ruff."""
+    session.install("ruff==0.17.6")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """Check types with mypy (strict on src/ and examples/)."""
+    session.install("-e", ".[test]", "mypy==2.4.1")
+    session.run("mypy")
+
+
+@nox.session
+def protos(session: nox.Session) -> None:
+    """Regenerate src/pynumaflow/_proto from protos/ (never edit the output by hand)."""
+    session.install("-e", ".[protos]")
+    session.run("python", "tools/generate_protos.py")

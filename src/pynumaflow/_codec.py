@@ -1,0 +1,380 @@
+"""The one hand-written wire codec: protobuf bytes of the hot messages <-> public datatypes.
+
+betterproto message objects cost several times the transport itself per call, so the
+hot RPCs decode requests and encode responses here, straight to and from the public
+datatypes. Every function is checked byte for byte against the betterproto classes in
+``pynumaflow._proto`` by the property tests. Nothing else in the package touches wire
+bytes of these messages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, time, timedelta, timezone
+from typing import Any, Callable, List, Optional, Tuple
+
+from pynumaflow.function._types import Datum, DatumMetadata, Message, MessageT
+
+__all__ = [
+    "CodecError",
+    "ReturnTypeError",
+    "decode_datum_request",
+    "encode_datum_response",
+    "encode_datum_response_list",
+    "encode_datum_response_t_list",
+]
+
+_EPOCH_NAIVE = datetime(1970, 1, 1)
+_EPOCH_AWARE = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_U64 = 1 << 64
+_I64_MAX = (1 << 63) - 1
+_SMALL_VARINTS = [bytes((i,)) for i in range(128)]
+
+# (seconds, nanos) of a google.protobuf.Timestamp.
+TimestampParts = Tuple[int, int]
+
+
+class CodecError(ValueError):
+    """The bytes are not a valid encoding of the expected message."""
+
+
+class ReturnTypeError(TypeError):
+    """A handler returned something that cannot be sent (wrong type or content)."""
+
+
+# --- primitives -------------------------------------------------------------------------
+
+
+def _read_varint(data: bytes, pos: int) -> Tuple[int, int]:
+    result = 0
+    shift = 0
+    end = len(data)
+    while True:
+        if pos >= end:
+            raise CodecError("truncated varint")
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, pos
+        shift += 7
+        if shift >= 70:
+            raise CodecError("varint longer than 10 bytes")
+
+
+def _skip_field(data: bytes, pos: int, wire_type: int, field: int) -> int:
+    """Skip an unknown field's value; return the position after it."""
+    if wire_type == 0:
+        _, pos = _read_varint(data, pos)
+        return pos
+    if wire_type == 2:
+        length, pos = _read_varint(data, pos)
+        end = pos + length
+    elif wire_type == 1:
+        end = pos + 8
+    elif wire_type == 5:
+        end = pos + 4
+    else:
+        # Groups (3, 4) are not proto3; 6 and 7 do not exist.
+        raise CodecError(f"field {field} has unsupported wire type {wire_type}")
+    if end > len(data):
+        raise CodecError(f"field {field} is truncated")
+    return end
+
+
+def _varint(value: int) -> bytes:
+    if value < 128:
+        return _SMALL_VARINTS[value]
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _signed_varint(value: int) -> bytes:
+    return _varint(value + _U64 if value < 0 else value)
+
+
+def _to_int64(value: int) -> int:
+    value &= _U64 - 1
+    return value - _U64 if value > _I64_MAX else value
+
+
+def _to_int32(value: int) -> int:
+    value &= 0xFFFFFFFF
+    return value - (1 << 32) if value > 0x7FFFFFFF else value
+
+
+# --- timestamps -------------------------------------------------------------------------
+
+
+def _decode_timestamp(data: bytes, pos: int, end: int, parts: TimestampParts) -> TimestampParts:
+    seconds, nanos = parts
+    while pos < end:
+        tag, pos = _read_varint(data, pos)
+        field, wire_type = tag >> 3, tag & 7
+        if field == 1 and wire_type == 0:
+            raw, pos = _read_varint(data, pos)
+            seconds = _to_int64(raw)
+        elif field == 2 and wire_type == 0:
+            raw, pos = _read_varint(data, pos)
+            nanos = _to_int32(raw)
+        elif field in (1, 2):
+            raise CodecError(f"Timestamp field {field} has wire type {wire_type}, expected 0")
+        else:
+            pos = _skip_field(data, pos, wire_type, field)
+    if pos != end:
+        raise CodecError("Timestamp overruns its enclosing message")
+    return seconds, nanos
+
+
+def _decode_time_wrapper(
+    data: bytes, pos: int, end: int, parts: TimestampParts, name: str
+) -> TimestampParts:
+    """Decode EventTime/Watermark: a message whose field 1 is a Timestamp."""
+    while pos < end:
+        tag, pos = _read_varint(data, pos)
+        field, wire_type = tag >> 3, tag & 7
+        if field == 1:
+            if wire_type != 2:
+                raise CodecError(f"{name} field 1 has wire type {wire_type}, expected 2")
+            length, pos = _read_varint(data, pos)
+            sub_end = pos + length
+            if sub_end > end:
+                raise CodecError(f"{name} is truncated")
+            parts = _decode_timestamp(data, pos, sub_end, parts)
+            pos = sub_end
+        else:
+            pos = _skip_field(data, pos, wire_type, field)
+    if pos != end:
+        raise CodecError(f"{name} overruns its enclosing message")
+    return parts
+
+
+def _naive_utc(parts: TimestampParts) -> datetime:
+    seconds, nanos = parts
+    try:
+        return _EPOCH_NAIVE + timedelta(seconds=seconds, microseconds=nanos // 1000)
+    except OverflowError:
+        raise CodecError(f"timestamp {seconds}s {nanos}ns is outside datetime's range") from None
+
+
+def timestamp_parts(moment: datetime) -> TimestampParts:
+    """Return (seconds, nanos) since the epoch of a datetime; naive means UTC."""
+    if moment.tzinfo is None:
+        offset = moment - _EPOCH_NAIVE
+    else:
+        offset = moment - _EPOCH_AWARE
+    return offset.days * 86400 + offset.seconds, offset.microseconds * 1000
+
+
+def _encode_timestamp_wrapper(parts: TimestampParts) -> bytes:
+    """Encode EventTime/Watermark {Timestamp field 1}; the epoch is an empty wrapper."""
+    seconds, nanos = parts
+    if not seconds and not nanos:
+        return b""
+    ts = b""
+    if seconds:
+        ts = b"\x08" + _signed_varint(seconds)
+    if nanos:
+        ts += b"\x10" + _signed_varint(nanos)
+    return b"\x0a" + _varint(len(ts)) + ts
+
+
+# --- function.v1 ------------------------------------------------------------------------
+
+
+def decode_datum_request(data: bytes) -> Datum:
+    """Decode a function.v1 DatumRequest into a Datum (unknown fields are skipped)."""
+    keys: List[str] = []
+    value = b""
+    event_time: TimestampParts = (0, 0)
+    watermark: TimestampParts = (0, 0)
+    msg_id = ""
+    num_delivered = 0
+    pos = 0
+    size = len(data)
+    try:
+        while pos < size:
+            tag = data[pos]
+            if tag < 0x80:
+                pos += 1
+            else:
+                tag, pos = _read_varint(data, pos)
+            field = tag >> 3
+            wire_type = tag & 7
+            if 1 <= field <= 5:
+                if wire_type != 2:
+                    raise CodecError(
+                        f"DatumRequest field {field} has wire type {wire_type}, expected 2"
+                    )
+                length = data[pos] if pos < size else 0x80
+                if length < 0x80:
+                    pos += 1
+                else:
+                    length, pos = _read_varint(data, pos)
+                end = pos + length
+                if end > size:
+                    raise CodecError(f"DatumRequest field {field} is truncated")
+                if field == 1:
+                    keys.append(data[pos:end].decode())
+                elif field == 2:
+                    value = data[pos:end]
+                elif field == 3:
+                    event_time = _decode_time_wrapper(data, pos, end, event_time, "EventTime")
+                elif field == 4:
+                    watermark = _decode_time_wrapper(data, pos, end, watermark, "Watermark")
+                else:
+                    msg_id, num_delivered = _decode_metadata(data, pos, end, msg_id, num_delivered)
+                pos = end
+            else:
+                pos = _skip_field(data, pos, wire_type, field)
+    except UnicodeDecodeError as err:
+        raise CodecError(f"DatumRequest string is not valid UTF-8: {err}") from None
+    return Datum(
+        keys,
+        value,
+        _naive_utc(event_time),
+        _naive_utc(watermark),
+        DatumMetadata(msg_id, num_delivered),
+    )
+
+
+def _decode_metadata(
+    data: bytes, pos: int, end: int, msg_id: str, num_delivered: int
+) -> Tuple[str, int]:
+    while pos < end:
+        tag, pos = _read_varint(data, pos)
+        field, wire_type = tag >> 3, tag & 7
+        if field == 1 and wire_type == 2:
+            length, pos = _read_varint(data, pos)
+            if pos + length > end:
+                raise CodecError("Metadata.id is truncated")
+            msg_id = data[pos : pos + length].decode()
+            pos += length
+        elif field == 2 and wire_type == 0:
+            num_delivered, pos = _read_varint(data, pos)
+            num_delivered &= _U64 - 1
+        elif field in (1, 2):
+            raise CodecError(f"Metadata field {field} has wire type {wire_type}")
+        else:
+            pos = _skip_field(data, pos, wire_type, field)
+    if pos != end:
+        raise CodecError("Metadata overruns its enclosing message")
+    return msg_id, num_delivered
+
+
+def _encode_strings(tag: bytes, items: Iterable[str], out: List[bytes], what: str) -> None:
+    for item in items:
+        if not isinstance(item, str):
+            raise ReturnTypeError(f"message {what} must be str, found {type(item).__name__}")
+        try:
+            raw = item.encode()
+        except UnicodeEncodeError as err:
+            raise ReturnTypeError(f"message {what} is not encodable as UTF-8: {err}") from None
+        out.append(tag)
+        out.append(_varint(len(raw)))
+        out.append(raw)
+
+
+def _response_body(
+    message: Any, event_time: Optional[bytes] = None, watermark: Optional[bytes] = None
+) -> bytes:
+    """Encode one DatumResponse (without its own tag and length)."""
+    if type(message) is Message or type(message) is MessageT:
+        keys, value, tags = message._keys, message._value, message._tags
+    else:
+        try:
+            keys, value, tags = message.keys, message.value, message.tags
+        except AttributeError:
+            raise ReturnTypeError(
+                f"expected Message objects, found {type(message).__name__}"
+            ) from None
+        if not isinstance(value, bytes):
+            raise ReturnTypeError(f"message value must be bytes, found {type(value).__name__}")
+    out: List[bytes] = []
+    _encode_strings(b"\x0a", keys, out, "keys")
+    if value:
+        out.append(b"\x12")
+        out.append(_varint(len(value)))
+        out.append(value)
+    if event_time is not None:
+        out.append(b"\x1a")
+        out.append(_varint(len(event_time)))
+        out.append(event_time)
+    if watermark is not None:
+        out.append(b"\x22")
+        out.append(_varint(len(watermark)))
+        out.append(watermark)
+    _encode_strings(b"\x2a", tags, out, "tags")
+    return b"".join(out)
+
+
+def _checked_iter(result: object, expected: str) -> Iterable[Any]:
+    if result is None or isinstance(result, (str, bytes, bytearray, dict)):
+        raise ReturnTypeError(f"handler returned {type(result).__name__}; expected {expected}")
+    try:
+        return iter(result)  # type: ignore[call-overload, no-any-return]
+    except TypeError:
+        raise ReturnTypeError(
+            f"handler returned {type(result).__name__}; expected {expected}"
+        ) from None
+
+
+def _encode_list(result: object, expected: str, body: Callable[[Any], bytes]) -> bytes:
+    out: List[bytes] = []
+    for message in _checked_iter(result, expected):
+        encoded = body(message)
+        out.append(b"\x0a")
+        out.append(_varint(len(encoded)))
+        out.append(encoded)
+    return b"".join(out)
+
+
+def encode_datum_response_list(result: object) -> bytes:
+    """Encode a map handler's Messages as a function.v1 DatumResponseList."""
+    return _encode_list(result, "Messages (an iterable of Message)", _response_body)
+
+
+def encode_datum_response(message: object) -> bytes:
+    """Encode one Message yielded by a map stream handler as a function.v1 DatumResponse."""
+    if isinstance(message, (str, bytes)) or message is None:
+        raise ReturnTypeError(
+            f"map stream handler yielded {type(message).__name__}; expected Message"
+        )
+    return _response_body(message)
+
+
+def encode_datum_response_t_list(
+    result: object, request_event_time: datetime, watermark: datetime
+) -> bytes:
+    """Encode a mapt handler's MessageTs as a DatumResponseList with event times.
+
+    Each element carries the event time its MessageT assigned and the request's
+    watermark. A bare ``datetime.time`` is resolved on the UTC date of the request's
+    event time.
+    """
+    watermark_bytes = _encode_timestamp_wrapper(timestamp_parts(watermark))
+    request_date = request_event_time.date()
+
+    def body(message: Any) -> bytes:
+        try:
+            moment = message.event_time
+        except AttributeError:
+            raise ReturnTypeError(
+                f"expected MessageT objects, found {type(message).__name__}"
+            ) from None
+        if isinstance(moment, time) and not isinstance(moment, datetime):
+            moment = datetime.combine(request_date, moment.replace(tzinfo=None))
+            if message.event_time.tzinfo is not None:
+                moment = moment.replace(tzinfo=message.event_time.tzinfo)
+        elif not isinstance(moment, datetime):
+            raise ReturnTypeError(
+                f"MessageT event_time must be a datetime, found {type(moment).__name__}"
+            )
+        event_time = _encode_timestamp_wrapper(timestamp_parts(moment))
+        return _response_body(message, event_time, watermark_bytes)
+
+    return _encode_list(result, "MessageTs (an iterable of MessageT)", body)

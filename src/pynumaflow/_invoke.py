@@ -1,0 +1,182 @@
+"""The one place that knows how to call a user handler.
+
+Whether a handler is async is decided once, when the server is constructed. Async
+handlers are awaited on the event loop; sync handlers run in one bounded thread pool
+(``max_threads``) with the caller's context variables. Handler failures become gRPC
+statuses here, logged once with their traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import inspect
+import logging
+import threading
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+
+from pynumaflow._codec import ReturnTypeError
+
+__all__ = ["Handler", "Invoker", "handler_errors", "inspect_handler"]
+
+_LOGGER = logging.getLogger("pynumaflow")
+
+# How many items a sync generator may run ahead of the stream that sends them.
+_STREAM_AHEAD = 64
+
+
+@dataclass(frozen=True)
+class Handler:
+    """A user handler, inspected once: its keyword name, the callable, and its kind."""
+
+    name: str
+    func: Callable[..., Any]
+    is_async: bool
+
+
+def _is_async(func: Callable[..., Any], predicate: Callable[[Any], bool]) -> bool:
+    return predicate(func) or predicate(getattr(func, "__call__", None))  # noqa: B004
+
+
+def inspect_handler(
+    name: str, func: Callable[..., Any], params: str, *, stream: bool = False
+) -> Handler:
+    """Check a handler's shape and decide whether it is async.
+
+    Args:
+        name: the constructor keyword it came in by, used in error messages.
+        func: the handler.
+        params: its expected parameters, e.g. ``"keys, datum"``.
+        stream: whether it produces a stream (map stream): then it must be an async
+            generator function, or a sync callable returning an iterable.
+
+    Raises:
+        TypeError: the handler is not callable or cannot take the arguments.
+    """
+    if not callable(func):
+        raise TypeError(f"{name} must be callable ({params}), got {type(func).__name__}")
+    arity = len(params.split(","))
+    try:
+        signature = inspect.signature(func)
+    except (TypeError, ValueError):  # some builtins have no signature: trust them
+        signature = None
+    if signature is not None:
+        try:
+            signature.bind(*range(arity))
+        except TypeError:
+            label = getattr(func, "__qualname__", type(func).__name__)
+            raise TypeError(
+                f"{name} must accept {arity} positional arguments ({params}); "
+                f"{label}{signature} does not"
+            ) from None
+    if stream:
+        if _is_async(func, inspect.isasyncgenfunction):
+            return Handler(name, func, is_async=True)
+        if _is_async(func, inspect.iscoroutinefunction):
+            raise TypeError(
+                f"{name} must be an async generator function (async def with yield) "
+                "or a sync generator; got a coroutine function"
+            )
+        return Handler(name, func, is_async=False)
+    return Handler(name, func, is_async=_is_async(func, inspect.iscoroutinefunction))
+
+
+@contextlib.contextmanager
+def handler_errors(handler: Handler) -> Iterator[None]:
+    """Turn what a handler raises (or returns wrongly) into a gRPC status, logged once."""
+    try:
+        yield
+    except (GRPCError, asyncio.CancelledError):
+        raise
+    except ReturnTypeError as err:
+        _LOGGER.error("%s returned a value that cannot be sent: %s", handler.name, err)
+        raise GRPCError(Status.UNKNOWN, f"{handler.name} returned a wrong type: {err}") from None
+    except Exception as err:
+        _LOGGER.exception("%s raised %s", handler.name, type(err).__name__)
+        raise GRPCError(Status.UNKNOWN, f"{type(err).__name__}: {err}") from None
+
+
+class Invoker:
+    """Calls handlers: awaits async ones, runs sync ones in a bounded thread pool."""
+
+    def __init__(self, max_threads: int) -> None:
+        self.max_threads = max_threads
+        self._pool = ThreadPoolExecutor(max_threads, thread_name_prefix="pynumaflow-handler")
+
+    async def call(self, handler: Handler, *args: Any) -> Any:
+        """Call a unary handler and return its result."""
+        if handler.is_async:
+            return await handler.func(*args)
+        loop = asyncio.get_running_loop()
+        context = contextvars.copy_context()
+        return await loop.run_in_executor(self._pool, context.run, handler.func, *args)
+
+    def run_in_pool(self, func: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+        """Run a plain function in the handler pool (with the current context)."""
+        loop = asyncio.get_running_loop()
+        context = contextvars.copy_context()
+        return loop.run_in_executor(self._pool, context.run, func, *args)
+
+    def iterate(self, handler: Handler, *args: Any) -> AsyncIterator[Any]:
+        """Iterate a stream handler: an async generator, or a sync iterable in the pool."""
+        if handler.is_async:
+            return handler.func(*args)  # type: ignore[no-any-return]
+        return self._iterate_in_thread(handler.func, args)
+
+    async def _iterate_in_thread(
+        self, func: Callable[..., Any], args: tuple[Any, ...]
+    ) -> AsyncIterator[Any]:
+        """Drive a sync iterable from one pool thread, at most _STREAM_AHEAD items ahead."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        slots = threading.Semaphore(_STREAM_AHEAD)
+        stopped = threading.Event()
+
+        def push(kind: str, item: Any) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody is listening
+                loop.call_soon_threadsafe(queue.put_nowait, (kind, item))
+
+        def produce() -> None:
+            iterable = None
+            try:
+                iterable = func(*args)
+                for item in iterable:
+                    slots.acquire()
+                    if stopped.is_set():
+                        return
+                    push("item", item)
+                push("end", None)
+            except BaseException as err:
+                push("error", err)
+            finally:
+                close: Optional[Callable[[], None]] = getattr(iterable, "close", None)
+                if stopped.is_set() and close is not None:
+                    close()
+
+        done = self.run_in_pool(produce)
+        try:
+            while True:
+                kind, item = await queue.get()
+                if kind == "item":
+                    slots.release()
+                    yield item
+                elif kind == "end":
+                    return
+                else:
+                    raise item
+        finally:
+            stopped.set()
+            slots.release()  # wake the producer if it waits for room
+            if done.done():
+                done.result()
+
+    def shutdown(self) -> None:
+        """Stop the pool without waiting for handlers still running (they cannot be interrupted)."""
+        self._pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,114 @@
+"""function.v1.UserDefinedFunction: wire messages <-> handler calls."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any, Dict, Optional
+
+import grpclib.const
+import grpclib.server
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+
+from pynumaflow._codec import (
+    CodecError,
+    decode_datum_request,
+    encode_datum_response,
+    encode_datum_response_list,
+    encode_datum_response_t_list,
+)
+from pynumaflow._invoke import Handler, Invoker, handler_errors
+from pynumaflow._proto.function.v1 import ReadyResponse, UserDefinedFunctionBase
+from pynumaflow._server import service_mapping
+from pynumaflow.function._types import Datum
+
+__all__ = ["FunctionHandlers", "FunctionService"]
+
+RawStream = grpclib.server.Stream[bytes, bytes]
+
+
+@dataclass(frozen=True)
+class FunctionHandlers:
+    """The handlers one function server was given (any may be missing)."""
+
+    map: Optional[Handler] = None
+    mapt: Optional[Handler] = None
+    map_stream: Optional[Handler] = None
+    reduce: Optional[Handler] = None
+
+
+def _require(handler: Optional[Handler], keyword: str) -> Handler:
+    if handler is None:
+        raise GRPCError(Status.UNIMPLEMENTED, f"this server was started without {keyword}")
+    return handler
+
+
+async def _recv_datum(stream: RawStream) -> Datum:
+    data = await stream.recv_message()
+    if data is None:
+        raise GRPCError(Status.INVALID_ARGUMENT, "expected one DatumRequest, got none")
+    try:
+        return decode_datum_request(data)
+    except CodecError as err:
+        raise GRPCError(Status.INVALID_ARGUMENT, f"malformed DatumRequest: {err}") from None
+
+
+class FunctionService:
+    """Serves MapFn, MapTFn, MapStreamFn, ReduceFn and IsReady with the given handlers."""
+
+    def __init__(self, handlers: FunctionHandlers, invoker: Invoker) -> None:
+        self._handlers = handlers
+        self._invoker = invoker
+
+    def __mapping__(self) -> Dict[str, grpclib.const.Handler]:
+        return service_mapping(
+            UserDefinedFunctionBase,
+            {
+                "MapFn": self._map_fn,
+                "MapTFn": self._map_t_fn,
+                "MapStreamFn": self._map_stream_fn,
+                "ReduceFn": self._reduce_fn,
+                "IsReady": self._is_ready,
+            },
+            raw=("MapFn", "MapTFn", "MapStreamFn", "ReduceFn"),
+        )
+
+    async def _map_fn(self, stream: RawStream) -> None:
+        handler = _require(self._handlers.map, "map_handler")
+        datum = await _recv_datum(stream)
+        with handler_errors(handler):
+            result = await self._invoker.call(handler, datum.keys, datum)
+            payload = encode_datum_response_list(result)
+        await stream.send_message(payload)
+
+    async def _map_t_fn(self, stream: RawStream) -> None:
+        handler = _require(self._handlers.mapt, "mapt_handler")
+        datum = await _recv_datum(stream)
+        with handler_errors(handler):
+            result = await self._invoker.call(handler, datum.keys, datum)
+            payload = encode_datum_response_t_list(result, datum.event_time, datum.watermark)
+        await stream.send_message(payload)
+
+    async def _map_stream_fn(self, stream: RawStream) -> None:
+        handler = _require(self._handlers.map_stream, "map_stream_handler")
+        datum = await _recv_datum(stream)
+        with handler_errors(handler):
+            messages = self._invoker.iterate(handler, datum.keys, datum)
+        async with contextlib.aclosing(messages):
+            while True:
+                with handler_errors(handler):
+                    try:
+                        message = await anext(messages)
+                    except StopAsyncIteration:
+                        break
+                    payload = encode_datum_response(message)
+                await stream.send_message(payload)
+
+    async def _reduce_fn(self, stream: RawStream) -> None:
+        _require(self._handlers.reduce, "reduce_handler")
+        raise GRPCError(Status.UNIMPLEMENTED, "ReduceFn is not implemented yet")
+
+    async def _is_ready(self, stream: grpclib.server.Stream[Any, ReadyResponse]) -> None:
+        await stream.recv_message()
+        await stream.send_message(ReadyResponse(ready=True))

@@ -1,0 +1,90 @@
+"""Shared fixtures: grpcio stubs generated from our protos, temporary sockets, clients."""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import grpc
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SEED_README = ROOT.parent / "shared" / "seed" / "pynumaflow-v0.4-README.md"
+MiB = 1024 * 1024
+CHANNEL_OPTIONS = [
+    ("grpc.max_send_message_length", 64 * MiB),
+    ("grpc.max_receive_message_length", 64 * MiB),
+]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def stubs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, ModuleType]]:
+    """grpcio stubs for function.v1 and sink.v1, generated from protos/ for this run."""
+    out = tmp_path_factory.mktemp("grpcio_stubs")
+    protos = ["function/v1/udfunction.proto", "sink/v1/udsink.proto"]
+    subprocess.run(
+        [
+            sys.executable, "-m", "grpc_tools.protoc", "-I", str(ROOT / "protos"),
+            f"--python_out={out}", f"--grpc_python_out={out}", *protos,
+        ],
+        check=True,
+    )
+    sys.path.insert(0, str(out))
+    try:
+        yield {
+            "fn_pb2": importlib.import_module("function.v1.udfunction_pb2"),
+            "fn_grpc": importlib.import_module("function.v1.udfunction_pb2_grpc"),
+            "sink_pb2": importlib.import_module("sink.v1.udsink_pb2"),
+            "sink_grpc": importlib.import_module("sink.v1.udsink_pb2_grpc"),
+        }
+    finally:
+        sys.path.remove(str(out))
+
+
+@pytest.fixture
+def fn_pb2(stubs: dict[str, ModuleType]) -> ModuleType:
+    return stubs["fn_pb2"]
+
+
+@pytest.fixture
+def sock_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # A short path: Unix socket paths are limited to ~108 bytes.
+    return tmp_path_factory.mktemp("s")
+
+
+@pytest.fixture
+def sock_path(sock_dir: Path) -> str:
+    return str(sock_dir / "function.sock")
+
+
+@pytest.fixture
+def info_path(sock_dir: Path) -> str:
+    return str(sock_dir / "server-info")
+
+
+@pytest.fixture
+async def channel(sock_path: str) -> AsyncIterator[grpc.aio.Channel]:
+    async with grpc.aio.insecure_channel(f"unix://{sock_path}", options=CHANNEL_OPTIONS) as ch:
+        yield ch
+
+
+@pytest.fixture
+def fn_stub(stubs: dict[str, ModuleType], channel: grpc.aio.Channel) -> Any:
+    return stubs["fn_grpc"].UserDefinedFunctionStub(channel)
+
+
+def seed_examples() -> list[str]:
+    """The python code blocks of the pynumaflow 0.4 README, in order."""
+    text = SEED_README.read_text(encoding="utf-8")
+    blocks = text.split("```python\n")[1:]
+    return [block.split("```", 1)[0] for block in blocks]

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from datetime import datetime, time, timedelta, timezone
 from typing import Any, Callable, List, Optional, Tuple
 
+from pynumaflow._errors import CodecError, ReturnTypeError
 from pynumaflow.function._types import Datum, DatumMetadata, Message, MessageT
 
 __all__ = [
@@ -32,14 +33,6 @@ _SMALL_VARINTS = [bytes((i,)) for i in range(128)]
 
 # (seconds, nanos) of a google.protobuf.Timestamp.
 TimestampParts = Tuple[int, int]
-
-
-class CodecError(ValueError):
-    """The bytes are not a valid encoding of the expected message."""
-
-
-class ReturnTypeError(TypeError):
-    """A handler returned something that cannot be sent (wrong type or content)."""
 
 
 # --- primitives -------------------------------------------------------------------------

@@ -13,18 +13,19 @@ import contextlib
 import contextvars
 import inspect
 import logging
+import queue
 import threading
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Generic, Optional, TypeVar, Union
 
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
-from pynumaflow._codec import ReturnTypeError
+from pynumaflow._errors import ReturnTypeError
 
-__all__ = ["Handler", "Invoker", "handler_errors", "inspect_handler"]
+__all__ = ["Feed", "FeedAborted", "Handler", "Invoker", "handler_errors", "inspect_handler"]
 
 _LOGGER = logging.getLogger("pynumaflow")
 
@@ -180,3 +181,97 @@ class Invoker:
     def shutdown(self) -> None:
         """Stop the pool without waiting for handlers still running (they cannot be interrupted)."""
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+_T = TypeVar("_T")
+_END = object()
+_ABORT = object()
+
+
+class FeedAborted(Exception):
+    """Raised inside a handler still reading its feed when the call was abandoned."""
+
+
+class Feed(Generic[_T]):
+    """A bounded channel from the event loop to one handler call's iterator argument.
+
+    The loop side ``await put(item)`` waits while ``maxsize`` items are unread, so a slow
+    handler slows the reader of the request stream (and so HTTP/2 flow control) instead
+    of growing memory. Async handlers get an async iterator (a plain object, not an async
+    generator, so it is safe under any interleaving); sync handlers get a blocking
+    iterator to consume in their pool thread.
+    """
+
+    def __init__(self, maxsize: int, *, sync_consumer: bool) -> None:
+        self._sync = sync_consumer
+        self._loop = asyncio.get_running_loop()
+        self._space = asyncio.Semaphore(maxsize)
+        self._async_queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._thread_queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._finished = False
+
+    async def put(self, item: _T) -> None:
+        """Hand one item to the handler, waiting while the feed is full."""
+        await self._space.acquire()
+        self._push(item)
+
+    def close(self) -> None:
+        """Mark the end of input: the handler's iterator stops after the items sent."""
+        if not self._finished:
+            self._finished = True
+            self._push(_END)
+
+    def abort(self) -> None:
+        """Abandon the call: a handler still reading gets FeedAborted."""
+        self._finished = True
+        self._push(_ABORT)
+
+    def _push(self, item: Any) -> None:
+        if self._sync:
+            self._thread_queue.put(item)
+        else:
+            self._async_queue.put_nowait(item)
+
+    @property
+    def iterator(self) -> Union[AsyncIterator[_T], Iterator[_T]]:
+        """What the handler iterates over (async or blocking, by handler kind)."""
+        return _ThreadFeedIterator(self) if self._sync else _AsyncFeedIterator(self)
+
+
+class _AsyncFeedIterator(AsyncIterator[_T]):
+    def __init__(self, feed: Feed[_T]) -> None:
+        self._feed = feed
+        self._done = False
+
+    async def __anext__(self) -> _T:
+        if self._done:
+            raise StopAsyncIteration
+        item = await self._feed._async_queue.get()
+        if item is _END:
+            self._done = True
+            raise StopAsyncIteration
+        if item is _ABORT:
+            self._done = True
+            raise FeedAborted("the call was abandoned")
+        self._feed._space.release()
+        return item  # type: ignore[no-any-return]
+
+
+class _ThreadFeedIterator(Iterator[_T]):
+    def __init__(self, feed: Feed[_T]) -> None:
+        self._feed = feed
+        self._done = False
+
+    def __next__(self) -> _T:
+        if self._done:
+            raise StopIteration
+        item = self._feed._thread_queue.get()
+        if item is _END:
+            self._done = True
+            raise StopIteration
+        if item is _ABORT:
+            self._done = True
+            raise FeedAborted("the call was abandoned")
+        with contextlib.suppress(RuntimeError):  # loop closed: nobody waits for space
+            self._feed._loop.call_soon_threadsafe(self._feed._space.release)
+        return item  # type: ignore[no-any-return]

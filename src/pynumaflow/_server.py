@@ -19,7 +19,7 @@ import socket
 import stat
 import tempfile
 import threading
-from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Protocol
@@ -236,6 +236,7 @@ class ServerCore:
         self._grace = shutdown_grace_period
         self._on_close = on_close
         self._servers: list[_GrpclibServer] = []
+        self._owned_files: list[Path] = []  # removed on stop: what this core created
         self._active = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -276,11 +277,13 @@ class ServerCore:
                         err.errno, f"cannot listen on {endpoint.sock_path}: {err.strerror}"
                     ) from None
                 self._servers.append(server)
+                self._owned_files.append(endpoint.sock_path)
                 os.chmod(endpoint.sock_path, SOCKET_MODE)
             for endpoint in self._endpoints:
                 write_server_info(
                     endpoint.server_info_file, endpoint.protocol, endpoint.info_metadata
                 )
+                self._owned_files.append(endpoint.server_info_file)
                 _LOGGER.info(
                     "pynumaflow %s serving %s on %s",
                     __version__,
@@ -309,9 +312,9 @@ class ServerCore:
             await server.wait_closed()
             server.hang_up()
         self._servers.clear()
-        for endpoint in self._endpoints:
-            endpoint.server_info_file.unlink(missing_ok=True)
-            endpoint.sock_path.unlink(missing_ok=True)
+        for path in reversed(self._owned_files):
+            path.unlink(missing_ok=True)
+        self._owned_files.clear()
         if self._on_close is not None:
             self._on_close()
 
@@ -339,21 +342,27 @@ class ServerCore:
                 await self.stop(grace=None if self._stop_requested.is_set() else 0)
 
     @contextlib.contextmanager
-    def _signals_handled(self) -> Any:
+    def _signals_handled(self) -> Iterator[None]:
         loop = asyncio.get_running_loop()
-        installed = []
+        previous = {}
         if threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGTERM, signal.SIGINT):
+                before = signal.getsignal(signum)
                 try:
                     loop.add_signal_handler(signum, self._on_signal, signum)
                 except (NotImplementedError, RuntimeError):  # pragma: no cover - not Unix
                     continue
-                installed.append(signum)
+                previous[signum] = before
         try:
             yield
         finally:
-            for signum in installed:
+            for signum, before in previous.items():
                 loop.remove_signal_handler(signum)
+                if self._signal_count and _is_aiorun_handler(before):
+                    # aiorun keeps its loop running after our coroutine returns; after
+                    # the drain, hand it the signal so it stops the loop and exits.
+                    signal.signal(signum, before)
+                    loop.call_soon(before, signum, None)
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[ServerCore]:
@@ -371,6 +380,11 @@ class _Mapped:
 
     def __mapping__(self) -> Dict[str, grpclib.const.Handler]:
         return self._mapping
+
+
+def _is_aiorun_handler(handler: object) -> bool:
+    target = getattr(handler, "func", handler)  # aiorun installs a functools.partial
+    return callable(handler) and getattr(target, "__module__", None) == "aiorun"
 
 
 def _service_names(endpoint: Endpoint) -> set[str]:

@@ -1,0 +1,154 @@
+"""MapStreamFn: async and sync generators, each message sent as soon as it is yielded."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Iterator
+from types import ModuleType
+from typing import Any
+
+import grpc
+import pytest
+
+from helpers import datum_request, serving
+from pynumaflow.function import Datum, Message
+
+pytestmark = pytest.mark.anyio
+
+
+async def async_split(keys: list[str], datum: Datum) -> AsyncIterator[Message]:
+    for part in datum.value.split(b","):
+        await asyncio.sleep(0)
+        yield Message(part, keys=keys, tags=["part"])
+
+
+def sync_split(keys: list[str], datum: Datum) -> Iterator[Message]:
+    for part in datum.value.split(b","):
+        yield Message(part, keys=keys, tags=["part"])
+
+
+@pytest.mark.parametrize("handler", [async_split, sync_split], ids=["async", "sync"])
+async def test_map_stream_sends_every_message_in_order(
+    handler: Any, sock_path: str, info_path: str, fn_stub: Any, fn_pb2: ModuleType
+) -> None:
+    """Every yielded message arrives, in order, with keys, value and tags."""
+    async with serving(sock_path, info_path, map_stream_handler=handler):
+        call = fn_stub.MapStreamFn(datum_request(fn_pb2, b"a,b,c", keys=["k"]))
+        replies = [reply async for reply in call]
+    assert [(list(r.keys), r.value, list(r.tags)) for r in replies] == [
+        (["k"], b"a", ["part"]),
+        (["k"], b"b", ["part"]),
+        (["k"], b"c", ["part"]),
+    ]
+
+
+async def test_async_map_stream_sends_before_the_generator_finishes(
+    sock_path: str, info_path: str, fn_stub: Any, fn_pb2: ModuleType
+) -> None:
+    """The first message reaches the client while the async generator is still suspended."""
+    first_seen = asyncio.Event()
+
+    async def waits_for_client(keys: list[str], datum: Datum) -> AsyncIterator[Message]:
+        yield Message(b"first")
+        await asyncio.wait_for(first_seen.wait(), 10)
+        yield Message(b"second")
+
+    async with serving(sock_path, info_path, map_stream_handler=waits_for_client):
+        call = fn_stub.MapStreamFn(datum_request(fn_pb2))
+        first = await call.read()
+        first_seen.set()
+        second = await call.read()
+    assert (first.value, second.value) == (b"first", b"second")
+
+
+async def test_sync_map_stream_sends_before_the_generator_finishes(
+    sock_path: str, info_path: str, fn_stub: Any, fn_pb2: ModuleType
+) -> None:
+    """The first message reaches the client while the sync generator blocks in its thread."""
+    first_seen = threading.Event()
+
+    def waits_for_client(keys: list[str], datum: Datum) -> Iterator[Message]:
+        yield Message(b"first")
+        assert first_seen.wait(10)
+        yield Message(b"second")
+
+    async with serving(sock_path, info_path, map_stream_handler=waits_for_client):
+        call = fn_stub.MapStreamFn(datum_request(fn_pb2))
+        first = await call.read()
+        first_seen.set()
+        second = await call.read()
+    assert (first.value, second.value) == (b"first", b"second")
+
+
+@pytest.mark.parametrize("kind", ["async", "sync"])
+async def test_map_stream_error_after_some_messages(
+    kind: str, sock_path: str, info_path: str, fn_stub: Any, fn_pb2: ModuleType
+) -> None:
+    """Messages yielded before an error stay sent; then the call ends UNKNOWN with the text."""
+
+    async def async_fails(keys: list[str], datum: Datum) -> AsyncIterator[Message]:
+        yield Message(b"one")
+        raise ValueError("stream broke")
+
+    def sync_fails(keys: list[str], datum: Datum) -> Iterator[Message]:
+        yield Message(b"one")
+        raise ValueError("stream broke")
+
+    handler = async_fails if kind == "async" else sync_fails
+    received = []
+    async with serving(sock_path, info_path, map_stream_handler=handler):
+        call = fn_stub.MapStreamFn(datum_request(fn_pb2))
+        with pytest.raises(grpc.aio.AioRpcError) as failure:
+            async for reply in call:
+                received.append(reply.value)
+    assert received == [b"one"]
+    assert failure.value.code() == grpc.StatusCode.UNKNOWN
+    assert "ValueError: stream broke" in failure.value.details()
+
+
+async def test_map_stream_wrong_item_type(
+    sock_path: str, info_path: str, fn_stub: Any, fn_pb2: ModuleType
+) -> None:
+    """Yielding something other than a Message fails the call with a clear status."""
+
+    async def yields_bytes(keys: list[str], datum: Datum) -> AsyncIterator[Any]:
+        yield b"raw bytes"
+
+    async with serving(sock_path, info_path, map_stream_handler=yields_bytes):
+        call = fn_stub.MapStreamFn(datum_request(fn_pb2))
+        with pytest.raises(grpc.aio.AioRpcError) as failure:
+            async for _ in call:
+                pass
+    assert failure.value.code() == grpc.StatusCode.UNKNOWN
+    assert "yielded bytes; expected Message" in failure.value.details()
+
+
+async def test_sync_map_stream_stops_when_client_cancels(
+    sock_path: str, info_path: str, fn_stub: Any, fn_pb2: ModuleType
+) -> None:
+    """A client cancelling mid-stream stops the sync generator and frees its thread."""
+    closed = threading.Event()
+
+    def endless(keys: list[str], datum: Datum) -> Iterator[Message]:
+        try:
+            while True:
+                yield Message(b"tick")
+        finally:
+            closed.set()
+
+    async with serving(sock_path, info_path, map_stream_handler=endless):
+        call = fn_stub.MapStreamFn(datum_request(fn_pb2))
+        for _ in range(5):
+            await call.read()
+        call.cancel()
+        for _ in range(100):
+            if closed.is_set():
+                break
+            await asyncio.sleep(0.05)
+    assert closed.is_set()
+    for _ in range(100):  # the stopped pool's idle threads exit on their own
+        if not [t for t in threading.enumerate() if t.name.startswith("pynumaflow-handler")]:
+            break
+        await asyncio.sleep(0.05)
+    assert not [t for t in threading.enumerate() if t.name.startswith("pynumaflow-handler")]

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import nox
 
 nox.options.default_venv_backend = "venv"
 nox.options.sessions = ["lint", "typecheck", "tests"]
+
 
 @nox.session
 def tests(session: nox.Session) -> None:
@@ -27,6 +30,9 @@ def typecheck(session: nox.Session) -> None:
     """Check types with mypy (strict on src/ and examples/)."""
     session.install("-e", ".[test]", "mypy==2.4.1")
     session.run("mypy")
+    # Each example is a stand-alone script (several share a file name): check one by one.
+    for example in sorted(Path("examples").rglob("*.py")):
+        session.run("mypy", "--strict", str(example))
 
 
 @nox.session

@@ -29,13 +29,19 @@ def anyio_backend() -> str:
 
 @pytest.fixture(scope="session")
 def stubs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, ModuleType]]:
-    """grpcio stubs for function.v1 and sink.v1, generated from protos/ for this run."""
+    """Grpcio stubs for function.v1 and sink.v1, generated from protos/ for this run."""
     out = tmp_path_factory.mktemp("grpcio_stubs")
     protos = ["function/v1/udfunction.proto", "sink/v1/udsink.proto"]
     subprocess.run(
         [
-            sys.executable, "-m", "grpc_tools.protoc", "-I", str(ROOT / "protos"),
-            f"--python_out={out}", f"--grpc_python_out={out}", *protos,
+            sys.executable,
+            "-m",
+            "grpc_tools.protoc",
+            "-I",
+            str(ROOT / "protos"),
+            f"--python_out={out}",
+            f"--grpc_python_out={out}",
+            *protos,
         ],
         check=True,
     )

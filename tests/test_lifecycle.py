@@ -16,12 +16,13 @@ from typing import Any
 import grpc
 import pytest
 
-from conftest import CHANNEL_OPTIONS, seed_examples
-from helpers import datum_request, serving
-from procs import END, finish, start_script, wait_for_server_info
 from pynumaflow import __version__
 from pynumaflow._server import SocketPathError
 from pynumaflow.function import AsyncServer, Datum, Message, Messages, Server
+
+from conftest import CHANNEL_OPTIONS, seed_examples
+from helpers import datum_request, serving
+from procs import END, finish, start_script, wait_for_server_info
 
 MAP_SCRIPT = """
 import asyncio

@@ -12,8 +12,9 @@ from typing import Any
 import grpc
 import pytest
 
-from helpers import datum_request, serving
 from pynumaflow.function import DROP, Datum, Message, Messages, MessageT, MessageTs
+
+from helpers import datum_request, serving
 
 pytestmark = pytest.mark.anyio
 MiB = 1024 * 1024
@@ -272,7 +273,9 @@ async def test_grpclib_client_with_betterproto_stub(sock_path: str, info_path: s
             reply = await stub.map_fn(v1.DatumRequest(keys=["a"], value=b"via grpclib"))
         finally:
             channel.close()
-    assert [(e.keys, e.value, e.tags) for e in reply.elements] == [(["a"], b"via grpclib", ["echoed"])]
+    assert [(e.keys, e.value, e.tags) for e in reply.elements] == [
+        (["a"], b"via grpclib", ["echoed"])
+    ]
 
 
 def test_logging_has_no_handlers_at_import() -> None:

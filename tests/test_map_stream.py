@@ -11,8 +11,9 @@ from typing import Any
 import grpc
 import pytest
 
-from helpers import datum_request, serving
 from pynumaflow.function import Datum, Message
+
+from helpers import datum_request, serving
 
 pytestmark = pytest.mark.anyio
 

@@ -23,8 +23,11 @@ def generate(out: Path) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run(
             [
-                sys.executable, "-m", "grpc_tools.protoc",
-                "-I", str(ROOT / "protos"),
+                sys.executable,
+                "-m",
+                "grpc_tools.protoc",
+                "-I",
+                str(ROOT / "protos"),
                 f"--plugin=protoc-gen-python_betterproto={plugin}",
                 f"--python_betterproto_out={tmp}",
                 *PROTOS,

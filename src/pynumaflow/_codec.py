@@ -156,10 +156,7 @@ def _naive_utc(parts: TimestampParts) -> datetime:
 
 def timestamp_parts(moment: datetime) -> TimestampParts:
     """Return (seconds, nanos) since the epoch of a datetime; naive means UTC."""
-    if moment.tzinfo is None:
-        offset = moment - _EPOCH_NAIVE
-    else:
-        offset = moment - _EPOCH_AWARE
+    offset = moment - (_EPOCH_NAIVE if moment.tzinfo is None else _EPOCH_AWARE)
     return offset.days * 86400 + offset.seconds, offset.microseconds * 1000
 
 

@@ -15,7 +15,7 @@ import inspect
 import logging
 import queue
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Generic, Optional, TypeVar, Union
@@ -60,6 +60,7 @@ def inspect_handler(
 
     Raises:
         TypeError: the handler is not callable or cannot take the arguments.
+
     """
     if not callable(func):
         raise TypeError(f"{name} must be callable ({params}), got {type(func).__name__}")
@@ -125,7 +126,7 @@ class Invoker:
         context = contextvars.copy_context()
         return loop.run_in_executor(self._pool, context.run, func, *args)
 
-    def iterate(self, handler: Handler, *args: Any) -> AsyncIterator[Any]:
+    def iterate(self, handler: Handler, *args: Any) -> AsyncGenerator[Any, None]:
         """Iterate a stream handler: an async generator, or a sync iterable in the pool."""
         if handler.is_async:
             return handler.func(*args)  # type: ignore[no-any-return]
@@ -133,7 +134,7 @@ class Invoker:
 
     async def _iterate_in_thread(
         self, func: Callable[..., Any], args: tuple[Any, ...]
-    ) -> AsyncIterator[Any]:
+    ) -> AsyncGenerator[Any, None]:
         """Drive a sync iterable from one pool thread, at most _STREAM_AHEAD items ahead."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
@@ -188,7 +189,7 @@ _END = object()
 _ABORT = object()
 
 
-class FeedAborted(Exception):
+class FeedAborted(Exception):  # noqa: N818 - it reads as what happened to the feed
     """Raised inside a handler still reading its feed when the call was abandoned."""
 
 

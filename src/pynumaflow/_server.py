@@ -96,7 +96,7 @@ class _Codec(CodecBase):
                 Status.RESOURCE_EXHAUSTED,
                 f"response of {len(data)} bytes exceeds max_message_size ({self._max})",
             )
-        return data  # type: ignore[no-any-return]
+        return data
 
     def decode(self, data: bytes, message_type: Any) -> Any:
         if len(data) > self._max:
@@ -305,7 +305,9 @@ class ServerCore:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._idle.wait(), grace)
             if self._active:
-                _LOGGER.warning("cancelling %d call(s) still running after %.1f s", self._active, grace)
+                _LOGGER.warning(
+                    "cancelling %d call(s) still running after %.1f s", self._active, grace
+                )
         for server in self._servers:
             server.close()
         for server in self._servers:
@@ -358,7 +360,7 @@ class ServerCore:
         finally:
             for signum, before in previous.items():
                 loop.remove_signal_handler(signum)
-                if self._signal_count and _is_aiorun_handler(before):
+                if self._signal_count and callable(before) and _is_aiorun_handler(before):
                     # aiorun keeps its loop running after our coroutine returns; after
                     # the drain, hand it the signal so it stops the loop and exits.
                     signal.signal(signum, before)
@@ -382,9 +384,9 @@ class _Mapped:
         return self._mapping
 
 
-def _is_aiorun_handler(handler: object) -> bool:
+def _is_aiorun_handler(handler: Callable[..., Any]) -> bool:
     target = getattr(handler, "func", handler)  # aiorun installs a functools.partial
-    return callable(handler) and getattr(target, "__module__", None) == "aiorun"
+    return getattr(target, "__module__", None) == "aiorun"
 
 
 def _service_names(endpoint: Endpoint) -> set[str]:

@@ -79,6 +79,7 @@ class Server(_FunctionServer):
     Raises:
         ValueError: no handler was given, or an option is out of range.
         TypeError: a handler is not callable or has the wrong number of parameters.
+
     """
 
     def __init__(

@@ -69,6 +69,7 @@ class Message:
         value: the payload; ``None`` means empty.
         keys: the keys the message is routed by; ``None`` means none.
         tags: tags for conditional forwarding; ``None`` means none.
+
     """
 
     __slots__ = ("_keys", "_tags", "_value")
@@ -390,6 +391,3 @@ class Metadata:
 
     def __repr__(self) -> str:
         return f"Metadata(interval_window={self._interval_window!r})"
-
-
-

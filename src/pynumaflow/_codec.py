@@ -19,6 +19,7 @@ from pynumaflow.function._types import Datum, DatumMetadata, Message, MessageT
 __all__ = [
     "CodecError",
     "ReturnTypeError",
+    "check_message",
     "decode_datum_request",
     "encode_datum_response",
     "encode_datum_response_list",
@@ -98,6 +99,17 @@ def _to_int64(value: int) -> int:
 def _to_int32(value: int) -> int:
     value &= 0xFFFFFFFF
     return value - (1 << 32) if value > 0x7FFFFFFF else value
+
+
+def check_message(data: bytes) -> None:
+    """Check that bytes are well-formed protobuf (for requests whose fields we ignore)."""
+    pos = 0
+    size = len(data)
+    while pos < size:
+        tag, pos = _read_varint(data, pos)
+        if tag >> 3 == 0:
+            raise CodecError("field number 0 is invalid")
+        pos = _skip_field(data, pos, tag & 7, tag >> 3)
 
 
 # --- timestamps -------------------------------------------------------------------------

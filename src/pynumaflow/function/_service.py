@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from typing import Dict, Optional
 
 import grpclib.const
 import grpclib.server
@@ -23,6 +23,7 @@ from pynumaflow.function._types import Datum
 __all__ = ["FunctionHandlers", "FunctionService"]
 
 RawStream = grpclib.server.Stream[bytes, bytes]
+_READY = bytes(ReadyResponse(ready=True))
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,7 @@ class FunctionService:
                 "ReduceFn": self._reduce_fn,
                 "IsReady": self._is_ready,
             },
-            raw=("MapFn", "MapTFn", "MapStreamFn", "ReduceFn"),
+            raw=("MapFn", "MapTFn", "MapStreamFn", "ReduceFn", "IsReady"),
         )
 
     async def _map_fn(self, stream: RawStream) -> None:
@@ -106,6 +107,10 @@ class FunctionService:
         _require(self._handlers.reduce, "reduce_handler")
         raise GRPCError(Status.UNIMPLEMENTED, "ReduceFn is not implemented yet")
 
-    async def _is_ready(self, stream: grpclib.server.Stream[Any, ReadyResponse]) -> None:
-        await stream.recv_message()
-        await stream.send_message(ReadyResponse(ready=True))
+    async def _is_ready(self, stream: RawStream) -> None:
+        data = await stream.recv_message()
+        try:
+            _codec.check_message(data or b"")
+        except CodecError as err:
+            raise GRPCError(Status.INVALID_ARGUMENT, f"malformed Empty: {err}") from None
+        await stream.send_message(_READY)

@@ -11,13 +11,9 @@ import grpclib.server
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
-from pynumaflow._codec import (
-    CodecError,
-    decode_datum_request,
-    encode_datum_response,
-    encode_datum_response_list,
-    encode_datum_response_t_list,
-)
+# A module import, not names: _codec imports the public type packages, which import
+# this module, so _codec may still be half-initialised while this module loads.
+from pynumaflow import _codec
 from pynumaflow._invoke import Handler, Invoker, handler_errors
 from pynumaflow._proto.function.v1 import ReadyResponse, UserDefinedFunctionBase
 from pynumaflow._server import service_mapping
@@ -49,8 +45,8 @@ async def _recv_datum(stream: RawStream) -> Datum:
     if data is None:
         raise GRPCError(Status.INVALID_ARGUMENT, "expected one DatumRequest, got none")
     try:
-        return decode_datum_request(data)
-    except CodecError as err:
+        return _codec.decode_datum_request(data)
+    except _codec.CodecError as err:
         raise GRPCError(Status.INVALID_ARGUMENT, f"malformed DatumRequest: {err}") from None
 
 
@@ -79,7 +75,7 @@ class FunctionService:
         datum = await _recv_datum(stream)
         with handler_errors(handler):
             result = await self._invoker.call(handler, datum.keys, datum)
-            payload = encode_datum_response_list(result)
+            payload = _codec.encode_datum_response_list(result)
         await stream.send_message(payload)
 
     async def _map_t_fn(self, stream: RawStream) -> None:
@@ -87,7 +83,7 @@ class FunctionService:
         datum = await _recv_datum(stream)
         with handler_errors(handler):
             result = await self._invoker.call(handler, datum.keys, datum)
-            payload = encode_datum_response_t_list(result, datum.event_time, datum.watermark)
+            payload = _codec.encode_datum_response_t_list(result, datum.event_time, datum.watermark)
         await stream.send_message(payload)
 
     async def _map_stream_fn(self, stream: RawStream) -> None:
@@ -102,7 +98,7 @@ class FunctionService:
                         message = await anext(messages)
                     except StopAsyncIteration:
                         break
-                    payload = encode_datum_response(message)
+                    payload = _codec.encode_datum_response(message)
                 await stream.send_message(payload)
 
     async def _reduce_fn(self, stream: RawStream) -> None:

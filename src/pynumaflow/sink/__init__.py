@@ -1,0 +1,5 @@
+"""User-defined sinks (pynumaflow 0.4 API)."""
+
+from pynumaflow.sink._types import Datum, Response, Responses
+
+__all__ = ["Datum", "Response", "Responses"]

@@ -11,19 +11,24 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime, time, timedelta, timezone
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple, TypeVar
 
 from pynumaflow._errors import CodecError, ReturnTypeError
 from pynumaflow.function._types import Datum, DatumMetadata, Message, MessageT
+from pynumaflow.sink._types import Datum as SinkDatum
+from pynumaflow.sink._types import Response
 
 __all__ = [
     "CodecError",
     "ReturnTypeError",
     "check_message",
     "decode_datum_request",
+    "decode_sink_datum_request",
     "encode_datum_response",
     "encode_datum_response_list",
     "encode_datum_response_t_list",
+    "encode_response_list",
+    "read_responses",
 ]
 
 _EPOCH_NAIVE = datetime(1970, 1, 1)
@@ -34,6 +39,7 @@ _SMALL_VARINTS = [bytes((i,)) for i in range(128)]
 
 # (seconds, nanos) of a google.protobuf.Timestamp.
 TimestampParts = Tuple[int, int]
+_F = TypeVar("_F")
 
 
 # --- primitives -------------------------------------------------------------------------
@@ -190,12 +196,29 @@ def _encode_timestamp_wrapper(parts: TimestampParts) -> bytes:
 
 def decode_datum_request(data: bytes) -> Datum:
     """Decode a function.v1 DatumRequest into a Datum (unknown fields are skipped)."""
+    keys, value, event_time, watermark, metadata = _decode_request(data, _decode_metadata, ("", 0))
+    return Datum(
+        keys,
+        value,
+        _naive_utc(event_time),
+        _naive_utc(watermark),
+        DatumMetadata(*metadata),
+    )
+
+
+def _decode_request(
+    data: bytes, decode_field5: Callable[[bytes, int, int, _F], _F], field5: _F
+) -> Tuple[List[str], bytes, TimestampParts, TimestampParts, _F]:
+    """Decode the fields a function.v1 and a sink.v1 DatumRequest share.
+
+    Fields 1-4 (keys, value, event_time, watermark) are the same in both protocols;
+    field 5 (function.v1 ``Metadata``, sink.v1 ``id``) is decoded by ``decode_field5``
+    from ``data[pos:end]`` and the value it had so far (``field5`` initially).
+    """
     keys: List[str] = []
     value = b""
     event_time: TimestampParts = (0, 0)
     watermark: TimestampParts = (0, 0)
-    msg_id = ""
-    num_delivered = 0
     pos = 0
     size = len(data)
     try:
@@ -229,24 +252,17 @@ def decode_datum_request(data: bytes) -> Datum:
                 elif field == 4:
                     watermark = _decode_time_wrapper(data, pos, end, watermark, "Watermark")
                 else:
-                    msg_id, num_delivered = _decode_metadata(data, pos, end, msg_id, num_delivered)
+                    field5 = decode_field5(data, pos, end, field5)
                 pos = end
             else:
                 pos = _skip_field(data, pos, wire_type, field)
     except UnicodeDecodeError as err:
         raise CodecError(f"DatumRequest string is not valid UTF-8: {err}") from None
-    return Datum(
-        keys,
-        value,
-        _naive_utc(event_time),
-        _naive_utc(watermark),
-        DatumMetadata(msg_id, num_delivered),
-    )
+    return keys, value, event_time, watermark, field5
 
 
-def _decode_metadata(
-    data: bytes, pos: int, end: int, msg_id: str, num_delivered: int
-) -> Tuple[str, int]:
+def _decode_metadata(data: bytes, pos: int, end: int, previous: Tuple[str, int]) -> Tuple[str, int]:
+    msg_id, num_delivered = previous
     while pos < end:
         tag, pos = _read_varint(data, pos)
         field, wire_type = tag >> 3, tag & 7
@@ -380,3 +396,69 @@ def encode_datum_response_t_list(
         return _response_body(message, event_time, watermark_bytes)
 
     return _encode_list(result, "MessageTs (an iterable of MessageT)", body)
+
+
+# --- sink.v1 ----------------------------------------------------------------------------
+
+
+def decode_sink_datum_request(data: bytes) -> SinkDatum:
+    """Decode a sink.v1 DatumRequest (field 5 is the datum's id) into a sink Datum."""
+    keys, value, event_time, watermark, msg_id = _decode_request(data, _decode_id, "")
+    return SinkDatum(keys, msg_id, value, _naive_utc(event_time), _naive_utc(watermark))
+
+
+def _decode_id(data: bytes, pos: int, end: int, previous: str) -> str:
+    return data[pos:end].decode()
+
+
+_RESPONSES = "Responses (an iterable of Response)"
+
+
+def read_responses(result: object) -> List[Response]:
+    """Check what a sink handler returned and list its responses.
+
+    Objects with ``id`` (str), ``success`` (bool) and ``err`` (str or None) attributes
+    count as responses, like :class:`~pynumaflow.sink.Response` itself.
+
+    Raises:
+        ReturnTypeError: ``result`` is not an iterable of such objects.
+
+    """
+    responses: List[Response] = []
+    for item in _checked_iter(result, _RESPONSES):
+        try:
+            msg_id, success, err = item.id, item.success, item.err
+        except AttributeError:
+            raise ReturnTypeError(
+                f"expected Response objects, found {type(item).__name__}"
+            ) from None
+        if not isinstance(msg_id, str):
+            raise ReturnTypeError(f"Response id must be str, found {type(msg_id).__name__}")
+        if not isinstance(success, bool):
+            raise ReturnTypeError(f"Response success must be bool, found {type(success).__name__}")
+        if err is not None and not isinstance(err, str):
+            raise ReturnTypeError(f"Response err must be str or None, found {type(err).__name__}")
+        responses.append(item if type(item) is Response else Response(msg_id, success, err))
+    return responses
+
+
+def encode_response_list(responses: Iterable[Response]) -> bytes:
+    """Encode checked responses (see :func:`read_responses`) as a sink.v1 ResponseList.
+
+    Error texts that are not encodable as UTF-8 (lone surrogates, e.g. from file names)
+    are sent with those characters backslash-escaped rather than failing the batch.
+    """
+    out: List[bytes] = []
+    for response in responses:
+        body: List[bytes] = []
+        if response.id:
+            raw = response.id.encode()
+            body += (b"\x0a", _varint(len(raw)), raw)
+        if response.success:
+            body.append(b"\x10\x01")
+        if response.err:
+            raw = response.err.encode("utf-8", "backslashreplace")
+            body += (b"\x1a", _varint(len(raw)), raw)
+        encoded = b"".join(body)
+        out += (b"\x0a", _varint(len(encoded)), encoded)
+    return b"".join(out)

@@ -210,11 +210,28 @@ class Feed(Generic[_T]):
         self._async_queue: asyncio.Queue[Any] = asyncio.Queue()
         self._thread_queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._finished = False
+        self._detached = False
 
     async def put(self, item: _T) -> None:
-        """Hand one item to the handler, waiting while the feed is full."""
+        """Hand one item to the handler, waiting while the feed is full.
+
+        Once the feed is detached the item is dropped at once.
+        """
+        if self._detached:
+            return
         await self._space.acquire()
+        if self._detached:
+            self._space.release()  # pass the wake-up from detach() on to any other waiter
+            return
         self._push(item)
+
+    def detach(self) -> None:
+        """Note that the handler has stopped reading: drop items from now on.
+
+        A ``put`` waiting for room returns instead of waiting for a reader that is gone.
+        """
+        self._detached = True
+        self._space.release()
 
     def close(self) -> None:
         """Mark the end of input: the handler's iterator stops after the items sent."""

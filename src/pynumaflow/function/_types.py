@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable
 from datetime import datetime, time
-from typing import Generic, List, Optional, TypeVar, Union, overload
+from typing import List, Optional, Union
+
+from pynumaflow._collections import ItemList
 
 __all__ = [
     "DROP",
@@ -194,64 +195,13 @@ class MessageT:
         )
 
 
-_M = TypeVar("_M")
-
-
-class _MessageList(Generic[_M]):
-    """An ordered list of outputs, built from ``*items`` (shared by Messages and MessageTs)."""
-
-    __slots__ = ("_items",)
-
-    def __init__(self, *items: _M) -> None:
-        self._items: List[_M] = list(items)
-
-    def append(self, item: _M) -> None:
-        """Add one item at the end."""
-        self._items.append(item)
-
-    def items(self) -> List[_M]:
-        """Return the items as a list (deprecated: iterate instead)."""
-        warnings.warn(
-            f"{type(self).__name__}.items() is deprecated; iterate over the object instead",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return self._items
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __iter__(self) -> Iterator[_M]:
-        return iter(self._items)
-
-    @overload
-    def __getitem__(self, index: int) -> _M: ...
-    @overload
-    def __getitem__(self, index: slice) -> Sequence[_M]: ...
-    def __getitem__(self, index: Union[int, slice]) -> Union[_M, Sequence[_M]]:
-        if isinstance(index, slice):
-            raise TypeError(f"{type(self).__name__} does not support slicing")
-        return self._items[index]
-
-    def __eq__(self, other: object) -> bool:
-        if type(other) is not type(self):
-            return NotImplemented
-        assert isinstance(other, _MessageList)
-        return self._items == other._items
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({', '.join(map(repr, self._items))})"
-
-
-class Messages(_MessageList[Message]):
+class Messages(ItemList[Message]):
     """The messages a map, map stream or reduce handler returns: ``Messages(*items)``."""
 
     __slots__ = ()
 
 
-class MessageTs(_MessageList[MessageT]):
+class MessageTs(ItemList[MessageT]):
     """The messages a mapt handler returns: ``MessageTs(*items)``."""
 
     __slots__ = ()

@@ -15,12 +15,13 @@ from typing import Any, Callable
 
 import grpc
 import pytest
-from conftest import seed_examples
-from helpers import timestamp
 
 import pynumaflow.sink
 from pynumaflow.sink import AsyncSink, Datum, Response, Responses, Sink
 from pynumaflow.sink._service import OMITTED
+
+from conftest import seed_examples
+from helpers import timestamp
 
 pytestmark = pytest.mark.anyio
 UTC = timezone.utc

@@ -9,12 +9,13 @@ bytes of these messages.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from datetime import datetime, time, timedelta, timezone
 from typing import Any, Callable, List, Optional, Tuple, TypeVar
 
 from pynumaflow._errors import CodecError, ReturnTypeError
-from pynumaflow.function._types import Datum, DatumMetadata, Message, MessageT
+from pynumaflow.function._types import Datum, DatumMetadata, Keys, Message, MessageT
 from pynumaflow.sink._types import Datum as SinkDatum
 from pynumaflow.sink._types import Response
 
@@ -141,10 +142,42 @@ def _decode_timestamp(data: bytes, pos: int, end: int, parts: TimestampParts) ->
     return seconds, nanos
 
 
+def _fast_varint(data: bytes, pos: int, end: int) -> Tuple[int, int]:
+    """Read a varint that must end before ``end``; return (value, pos), pos -1 if it does not."""
+    raw = 0
+    shift = 0
+    while pos < end and shift < 70:
+        byte = data[pos]
+        pos += 1
+        raw |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return raw, pos
+        shift += 7
+    return 0, -1
+
+
 def _decode_time_wrapper(
     data: bytes, pos: int, end: int, parts: TimestampParts, name: str
 ) -> TimestampParts:
     """Decode EventTime/Watermark: a message whose field 1 is a Timestamp."""
+    # Fast path for what encoders write: 0a LEN [08 seconds] [10 nanos], nothing else.
+    if end - pos >= 2 and data[pos] == 0x0A and data[pos + 1] == end - pos - 2:
+        seconds, nanos = parts
+        cursor = pos + 2
+        if cursor < end and data[cursor] == 0x08:
+            raw, cursor = _fast_varint(data, cursor + 1, end)
+            seconds = raw - _U64 if raw > _I64_MAX else raw
+        if 0 <= cursor < end and data[cursor] == 0x10:
+            raw, cursor = _fast_varint(data, cursor + 1, end)
+            nanos = _to_int32(raw)
+        if cursor == end:
+            return seconds, nanos
+    return _decode_time_wrapper_slow(data, pos, end, parts, name)
+
+
+def _decode_time_wrapper_slow(
+    data: bytes, pos: int, end: int, parts: TimestampParts, name: str
+) -> TimestampParts:
     while pos < end:
         tag, pos = _read_varint(data, pos)
         field, wire_type = tag >> 3, tag & 7
@@ -164,10 +197,11 @@ def _decode_time_wrapper(
     return parts
 
 
+@functools.lru_cache(maxsize=4096)  # watermarks and event times repeat across requests
 def _naive_utc(parts: TimestampParts) -> datetime:
     seconds, nanos = parts
     try:
-        return _EPOCH_NAIVE + timedelta(seconds=seconds, microseconds=nanos // 1000)
+        return _EPOCH_NAIVE + timedelta(0, seconds, nanos // 1000)
     except OverflowError:
         raise CodecError(f"timestamp {seconds}s {nanos}ns is outside datetime's range") from None
 
@@ -197,13 +231,17 @@ def _encode_timestamp_wrapper(parts: TimestampParts) -> bytes:
 def decode_datum_request(data: bytes) -> Datum:
     """Decode a function.v1 DatumRequest into a Datum (unknown fields are skipped)."""
     keys, value, event_time, watermark, metadata = _decode_request(data, _decode_metadata, ("", 0))
-    return Datum(
-        keys,
-        value,
-        _naive_utc(event_time),
-        _naive_utc(watermark),
-        DatumMetadata(*metadata),
-    )
+    # Built without Datum.__init__'s argument checks: the codec's values are already right.
+    datum = _new_datum(Datum)
+    datum._keys = Keys(keys)
+    datum._value = value
+    datum._event_time = _naive_utc(event_time)
+    datum._watermark = _naive_utc(watermark)
+    datum._metadata = DatumMetadata(*metadata)
+    return datum
+
+
+_new_datum = object.__new__
 
 
 def _decode_request(
@@ -263,6 +301,16 @@ def _decode_request(
 
 def _decode_metadata(data: bytes, pos: int, end: int, previous: Tuple[str, int]) -> Tuple[str, int]:
     msg_id, num_delivered = previous
+    # Fast path for what encoders write: [0a LEN id] [10 num_delivered], nothing else.
+    if pos < end and data[pos] == 0x0A and data[pos + 1] < 0x80:
+        id_end = pos + 2 + data[pos + 1]
+        if id_end == end or (id_end < end and data[id_end] == 0x10):
+            cursor = id_end
+            raw = num_delivered
+            if id_end < end:
+                raw, cursor = _fast_varint(data, id_end + 1, end)
+            if cursor == end:
+                return data[pos + 2 : id_end].decode(), raw & (_U64 - 1)
     while pos < end:
         tag, pos = _read_varint(data, pos)
         field, wire_type = tag >> 3, tag & 7

@@ -15,6 +15,17 @@ from datetime import datetime, time, timedelta, timezone
 from typing import Any, Callable, List, Optional, Tuple, TypeVar
 
 from pynumaflow._errors import CodecError, ReturnTypeError
+from pynumaflow._wire import (
+    I64_MAX,
+    U64,
+    fast_varint,
+    read_varint,
+    signed_varint,
+    skip_field,
+    to_int32,
+    to_int64,
+    varint,
+)
 from pynumaflow.function._types import Datum, DatumMetadata, Keys, Message, MessageT
 from pynumaflow.sink._types import Datum as SinkDatum
 from pynumaflow.sink._types import Response
@@ -22,7 +33,6 @@ from pynumaflow.sink._types import Response
 __all__ = [
     "CodecError",
     "ReturnTypeError",
-    "check_message",
     "decode_datum_request",
     "decode_sink_datum_request",
     "encode_datum_response",
@@ -34,89 +44,10 @@ __all__ = [
 
 _EPOCH_NAIVE = datetime(1970, 1, 1)
 _EPOCH_AWARE = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_U64 = 1 << 64
-_I64_MAX = (1 << 63) - 1
-_SMALL_VARINTS = [bytes((i,)) for i in range(128)]
 
 # (seconds, nanos) of a google.protobuf.Timestamp.
 TimestampParts = Tuple[int, int]
 _F = TypeVar("_F")
-
-
-# --- primitives -------------------------------------------------------------------------
-
-
-def _read_varint(data: bytes, pos: int) -> Tuple[int, int]:
-    result = 0
-    shift = 0
-    end = len(data)
-    while True:
-        if pos >= end:
-            raise CodecError("truncated varint")
-        byte = data[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return result, pos
-        shift += 7
-        if shift >= 70:
-            raise CodecError("varint longer than 10 bytes")
-
-
-def _skip_field(data: bytes, pos: int, wire_type: int, field: int) -> int:
-    """Skip an unknown field's value; return the position after it."""
-    if wire_type == 0:
-        _, pos = _read_varint(data, pos)
-        return pos
-    if wire_type == 2:
-        length, pos = _read_varint(data, pos)
-        end = pos + length
-    elif wire_type == 1:
-        end = pos + 8
-    elif wire_type == 5:
-        end = pos + 4
-    else:
-        # Groups (3, 4) are not proto3; 6 and 7 do not exist.
-        raise CodecError(f"field {field} has unsupported wire type {wire_type}")
-    if end > len(data):
-        raise CodecError(f"field {field} is truncated")
-    return end
-
-
-def _varint(value: int) -> bytes:
-    if value < 128:
-        return _SMALL_VARINTS[value]
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _signed_varint(value: int) -> bytes:
-    return _varint(value + _U64 if value < 0 else value)
-
-
-def _to_int64(value: int) -> int:
-    value &= _U64 - 1
-    return value - _U64 if value > _I64_MAX else value
-
-
-def _to_int32(value: int) -> int:
-    value &= 0xFFFFFFFF
-    return value - (1 << 32) if value > 0x7FFFFFFF else value
-
-
-def check_message(data: bytes) -> None:
-    """Check that bytes are well-formed protobuf (for requests whose fields we ignore)."""
-    pos = 0
-    size = len(data)
-    while pos < size:
-        tag, pos = _read_varint(data, pos)
-        if tag >> 3 == 0:
-            raise CodecError("field number 0 is invalid")
-        pos = _skip_field(data, pos, tag & 7, tag >> 3)
 
 
 # --- timestamps -------------------------------------------------------------------------
@@ -125,35 +56,21 @@ def check_message(data: bytes) -> None:
 def _decode_timestamp(data: bytes, pos: int, end: int, parts: TimestampParts) -> TimestampParts:
     seconds, nanos = parts
     while pos < end:
-        tag, pos = _read_varint(data, pos)
+        tag, pos = read_varint(data, pos)
         field, wire_type = tag >> 3, tag & 7
         if field == 1 and wire_type == 0:
-            raw, pos = _read_varint(data, pos)
-            seconds = _to_int64(raw)
+            raw, pos = read_varint(data, pos)
+            seconds = to_int64(raw)
         elif field == 2 and wire_type == 0:
-            raw, pos = _read_varint(data, pos)
-            nanos = _to_int32(raw)
+            raw, pos = read_varint(data, pos)
+            nanos = to_int32(raw)
         elif field in (1, 2):
             raise CodecError(f"Timestamp field {field} has wire type {wire_type}, expected 0")
         else:
-            pos = _skip_field(data, pos, wire_type, field)
+            pos = skip_field(data, pos, wire_type, field)
     if pos != end:
         raise CodecError("Timestamp overruns its enclosing message")
     return seconds, nanos
-
-
-def _fast_varint(data: bytes, pos: int, end: int) -> Tuple[int, int]:
-    """Read a varint that must end before ``end``; return (value, pos), pos -1 if it does not."""
-    raw = 0
-    shift = 0
-    while pos < end and shift < 70:
-        byte = data[pos]
-        pos += 1
-        raw |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return raw, pos
-        shift += 7
-    return 0, -1
 
 
 def _decode_time_wrapper(
@@ -165,11 +82,11 @@ def _decode_time_wrapper(
         seconds, nanos = parts
         cursor = pos + 2
         if cursor < end and data[cursor] == 0x08:
-            raw, cursor = _fast_varint(data, cursor + 1, end)
-            seconds = raw - _U64 if raw > _I64_MAX else raw
+            raw, cursor = fast_varint(data, cursor + 1, end)
+            seconds = raw - U64 if raw > I64_MAX else raw
         if 0 <= cursor < end and data[cursor] == 0x10:
-            raw, cursor = _fast_varint(data, cursor + 1, end)
-            nanos = _to_int32(raw)
+            raw, cursor = fast_varint(data, cursor + 1, end)
+            nanos = to_int32(raw)
         if cursor == end:
             return seconds, nanos
     return _decode_time_wrapper_slow(data, pos, end, parts, name)
@@ -179,19 +96,19 @@ def _decode_time_wrapper_slow(
     data: bytes, pos: int, end: int, parts: TimestampParts, name: str
 ) -> TimestampParts:
     while pos < end:
-        tag, pos = _read_varint(data, pos)
+        tag, pos = read_varint(data, pos)
         field, wire_type = tag >> 3, tag & 7
         if field == 1:
             if wire_type != 2:
                 raise CodecError(f"{name} field 1 has wire type {wire_type}, expected 2")
-            length, pos = _read_varint(data, pos)
+            length, pos = read_varint(data, pos)
             sub_end = pos + length
             if sub_end > end:
                 raise CodecError(f"{name} is truncated")
             parts = _decode_timestamp(data, pos, sub_end, parts)
             pos = sub_end
         else:
-            pos = _skip_field(data, pos, wire_type, field)
+            pos = skip_field(data, pos, wire_type, field)
     if pos != end:
         raise CodecError(f"{name} overruns its enclosing message")
     return parts
@@ -219,10 +136,10 @@ def _encode_timestamp_wrapper(parts: TimestampParts) -> bytes:
         return b""
     ts = b""
     if seconds:
-        ts = b"\x08" + _signed_varint(seconds)
+        ts = b"\x08" + signed_varint(seconds)
     if nanos:
-        ts += b"\x10" + _signed_varint(nanos)
-    return b"\x0a" + _varint(len(ts)) + ts
+        ts += b"\x10" + signed_varint(nanos)
+    return b"\x0a" + varint(len(ts)) + ts
 
 
 # --- function.v1 ------------------------------------------------------------------------
@@ -265,7 +182,7 @@ def _decode_request(
             if tag < 0x80:
                 pos += 1
             else:
-                tag, pos = _read_varint(data, pos)
+                tag, pos = read_varint(data, pos)
             field = tag >> 3
             wire_type = tag & 7
             if 1 <= field <= 5:
@@ -277,7 +194,7 @@ def _decode_request(
                 if length < 0x80:
                     pos += 1
                 else:
-                    length, pos = _read_varint(data, pos)
+                    length, pos = read_varint(data, pos)
                 end = pos + length
                 if end > size:
                     raise CodecError(f"DatumRequest field {field} is truncated")
@@ -293,7 +210,7 @@ def _decode_request(
                     field5 = decode_field5(data, pos, end, field5)
                 pos = end
             else:
-                pos = _skip_field(data, pos, wire_type, field)
+                pos = skip_field(data, pos, wire_type, field)
     except UnicodeDecodeError as err:
         raise CodecError(f"DatumRequest string is not valid UTF-8: {err}") from None
     return keys, value, event_time, watermark, field5
@@ -308,25 +225,25 @@ def _decode_metadata(data: bytes, pos: int, end: int, previous: Tuple[str, int])
             cursor = id_end
             raw = num_delivered
             if id_end < end:
-                raw, cursor = _fast_varint(data, id_end + 1, end)
+                raw, cursor = fast_varint(data, id_end + 1, end)
             if cursor == end:
-                return data[pos + 2 : id_end].decode(), raw & (_U64 - 1)
+                return data[pos + 2 : id_end].decode(), raw & (U64 - 1)
     while pos < end:
-        tag, pos = _read_varint(data, pos)
+        tag, pos = read_varint(data, pos)
         field, wire_type = tag >> 3, tag & 7
         if field == 1 and wire_type == 2:
-            length, pos = _read_varint(data, pos)
+            length, pos = read_varint(data, pos)
             if pos + length > end:
                 raise CodecError("Metadata.id is truncated")
             msg_id = data[pos : pos + length].decode()
             pos += length
         elif field == 2 and wire_type == 0:
-            num_delivered, pos = _read_varint(data, pos)
-            num_delivered &= _U64 - 1
+            num_delivered, pos = read_varint(data, pos)
+            num_delivered &= U64 - 1
         elif field in (1, 2):
             raise CodecError(f"Metadata field {field} has wire type {wire_type}")
         else:
-            pos = _skip_field(data, pos, wire_type, field)
+            pos = skip_field(data, pos, wire_type, field)
     if pos != end:
         raise CodecError("Metadata overruns its enclosing message")
     return msg_id, num_delivered
@@ -341,7 +258,7 @@ def _encode_strings(tag: bytes, items: Iterable[str], out: List[bytes], what: st
         except UnicodeEncodeError as err:
             raise ReturnTypeError(f"message {what} is not encodable as UTF-8: {err}") from None
         out.append(tag)
-        out.append(_varint(len(raw)))
+        out.append(varint(len(raw)))
         out.append(raw)
 
 
@@ -364,15 +281,15 @@ def _response_body(
     _encode_strings(b"\x0a", keys, out, "keys")
     if value:
         out.append(b"\x12")
-        out.append(_varint(len(value)))
+        out.append(varint(len(value)))
         out.append(value)
     if event_time is not None:
         out.append(b"\x1a")
-        out.append(_varint(len(event_time)))
+        out.append(varint(len(event_time)))
         out.append(event_time)
     if watermark is not None:
         out.append(b"\x22")
-        out.append(_varint(len(watermark)))
+        out.append(varint(len(watermark)))
         out.append(watermark)
     _encode_strings(b"\x2a", tags, out, "tags")
     return b"".join(out)
@@ -394,7 +311,7 @@ def _encode_list(result: object, expected: str, body: Callable[[Any], bytes]) ->
     for message in _checked_iter(result, expected):
         encoded = body(message)
         out.append(b"\x0a")
-        out.append(_varint(len(encoded)))
+        out.append(varint(len(encoded)))
         out.append(encoded)
     return b"".join(out)
 
@@ -501,12 +418,12 @@ def encode_response_list(responses: Iterable[Response]) -> bytes:
         body: List[bytes] = []
         if response.id:
             raw = response.id.encode()
-            body += (b"\x0a", _varint(len(raw)), raw)
+            body += (b"\x0a", varint(len(raw)), raw)
         if response.success:
             body.append(b"\x10\x01")
         if response.err:
             raw = response.err.encode("utf-8", "backslashreplace")
-            body += (b"\x1a", _varint(len(raw)), raw)
+            body += (b"\x1a", varint(len(raw)), raw)
         encoded = b"".join(body)
-        out += (b"\x0a", _varint(len(encoded)), encoded)
+        out += (b"\x0a", varint(len(encoded)), encoded)
     return b"".join(out)

@@ -33,8 +33,17 @@ from grpclib.protocol import H2Protocol
 from h2.settings import SettingCodes
 
 from pynumaflow import __version__
+from pynumaflow._errors import CodecError
+from pynumaflow._wire import check_message
 
-__all__ = ["Endpoint", "ServerCore", "Service", "SocketPathError", "service_mapping"]
+__all__ = [
+    "Endpoint",
+    "ServerCore",
+    "Service",
+    "SocketPathError",
+    "is_ready_method",
+    "service_mapping",
+]
 
 _LOGGER = logging.getLogger("pynumaflow")
 
@@ -79,6 +88,24 @@ def service_mapping(
     if unknown:
         raise ValueError(f"methods not in the proto service: {sorted(unknown)}")
     return mapping
+
+
+def is_ready_method(ready_response: bytes) -> RpcMethod:
+    """The IsReady RPC of every service: check the Empty request, answer ``ready_response``.
+
+    It runs on the event loop, never in the handler pool, so it answers while every
+    pool thread is busy, and times out while an async handler blocks the loop.
+    """
+
+    async def is_ready(stream: grpclib.server.Stream[bytes, bytes]) -> None:
+        data = await stream.recv_message()
+        try:
+            check_message(data or b"")
+        except CodecError as err:
+            raise GRPCError(Status.INVALID_ARGUMENT, f"malformed Empty: {err}") from None
+        await stream.send_message(ready_response)
+
+    return is_ready
 
 
 class _Codec(CodecBase):

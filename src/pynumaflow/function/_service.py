@@ -17,13 +17,12 @@ from pynumaflow import _codec
 from pynumaflow._errors import CodecError
 from pynumaflow._invoke import Handler, Invoker, handler_errors
 from pynumaflow._proto.function.v1 import ReadyResponse, UserDefinedFunctionBase
-from pynumaflow._server import service_mapping
+from pynumaflow._server import is_ready_method, service_mapping
 from pynumaflow.function._types import Datum
 
 __all__ = ["FunctionHandlers", "FunctionService"]
 
 RawStream = grpclib.server.Stream[bytes, bytes]
-_READY = bytes(ReadyResponse(ready=True))
 
 
 @dataclass(frozen=True)
@@ -67,7 +66,7 @@ class FunctionService:
                 "MapTFn": self._map_t_fn,
                 "MapStreamFn": self._map_stream_fn,
                 "ReduceFn": self._reduce_fn,
-                "IsReady": self._is_ready,
+                "IsReady": is_ready_method(bytes(ReadyResponse(ready=True))),
             },
             raw=("MapFn", "MapTFn", "MapStreamFn", "ReduceFn", "IsReady"),
         )
@@ -106,11 +105,3 @@ class FunctionService:
     async def _reduce_fn(self, stream: RawStream) -> None:
         _require(self._handlers.reduce, "reduce_handler")
         raise GRPCError(Status.UNIMPLEMENTED, "ReduceFn is not implemented yet")
-
-    async def _is_ready(self, stream: RawStream) -> None:
-        data = await stream.recv_message()
-        try:
-            _codec.check_message(data or b"")
-        except CodecError as err:
-            raise GRPCError(Status.INVALID_ARGUMENT, f"malformed Empty: {err}") from None
-        await stream.send_message(_READY)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Dict, List, Union
+from typing import Dict, List, Union
 
 import grpclib.const
 import grpclib.server
@@ -15,7 +15,7 @@ from grpclib.exceptions import GRPCError
 from pynumaflow import _codec
 from pynumaflow._invoke import Feed, Handler, Invoker, handler_errors
 from pynumaflow._proto.sink.v1 import ReadyResponse, UserDefinedSinkBase
-from pynumaflow._server import service_mapping
+from pynumaflow._server import is_ready_method, service_mapping
 from pynumaflow.sink._types import Datum, Response
 
 __all__ = ["OMITTED", "SinkService"]
@@ -62,8 +62,11 @@ class SinkService:
     def __mapping__(self) -> Dict[str, grpclib.const.Handler]:
         return service_mapping(
             UserDefinedSinkBase,
-            {"SinkFn": self._sink_fn, "IsReady": self._is_ready},
-            raw=("SinkFn",),
+            {
+                "SinkFn": self._sink_fn,
+                "IsReady": is_ready_method(bytes(ReadyResponse(ready=True))),
+            },
+            raw=("SinkFn", "IsReady"),
         )
 
     async def _sink_fn(self, stream: RawStream) -> None:
@@ -87,10 +90,6 @@ class SinkService:
             return err.message or err.status.name
         finally:
             feed.detach()
-
-    async def _is_ready(self, stream: grpclib.server.Stream[Any, ReadyResponse]) -> None:
-        await stream.recv_message()
-        await stream.send_message(ReadyResponse(ready=True))
 
 
 async def _feed_batch(stream: RawStream, feed: Feed[Datum]) -> Dict[str, None]:

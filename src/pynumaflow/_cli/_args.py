@@ -1,0 +1,140 @@
+"""The command line: ``pynumaflow run`` and ``pynumaflow call``."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import timedelta
+
+from pynumaflow import __version__
+from pynumaflow._cli._input import parse_duration
+from pynumaflow._cli._kinds import Kind
+
+__all__ = ["build_parser"]
+
+DEFAULT_TIMEOUT = 30.0
+
+_INPUT_HELP = """\
+input lines: a JSON object {"value": "text"} or {"value_b64": "..."}, with optional
+"keys" (list of strings), "event_time" and "watermark" (RFC 3339, or epoch milliseconds),
+"id"; any other line is taken as a text value. One JSON object per output goes to
+stdout: keys, value (or value_b64 if not UTF-8), tags, event_time for map, mapt and
+map-stream (and window_start, window_end for reduce); id, success, err for sink.
+"""
+
+
+def _kind(value: str) -> Kind:
+    try:
+        return Kind(value.replace("_", "-").replace("mapstream", "map-stream"))
+    except ValueError:
+        names = ", ".join(k.value for k in Kind)
+        raise argparse.ArgumentTypeError(f"unknown kind {value!r} (one of {names})") from None
+
+
+def _duration(value: str) -> timedelta:
+    try:
+        return parse_duration(value)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
+    return number
+
+
+def _seconds(value: str) -> float:
+    return _duration(value).total_seconds()
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--input",
+        "-i",
+        default="-",
+        metavar="FILE",
+        help="the input, one record per line; - (the default) reads stdin",
+    )
+    parser.add_argument(
+        "--kind",
+        "-k",
+        type=_kind,
+        help="map, mapt, map-stream, reduce or sink (default: what the server serves; "
+        "map > mapt > map-stream > reduce when it serves several)",
+    )
+    parser.add_argument(
+        "--window",
+        type=_duration,
+        default=timedelta(seconds=60),
+        metavar="DURATION",
+        help="reduce: the length of the fixed windows inputs are grouped into by event "
+        "time, e.g. 60s, 500ms, 5m (default 60s)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=500,
+        metavar="N",
+        help="sink: datums per SinkFn call (default 500, the platform's read batch size)",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        default=16,
+        metavar="N",
+        help="map kinds: calls in flight at once; outputs stay in input order (default 16)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help=f"the longest wait for the server to be ready, for each call to answer and "
+        f"for the script to exit after SIGTERM (default {DEFAULT_TIMEOUT:g})",
+    )
+    parser.add_argument(
+        "--raw", action="store_true", help="take every input line as a text value, never JSON"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``pynumaflow`` argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="pynumaflow",
+        description="Run a Numaflow UDF or sink on your machine, over the real gRPC path.",
+    )
+    parser.add_argument("--version", action="version", version=f"pynumaflow {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = commands.add_parser(
+        "run",
+        help="start a script as the platform would, send it the input, print the outputs",
+        description="Start SCRIPT as the Numaflow platform would (its sockets in a "
+        "temporary folder given by PYNUMAFLOW_RUN_DIR), wait for its server-info and "
+        "IsReady, send the input through the real RPCs, print the outputs as JSON lines, "
+        "then stop it with SIGTERM and report how it exited.",
+        epilog=_INPUT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument("script", metavar="SCRIPT", help="the Python script that starts a server")
+    _common(run)
+    run.add_argument(
+        "--quiet",
+        "-q",
+        action="store_true",
+        help="hide the script's own output (it is still shown if the script fails)",
+    )
+    call = commands.add_parser(
+        "call",
+        help="send the input to a server that is already running",
+        description="Send the input to a UDF or sink server already listening on SOCK "
+        "and print the outputs as JSON lines.",
+        epilog=_INPUT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    call.add_argument("--sock", "-s", required=True, help="the server's Unix socket")
+    _common(call)
+    return parser

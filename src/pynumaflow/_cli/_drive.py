@@ -1,0 +1,226 @@
+"""Send records to a ready server as the platform would, and print what comes back.
+
+map, mapt and map stream: one call per record, several in flight, outputs printed in
+input order. reduce: records grouped into fixed windows by event time, one ReduceFn
+stream per window. sink: records in batches, one SinkFn stream per batch.
+
+A call that fails with a status (the handler raised) is reported on stderr and the
+rest go on; a call that times out or loses the connection ends the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Optional, TextIO
+
+from pynumaflow._cli._errors import RunError
+from pynumaflow._cli._input import Record
+from pynumaflow._cli._kinds import Kind
+from pynumaflow._cli._output import message_line, response_line
+from pynumaflow._cli._progress import Progress
+from pynumaflow._client import CallError, Connection, epoch_millis
+from pynumaflow.function._types import Datum, DatumMetadata, IntervalWindow
+from pynumaflow.sink._types import Datum as SinkDatum
+
+__all__ = ["Options", "Tally", "drive"]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+# Statuses after which going on makes no sense: the server is gone or stuck.
+_FATAL = frozenset({"DEADLINE_EXCEEDED", "UNAVAILABLE"})
+
+
+@dataclass(frozen=True)
+class Options:
+    """How to send: in-flight calls, reduce window length, sink batch size."""
+
+    concurrency: int = 16
+    window: timedelta = timedelta(seconds=60)
+    batch_size: int = 500
+
+
+@dataclass
+class Tally:
+    """What happened: inputs sent, lines printed, calls failed, sink datums failed."""
+
+    inputs: int = 0
+    outputs: int = 0
+    failed_calls: int = 0
+    failed_datums: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def _datum(record: Record) -> Datum:
+    return Datum(
+        list(record.keys),
+        record.value,
+        record.event_time,
+        record.watermark,
+        DatumMetadata(record.id, 1),
+    )
+
+
+def _sink_datum(record: Record) -> SinkDatum:
+    return SinkDatum(
+        list(record.keys), record.id, record.value, record.event_time, record.watermark
+    )
+
+
+class _Driver:
+    def __init__(
+        self,
+        connection: Connection,
+        out: TextIO,
+        err: TextIO,
+        check_alive: Callable[[str], None],
+        progress: Progress,
+    ) -> None:
+        self._connection = connection
+        self._out = out
+        self._err = err
+        self._check_alive = check_alive
+        self._progress = progress
+        self.tally = Tally()
+
+    def _emit(self, lines: list[str]) -> None:
+        for line in lines:
+            self._out.write(line + "\n")
+        self._out.flush()
+        self.tally.outputs += len(lines)
+
+    def _failed(self, what: str, error: CallError) -> None:
+        if error.status in _FATAL:
+            self._check_alive(f"while handling {what}")
+            raise RunError(f"{what}: {error}")
+        self.tally.failed_calls += 1
+        self._err.write(f"pynumaflow: {what} failed: {error}\n")
+        self._err.flush()
+
+    async def _one(self, kind: Kind, record: Record) -> list[str]:
+        datum = _datum(record)
+        if kind is Kind.MAP:
+            messages = list(await self._connection.map(datum))
+            return [message_line(m, record.event_time) for m in messages]
+        if kind is Kind.MAPT:
+            return [message_line(m) for m in await self._connection.mapt(datum)]
+        return [
+            message_line(m, record.event_time) async for m in self._connection.map_stream(datum)
+        ]
+
+    async def unary(self, kind: Kind, records: AsyncIterator[Record], concurrency: int) -> None:
+        calls: asyncio.Queue[Optional[tuple[Record, asyncio.Task[list[str]]]]]
+        calls = asyncio.Queue(maxsize=max(concurrency - 1, 1))
+
+        async def produce() -> None:
+            async for record in records:
+                await calls.put((record, asyncio.create_task(self._one(kind, record))))
+            await calls.put(None)
+
+        producer = asyncio.create_task(produce())
+        try:
+            while (item := await calls.get()) is not None:
+                record, call = item
+                self.tally.inputs += 1
+                try:
+                    self._emit(await call)
+                except CallError as error:
+                    self._failed(f"line {record.line}", error)
+                self._progress.advance()
+            await producer  # re-raises what reading the input raised
+        finally:
+            producer.cancel()
+            while not calls.empty():
+                item = calls.get_nowait()
+                if item is not None:
+                    item[1].cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await producer
+
+    async def reduce(self, records: AsyncIterator[Record], length: timedelta) -> None:
+        size = length // timedelta(milliseconds=1)
+        windows: dict[int, list[Record]] = {}
+        async for record in records:
+            start = epoch_millis(record.event_time) // size * size
+            windows.setdefault(start, []).append(record)
+        for start in sorted(windows):
+            group = windows[start]
+            begin = _EPOCH + timedelta(milliseconds=start)
+            window = IntervalWindow(begin, begin + length)
+            self.tally.inputs += len(group)
+            try:
+                answers = await self._connection.reduce([_datum(r) for r in group], window)
+            except CallError as error:
+                self._failed(f"window {start}..{start + size} (lines {_lines(group)})", error)
+                continue
+            finally:
+                self._progress.advance(len(group))
+            self._emit([message_line(m, window=window) for answer in answers for m in answer])
+
+    async def sink(self, records: AsyncIterator[Record], batch_size: int) -> None:
+        batch: list[Record] = []
+        async for record in records:
+            batch.append(record)
+            if len(batch) >= batch_size:
+                await self._sink_batch(batch)
+                batch = []
+        if batch:
+            await self._sink_batch(batch)
+        if self.tally.failed_datums:
+            self.tally.notes.append(
+                f"the sink answered {self.tally.failed_datums} of {self.tally.inputs} "
+                "datums as failed (the platform would retry them)"
+            )
+
+    async def _sink_batch(self, batch: list[Record]) -> None:
+        self.tally.inputs += len(batch)
+        try:
+            responses = await self._connection.sink([_sink_datum(r) for r in batch])
+        except CallError as error:
+            self._failed(f"batch of lines {_lines(batch)}", error)
+            return
+        finally:
+            self._progress.advance(len(batch))
+        self.tally.failed_datums += sum(not r.success for r in responses)
+        self._emit([response_line(r) for r in responses])
+
+
+def _lines(records: list[Record]) -> str:
+    return f"{records[0].line}-{records[-1].line}" if len(records) > 1 else str(records[0].line)
+
+
+async def drive(
+    connection: Connection,
+    kind: Kind,
+    records: AsyncIterator[Record],
+    options: Options,
+    *,
+    out: TextIO,
+    err: TextIO,
+    check_alive: Callable[[str], None] = lambda when: None,
+    progress: Optional[Progress] = None,
+) -> Tally:
+    """Send every record as ``kind`` and print one JSON line per output on ``out``.
+
+    Raises:
+        RunError: a call timed out or the connection was lost (after ``check_alive``
+            had the chance to say the script exited).
+        UsageError: an input line is malformed.
+
+    """
+    progress = progress or Progress(err)
+    driver = _Driver(connection, out, err, check_alive, progress)
+    work: Awaitable[None]
+    if kind is Kind.REDUCE:
+        work = driver.reduce(records, options.window)
+    elif kind is Kind.SINK:
+        work = driver.sink(records, options.batch_size)
+    else:
+        work = driver.unary(kind, records, options.concurrency)
+    try:
+        await work
+    finally:
+        progress.finish()
+    return driver.tally

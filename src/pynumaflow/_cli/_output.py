@@ -1,0 +1,64 @@
+"""Answers -> JSON lines: one object per output message or sink response."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import datetime, timezone
+from typing import Any, Optional, Union
+
+from pynumaflow.function._types import IntervalWindow, Message, MessageT
+from pynumaflow.sink._types import Response
+
+__all__ = ["format_time", "message_line", "response_line"]
+
+UTC = timezone.utc
+
+
+def format_time(moment: datetime) -> str:
+    """RFC 3339 in UTC with a ``Z``: milliseconds, or microseconds when they matter."""
+    aware = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    spec = "milliseconds" if aware.microsecond % 1000 == 0 else "microseconds"
+    return aware.replace(tzinfo=None).isoformat(timespec=spec) + "Z"
+
+
+def _value_fields(value: bytes) -> dict[str, str]:
+    try:
+        return {"value": value.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {"value_b64": base64.b64encode(value).decode("ascii")}
+
+
+def message_line(
+    message: Union[Message, MessageT],
+    event_time: Optional[datetime] = None,
+    window: Optional[IntervalWindow] = None,
+) -> str:
+    """One output message: ``keys``, ``value`` (or ``value_b64``), ``tags``, and times.
+
+    Args:
+        message: the message the handler returned.
+        event_time: the event time the platform gives it (a mapt message's own is used
+            when this is ``None``).
+        window: for reduce, the window it was reduced over.
+
+    """
+    line: dict[str, Any] = {"keys": list(message.keys), **_value_fields(message.value)}
+    line["tags"] = list(message.tags)
+    own = message.event_time if isinstance(message, MessageT) else None
+    if event_time is None and isinstance(own, datetime):
+        event_time = own
+    if event_time is not None:
+        line["event_time"] = format_time(event_time)
+    if window is not None:
+        line["window_start"] = format_time(window.start)
+        line["window_end"] = format_time(window.end)
+    return json.dumps(line, ensure_ascii=False)
+
+
+def response_line(response: Response) -> str:
+    """One sink response: ``id``, ``success`` and ``err`` (``null`` on success)."""
+    return json.dumps(
+        {"id": response.id, "success": response.success, "err": response.err},
+        ensure_ascii=False,
+    )

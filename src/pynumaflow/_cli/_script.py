@@ -1,0 +1,194 @@
+"""The user's script as a subprocess, run the way the platform runs a UDF container.
+
+Its default sockets and server-info file go to a fresh temporary folder, handed to it
+in ``PYNUMAFLOW_RUN_DIR``; its output is relayed to our stderr (and the last lines
+kept for error messages); it is stopped with SIGTERM, then SIGKILL if it lingers.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, TextIO
+
+from pynumaflow._cli._errors import RunError
+from pynumaflow._config import RUN_DIR_ENV
+
+__all__ = ["Exit", "Script"]
+
+SERVER_INFO = "server-info"
+SERVER_INFO_END = "U+005C__END__"
+SOCKETS = ("function.sock", "udsink.sock")
+_TAIL_LINES = 20
+_POLL = 0.02
+_EXIT_GRACE = 1.0
+
+
+@dataclass(frozen=True)
+class Exit:
+    """How the script ended after it was told to stop."""
+
+    ok: bool
+    message: str
+
+
+class Script:
+    """A running user script; use as a context manager so it never outlives the command.
+
+    Args:
+        path: the script.
+        args: its command-line arguments.
+        quiet: do not relay its output (it is still shown if it fails).
+        err: where its output and our notes go.
+
+    """
+
+    def __init__(self, path: Path, args: list[str], *, quiet: bool, err: TextIO) -> None:
+        self.path = path
+        self.run_dir = Path(tempfile.mkdtemp(prefix="pnf-run-"))
+        self._quiet = quiet
+        self._err = err
+        self._tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env[RUN_DIR_ENV] = str(self.run_dir)
+        self._proc = subprocess.Popen(
+            [sys.executable, str(path), *args],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            # Its own process group: a Ctrl-C on the terminal reaches us, and we stop it.
+            start_new_session=True,
+        )
+        assert self._proc.stdout is not None
+        self._relay = threading.Thread(
+            target=self._relay_output, args=(self._proc.stdout,), name="pynumaflow-relay"
+        )
+        self._relay.start()
+
+    @property
+    def pid(self) -> int:
+        """The script's process id."""
+        return self._proc.pid
+
+    def __enter__(self) -> Script:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._proc.poll() is None:
+            self._kill()
+        self._relay.join(timeout=2)
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    def _relay_output(self, stream: IO[bytes]) -> None:
+        for raw in stream:
+            line = raw.decode("utf-8", "replace")
+            self._tail.append(line)
+            if not self._quiet:
+                self._err.write(line)
+                self._err.flush()
+        stream.close()
+
+    def _exited_message(self, when: str) -> str:
+        code = self._proc.returncode
+        how = f"was killed by {_signal_name(-code)}" if code < 0 else f"exited with code {code}"
+        message = f"{self.path.name} {how} {when}"
+        if self._quiet and self._tail:
+            self._relay.join(timeout=1)
+            message += "; its last output:\n" + "".join(self._tail).rstrip("\n")
+        return message
+
+    def check_alive(self, when: str, grace: float = _EXIT_GRACE) -> None:
+        """Raise :class:`RunError` if the script has exited or exits within ``grace`` s.
+
+        Called when the connection is lost: the process may still be on its way out.
+
+        Args:
+            when: what it was doing, for the message (e.g. ``"while handling line 3"``).
+            grace: how long to wait for it to exit.
+
+        """
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self._proc.wait(grace)
+        if self._proc.poll() is not None:
+            raise RunError(self._exited_message(when))
+
+    def wait_for_socket(self, deadline: float) -> tuple[Path, dict[str, Any]]:
+        """Wait like the platform for the server-info file; return the socket and the info.
+
+        Raises:
+            RunError: the script exited, or wrote no server-info before the deadline, or
+                its socket is not in the run folder.
+
+        """
+        info_file = self.run_dir / SERVER_INFO
+        while True:
+            self.check_alive("before it was ready", grace=0)
+            try:
+                text = info_file.read_text(encoding="utf-8")
+            except FileNotFoundError:
+                text = ""
+            if text.endswith(SERVER_INFO_END):
+                break
+            if time.monotonic() >= deadline:
+                raise RunError(
+                    f"{self.path.name} wrote no server-info in time (expected {info_file}). "
+                    "Does it start a server? If it passes sock_path= or server_info_file=, "
+                    f"drop them so that {RUN_DIR_ENV} applies."
+                )
+            time.sleep(_POLL)
+        try:
+            info = json.loads(text[: -len(SERVER_INFO_END)])
+        except ValueError as err:
+            raise RunError(f"the server-info file is not valid JSON: {err}") from None
+        for name in SOCKETS:
+            if (self.run_dir / name).exists():
+                return self.run_dir / name, info
+        raise RunError(
+            f"{self.path.name} wrote server-info but created neither {' nor '.join(SOCKETS)} "
+            f"in {self.run_dir}; if it passes sock_path=, drop it so that {RUN_DIR_ENV} applies"
+        )
+
+    def stop(self, timeout: float) -> Exit:
+        """Send SIGTERM as Kubernetes does; SIGKILL if it has not exited after ``timeout``."""
+        if self._proc.poll() is not None:
+            return Exit(False, f"{self.path.name} had already exited")
+        self._proc.send_signal(signal.SIGTERM)
+        try:
+            self._proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self._kill()
+            return Exit(
+                False,
+                f"{self.path.name} did not exit within {timeout:g} s of SIGTERM; killed it",
+            )
+        self._relay.join(timeout=2)
+        code = self._proc.returncode
+        if code == 0:
+            return Exit(True, f"stopped {self.path.name} with SIGTERM; it exited with code 0")
+        if code == -signal.SIGTERM:
+            return Exit(True, f"stopped {self.path.name} with SIGTERM; the signal ended it")
+        return Exit(False, self._exited_message("after SIGTERM"))
+
+    def _kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self._proc.pid, signal.SIGKILL)
+        self._proc.wait()
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"

@@ -209,10 +209,19 @@ class Feed(Generic[_T]):
         self._async_queue: asyncio.Queue[Any] = asyncio.Queue()
         self._thread_queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._finished = False
+        self._aborted = False
 
     async def put(self, item: _T) -> None:
-        """Hand one item to the handler, waiting while the feed is full."""
+        """Hand one item to the handler, waiting while the feed is full.
+
+        After :meth:`abort` the item is dropped at once: nobody will read it.
+        """
+        if self._aborted:
+            return
         await self._space.acquire()
+        if self._aborted:
+            self._space.release()  # pass the wake-up on to the next put waiting for room
+            return
         self._push(item)
 
     def close(self) -> None:
@@ -222,9 +231,11 @@ class Feed(Generic[_T]):
             self._push(_END)
 
     def abort(self) -> None:
-        """Abandon the call: a handler still reading gets FeedAborted."""
+        """Abandon the call: a handler still reading gets FeedAborted; put() stops waiting."""
         self._finished = True
+        self._aborted = True
         self._push(_ABORT)
+        self._space.release()  # wake a put waiting for room: its item is dropped
 
     def _push(self, item: Any) -> None:
         if self._sync:

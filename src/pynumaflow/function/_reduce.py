@@ -234,11 +234,13 @@ class _ReduceCall:
         try:
             with handler_errors(self._handler):
                 result = await inbox.call(self._invoker, self._handler, keys, self._md)
+                # The call is over: datums still arriving for it are dropped. (When it is
+                # cancelled, run() aborts every feed only once all calls are cancelled, so
+                # a freed pool thread cannot start a call that is being abandoned.)
+                inbox.abort()
                 payload = encode_datum_response_list(result)
         except GRPCError as err:
             raise GRPCError(err.status, f"{err.message} (keys {list(keys)!r})") from None
-        finally:
-            inbox.abort()  # the call is over: datums still arriving for it are dropped
         async with self._send_lock:
             await self._stream.send_message(payload)
 

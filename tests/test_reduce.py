@@ -380,6 +380,34 @@ async def test_reduce_client_cancel_cleans_up(
     assert call.cancelled()
 
 
+async def test_reduce_cancel_stops_sync_call_reading_its_backlog(
+    sock_path: str, info_path: str, fn_stub: Any, fn_pb2: ModuleType
+) -> None:
+    """A sync call that got its thread late stops at its next read when the client cancels."""
+    running = Running()
+    read = threading.Event()
+
+    def handler(keys: list[str], datums: Iterator[Datum], md: Metadata) -> Messages:
+        with running:
+            if keys == ["first"]:
+                time.sleep(0.2)  # holds the only thread while "late" piles up a backlog
+                return Messages()
+            for _ in datums:
+                read.set()
+                time.sleep(0.05)  # 500 datums would take 25 s to get through
+            return Messages()
+
+    stop = asyncio.Event()
+    reqs = requests(fn_pb2, [(["first"], b"v")] + [(["late"], b"v")] * 500)
+    async with serving(sock_path, info_path, reduce_handler=handler, max_threads=1):
+        call = fn_stub.ReduceFn(held_open(reqs, stop), metadata=WINDOW)
+        await asyncio.to_thread(read.wait, 5)
+        call.cancel()
+        stop.set()
+        await eventually(lambda: running.now == 0, timeout=1.0)
+    assert running.started == 2
+
+
 @pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
 async def test_reduce_handler_ignoring_its_iterator(
     is_async: bool, sock_path: str, info_path: str, fn_stub: Any, fn_pb2: ModuleType

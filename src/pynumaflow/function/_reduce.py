@@ -29,12 +29,12 @@ same clean-up.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import re
 import threading
+from collections import deque
 from collections.abc import Awaitable, Iterator, Mapping
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple, Union, cast
+from typing import Any, Callable, Deque, Dict, List, Optional, Protocol, Tuple, Union, cast
 
 import anyio
 import anyio.abc
@@ -43,7 +43,7 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from pynumaflow._codec import CodecError, decode_datum_request, encode_datum_response_list
-from pynumaflow._invoke import Feed, Handler, Invoker, handler_errors
+from pynumaflow._invoke import Feed, FeedAborted, Handler, Invoker, handler_errors
 from pynumaflow.function._types import Datum, IntervalWindow, Metadata
 
 __all__ = ["FEED_SIZE", "WINDOW_END_HEADER", "WINDOW_START_HEADER", "reduce_fn", "window_metadata"]
@@ -146,7 +146,7 @@ class _ThreadInbox:
     def __init__(self) -> None:
         self._feed: Feed[Datum] = Feed(FEED_SIZE, sync_consumer=True)
         self._lock = threading.Lock()
-        self._backlog: List[Datum] = []
+        self._backlog: Deque[Datum] = deque()
         self._started = False
         self._aborted = False
 
@@ -176,15 +176,21 @@ class _ThreadInbox:
         """Run in the pool thread: take the backlog, then read the live feed."""
         with self._lock:
             self._started = True
-            backlog, self._backlog = self._backlog, []
-        live = cast(Iterator[Datum], self._feed.iterator)
-        return func(keys, itertools.chain(backlog, live), md)
+            backlog, self._backlog = self._backlog, deque()
+        return func(keys, self._datums(backlog), md)
+
+    def _datums(self, backlog: Deque[Datum]) -> Iterator[Datum]:
+        while backlog:  # popped, so that a long backlog is freed as it is read
+            if self._aborted:
+                raise FeedAborted("the call was abandoned")
+            yield backlog.popleft()
+        yield from cast(Iterator[Datum], self._feed.iterator)
 
 
 class _ReduceCall:
     """One ReduceFn stream: reads datums, runs a call per key group, sends their answers."""
 
-    def __init__(self, stream: RawStream, handler: Handler, invoker: Invoker, md: Metadata):
+    def __init__(self, stream: RawStream, handler: Handler, invoker: Invoker, md: Metadata) -> None:
         self._stream = stream
         self._handler = handler
         self._invoker = invoker

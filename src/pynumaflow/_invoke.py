@@ -210,28 +210,20 @@ class Feed(Generic[_T]):
         self._async_queue: asyncio.Queue[Any] = asyncio.Queue()
         self._thread_queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._finished = False
-        self._detached = False
+        self._aborted = False
 
     async def put(self, item: _T) -> None:
         """Hand one item to the handler, waiting while the feed is full.
 
-        Once the feed is detached the item is dropped at once.
+        After :meth:`abort` the item is dropped at once: nobody will read it.
         """
-        if self._detached:
+        if self._aborted:
             return
         await self._space.acquire()
-        if self._detached:
-            self._space.release()  # pass the wake-up from detach() on to any other waiter
+        if self._aborted:
+            self._space.release()  # pass the wake-up on to the next put waiting for room
             return
         self._push(item)
-
-    def detach(self) -> None:
-        """Note that the handler has stopped reading: drop items from now on.
-
-        A ``put`` waiting for room returns instead of waiting for a reader that is gone.
-        """
-        self._detached = True
-        self._space.release()
 
     def close(self) -> None:
         """Mark the end of input: the handler's iterator stops after the items sent."""
@@ -240,9 +232,11 @@ class Feed(Generic[_T]):
             self._push(_END)
 
     def abort(self) -> None:
-        """Abandon the call: a handler still reading gets FeedAborted."""
+        """Abandon the call: a handler still reading gets FeedAborted; put() stops waiting."""
         self._finished = True
+        self._aborted = True
         self._push(_ABORT)
+        self._space.release()  # wake a put waiting for room: its item is dropped
 
     def _push(self, item: Any) -> None:
         if self._sync:

@@ -9,24 +9,26 @@ bytes of these messages.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterable
-from datetime import datetime, time, timedelta, timezone
+from datetime import datetime, time
 from typing import Any, Callable, List, Optional, Tuple, TypeVar
 
 from pynumaflow._errors import CodecError, ReturnTypeError
 from pynumaflow._wire import (
     I64_MAX,
     U64,
+    TimestampParts,
+    decode_timestamp,
+    encode_timestamp,
     fast_varint,
+    naive_utc,
     read_varint,
-    signed_varint,
     skip_field,
+    timestamp_parts,
     to_int32,
-    to_int64,
     varint,
 )
-from pynumaflow.function._types import Datum, DatumMetadata, Keys, Message, MessageT
+from pynumaflow.function._types import NO_HEADERS, Datum, DatumMetadata, Keys, Message, MessageT
 from pynumaflow.sink._types import Datum as SinkDatum
 from pynumaflow.sink._types import Response
 
@@ -42,35 +44,10 @@ __all__ = [
     "read_responses",
 ]
 
-_EPOCH_NAIVE = datetime(1970, 1, 1)
-_EPOCH_AWARE = datetime(1970, 1, 1, tzinfo=timezone.utc)
-
-# (seconds, nanos) of a google.protobuf.Timestamp.
-TimestampParts = Tuple[int, int]
 _F = TypeVar("_F")
 
 
 # --- timestamps -------------------------------------------------------------------------
-
-
-def _decode_timestamp(data: bytes, pos: int, end: int, parts: TimestampParts) -> TimestampParts:
-    seconds, nanos = parts
-    while pos < end:
-        tag, pos = read_varint(data, pos)
-        field, wire_type = tag >> 3, tag & 7
-        if field == 1 and wire_type == 0:
-            raw, pos = read_varint(data, pos)
-            seconds = to_int64(raw)
-        elif field == 2 and wire_type == 0:
-            raw, pos = read_varint(data, pos)
-            nanos = to_int32(raw)
-        elif field in (1, 2):
-            raise CodecError(f"Timestamp field {field} has wire type {wire_type}, expected 0")
-        else:
-            pos = skip_field(data, pos, wire_type, field)
-    if pos != end:
-        raise CodecError("Timestamp overruns its enclosing message")
-    return seconds, nanos
 
 
 def _decode_time_wrapper(
@@ -105,7 +82,7 @@ def _decode_time_wrapper_slow(
             sub_end = pos + length
             if sub_end > end:
                 raise CodecError(f"{name} is truncated")
-            parts = _decode_timestamp(data, pos, sub_end, parts)
+            parts = decode_timestamp(data, pos, sub_end, parts)
             pos = sub_end
         else:
             pos = skip_field(data, pos, wire_type, field)
@@ -114,31 +91,11 @@ def _decode_time_wrapper_slow(
     return parts
 
 
-@functools.lru_cache(maxsize=4096)  # watermarks and event times repeat across requests
-def _naive_utc(parts: TimestampParts) -> datetime:
-    seconds, nanos = parts
-    try:
-        return _EPOCH_NAIVE + timedelta(0, seconds, nanos // 1000)
-    except OverflowError:
-        raise CodecError(f"timestamp {seconds}s {nanos}ns is outside datetime's range") from None
-
-
-def timestamp_parts(moment: datetime) -> TimestampParts:
-    """Return (seconds, nanos) since the epoch of a datetime; naive means UTC."""
-    offset = moment - (_EPOCH_NAIVE if moment.tzinfo is None else _EPOCH_AWARE)
-    return offset.days * 86400 + offset.seconds, offset.microseconds * 1000
-
-
 def _encode_timestamp_wrapper(parts: TimestampParts) -> bytes:
     """Encode EventTime/Watermark {Timestamp field 1}; the epoch is an empty wrapper."""
-    seconds, nanos = parts
-    if not seconds and not nanos:
+    if not parts[0] and not parts[1]:
         return b""
-    ts = b""
-    if seconds:
-        ts = b"\x08" + signed_varint(seconds)
-    if nanos:
-        ts += b"\x10" + signed_varint(nanos)
+    ts = encode_timestamp(parts)
     return b"\x0a" + varint(len(ts)) + ts
 
 
@@ -152,9 +109,11 @@ def decode_datum_request(data: bytes) -> Datum:
     datum = _new_datum(Datum)
     datum._keys = Keys(keys)
     datum._value = value
-    datum._event_time = _naive_utc(event_time)
-    datum._watermark = _naive_utc(watermark)
+    datum._event_time = naive_utc(event_time)
+    datum._watermark = naive_utc(watermark)
     datum._metadata = DatumMetadata(*metadata)
+    datum._headers = NO_HEADERS
+    datum._user_metadata = b""
     return datum
 
 
@@ -369,7 +328,7 @@ def encode_datum_response_t_list(
 def decode_sink_datum_request(data: bytes) -> SinkDatum:
     """Decode a sink.v1 DatumRequest (field 5 is the datum's id) into a sink Datum."""
     keys, value, event_time, watermark, msg_id = _decode_request(data, _decode_id, "")
-    return SinkDatum(keys, msg_id, value, _naive_utc(event_time), _naive_utc(watermark))
+    return SinkDatum(keys, msg_id, value, naive_utc(event_time), naive_utc(watermark))
 
 
 def _decode_id(data: bytes, pos: int, end: int, previous: str) -> str:

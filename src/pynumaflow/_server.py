@@ -24,16 +24,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Protocol
 
+import betterproto.lib.google.protobuf as betterproto_lib_google_protobuf
 import grpclib.const
 import grpclib.server
 from grpclib.const import Status
-from grpclib.encoding.base import CodecBase
+from grpclib.encoding.base import CodecBase, StatusDetailsCodecBase
 from grpclib.exceptions import GRPCError
 from grpclib.protocol import H2Protocol
 from h2.settings import SettingCodes
 
 from pynumaflow import __version__
 from pynumaflow._errors import CodecError
+from pynumaflow._proto.google import rpc
 from pynumaflow._wire import check_message
 
 __all__ = [
@@ -137,6 +139,24 @@ class _Codec(CodecBase):
             return message_type().parse(data)
         except Exception as err:
             raise GRPCError(Status.INVALID_ARGUMENT, f"malformed request: {err}") from None
+
+
+class _StatusDetailsCodec(StatusDetailsCodecBase):
+    """Encodes a ``GRPCError``'s details (a traceback text) as google.rpc.Status.
+
+    The v1 platform reads ``grpc-status-details-bin`` as google.rpc.Status whose details
+    hold a google.rpc.DebugInfo; the legacy platform ignores the trailer.
+    """
+
+    def encode(self, status: Status, message: Optional[str], details: Any) -> bytes:
+        debug = rpc.DebugInfo(detail=str(details))
+        packed = betterproto_lib_google_protobuf.Any(
+            type_url="type.googleapis.com/google.rpc.DebugInfo", value=bytes(debug)
+        )
+        return bytes(rpc.Status(code=status.value, message=message or "", details=[packed]))
+
+    def decode(self, status: Status, message: Optional[str], data: bytes) -> Any:
+        return rpc.Status().parse(data)
 
 
 class _H2Protocol(H2Protocol):
@@ -295,7 +315,9 @@ class ServerCore:
                 for service in endpoint.services:
                     for path, spec in service.__mapping__().items():
                         mapping[path] = spec._replace(func=self._tracked(spec.func))
-                server = _GrpclibServer([_Mapped(mapping)], codec=codec)
+                server = _GrpclibServer(
+                    [_Mapped(mapping)], codec=codec, status_details_codec=_StatusDetailsCodec()
+                )
                 _prepare_socket_path(endpoint.sock_path)
                 try:
                     await server.start(path=str(endpoint.sock_path))

@@ -5,6 +5,8 @@ Free of any message or public type, so every codec and the core can use them.
 
 from __future__ import annotations
 
+import functools
+from datetime import datetime, timedelta, timezone
 from typing import Tuple
 
 from pynumaflow._errors import CodecError
@@ -12,11 +14,16 @@ from pynumaflow._errors import CodecError
 __all__ = [
     "I64_MAX",
     "U64",
+    "TimestampParts",
     "check_message",
+    "decode_timestamp",
+    "encode_timestamp",
     "fast_varint",
+    "naive_utc",
     "read_varint",
     "signed_varint",
     "skip_field",
+    "timestamp_parts",
     "to_int32",
     "to_int64",
     "varint",
@@ -25,6 +32,11 @@ __all__ = [
 U64 = 1 << 64
 I64_MAX = (1 << 63) - 1
 _SMALL_VARINTS = [bytes((i,)) for i in range(128)]
+_EPOCH_NAIVE = datetime(1970, 1, 1)
+_EPOCH_AWARE = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+# (seconds, nanos) of a google.protobuf.Timestamp.
+TimestampParts = Tuple[int, int]
 
 
 def read_varint(data: bytes, pos: int) -> Tuple[int, int]:
@@ -112,3 +124,54 @@ def fast_varint(data: bytes, pos: int, end: int) -> Tuple[int, int]:
             return raw, pos
         shift += 7
     return 0, -1
+
+
+# --- google.protobuf.Timestamp -------------------------------------------------------
+
+
+def decode_timestamp(data: bytes, pos: int, end: int, parts: TimestampParts) -> TimestampParts:
+    """Decode a google.protobuf.Timestamp from data[pos:end] over the parts seen so far."""
+    seconds, nanos = parts
+    while pos < end:
+        tag, pos = read_varint(data, pos)
+        field, wire_type = tag >> 3, tag & 7
+        if field == 1 and wire_type == 0:
+            raw, pos = read_varint(data, pos)
+            seconds = to_int64(raw)
+        elif field == 2 and wire_type == 0:
+            raw, pos = read_varint(data, pos)
+            nanos = to_int32(raw)
+        elif field in (1, 2):
+            raise CodecError(f"Timestamp field {field} has wire type {wire_type}, expected 0")
+        else:
+            pos = skip_field(data, pos, wire_type, field)
+    if pos != end:
+        raise CodecError("Timestamp overruns its enclosing message")
+    return seconds, nanos
+
+
+@functools.lru_cache(maxsize=4096)  # watermarks and event times repeat across requests
+def naive_utc(parts: TimestampParts) -> datetime:
+    """The naive UTC datetime of a timestamp, microsecond exact."""
+    seconds, nanos = parts
+    try:
+        return _EPOCH_NAIVE + timedelta(0, seconds, nanos // 1000)
+    except OverflowError:
+        raise CodecError(f"timestamp {seconds}s {nanos}ns is outside datetime's range") from None
+
+
+def timestamp_parts(moment: datetime) -> TimestampParts:
+    """Return (seconds, nanos) since the epoch of a datetime; naive means UTC."""
+    offset = moment - (_EPOCH_NAIVE if moment.tzinfo is None else _EPOCH_AWARE)
+    return offset.days * 86400 + offset.seconds, offset.microseconds * 1000
+
+
+def encode_timestamp(parts: TimestampParts) -> bytes:
+    """Encode a google.protobuf.Timestamp body (proto3: zero fields are left out)."""
+    seconds, nanos = parts
+    out = b""
+    if seconds:
+        out = b"\x08" + signed_varint(seconds)
+    if nanos:
+        out += b"\x10" + signed_varint(nanos)
+    return out

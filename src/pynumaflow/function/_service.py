@@ -18,6 +18,7 @@ from pynumaflow._errors import CodecError
 from pynumaflow._invoke import Handler, Invoker, handler_errors
 from pynumaflow._proto.function.v1 import ReadyResponse, UserDefinedFunctionBase
 from pynumaflow._server import is_ready_method, service_mapping
+from pynumaflow.function._reduce import reduce_fn
 from pynumaflow.function._types import Datum
 
 __all__ = ["FunctionHandlers", "FunctionService"]
@@ -103,5 +104,5 @@ class FunctionService:
                 await stream.send_message(payload)
 
     async def _reduce_fn(self, stream: RawStream) -> None:
-        _require(self._handlers.reduce, "reduce_handler")
-        raise GRPCError(Status.UNIMPLEMENTED, "ReduceFn is not implemented yet")
+        handler = _require(self._handlers.reduce, "reduce_handler")
+        await reduce_fn(stream, handler, self._invoker)

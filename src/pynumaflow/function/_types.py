@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime, time
+from types import MappingProxyType
 from typing import List, Optional, Union
 
 from pynumaflow._collections import ItemList
@@ -237,13 +238,25 @@ class DatumMetadata:
         return f"DatumMetadata(msg_id={self._id!r}, num_delivered={self._num_delivered!r})"
 
 
+NO_HEADERS: Mapping[str, str] = MappingProxyType({})
+
+
 class Datum:
     """One input of a user-defined function.
 
     Times are naive ``datetime`` objects in UTC, microsecond exact, as in pynumaflow 0.4.
+    ``headers`` are the message headers Numaflow >= 1.4 sends (empty on 0.8-0.9).
     """
 
-    __slots__ = ("_event_time", "_keys", "_metadata", "_value", "_watermark")
+    __slots__ = (
+        "_event_time",
+        "_headers",
+        "_keys",
+        "_metadata",
+        "_user_metadata",
+        "_value",
+        "_watermark",
+    )
 
     def __init__(
         self,
@@ -252,6 +265,8 @@ class Datum:
         event_time: datetime,
         watermark: datetime,
         metadata: Optional[DatumMetadata] = None,
+        *,
+        headers: Optional[Mapping[str, str]] = None,
     ) -> None:
         if not isinstance(event_time, datetime):
             raise TypeError(f"Wrong data type: {type(event_time)} for Datum.event_time")
@@ -262,6 +277,15 @@ class Datum:
         self._event_time = event_time
         self._watermark = watermark
         self._metadata = metadata if metadata is not None else DatumMetadata()
+        self._headers = MappingProxyType(dict(headers)) if headers else NO_HEADERS
+        # Encoded common.Metadata holding the request's user metadata (Numaflow >= 1.7),
+        # echoed into this datum's results so that it is not lost downstream.
+        self._user_metadata = b""
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """The message headers (read-only; Numaflow >= 1.4, else empty)."""
+        return self._headers
 
     @property
     def keys(self) -> Keys:

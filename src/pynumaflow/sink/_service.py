@@ -89,7 +89,7 @@ class SinkService:
         except GRPCError as err:  # handler_errors logged it once
             return err.message or err.status.name
         finally:
-            feed.detach()
+            feed.abort()  # the handler stopped reading: drop what still arrives
 
 
 async def _feed_batch(stream: RawStream, feed: Feed[Datum]) -> Dict[str, None]:

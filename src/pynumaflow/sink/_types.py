@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from types import MappingProxyType
 from typing import List, Optional
 
 from pynumaflow._collections import ItemList
+from pynumaflow.function._types import NO_HEADERS
 
 __all__ = ["Datum", "Response", "Responses"]
 
@@ -23,19 +26,22 @@ class Datum:
     Times are naive ``datetime`` objects in UTC, microsecond exact, as in pynumaflow 0.4.
     ``str()`` and ``repr()`` never raise, whatever bytes the value holds.
 
+    ``headers`` are the message headers Numaflow >= 1.4 sends (empty on 0.8-0.9).
+
     Args:
         keys: the keys of the datum; ``None`` means none.
         sink_msg_id: the id the response for this datum must carry.
         value: the payload; ``None`` means empty.
         event_time: the event time.
         watermark: the watermark.
+        headers: the message headers.
 
     Raises:
         TypeError: a time is not a ``datetime``.
 
     """
 
-    __slots__ = ("_event_time", "_id", "_keys", "_value", "_watermark")
+    __slots__ = ("_event_time", "_headers", "_id", "_keys", "_value", "_watermark")
 
     def __init__(
         self,
@@ -44,12 +50,20 @@ class Datum:
         value: Optional[bytes],
         event_time: datetime,
         watermark: datetime,
+        *,
+        headers: Optional[Mapping[str, str]] = None,
     ) -> None:
         self._keys = keys if keys is not None else []
         self._id = sink_msg_id or ""
         self._value = value or b""
         self._event_time = _check_time("event_time", event_time)
         self._watermark = _check_time("watermark", watermark)
+        self._headers = MappingProxyType(dict(headers)) if headers else NO_HEADERS
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """The message headers (read-only; Numaflow >= 1.4, else empty)."""
+        return self._headers
 
     @property
     def id(self) -> str:

@@ -111,13 +111,18 @@ class _Driver:
         ]
 
     async def unary(self, kind: Kind, records: AsyncIterator[Record], concurrency: int) -> None:
-        calls: asyncio.Queue[Optional[tuple[Record, asyncio.Task[list[str]]]]]
-        calls = asyncio.Queue(maxsize=max(concurrency - 1, 1))
+        calls: asyncio.Queue[Optional[tuple[Record, asyncio.Task[list[str]]]]] = asyncio.Queue()
+        in_flight = asyncio.Semaphore(concurrency)
+        unreadable: list[Exception] = []
 
         async def produce() -> None:
-            async for record in records:
-                await calls.put((record, asyncio.create_task(self._one(kind, record))))
-            await calls.put(None)
+            try:
+                async for record in records:
+                    await in_flight.acquire()
+                    calls.put_nowait((record, asyncio.create_task(self._one(kind, record))))
+            except Exception as error:  # a malformed line: raised after the calls before it
+                unreadable.append(error)
+            calls.put_nowait(None)
 
         producer = asyncio.create_task(produce())
         try:
@@ -128,14 +133,17 @@ class _Driver:
                     self._emit(await call)
                 except CallError as error:
                     self._failed(f"line {record.line}", error)
+                finally:
+                    in_flight.release()
                 self._progress.advance()
-            await producer  # re-raises what reading the input raised
+            if unreadable:
+                raise unreadable[0]
         finally:
             producer.cancel()
             while not calls.empty():
                 item = calls.get_nowait()
                 if item is not None:
-                    item[1].cancel()
+                    _discard(item[1])
             with contextlib.suppress(asyncio.CancelledError):
                 await producer
 
@@ -185,6 +193,14 @@ class _Driver:
             self._progress.advance(len(batch))
         self.tally.failed_datums += sum(not r.success for r in responses)
         self._emit([response_line(r) for r in responses])
+
+
+def _discard(call: asyncio.Task[list[str]]) -> None:
+    if call.done():
+        if not call.cancelled():
+            call.exception()  # a later line failed too: the run already reports the first
+    else:
+        call.cancel()
 
 
 def _lines(records: list[Record]) -> str:

@@ -1,0 +1,321 @@
+"""`pynumaflow run` and `pynumaflow call`: scripts started like the platform starts them."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import pytest
+
+from pynumaflow._cli import main
+
+from conftest import ROOT
+from procs import start_script, wait_for_server_info
+
+MAP_SCRIPT = """
+import os, time
+from pynumaflow.function import Server, Message, Messages, MessageT, MessageTs
+from datetime import datetime, timezone
+
+def echo(keys, datum):
+    if datum.value == b"boom":
+        raise RuntimeError("bad value")
+    if datum.value == b"hang":
+        time.sleep(30)
+    if datum.value == b"die":
+        os._exit(3)
+    return Messages(Message(datum.value, keys=keys, tags=["seen"]))
+
+def stamp(keys, datum):
+    return MessageTs(MessageT(datum.value, datetime(2020, 1, 2, tzinfo=timezone.utc), keys))
+
+Server(map_handler=echo, mapt_handler=stamp).start()
+"""
+
+SINK_SCRIPT = """
+from pynumaflow.sink import Sink, Response, Responses
+
+def batches(datums):
+    datums = list(datums)
+    return Responses(*(Response.as_failure(d.id, f"batch of {len(datums)}") for d in datums))
+
+Sink(batches).start()
+"""
+
+REDUCE_SCRIPT = """
+import aiorun
+from pynumaflow.function import AsyncServer, Message, Messages
+
+async def join(keys, datums, md):
+    values = [d.value async for d in datums]
+    return Messages(Message(b"+".join(values), keys))
+
+aiorun.run(AsyncServer(reduce_handler=join).start())
+"""
+
+
+def script(tmp_path: Path, source: str, name: str = "udf.py") -> str:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(source), encoding="utf-8")
+    return str(path)
+
+
+def run(*args: str, stdin: str = "") -> tuple[int, list[dict[str, Any]], str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = main(list(args), stdin=io.StringIO(stdin), stdout=out, stderr=err)
+    return code, [json.loads(line) for line in out.getvalue().splitlines()], err.getvalue()
+
+
+def test_map_prints_each_message_and_stops_the_script(tmp_path: Path) -> None:
+    """Envelopes and text lines go through MapFn; outputs are JSON lines; SIGTERM ends it."""
+    udf = script(tmp_path, MAP_SCRIPT)
+    lines = [
+        '{"value": "a", "keys": ["k"], "event_time": "2024-05-06T07:08:09Z"}',
+        '{"value_b64": "/w==", "event_time": 1714979289000}',
+        "plain",
+    ]
+    code, outputs, err = run("run", udf, "--kind", "map", "--input", "-", stdin="\n".join(lines))
+    assert code == 0, err
+    assert outputs[:2] == [
+        {"keys": ["k"], "value": "a", "tags": ["seen"], "event_time": "2024-05-06T07:08:09.000Z"},
+        {
+            "keys": [],
+            "value_b64": "/w==",
+            "tags": ["seen"],
+            "event_time": "2024-05-06T07:08:09.000Z",
+        },
+    ]
+    assert outputs[2]["value"] == "plain"
+    assert "udf.py (function.sock) is ready; sending the input as map" in err
+    assert "stopped udf.py with SIGTERM; it exited with code 0" in err
+
+
+def test_several_kinds_pick_map_and_say_so(tmp_path: Path) -> None:
+    """With map and mapt served and no --kind, map is used and stderr says why."""
+    code, outputs, err = run("run", script(tmp_path, MAP_SCRIPT), stdin="x")
+    assert code == 0, err
+    assert outputs[0]["tags"] == ["seen"]
+    assert "serves map, mapt; using map (choose with --kind)" in err
+
+
+def test_kind_mapt_prints_the_assigned_event_time(tmp_path: Path) -> None:
+    """--kind mapt calls MapTFn and prints the event time the handler gave."""
+    code, outputs, err = run("run", script(tmp_path, MAP_SCRIPT), "--kind", "mapt", stdin="x")
+    assert code == 0, err
+    assert outputs == [
+        {"keys": [], "value": "x", "tags": [], "event_time": "2020-01-02T00:00:00.000Z"}
+    ]
+
+
+def test_a_kind_the_script_does_not_serve_is_a_usage_error(tmp_path: Path) -> None:
+    """--kind reduce against a map script names what it does serve; exit code 2."""
+    code, outputs, err = run("run", script(tmp_path, MAP_SCRIPT), "-k", "reduce", stdin="x")
+    assert (code, outputs) == (2, [])
+    assert "--kind reduce given, but the server serves: map, mapt" in err
+    assert "stopped udf.py with SIGTERM" in err
+
+
+def test_a_failing_call_is_reported_and_the_rest_go_on(tmp_path: Path) -> None:
+    """A handler error is shown with its line and status; other lines print; exit 1."""
+    udf = script(tmp_path, MAP_SCRIPT)
+    code, outputs, err = run("run", udf, "-k", "map", "-q", stdin="a\nboom\nb\n")
+    assert code == 1
+    assert [o["value"] for o in outputs] == ["a", "b"]
+    assert "line 2 failed: UNKNOWN: RuntimeError: bad value" in err
+    assert "1 call(s) failed" in err
+
+
+def test_a_script_that_crashes_at_start_fails_fast(tmp_path: Path) -> None:
+    """A script that exits before it is ready ends the command at once, with its output."""
+    udf = script(tmp_path, "raise SystemExit('missing config')\n")
+    started = time.monotonic()
+    code, _, err = run("run", udf, "-q", "--timeout", "20", stdin="x")
+    assert code == 1
+    assert time.monotonic() - started < 10
+    assert "udf.py exited with code 1 before it was ready; its last output:\nmissing config" in err
+
+
+def test_a_script_that_never_serves_times_out(tmp_path: Path) -> None:
+    """No server-info within --timeout: a clear message, exit 1, the script is stopped."""
+    udf = script(tmp_path, "import time\ntime.sleep(60)\n")
+    started = time.monotonic()
+    code, _, err = run("run", udf, "--timeout", "1", stdin="x")
+    assert code == 1
+    assert time.monotonic() - started < 5
+    assert "udf.py wrote no server-info in time" in err
+    assert "Does it start a server?" in err
+
+
+def test_a_script_with_its_own_socket_path_is_explained(tmp_path: Path) -> None:
+    """A sock_path= outside the run folder is named as the reason."""
+    sock = tmp_path / "elsewhere.sock"
+    udf = script(
+        tmp_path,
+        "from pynumaflow.function import Server, Messages\n"
+        f"Server(map_handler=lambda k, d: Messages(), sock_path={str(sock)!r}).start()\n",
+    )
+    code, _, err = run("run", udf, "--timeout", "10", stdin="x")
+    assert code == 1
+    assert "created neither function.sock nor udsink.sock" in err
+    assert "drop it so that PYNUMAFLOW_RUN_DIR applies" in err
+
+
+def test_a_hanging_handler_ends_the_run_within_the_timeout(tmp_path: Path) -> None:
+    """A call without an answer in --timeout ends the run; the stuck script is killed."""
+    udf = script(tmp_path, MAP_SCRIPT)
+    started = time.monotonic()
+    code, outputs, err = run(
+        "run", udf, "-k", "map", "--timeout", "1", "--concurrency", "1", stdin="a\nhang\nb\n"
+    )
+    assert code == 1
+    assert time.monotonic() - started < 8
+    assert [o["value"] for o in outputs] == ["a"]
+    assert "error: line 2: DEADLINE_EXCEEDED" in err
+    assert "did not exit within 1 s of SIGTERM; killed it" in err
+
+
+def test_a_script_that_dies_mid_call_is_named(tmp_path: Path) -> None:
+    """The connection drops because the script exited: that is what the error says."""
+    udf = script(tmp_path, MAP_SCRIPT)
+    code, _, err = run("run", udf, "-k", "map", "--concurrency", "1", stdin="a\ndie\nb\n")
+    assert code == 1
+    assert "error: udf.py exited with code 3 while handling line 2" in err
+
+
+def test_a_script_that_ignores_sigterm_is_killed(tmp_path: Path) -> None:
+    """Not exiting after SIGTERM within --timeout is reported and fails the run."""
+    udf = script(
+        tmp_path,
+        """
+        import asyncio, signal
+        from pynumaflow.function import AsyncServer, Messages
+
+        async def main():
+            async with AsyncServer(map_handler=lambda k, d: Messages()).running():
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
+                await asyncio.sleep(60)
+
+        asyncio.run(main())
+        """,
+    )
+    code, _, err = run("run", udf, "--timeout", "1", stdin="x")
+    assert code == 1
+    assert "did not exit within 1 s of SIGTERM; killed it" in err
+
+
+def test_sink_sends_batches_and_prints_each_response(tmp_path: Path) -> None:
+    """Sink scripts are found by their socket; --batch-size splits the SinkFn calls."""
+    udf = script(tmp_path, SINK_SCRIPT)
+    lines = '{"value": "a", "id": "x"}\nb\nc\n'
+    code, outputs, err = run("run", udf, "--batch-size", "2", stdin=lines)
+    assert code == 0, err
+    assert outputs == [
+        {"id": "x", "success": False, "err": "batch of 2"},
+        {"id": "2", "success": False, "err": "batch of 2"},
+        {"id": "3", "success": False, "err": "batch of 1"},
+    ]
+    assert "udf.py (udsink.sock) is ready; sending the input as sink" in err
+    assert "the sink answered 3 of 3 datums as failed" in err
+
+
+def test_reduce_groups_inputs_into_fixed_windows(tmp_path: Path) -> None:
+    """--window groups by event time; each window is one ReduceFn stream with its bounds."""
+    udf = script(tmp_path, REDUCE_SCRIPT)
+    lines = "\n".join(
+        json.dumps({"value": v, "keys": k, "event_time": t})
+        for v, k, t in [
+            ("a", ["x"], "2024-05-06T07:00:01Z"),
+            ("b", ["y"], "2024-05-06T07:00:09.999Z"),
+            ("c", ["x"], "2024-05-06T07:00:10Z"),
+            ("d", ["x"], "2024-05-06T07:00:05Z"),
+        ]
+    )
+    code, outputs, err = run("run", udf, "--window", "10s", stdin=lines)
+    assert code == 0, err
+    first = "2024-05-06T07:00:00.000Z", "2024-05-06T07:00:10.000Z"
+    second = "2024-05-06T07:00:10.000Z", "2024-05-06T07:00:20.000Z"
+    assert sorted((o["window_start"], o["window_end"], o["keys"], o["value"]) for o in outputs) == [
+        (*first, ["x"], "a+d"),
+        (*first, ["y"], "b"),
+        (*second, ["x"], "c"),
+    ]
+
+
+def test_malformed_input_is_a_usage_error(tmp_path: Path) -> None:
+    """A bad envelope names its line; exit code 2."""
+    code, _, err = run("run", script(tmp_path, MAP_SCRIPT), "-k", "map", stdin='ok\n{"value": 1}')
+    assert code == 2
+    assert "input line 2: value must be a string" in err
+
+
+def test_missing_files_are_usage_errors(tmp_path: Path) -> None:
+    """A missing script or input file is reported before anything starts."""
+    assert run("run", str(tmp_path / "nope.py"))[0] == 2
+    code, _, err = run("run", script(tmp_path, MAP_SCRIPT), "--input", str(tmp_path / "in"))
+    assert code == 2
+    assert "cannot read the input" in err
+
+
+def test_call_talks_to_a_running_server(tmp_path: Path) -> None:
+    """`pynumaflow call --sock` sends to a server someone else started."""
+    proc = start_script(textwrap.dedent(MAP_SCRIPT), tmp_path)
+    try:
+        wait_for_server_info(proc, tmp_path / "server-info")
+        sock = str(tmp_path / "function.sock")
+        code, outputs, err = run("call", "--sock", sock, "--kind", "mapt", stdin="x\ny")
+        assert code == 0, err
+        assert [o["value"] for o in outputs] == ["x", "y"]
+        assert run("call", "--sock", str(tmp_path / "none.sock"))[0] == 2
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)
+
+
+def test_call_reports_a_server_that_is_not_ready(tmp_path: Path) -> None:
+    """A socket nobody answers on fails within the timeout, naming the socket."""
+    sock = tmp_path / "dead.sock"
+    import socket
+
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(sock))
+    listener.close()  # the file stays, nobody listens: like a crashed server
+    code, _, err = run("call", "--sock", str(sock), "--timeout", "0.5", stdin="x")
+    assert code == 1
+    assert "did not answer IsReady" in err
+    assert str(sock) in err
+
+
+def _cli(*args: str, stdin: str = "", exe: Optional[list[str]] = None) -> Any:
+    command = (exe or [sys.executable, "-m", "pynumaflow"]) + list(args)
+    return subprocess.run(
+        command, input=stdin, capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+
+
+def test_python_m_pynumaflow_runs_an_example_from_stdin() -> None:
+    """`python -m pynumaflow run EXAMPLE --input -` works as a real process with a pipe."""
+    result = _cli(
+        "run", "examples/function/forward_message/example.py", "--input", "-", stdin="hi\n"
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["value"] == "hi"
+
+
+def test_the_console_script() -> None:
+    """The installed `pynumaflow` command runs (required in the nox tests session)."""
+    exe = shutil.which("pynumaflow")
+    if exe is None:
+        if os.environ.get("PYNUMAFLOW_CONSOLE_SCRIPT") == "required":
+            pytest.fail("the pynumaflow console script is not installed")
+        pytest.skip("pynumaflow is not installed with its console script here")
+    result = _cli("--version", exe=[exe])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("pynumaflow ")

@@ -12,6 +12,7 @@ from conftest import ROOT, seed_examples
     [
         (0, "function/forward_message/example.py"),
         (1, "function/mapt_event_time/example.py"),
+        (2, "function/reduce_counter/example.py"),
         (3, "sink/log/example.py"),
     ],
 )

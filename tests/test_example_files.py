@@ -1,0 +1,123 @@
+"""What CI can check of each example without a container engine or a cluster.
+
+Every example folder has its script, a Dockerfile that builds (FROM first, every COPY
+source present in the repository root, which is the build context, and CMD running
+the copied script), a pipeline.yaml that is a well-formed Numaflow Pipeline using the
+image the Dockerfile names, a sample input and the output expected from it.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from conftest import ROOT
+
+EXAMPLES = sorted(p.parent for p in (ROOT / "examples").glob("*/*/Dockerfile"))
+IDS = [str(p.relative_to(ROOT / "examples")) for p in EXAMPLES]
+# What serves each example: decides which vertex field must carry its image.
+SINKS = ("sink/",)
+TRANSFORMERS = ("function/mapt_event_time", "function/event_time_filter")
+
+
+def test_every_example_folder_is_covered() -> None:
+    """Every folder holding an example.py has a Dockerfile, so none escapes these checks."""
+    scripts = sorted(p.parent for p in (ROOT / "examples").glob("*/*/example.py"))
+    assert scripts == EXAMPLES
+    assert len(EXAMPLES) >= 10
+
+
+def instructions(dockerfile: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, with comments dropped and continuations joined."""
+    text = re.sub(r"\\\n", " ", dockerfile.read_text(encoding="utf-8"))
+    pairs = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            word, _, rest = line.partition(" ")
+            pairs.append((word.upper(), rest.strip()))
+    return pairs
+
+
+def image_tag(dockerfile: Path) -> str:
+    """The tag the Dockerfile's build comment gives the image."""
+    match = re.search(r"docker build -f (\S+) -t (\S+) \.", dockerfile.read_text("utf-8"))
+    assert match, f"{dockerfile}: no `docker build -f ... -t ... .` comment"
+    assert match.group(1) == str(dockerfile.relative_to(ROOT))
+    return match.group(2)
+
+
+@pytest.mark.parametrize("folder", EXAMPLES, ids=IDS)
+def test_dockerfile_builds_from_the_repository_root(folder: Path) -> None:
+    """FROM comes first, each COPY source exists in the context, CMD runs the script."""
+    steps = instructions(folder / "Dockerfile")
+    assert steps[0][0] == "FROM", "the first instruction must be FROM"
+    known = {"FROM", "WORKDIR", "COPY", "RUN", "CMD", "ENV", "ARG", "USER", "EXPOSE"}
+    assert {word for word, _ in steps} <= known
+    copied = set()
+    for word, rest in steps:
+        if word == "COPY":
+            *sources, _target = shlex.split(rest)
+            for source in sources:
+                assert not source.startswith("--"), "no COPY flags expected"
+                assert (ROOT / source).exists(), f"COPY source {source} is missing"
+                copied.add(source)
+    assert str((folder / "example.py").relative_to(ROOT)) in copied
+    (cmd,) = [rest for word, rest in steps if word == "CMD"]
+    assert yaml.safe_load(cmd) == ["python", "-u", "example.py"]
+
+
+def vertex_images(vertex: dict[str, Any]) -> dict[str, str]:
+    """The images a vertex runs, by role: udf, sink or transformer."""
+    images = {}
+    if "udf" in vertex:
+        images["udf"] = vertex["udf"]["container"]["image"]
+    if "udsink" in vertex.get("sink", {}):
+        images["sink"] = vertex["sink"]["udsink"]["container"]["image"]
+    if "transformer" in vertex.get("source", {}):
+        images["transformer"] = vertex["source"]["transformer"]["container"]["image"]
+    return images
+
+
+@pytest.mark.parametrize("folder", EXAMPLES, ids=IDS)
+def test_pipeline_is_a_numaflow_pipeline_using_the_image(folder: Path) -> None:
+    """Valid YAML; a Pipeline whose edges join its vertices; the example's image in its role."""
+    pipeline = yaml.safe_load((folder / "pipeline.yaml").read_text(encoding="utf-8"))
+    assert pipeline["apiVersion"] == "numaflow.numaproj.io/v1alpha1"
+    assert pipeline["kind"] == "Pipeline"
+    assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", pipeline["metadata"]["name"])
+    vertices = pipeline["spec"]["vertices"]
+    names = [v["name"] for v in vertices]
+    assert len(set(names)) == len(names)
+    for vertex in vertices:
+        assert sum(role in vertex for role in ("source", "udf", "sink")) == 1, vertex["name"]
+    edges = pipeline["spec"]["edges"]
+    assert {e["from"] for e in edges} | {e["to"] for e in edges} == set(names)
+    sources = {v["name"] for v in vertices if "source" in v}
+    sinks = {v["name"] for v in vertices if "sink" in v}
+    assert sources
+    assert sinks
+    assert not {e["to"] for e in edges} & sources
+    assert not {e["from"] for e in edges} & sinks
+
+    name = str(folder.relative_to(ROOT / "examples"))
+    role = "sink" if name.startswith(SINKS) else "transformer" if name in TRANSFORMERS else "udf"
+    tag = image_tag(folder / "Dockerfile")
+    users = [v["name"] for v in vertices if vertex_images(v).get(role) == tag]
+    assert len(users) == 1, f"expected one {role} vertex with image {tag}"
+    if name.startswith("function/reduce"):
+        (reducer,) = [v for v in vertices if v["name"] == users[0]]
+        assert "fixed" in reducer["udf"]["groupBy"]["window"]
+
+
+@pytest.mark.parametrize("folder", EXAMPLES, ids=IDS)
+def test_sample_input_and_expected_output_are_there(folder: Path) -> None:
+    """One sample input (input.txt or input.jsonl) and a non-empty expected.jsonl."""
+    inputs = sorted(p.name for p in folder.glob("input.*"))
+    assert inputs in (["input.txt"], ["input.jsonl"])
+    assert (folder / "expected.jsonl").read_text(encoding="utf-8").strip()

@@ -51,6 +51,13 @@ def protos(session: nox.Session) -> None:
 
 
 @nox.session
+def docs(session: nox.Session) -> None:
+    """Regenerate docs/api.md from the docstrings (a test fails when it is stale)."""
+    session.install("-e", ".")
+    session.run("python", "tools/generate_api_docs.py")
+
+
+@nox.session
 def fuzz(session: nox.Session) -> None:
     """Fuzz the wire decoders (hypothesis, 100,000 inputs per decoder by default)."""
     session.install("-e", ".[test]")

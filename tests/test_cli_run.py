@@ -149,7 +149,7 @@ def test_a_script_that_never_serves_times_out(tmp_path: Path) -> None:
     started = time.monotonic()
     code, _, err = run("run", udf, "--timeout", "1", stdin="x")
     assert code == 1
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 10  # generous: CI machines may be busy
     assert "udf.py wrote no server-info in time" in err
     assert "Does it start a server?" in err
 
@@ -176,7 +176,7 @@ def test_a_hanging_handler_ends_the_run_within_the_timeout(tmp_path: Path) -> No
         "run", udf, "-k", "map", "--timeout", "1", "--concurrency", "1", stdin="a\nhang\nb\n"
     )
     assert code == 1
-    assert time.monotonic() - started < 8
+    assert time.monotonic() - started < 15  # the handler would hang for 30 s
     assert [o["value"] for o in outputs] == ["a"]
     assert "error: line 2: DEADLINE_EXCEEDED" in err
     assert "did not exit within 1 s of SIGTERM; killed it" in err

@@ -20,19 +20,31 @@ EXAMPLES = sorted(p.parent for p in (ROOT / "examples").glob("*/*/expected.jsonl
 IDS = [str(p.relative_to(ROOT / "examples")) for p in EXAMPLES]
 
 
+@pytest.fixture(scope="module")
+def runs() -> dict[Path, tuple[int, str, str]]:
+    """Every example's run, started all at once (each waits mostly on process start-up)."""
+    procs = {}
+    for folder in EXAMPLES:
+        (sample,) = folder.glob("input.*")
+        command = [sys.executable, "-m", "pynumaflow", "run", "example.py", "-i", sample.name, "-q"]
+        procs[folder] = subprocess.Popen(
+            command, cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+    results = {}
+    for folder, proc in procs.items():
+        out, err = proc.communicate(timeout=90)
+        results[folder] = (proc.returncode, out, err)
+    return results
+
+
 @pytest.mark.parametrize("folder", EXAMPLES, ids=IDS)
-def test_example_gives_its_expected_output(folder: Path) -> None:
+def test_example_gives_its_expected_output(
+    folder: Path, runs: dict[Path, tuple[int, str, str]]
+) -> None:
     """The example's outputs for its sample input are the recorded ones, and it exits 0."""
-    (sample,) = folder.glob("input.*")
-    result = subprocess.run(
-        [sys.executable, "-m", "pynumaflow", "run", "example.py", "--input", sample.name, "-q"],
-        cwd=folder,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    actual = [json.loads(line) for line in result.stdout.splitlines()]
+    code, out, err = runs[folder]
+    assert code == 0, err
+    actual = [json.loads(line) for line in out.splitlines()]
     expected = [json.loads(line) for line in (folder / "expected.jsonl").read_text().splitlines()]
     # Only the fields recorded are compared: event_time is missing where it is "now".
     recorded = set().union(*expected)
@@ -40,4 +52,4 @@ def test_example_gives_its_expected_output(folder: Path) -> None:
     if "reduce" in folder.name:
         shown, expected = sorted(shown, key=json.dumps), sorted(expected, key=json.dumps)
     assert shown == expected
-    assert "with SIGTERM; it exited with code 0" in result.stderr
+    assert "with SIGTERM; it exited with code 0" in err

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-__all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "DEFAULT_RUN_DIR", "ServerOptions"]
+__all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "DEFAULT_RUN_DIR", "ServerOptions", "process_count"]
 
 DEFAULT_RUN_DIR = "/var/run/numaflow"
 RUN_DIR_ENV = "PYNUMAFLOW_RUN_DIR"
@@ -38,6 +38,28 @@ def _default_max_threads() -> int:
         except ValueError:
             raise ValueError(f"MAX_THREADS must be a positive integer, got {raw!r}") from None
     return 4 * (os.cpu_count() or 1)
+
+
+def process_count() -> int:
+    """How many server processes to run: $NUM_CPU_MULTIPROC, else $NUMAFLOW_CPU_LIMIT, else 1.
+
+    The platform sets NUMAFLOW_CPU_LIMIT to the container's CPU limit in whole cores.
+
+    Raises:
+        ValueError: the variable that applies is not a positive integer.
+
+    """
+    for name in ("NUM_CPU_MULTIPROC", "NUMAFLOW_CPU_LIMIT"):
+        raw = os.environ.get(name, "").strip()
+        if not raw:
+            continue
+        try:
+            return _positive_int(name, int(raw))
+        except ValueError:
+            raise ValueError(
+                f"{name} must be a positive integer (a number of processes), got {raw!r}"
+            ) from None
+    return 1
 
 
 @dataclass(frozen=True)

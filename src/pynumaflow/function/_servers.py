@@ -11,7 +11,7 @@ from pynumaflow._invoke import Handler, Invoker, inspect_handler
 from pynumaflow._server import Service
 from pynumaflow.function._service import FunctionHandlers, FunctionService
 
-__all__ = ["AsyncServer", "Server"]
+__all__ = ["AsyncServer", "Server", "function_handlers"]
 
 AnyHandler = Optional[Callable[..., Any]]
 
@@ -20,6 +20,25 @@ _KEYWORDS = "map_handler, mapt_handler, map_stream_handler or reduce_handler"
 
 def _maybe(name: str, func: AnyHandler, params: str, *, stream: bool = False) -> Optional[Handler]:
     return None if func is None else inspect_handler(name, func, params, stream=stream)
+
+
+def function_handlers(
+    owner: str,
+    *,
+    map_handler: AnyHandler,
+    mapt_handler: AnyHandler,
+    map_stream_handler: AnyHandler,
+    reduce_handler: AnyHandler,
+) -> FunctionHandlers:
+    """Inspect the handlers a function server was given (``owner`` names it in errors)."""
+    if all(h is None for h in (map_handler, mapt_handler, map_stream_handler, reduce_handler)):
+        raise ValueError(f"{owner} needs at least one handler: {_KEYWORDS}")
+    return FunctionHandlers(
+        map=_maybe("map_handler", map_handler, "keys, datum"),
+        mapt=_maybe("mapt_handler", mapt_handler, "keys, datum"),
+        map_stream=_maybe("map_stream_handler", map_stream_handler, "keys, datum", stream=True),
+        reduce=_maybe("reduce_handler", reduce_handler, "keys, datums, md"),
+    )
 
 
 class _FunctionServer(Facade):
@@ -36,13 +55,12 @@ class _FunctionServer(Facade):
         server_info_file: Optional[str],
         shutdown_grace_period: Optional[float],
     ) -> None:
-        if all(h is None for h in (map_handler, mapt_handler, map_stream_handler, reduce_handler)):
-            raise ValueError(f"{type(self).__name__} needs at least one handler: {_KEYWORDS}")
-        self._handlers = FunctionHandlers(
-            map=_maybe("map_handler", map_handler, "keys, datum"),
-            mapt=_maybe("mapt_handler", mapt_handler, "keys, datum"),
-            map_stream=_maybe("map_stream_handler", map_stream_handler, "keys, datum", stream=True),
-            reduce=_maybe("reduce_handler", reduce_handler, "keys, datums, md"),
+        self._handlers = function_handlers(
+            type(self).__name__,
+            map_handler=map_handler,
+            mapt_handler=mapt_handler,
+            map_stream_handler=map_stream_handler,
+            reduce_handler=reduce_handler,
         )
         self._options = ServerOptions.resolve(
             sock_name="function.sock",

@@ -272,6 +272,7 @@ class Endpoint:
     info_metadata: Mapping[str, str] = field(default_factory=dict)
     protocol: str = "uds"
     listener: Optional[Listener] = None
+    minimum_numaflow_version: Optional[str] = None
 
     def __post_init__(self) -> None:
         if (self.sock_path is None) == (self.listener is None):
@@ -310,14 +311,21 @@ def _prepare_socket_path(path: Path) -> None:
         probe.close()
 
 
-def write_server_info(path: Path, protocol: str, metadata: Mapping[str, str]) -> None:
-    """Write the server-info file atomically: JSON followed by the end marker."""
-    info = {
-        "protocol": protocol,
-        "language": "python",
-        "version": __version__,
-        "metadata": dict(metadata),
-    }
+def write_server_info(
+    path: Path,
+    protocol: str,
+    metadata: Mapping[str, str],
+    minimum_numaflow_version: Optional[str] = None,
+) -> None:
+    """Write the server-info file atomically: JSON followed by the end marker.
+
+    ``minimum_numaflow_version`` is written only for the v1 protocols' files.
+    """
+    info: Dict[str, Any] = {"protocol": protocol, "language": "python"}
+    if minimum_numaflow_version is not None:
+        info["minimum_numaflow_version"] = minimum_numaflow_version
+    info["version"] = __version__
+    info["metadata"] = dict(metadata)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
@@ -398,7 +406,10 @@ class ServerCore:
             for endpoint in self._endpoints:
                 if endpoint.server_info_file is not None:
                     write_server_info(
-                        endpoint.server_info_file, endpoint.protocol, endpoint.info_metadata
+                        endpoint.server_info_file,
+                        endpoint.protocol,
+                        endpoint.info_metadata,
+                        endpoint.minimum_numaflow_version,
                     )
                     self._owned_files.append(endpoint.server_info_file)
                 _LOGGER.info(

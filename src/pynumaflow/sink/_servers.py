@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Callable, Optional
 
-from pynumaflow._config import ServerOptions
+from pynumaflow._config import ServerOptions, ud_container_type
 from pynumaflow._facade import Facade
 from pynumaflow._invoke import Invoker, inspect_handler
-from pynumaflow._server import Service
+from pynumaflow._server import Endpoint, Service
 from pynumaflow.sink._service import SinkService
+from pynumaflow.sink._service_v1 import SinkV1Service
 
 __all__ = ["AsyncSink", "Sink"]
+
+
+# The platform runs one image as the primary, fallback or on-success sink and tells the
+# container which by $NUMAFLOW_UD_CONTAINER_TYPE; each role has its socket and file.
+_V1_SINK_FILES = {
+    "udsink": ("sink.sock", "sinker-server-info"),
+    "fb-udsink": ("fb-sink.sock", "fb-sinker-server-info"),
+    "ons-udsink": ("ons-sink.sock", "ons-sinker-server-info"),
+}
 
 
 class _SinkServer(Facade):
@@ -26,6 +36,7 @@ class _SinkServer(Facade):
         *,
         server_info_file: Optional[str] = None,
         shutdown_grace_period: Optional[float] = None,
+        protocols: Optional[Iterable[str]] = None,
     ) -> None:
         self._handler = inspect_handler("sink_handler", sink_handler, "datums")
         self._options = ServerOptions.resolve(
@@ -35,10 +46,17 @@ class _SinkServer(Facade):
             max_message_size=max_message_size,
             max_threads=max_threads,
             shutdown_grace_period=shutdown_grace_period,
+            protocols=protocols,
         )
 
-    def _services(self, invoker: Invoker) -> Sequence[Service]:
+    def _legacy_services(self, invoker: Invoker) -> Sequence[Service]:
         return [SinkService(self._handler, invoker)]
+
+    def _v1_endpoints(self, invoker: Invoker) -> Sequence[Endpoint]:
+        container = ud_container_type("udsink")
+        sock_name, info_name = _V1_SINK_FILES.get(container, _V1_SINK_FILES["udsink"])
+        service = SinkV1Service(self._handler, invoker, container_type=container)
+        return [self._v1_endpoint(sock_name, info_name, service)]
 
 
 class Sink(_SinkServer):
@@ -67,6 +85,10 @@ class Sink(_SinkServer):
         max_threads: size of the sync handler pool.
         server_info_file: where the server-info handshake is written.
         shutdown_grace_period: seconds calls in flight get to finish on SIGTERM (default 5).
+        protocols: the protocol generations to serve, ``"legacy"`` (udsink.sock, Numaflow
+            0.8-0.9) and/or ``"v1"`` (sink.sock, fb-sink.sock or ons-sink.sock by
+            ``$NUMAFLOW_UD_CONTAINER_TYPE``: Numaflow >= 1.4); default
+            ``$PYNUMAFLOW_PROTOCOLS`` or both.
 
     Raises:
         TypeError: the handler is not callable or cannot take one argument.

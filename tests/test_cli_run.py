@@ -137,17 +137,17 @@ def test_a_script_that_crashes_at_start_fails_fast(tmp_path: Path) -> None:
     """A script that exits before it is ready ends the command at once, with its output."""
     udf = script(tmp_path, "raise SystemExit('missing config')\n")
     started = time.monotonic()
-    code, _, err = run("run", udf, "-q", "--timeout", "20", stdin="x")
+    code, _, err = run("run", udf, "-q", "--start-timeout", "20", stdin="x")
     assert code == 1
     assert time.monotonic() - started < 10
     assert "udf.py exited with code 1 before it was ready; its last output:\nmissing config" in err
 
 
 def test_a_script_that_never_serves_times_out(tmp_path: Path) -> None:
-    """No server-info within --timeout: a clear message, exit 1, the script is stopped."""
+    """No server-info within --start-timeout: a clear message, exit 1, the script is stopped."""
     udf = script(tmp_path, "import time\ntime.sleep(60)\n")
     started = time.monotonic()
-    code, _, err = run("run", udf, "--timeout", "1", stdin="x")
+    code, _, err = run("run", udf, "--start-timeout", "1", stdin="x")
     assert code == 1
     assert time.monotonic() - started < 10  # generous: CI machines may be busy
     assert "udf.py wrote no server-info in time" in err
@@ -162,10 +162,22 @@ def test_a_script_with_its_own_socket_path_is_explained(tmp_path: Path) -> None:
         "from pynumaflow.function import Server, Messages\n"
         f"Server(map_handler=lambda k, d: Messages(), sock_path={str(sock)!r}).start()\n",
     )
-    code, _, err = run("run", udf, "--timeout", "10", stdin="x")
+    code, _, err = run("run", udf, "--start-timeout", "10", stdin="x")
     assert code == 1
     assert "created neither function.sock nor udsink.sock" in err
     assert "drop it so that PYNUMAFLOW_RUN_DIR applies" in err
+
+
+def test_a_script_serving_only_the_v1_protocols_is_explained(tmp_path: Path) -> None:
+    """The command speaks function.v1: a v1-only script is named as such, quickly."""
+    udf = script(
+        tmp_path,
+        "from pynumaflow.function import Server, Messages\n"
+        "Server(map_handler=lambda k, d: Messages(), protocols=['v1']).start()\n",
+    )
+    code, _, err = run("run", udf, stdin="x")
+    assert code == 1
+    assert "udf.py serves only the Numaflow >= 1.4 protocols (it wrote mapper-server-info)" in err
 
 
 def test_a_hanging_handler_ends_the_run_within_the_timeout(tmp_path: Path) -> None:
@@ -287,7 +299,7 @@ def test_call_reports_a_server_that_is_not_ready(tmp_path: Path) -> None:
     listener = socket.socket(socket.AF_UNIX)
     listener.bind(str(sock))
     listener.close()  # the file stays, nobody listens: like a crashed server
-    code, _, err = run("call", "--sock", str(sock), "--timeout", "0.5", stdin="x")
+    code, _, err = run("call", "--sock", str(sock), "--start-timeout", "0.5", stdin="x")
     assert code == 1
     assert "did not answer IsReady" in err
     assert str(sock) in err

@@ -77,7 +77,8 @@ async def test_probe_finds_exactly_the_served_kinds(
 ) -> None:
     """Each function kind is found if and only if its handler was given."""
     handlers = dict(HANDLERS[kind] for kind in kinds)
-    async with serving(sock_path, info_path, **handlers):
+    # The probe speaks function.v1; map with map stream exists only there.
+    async with serving(sock_path, info_path, protocols=["legacy"], **handlers):
         with Connection(sock_path, timeout=5) as connection:
             assert await wait_until_ready(connection, deadline=float("inf")) == "function"
             assert await served_kinds(connection) == kinds

@@ -70,6 +70,9 @@ SinkDatumLike = Union[bytes, str, SinkDatum]
 _UTC = timezone.utc
 _DEFAULT_WINDOW = timedelta(seconds=60)
 _CALL_TIMEOUT = 60.0
+# The client speaks function.v1 / sink.v1 (Numaflow 0.8-0.9); the handlers behave the
+# same under every protocol generation.
+_PROTOCOL = "legacy"
 
 
 def _naive_utc(moment: Optional[datetime]) -> datetime:
@@ -323,8 +326,10 @@ async def serve_function(
 ) -> AsyncIterator[FunctionClient]:
     """Serve these handlers on a temporary socket in the running event loop.
 
-    The server is the real :class:`~pynumaflow.function.AsyncServer`; leaving the
-    block stops it and removes its files.
+    The server is the real :class:`~pynumaflow.function.AsyncServer`, serving the
+    Numaflow 0.8-0.9 protocol (function.v1) that the client speaks, so map and map
+    stream handlers can be tested together; leaving the block stops it and removes its
+    files.
 
     Args:
         map_handler: as for :class:`~pynumaflow.function.Server`.
@@ -352,6 +357,7 @@ async def serve_function(
             sock_path=str(folder / "function.sock"),
             max_threads=max_threads,
             server_info_file=str(folder / "server-info"),
+            protocols=[_PROTOCOL],
         )
         async with server.running():
             with Connection(server.sock_path, call_timeout) as connection:
@@ -382,6 +388,7 @@ async def serve_sink(
             sock_path=str(folder / "udsink.sock"),
             max_threads=max_threads,
             server_info_file=str(folder / "server-info"),
+            protocols=[_PROTOCOL],
         )
         async with server.running():
             with Connection(server.sock_path, call_timeout) as connection:

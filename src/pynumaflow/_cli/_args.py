@@ -12,6 +12,8 @@ from pynumaflow._cli._kinds import Kind
 __all__ = ["build_parser"]
 
 DEFAULT_TIMEOUT = 30.0
+# Start-up may import heavy libraries or load a model; the platform itself waits 120 s.
+DEFAULT_START_TIMEOUT = 60.0
 
 _INPUT_HELP = """\
 input lines: a JSON object {"value": "text"} or {"value_b64": "..."}, with optional
@@ -93,8 +95,16 @@ def _common(parser: argparse.ArgumentParser) -> None:
         type=_seconds,
         default=DEFAULT_TIMEOUT,
         metavar="SECONDS",
-        help=f"the longest wait for the server to be ready, for each call to answer and "
-        f"for the script to exit after SIGTERM (default {DEFAULT_TIMEOUT:g})",
+        help="the longest wait for each call to answer, and for the script to exit after "
+        f"SIGTERM (default {DEFAULT_TIMEOUT:g}); e.g. 500ms, 10s or 10",
+    )
+    parser.add_argument(
+        "--start-timeout",
+        type=_seconds,
+        default=DEFAULT_START_TIMEOUT,
+        metavar="SECONDS",
+        help="the longest wait for the server to write its server-info and answer IsReady "
+        f"(default {DEFAULT_START_TIMEOUT:g})",
     )
     parser.add_argument(
         "--raw", action="store_true", help="take every input line as a text value, never JSON"

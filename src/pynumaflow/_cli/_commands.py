@@ -66,7 +66,7 @@ def run_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if not script_path.is_file():
         raise UsageError(f"no such script: {script_path}")
     stream = open_input(args.input, args.stdin)
-    deadline = time.monotonic() + args.timeout
+    deadline = time.monotonic() + args.start_timeout
     failure: Optional[CommandError] = None
     tally: Optional[Tally] = None
     try:
@@ -104,11 +104,8 @@ def call_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         raise UsageError(f"no such socket: {sock}")
     stream = open_input(args.input, args.stdin)
     try:
-        tally = asyncio.run(
-            _session(
-                args, _Target(sock, str(sock), time.monotonic() + args.timeout), stream, out, err
-            )
-        )
+        target = _Target(sock, str(sock), time.monotonic() + args.start_timeout)
+        tally = asyncio.run(_session(args, target, stream, out, err))
     except RunError as error:
         raise RunError(f"{error} (server on {sock})") from None
     finally:

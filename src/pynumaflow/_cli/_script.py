@@ -20,7 +20,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, TextIO
+from typing import IO, Any, Optional, TextIO
 
 from pynumaflow._cli._errors import RunError
 from pynumaflow._config import RUN_DIR_ENV
@@ -33,6 +33,7 @@ SOCKETS = ("function.sock", "udsink.sock")
 _TAIL_LINES = 20
 _POLL = 0.02
 _EXIT_GRACE = 1.0
+_V1_ONLY_AFTER = 1.0
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,7 @@ class Script:
 
         """
         info_file = self.run_dir / SERVER_INFO
+        v1_seen: Optional[float] = None
         while True:
             self.check_alive("before it was ready", grace=0)
             try:
@@ -141,12 +143,12 @@ class Script:
                 text = ""
             if text.endswith(SERVER_INFO_END):
                 break
-            if time.monotonic() >= deadline:
-                raise RunError(
-                    f"{self.path.name} wrote no server-info in time (expected {info_file}). "
-                    "Does it start a server? If it passes sock_path= or server_info_file=, "
-                    f"drop them so that {RUN_DIR_ENV} applies."
-                )
+            now = time.monotonic()
+            if v1_seen is None and any(self.run_dir.glob("*-server-info")):
+                v1_seen = now
+            # The core writes every server-info file at once: v1 alone means v1 only.
+            if now >= deadline or (v1_seen is not None and now - v1_seen > _V1_ONLY_AFTER):
+                raise RunError(self._no_server_info(info_file))
             time.sleep(_POLL)
         try:
             info = json.loads(text[: -len(SERVER_INFO_END)])
@@ -158,6 +160,21 @@ class Script:
         raise RunError(
             f"{self.path.name} wrote server-info but created neither {' nor '.join(SOCKETS)} "
             f"in {self.run_dir}; if it passes sock_path=, drop it so that {RUN_DIR_ENV} applies"
+        )
+
+    def _no_server_info(self, info_file: Path) -> str:
+        others = sorted(p.name for p in self.run_dir.glob("*-server-info"))
+        if others:
+            return (
+                f"{self.path.name} serves only the Numaflow >= 1.4 protocols (it wrote "
+                f"{', '.join(others)}); pynumaflow run speaks the 0.8-0.9 ones "
+                "(function.v1, sink.v1): let it serve both, the default (check its "
+                "protocols= and $PYNUMAFLOW_PROTOCOLS)"
+            )
+        return (
+            f"{self.path.name} wrote no server-info in time (expected {info_file}). "
+            "Does it start a server? If it passes sock_path= or server_info_file=, "
+            f"drop them so that {RUN_DIR_ENV} applies."
         )
 
     def stop(self, timeout: float) -> Exit:

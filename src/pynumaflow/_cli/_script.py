@@ -105,9 +105,10 @@ class Script:
         code = self._proc.returncode
         how = f"was killed by {_signal_name(-code)}" if code < 0 else f"exited with code {code}"
         message = f"{self.path.name} {how} {when}"
-        if self._quiet and self._tail:
-            self._relay.join(timeout=1)
-            message += "; its last output:\n" + "".join(self._tail).rstrip("\n")
+        if self._quiet:
+            self._relay.join(timeout=1)  # its output ends when it does: let the relay catch up
+            if self._tail:
+                message += "; its last output:\n" + "".join(self._tail).rstrip("\n")
         return message
 
     def check_alive(self, when: str, grace: float = _EXIT_GRACE) -> None:

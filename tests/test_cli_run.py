@@ -6,6 +6,7 @@ import io
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import textwrap
@@ -294,8 +295,6 @@ def test_call_talks_to_a_running_server(tmp_path: Path) -> None:
 def test_call_reports_a_server_that_is_not_ready(tmp_path: Path) -> None:
     """A socket nobody answers on fails within the timeout, naming the socket."""
     sock = tmp_path / "dead.sock"
-    import socket
-
     listener = socket.socket(socket.AF_UNIX)
     listener.bind(str(sock))
     listener.close()  # the file stays, nobody listens: like a crashed server

@@ -12,6 +12,7 @@ from typing import Callable, Optional, TextIO
 from pynumaflow._cli._drive import Options, Tally, drive
 from pynumaflow._cli._errors import CommandError, RunError, UsageError
 from pynumaflow._cli._kinds import Service, choose_kind, wait_until_ready
+from pynumaflow._cli._progress import Progress
 from pynumaflow._cli._script import Script
 from pynumaflow._cli._source import open_input, records_of
 from pynumaflow._client import Connection
@@ -49,6 +50,9 @@ async def _session(
         service = await wait_until_ready(connection, target.deadline, target.expect)
         kind = await choose_kind(connection, service, args.kind, err)
         print(f"pynumaflow: {target.label} is ready; sending the input as {kind.value}", file=err)
+        typing = stream.isatty()
+        if typing:
+            print("pynumaflow: type input lines; end with Ctrl-D", file=err)
         return await drive(
             connection,
             kind,
@@ -57,6 +61,8 @@ async def _session(
             out=out,
             err=err,
             check_alive=target.check_alive,
+            # Typed input shows each answer as it comes: a progress line would only interleave.
+            progress=Progress(err, enabled=err.isatty() and not typing),
         )
 
 

@@ -87,8 +87,12 @@ class Script:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        if self._proc.poll() is None:
-            self._kill()
+        if self._proc.poll() is None:  # we were interrupted: still give it a clean stop
+            self._proc.send_signal(signal.SIGTERM)
+            try:
+                self._proc.wait(_EXIT_GRACE * 2)
+            except subprocess.TimeoutExpired:
+                self._kill()
         self._relay.join(timeout=2)
         shutil.rmtree(self.run_dir, ignore_errors=True)
 

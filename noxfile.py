@@ -40,3 +40,21 @@ def protos(session: nox.Session) -> None:
     """Regenerate src/pynumaflow/_proto from protos/ (never edit the output by hand)."""
     session.install("-e", ".[protos]")
     session.run("python", "tools/generate_protos.py")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmark against pynumaflow 0.4.2 and a bare grpclib echo (benchmarks/README.md)."""
+    # Ours, installed as users get it, plus the grpcio load client (a benchmark-only dep).
+    session.install(".", "grpcio>=1.60", "grpcio-tools>=1.60")
+    # 0.4.2 is also called `pynumaflow`: it gets a virtualenv of its own beside this one.
+    original = Path(session.virtualenv.location).parent / "bench-original-0.4.2"
+    session.run(
+        "python",
+        "benchmarks/run.py",
+        "--original-venv",
+        str(original),
+        "--results",
+        "benchmarks/RESULTS.md",
+        *session.posargs,
+    )

@@ -174,6 +174,7 @@ class Runner:
                     duration=self.duration,
                     warmup=self.warmup,
                 )
+                client_started = time.perf_counter()
                 client = subprocess.run(
                     [self.ours_python, str(HERE / "client.py"), json.dumps(spec)],
                     capture_output=True,
@@ -185,11 +186,17 @@ class Runner:
                 result: Dict[str, Any] = json.loads(client.stdout.strip().splitlines()[-1])
                 result["rss_mib"] = peak_rss_kib(proc.pid) / KiB
                 result["ready_s"] = ready_s
+                result["client_wall_s"] = time.perf_counter() - client_started
                 result["server_cpu_pct"] = (
                     100 * result["server_cpu_s"] / max(result["seconds"], 1e-9)
                 )
             finally:
-                stop(proc)
+                stopping = time.perf_counter()
+                # 0.4.2's AsyncServer under aiorun does not exit on SIGTERM (its shutdown
+                # coroutine is never awaited) and its sync Server has no drain: kill it.
+                stop(proc, graceful=impl != "original")
+        result["stop_s"] = time.perf_counter() - stopping
+        result["cell_s"] = time.perf_counter() - started
         if result["errors"] and not result["completed"]:
             # The RPC was refused outright (0.4.2 answers UNIMPLEMENTED for some): n/a.
             code = result["first_error"].split(":", 1)[0] or next(iter(result["errors"]))
@@ -226,8 +233,11 @@ def peak_rss_kib(pid: int) -> int:
     raise RuntimeError("no VmHWM")
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
+def stop(proc: subprocess.Popen[bytes], graceful: bool = True) -> None:
+    if proc.poll() is None and not graceful:
+        proc.kill()
+        proc.wait()
+    elif proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(timeout=15)
@@ -591,7 +601,7 @@ def machine(args: argparse.Namespace) -> Dict[str, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--duration", type=float, default=1.5, help="measured s per cell")
+    parser.add_argument("--duration", type=float, default=1.0, help="measured s per cell")
     parser.add_argument("--warmup", type=float, default=0.5)
     parser.add_argument("--only", help="regex on workload names")
     parser.add_argument("--ours-python", default=sys.executable)

@@ -43,6 +43,32 @@ def protos(session: nox.Session) -> None:
 
 
 @nox.session
+def fuzz(session: nox.Session) -> None:
+    """Fuzz the wire decoders (hypothesis, 100,000 inputs per decoder by default)."""
+    session.install("-e", ".[test]")
+    session.run("python", "tools/fuzz_codec.py", *session.posargs)
+
+
+@nox.session
+def audit(session: nox.Session) -> None:
+    """Audit the runtime dependencies for known vulnerabilities (pip-audit).
+
+    Fails, saying so, when the vulnerability database cannot be reached: an audit that
+    could not look anything up has not passed.
+    """
+    session.install("pip-audit")
+    session.install(".")
+    try:
+        session.run("pip-audit", "--progress-spinner", "off", "--skip-editable")
+    except nox.command.CommandFailed:
+        session.error(
+            "pip-audit failed: either a dependency has a known vulnerability (see above) "
+            "or its vulnerability database could not be reached from this machine; "
+            "the audit was NOT passed."
+        )
+
+
+@nox.session
 def bench(session: nox.Session) -> None:
     """Benchmark against pynumaflow 0.4.2 and a bare grpclib echo (benchmarks/README.md)."""
     # Ours, installed as users get it, plus the grpcio load client (a benchmark-only dep).

@@ -31,7 +31,16 @@ def anyio_backend() -> str:
 def stubs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, ModuleType]]:
     """Grpcio stubs for function.v1 and sink.v1, generated from protos/ for this run."""
     out = tmp_path_factory.mktemp("grpcio_stubs")
-    protos = ["function/v1/udfunction.proto", "sink/v1/udsink.proto"]
+    protos = [
+        "function/v1/udfunction.proto",
+        "sink/v1/udsink.proto",
+        "common/metadata.proto",
+        "common/nack_options.proto",
+        "map/v1/map.proto",
+        "sourcetransformer/v1/transform.proto",
+        "reduce/v1/reduce.proto",
+        "sink/v1/sink.proto",
+    ]
     subprocess.run(
         [
             sys.executable,
@@ -52,6 +61,16 @@ def stubs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Module
             "fn_grpc": importlib.import_module("function.v1.udfunction_pb2_grpc"),
             "sink_pb2": importlib.import_module("sink.v1.udsink_pb2"),
             "sink_grpc": importlib.import_module("sink.v1.udsink_pb2_grpc"),
+            # Numaflow >= 1.4 (v1 protocols)
+            "map_pb2": importlib.import_module("map.v1.map_pb2"),
+            "map_grpc": importlib.import_module("map.v1.map_pb2_grpc"),
+            "transform_pb2": importlib.import_module("sourcetransformer.v1.transform_pb2"),
+            "transform_grpc": importlib.import_module("sourcetransformer.v1.transform_pb2_grpc"),
+            "reduce_pb2": importlib.import_module("reduce.v1.reduce_pb2"),
+            "reduce_grpc": importlib.import_module("reduce.v1.reduce_pb2_grpc"),
+            "sinkv1_pb2": importlib.import_module("sink.v1.sink_pb2"),
+            "sinkv1_grpc": importlib.import_module("sink.v1.sink_pb2_grpc"),
+            "common_pb2": importlib.import_module("common.metadata_pb2"),
         }
     finally:
         sys.path.remove(str(out))

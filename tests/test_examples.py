@@ -9,7 +9,11 @@ from conftest import ROOT, seed_examples
 
 @pytest.mark.parametrize(
     ("index", "path"),
-    [(0, "function/forward_message/example.py"), (1, "function/mapt_event_time/example.py")],
+    [
+        (0, "function/forward_message/example.py"),
+        (1, "function/mapt_event_time/example.py"),
+        (3, "sink/log/example.py"),
+    ],
 )
 def test_example_file_is_the_seed_example(index: int, path: str) -> None:
     """Each example file is byte-identical to its block in the 0.4 README."""

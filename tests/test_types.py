@@ -34,6 +34,7 @@ def test_public_names_are_exactly_the_documented_ones() -> None:
             "MessageTs",
             "Messages",
             "Metadata",
+            "MultiProcServer",
             "Server",
         ]
     )

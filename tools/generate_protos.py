@@ -13,7 +13,17 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PROTOS = ["function/v1/udfunction.proto", "sink/v1/udsink.proto"]
+PROTOS = [
+    "function/v1/udfunction.proto",
+    "sink/v1/udsink.proto",
+    "common/metadata.proto",
+    "common/nack_options.proto",
+    "map/v1/map.proto",
+    "sourcetransformer/v1/transform.proto",
+    "reduce/v1/reduce.proto",
+    "sink/v1/sink.proto",
+    "google/rpc/status.proto",
+]
 DEFAULT_OUT = ROOT / "src" / "pynumaflow" / "_proto"
 
 

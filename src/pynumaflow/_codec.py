@@ -10,167 +10,93 @@ bytes of these messages.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime, time, timedelta, timezone
-from typing import Any, Callable, List, Optional, Tuple
+from datetime import datetime, time
+from typing import Any, Callable, List, Optional, Tuple, TypeVar
 
 from pynumaflow._errors import CodecError, ReturnTypeError
-from pynumaflow.function._types import Datum, DatumMetadata, Message, MessageT
+from pynumaflow._wire import (
+    I64_MAX,
+    U64,
+    TimestampParts,
+    decode_timestamp,
+    encode_timestamp,
+    fast_varint,
+    naive_utc,
+    read_varint,
+    skip_field,
+    timestamp_parts,
+    to_int32,
+    varint,
+)
+from pynumaflow.function._types import NO_HEADERS, Datum, DatumMetadata, Keys, Message, MessageT
+from pynumaflow.sink._types import Datum as SinkDatum
+from pynumaflow.sink._types import Response
 
 __all__ = [
     "CodecError",
     "ReturnTypeError",
     "decode_datum_request",
+    "decode_sink_datum_request",
     "encode_datum_response",
     "encode_datum_response_list",
     "encode_datum_response_t_list",
+    "encode_response_list",
+    "read_responses",
 ]
 
-_EPOCH_NAIVE = datetime(1970, 1, 1)
-_EPOCH_AWARE = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_U64 = 1 << 64
-_I64_MAX = (1 << 63) - 1
-_SMALL_VARINTS = [bytes((i,)) for i in range(128)]
-
-# (seconds, nanos) of a google.protobuf.Timestamp.
-TimestampParts = Tuple[int, int]
-
-
-# --- primitives -------------------------------------------------------------------------
-
-
-def _read_varint(data: bytes, pos: int) -> Tuple[int, int]:
-    result = 0
-    shift = 0
-    end = len(data)
-    while True:
-        if pos >= end:
-            raise CodecError("truncated varint")
-        byte = data[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return result, pos
-        shift += 7
-        if shift >= 70:
-            raise CodecError("varint longer than 10 bytes")
-
-
-def _skip_field(data: bytes, pos: int, wire_type: int, field: int) -> int:
-    """Skip an unknown field's value; return the position after it."""
-    if wire_type == 0:
-        _, pos = _read_varint(data, pos)
-        return pos
-    if wire_type == 2:
-        length, pos = _read_varint(data, pos)
-        end = pos + length
-    elif wire_type == 1:
-        end = pos + 8
-    elif wire_type == 5:
-        end = pos + 4
-    else:
-        # Groups (3, 4) are not proto3; 6 and 7 do not exist.
-        raise CodecError(f"field {field} has unsupported wire type {wire_type}")
-    if end > len(data):
-        raise CodecError(f"field {field} is truncated")
-    return end
-
-
-def _varint(value: int) -> bytes:
-    if value < 128:
-        return _SMALL_VARINTS[value]
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _signed_varint(value: int) -> bytes:
-    return _varint(value + _U64 if value < 0 else value)
-
-
-def _to_int64(value: int) -> int:
-    value &= _U64 - 1
-    return value - _U64 if value > _I64_MAX else value
-
-
-def _to_int32(value: int) -> int:
-    value &= 0xFFFFFFFF
-    return value - (1 << 32) if value > 0x7FFFFFFF else value
+_F = TypeVar("_F")
 
 
 # --- timestamps -------------------------------------------------------------------------
-
-
-def _decode_timestamp(data: bytes, pos: int, end: int, parts: TimestampParts) -> TimestampParts:
-    seconds, nanos = parts
-    while pos < end:
-        tag, pos = _read_varint(data, pos)
-        field, wire_type = tag >> 3, tag & 7
-        if field == 1 and wire_type == 0:
-            raw, pos = _read_varint(data, pos)
-            seconds = _to_int64(raw)
-        elif field == 2 and wire_type == 0:
-            raw, pos = _read_varint(data, pos)
-            nanos = _to_int32(raw)
-        elif field in (1, 2):
-            raise CodecError(f"Timestamp field {field} has wire type {wire_type}, expected 0")
-        else:
-            pos = _skip_field(data, pos, wire_type, field)
-    if pos != end:
-        raise CodecError("Timestamp overruns its enclosing message")
-    return seconds, nanos
 
 
 def _decode_time_wrapper(
     data: bytes, pos: int, end: int, parts: TimestampParts, name: str
 ) -> TimestampParts:
     """Decode EventTime/Watermark: a message whose field 1 is a Timestamp."""
+    # Fast path for what encoders write: 0a LEN [08 seconds] [10 nanos], nothing else.
+    if end - pos >= 2 and data[pos] == 0x0A and data[pos + 1] == end - pos - 2:
+        seconds, nanos = parts
+        cursor = pos + 2
+        if cursor < end and data[cursor] == 0x08:
+            raw, cursor = fast_varint(data, cursor + 1, end)
+            seconds = raw - U64 if raw > I64_MAX else raw
+        if 0 <= cursor < end and data[cursor] == 0x10:
+            raw, cursor = fast_varint(data, cursor + 1, end)
+            nanos = to_int32(raw)
+        if cursor == end:
+            return seconds, nanos
+    return _decode_time_wrapper_slow(data, pos, end, parts, name)
+
+
+def _decode_time_wrapper_slow(
+    data: bytes, pos: int, end: int, parts: TimestampParts, name: str
+) -> TimestampParts:
     while pos < end:
-        tag, pos = _read_varint(data, pos)
+        tag, pos = read_varint(data, pos)
         field, wire_type = tag >> 3, tag & 7
         if field == 1:
             if wire_type != 2:
                 raise CodecError(f"{name} field 1 has wire type {wire_type}, expected 2")
-            length, pos = _read_varint(data, pos)
+            length, pos = read_varint(data, pos)
             sub_end = pos + length
             if sub_end > end:
                 raise CodecError(f"{name} is truncated")
-            parts = _decode_timestamp(data, pos, sub_end, parts)
+            parts = decode_timestamp(data, pos, sub_end, parts)
             pos = sub_end
         else:
-            pos = _skip_field(data, pos, wire_type, field)
+            pos = skip_field(data, pos, wire_type, field)
     if pos != end:
         raise CodecError(f"{name} overruns its enclosing message")
     return parts
 
 
-def _naive_utc(parts: TimestampParts) -> datetime:
-    seconds, nanos = parts
-    try:
-        return _EPOCH_NAIVE + timedelta(seconds=seconds, microseconds=nanos // 1000)
-    except OverflowError:
-        raise CodecError(f"timestamp {seconds}s {nanos}ns is outside datetime's range") from None
-
-
-def timestamp_parts(moment: datetime) -> TimestampParts:
-    """Return (seconds, nanos) since the epoch of a datetime; naive means UTC."""
-    offset = moment - (_EPOCH_NAIVE if moment.tzinfo is None else _EPOCH_AWARE)
-    return offset.days * 86400 + offset.seconds, offset.microseconds * 1000
-
-
 def _encode_timestamp_wrapper(parts: TimestampParts) -> bytes:
     """Encode EventTime/Watermark {Timestamp field 1}; the epoch is an empty wrapper."""
-    seconds, nanos = parts
-    if not seconds and not nanos:
+    if not parts[0] and not parts[1]:
         return b""
-    ts = b""
-    if seconds:
-        ts = b"\x08" + _signed_varint(seconds)
-    if nanos:
-        ts += b"\x10" + _signed_varint(nanos)
-    return b"\x0a" + _varint(len(ts)) + ts
+    ts = encode_timestamp(parts)
+    return b"\x0a" + varint(len(ts)) + ts
 
 
 # --- function.v1 ------------------------------------------------------------------------
@@ -178,12 +104,35 @@ def _encode_timestamp_wrapper(parts: TimestampParts) -> bytes:
 
 def decode_datum_request(data: bytes) -> Datum:
     """Decode a function.v1 DatumRequest into a Datum (unknown fields are skipped)."""
+    keys, value, event_time, watermark, metadata = _decode_request(data, _decode_metadata, ("", 0))
+    # Built without Datum.__init__'s argument checks: the codec's values are already right.
+    datum = _new_datum(Datum)
+    datum._keys = Keys(keys)
+    datum._value = value
+    datum._event_time = naive_utc(event_time)
+    datum._watermark = naive_utc(watermark)
+    datum._metadata = DatumMetadata(*metadata)
+    datum._headers = NO_HEADERS
+    datum._user_metadata = b""
+    return datum
+
+
+_new_datum = object.__new__
+
+
+def _decode_request(
+    data: bytes, decode_field5: Callable[[bytes, int, int, _F], _F], field5: _F
+) -> Tuple[List[str], bytes, TimestampParts, TimestampParts, _F]:
+    """Decode the fields a function.v1 and a sink.v1 DatumRequest share.
+
+    Fields 1-4 (keys, value, event_time, watermark) are the same in both protocols;
+    field 5 (function.v1 ``Metadata``, sink.v1 ``id``) is decoded by ``decode_field5``
+    from ``data[pos:end]`` and the value it had so far (``field5`` initially).
+    """
     keys: List[str] = []
     value = b""
     event_time: TimestampParts = (0, 0)
     watermark: TimestampParts = (0, 0)
-    msg_id = ""
-    num_delivered = 0
     pos = 0
     size = len(data)
     try:
@@ -192,7 +141,7 @@ def decode_datum_request(data: bytes) -> Datum:
             if tag < 0x80:
                 pos += 1
             else:
-                tag, pos = _read_varint(data, pos)
+                tag, pos = read_varint(data, pos)
             field = tag >> 3
             wire_type = tag & 7
             if 1 <= field <= 5:
@@ -204,7 +153,7 @@ def decode_datum_request(data: bytes) -> Datum:
                 if length < 0x80:
                     pos += 1
                 else:
-                    length, pos = _read_varint(data, pos)
+                    length, pos = read_varint(data, pos)
                 end = pos + length
                 if end > size:
                     raise CodecError(f"DatumRequest field {field} is truncated")
@@ -217,40 +166,43 @@ def decode_datum_request(data: bytes) -> Datum:
                 elif field == 4:
                     watermark = _decode_time_wrapper(data, pos, end, watermark, "Watermark")
                 else:
-                    msg_id, num_delivered = _decode_metadata(data, pos, end, msg_id, num_delivered)
+                    field5 = decode_field5(data, pos, end, field5)
                 pos = end
             else:
-                pos = _skip_field(data, pos, wire_type, field)
+                pos = skip_field(data, pos, wire_type, field)
     except UnicodeDecodeError as err:
         raise CodecError(f"DatumRequest string is not valid UTF-8: {err}") from None
-    return Datum(
-        keys,
-        value,
-        _naive_utc(event_time),
-        _naive_utc(watermark),
-        DatumMetadata(msg_id, num_delivered),
-    )
+    return keys, value, event_time, watermark, field5
 
 
-def _decode_metadata(
-    data: bytes, pos: int, end: int, msg_id: str, num_delivered: int
-) -> Tuple[str, int]:
+def _decode_metadata(data: bytes, pos: int, end: int, previous: Tuple[str, int]) -> Tuple[str, int]:
+    msg_id, num_delivered = previous
+    # Fast path for what encoders write: [0a LEN id] [10 num_delivered], nothing else.
+    if pos < end and data[pos] == 0x0A and data[pos + 1] < 0x80:
+        id_end = pos + 2 + data[pos + 1]
+        if id_end == end or (id_end < end and data[id_end] == 0x10):
+            cursor = id_end
+            raw = num_delivered
+            if id_end < end:
+                raw, cursor = fast_varint(data, id_end + 1, end)
+            if cursor == end:
+                return data[pos + 2 : id_end].decode(), raw & (U64 - 1)
     while pos < end:
-        tag, pos = _read_varint(data, pos)
+        tag, pos = read_varint(data, pos)
         field, wire_type = tag >> 3, tag & 7
         if field == 1 and wire_type == 2:
-            length, pos = _read_varint(data, pos)
+            length, pos = read_varint(data, pos)
             if pos + length > end:
                 raise CodecError("Metadata.id is truncated")
             msg_id = data[pos : pos + length].decode()
             pos += length
         elif field == 2 and wire_type == 0:
-            num_delivered, pos = _read_varint(data, pos)
-            num_delivered &= _U64 - 1
+            num_delivered, pos = read_varint(data, pos)
+            num_delivered &= U64 - 1
         elif field in (1, 2):
             raise CodecError(f"Metadata field {field} has wire type {wire_type}")
         else:
-            pos = _skip_field(data, pos, wire_type, field)
+            pos = skip_field(data, pos, wire_type, field)
     if pos != end:
         raise CodecError("Metadata overruns its enclosing message")
     return msg_id, num_delivered
@@ -265,7 +217,7 @@ def _encode_strings(tag: bytes, items: Iterable[str], out: List[bytes], what: st
         except UnicodeEncodeError as err:
             raise ReturnTypeError(f"message {what} is not encodable as UTF-8: {err}") from None
         out.append(tag)
-        out.append(_varint(len(raw)))
+        out.append(varint(len(raw)))
         out.append(raw)
 
 
@@ -288,15 +240,15 @@ def _response_body(
     _encode_strings(b"\x0a", keys, out, "keys")
     if value:
         out.append(b"\x12")
-        out.append(_varint(len(value)))
+        out.append(varint(len(value)))
         out.append(value)
     if event_time is not None:
         out.append(b"\x1a")
-        out.append(_varint(len(event_time)))
+        out.append(varint(len(event_time)))
         out.append(event_time)
     if watermark is not None:
         out.append(b"\x22")
-        out.append(_varint(len(watermark)))
+        out.append(varint(len(watermark)))
         out.append(watermark)
     _encode_strings(b"\x2a", tags, out, "tags")
     return b"".join(out)
@@ -318,7 +270,7 @@ def _encode_list(result: object, expected: str, body: Callable[[Any], bytes]) ->
     for message in _checked_iter(result, expected):
         encoded = body(message)
         out.append(b"\x0a")
-        out.append(_varint(len(encoded)))
+        out.append(varint(len(encoded)))
         out.append(encoded)
     return b"".join(out)
 
@@ -368,3 +320,69 @@ def encode_datum_response_t_list(
         return _response_body(message, event_time, watermark_bytes)
 
     return _encode_list(result, "MessageTs (an iterable of MessageT)", body)
+
+
+# --- sink.v1 ----------------------------------------------------------------------------
+
+
+def decode_sink_datum_request(data: bytes) -> SinkDatum:
+    """Decode a sink.v1 DatumRequest (field 5 is the datum's id) into a sink Datum."""
+    keys, value, event_time, watermark, msg_id = _decode_request(data, _decode_id, "")
+    return SinkDatum(keys, msg_id, value, naive_utc(event_time), naive_utc(watermark))
+
+
+def _decode_id(data: bytes, pos: int, end: int, previous: str) -> str:
+    return data[pos:end].decode()
+
+
+_RESPONSES = "Responses (an iterable of Response)"
+
+
+def read_responses(result: object) -> List[Response]:
+    """Check what a sink handler returned and list its responses.
+
+    Objects with ``id`` (str), ``success`` (bool) and ``err`` (str or None) attributes
+    count as responses, like :class:`~pynumaflow.sink.Response` itself.
+
+    Raises:
+        ReturnTypeError: ``result`` is not an iterable of such objects.
+
+    """
+    responses: List[Response] = []
+    for item in _checked_iter(result, _RESPONSES):
+        try:
+            msg_id, success, err = item.id, item.success, item.err
+        except AttributeError:
+            raise ReturnTypeError(
+                f"expected Response objects, found {type(item).__name__}"
+            ) from None
+        if not isinstance(msg_id, str):
+            raise ReturnTypeError(f"Response id must be str, found {type(msg_id).__name__}")
+        if not isinstance(success, bool):
+            raise ReturnTypeError(f"Response success must be bool, found {type(success).__name__}")
+        if err is not None and not isinstance(err, str):
+            raise ReturnTypeError(f"Response err must be str or None, found {type(err).__name__}")
+        responses.append(item if type(item) is Response else Response(msg_id, success, err))
+    return responses
+
+
+def encode_response_list(responses: Iterable[Response]) -> bytes:
+    """Encode checked responses (see :func:`read_responses`) as a sink.v1 ResponseList.
+
+    Error texts that are not encodable as UTF-8 (lone surrogates, e.g. from file names)
+    are sent with those characters backslash-escaped rather than failing the batch.
+    """
+    out: List[bytes] = []
+    for response in responses:
+        body: List[bytes] = []
+        if response.id:
+            raw = response.id.encode()
+            body += (b"\x0a", varint(len(raw)), raw)
+        if response.success:
+            body.append(b"\x10\x01")
+        if response.err:
+            raw = response.err.encode("utf-8", "backslashreplace")
+            body += (b"\x1a", varint(len(raw)), raw)
+        encoded = b"".join(body)
+        out += (b"\x0a", varint(len(encoded)), encoded)
+    return b"".join(out)

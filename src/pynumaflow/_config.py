@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-__all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "DEFAULT_RUN_DIR", "ServerOptions"]
+__all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "DEFAULT_RUN_DIR", "ServerOptions", "process_count"]
 
 DEFAULT_RUN_DIR = "/var/run/numaflow"
 RUN_DIR_ENV = "PYNUMAFLOW_RUN_DIR"
@@ -40,15 +41,86 @@ def _default_max_threads() -> int:
     return 4 * (os.cpu_count() or 1)
 
 
+def process_count() -> int:
+    """How many server processes to run: $NUM_CPU_MULTIPROC, else $NUMAFLOW_CPU_LIMIT, else 1.
+
+    The platform sets NUMAFLOW_CPU_LIMIT to the container's CPU limit in whole cores.
+
+    Raises:
+        ValueError: the variable that applies is not a positive integer.
+
+    """
+    for name in ("NUM_CPU_MULTIPROC", "NUMAFLOW_CPU_LIMIT"):
+        raw = os.environ.get(name, "").strip()
+        if not raw:
+            continue
+        try:
+            return _positive_int(name, int(raw))
+        except ValueError:
+            raise ValueError(
+                f"{name} must be a positive integer (a number of processes), got {raw!r}"
+            ) from None
+    return 1
+
+
+PROTOCOLS_ENV = "PYNUMAFLOW_PROTOCOLS"
+LEGACY = "legacy"
+"""function.v1 and the UserDefinedSink sink.v1 of Numaflow 0.8-0.9 (function.sock, udsink.sock)."""
+V1 = "v1"
+"""map.v1, sourcetransformer.v1, reduce.v1 and sink.v1 of Numaflow >= 1.4 (a socket per kind)."""
+ALL_PROTOCOLS = frozenset({LEGACY, V1})
+
+
+def ud_container_type(default: str) -> str:
+    """The container type the platform set ($NUMAFLOW_UD_CONTAINER_TYPE), else ``default``."""
+    return os.environ.get("NUMAFLOW_UD_CONTAINER_TYPE") or default
+
+
+def resolve_protocols(protocols: Optional[Iterable[str]]) -> frozenset[str]:
+    """The protocol generations to serve: the keyword, else $PYNUMAFLOW_PROTOCOLS, else both."""
+    source = "protocols"
+    if protocols is None:
+        raw = os.environ.get(PROTOCOLS_ENV, "")
+        if not raw.strip():
+            return ALL_PROTOCOLS
+        protocols = [part.strip() for part in raw.split(",") if part.strip()]
+        source = PROTOCOLS_ENV
+    if isinstance(protocols, str):
+        protocols = [protocols]
+    chosen = frozenset(protocols)
+    unknown = chosen - ALL_PROTOCOLS
+    if unknown or not chosen:
+        raise ValueError(
+            f"{source} must name one or both of {LEGACY!r} (Numaflow 0.8-0.9) and "
+            f"{V1!r} (Numaflow >= 1.4), got {sorted(chosen)!r}"
+        )
+    return chosen
+
+
 @dataclass(frozen=True)
 class ServerOptions:
-    """Validated options shared by every server facade."""
+    """Validated options shared by every server facade.
+
+    The v1 sockets and server-info files live beside the legacy ones: in the folder of
+    ``sock_path`` / ``server_info_file`` when those were given, else in the run folder.
+    """
 
     sock_path: Path
     server_info_file: Path
     max_message_size: int
     max_threads: int
     shutdown_grace_period: float
+    protocols: frozenset[str] = ALL_PROTOCOLS
+
+    @property
+    def v1_sock_dir(self) -> Path:
+        """Where the v1 sockets (map.sock, sink.sock, ...) are bound."""
+        return self.sock_path.parent
+
+    @property
+    def v1_info_dir(self) -> Path:
+        """Where the v1 server-info files (mapper-server-info, ...) are written."""
+        return self.server_info_file.parent
 
     @classmethod
     def resolve(
@@ -60,6 +132,7 @@ class ServerOptions:
         max_message_size: Optional[int],
         max_threads: Optional[int],
         shutdown_grace_period: Optional[float],
+        protocols: Optional[Iterable[str]] = None,
     ) -> ServerOptions:
         """Combine keyword arguments with the environment and defaults, validating each."""
         folder = run_dir()
@@ -85,4 +158,5 @@ class ServerOptions:
                 else _positive_int("max_threads", max_threads)
             ),
             shutdown_grace_period=grace,
+            protocols=resolve_protocols(protocols),
         )

@@ -15,6 +15,7 @@ import inspect
 import logging
 import queue
 import threading
+import traceback
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -91,18 +92,36 @@ def inspect_handler(
 
 
 @contextlib.contextmanager
-def handler_errors(handler: Handler) -> Iterator[None]:
-    """Turn what a handler raises (or returns wrongly) into a gRPC status, logged once."""
+def handler_errors(handler: Handler, *, v1_container: Optional[str] = None) -> Iterator[None]:
+    """Turn what a handler raises (or returns wrongly) into a gRPC status, logged once.
+
+    For function.v1 and the 0.8-era sink.v1 the status is ``UNKNOWN`` with the error
+    text. For the v1 protocols (Numaflow >= 1.4, ``v1_container`` set to the container
+    type, e.g. ``"udf"``) it is what that platform parses: ``INTERNAL`` with
+    ``UDF_EXECUTION_ERROR(<container>): <repr(error)>`` and the traceback as
+    ``google.rpc.DebugInfo`` in the status details.
+    """
     try:
         yield
     except (GRPCError, asyncio.CancelledError):
         raise
     except ReturnTypeError as err:
         _LOGGER.error("%s returned a value that cannot be sent: %s", handler.name, err)
-        raise GRPCError(Status.UNKNOWN, f"{handler.name} returned a wrong type: {err}") from None
+        text = f"{handler.name} returned a wrong type: {err}"
+        if v1_container is None:
+            raise GRPCError(Status.UNKNOWN, text) from None
+        raise GRPCError(
+            Status.INTERNAL, f"UDF_EXECUTION_ERROR({v1_container}): {text}", text
+        ) from None
     except Exception as err:
         _LOGGER.exception("%s raised %s", handler.name, type(err).__name__)
-        raise GRPCError(Status.UNKNOWN, f"{type(err).__name__}: {err}") from None
+        if v1_container is None:
+            raise GRPCError(Status.UNKNOWN, f"{type(err).__name__}: {err}") from None
+        raise GRPCError(
+            Status.INTERNAL,
+            f"UDF_EXECUTION_ERROR({v1_container}): {err!r}",
+            traceback.format_exc(),
+        ) from None
 
 
 class Invoker:
@@ -210,10 +229,19 @@ class Feed(Generic[_T]):
         self._async_queue: asyncio.Queue[Any] = asyncio.Queue()
         self._thread_queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._finished = False
+        self._aborted = False
 
     async def put(self, item: _T) -> None:
-        """Hand one item to the handler, waiting while the feed is full."""
+        """Hand one item to the handler, waiting while the feed is full.
+
+        After :meth:`abort` the item is dropped at once: nobody will read it.
+        """
+        if self._aborted:
+            return
         await self._space.acquire()
+        if self._aborted:
+            self._space.release()  # pass the wake-up on to the next put waiting for room
+            return
         self._push(item)
 
     def close(self) -> None:
@@ -223,9 +251,11 @@ class Feed(Generic[_T]):
             self._push(_END)
 
     def abort(self) -> None:
-        """Abandon the call: a handler still reading gets FeedAborted."""
+        """Abandon the call: a handler still reading gets FeedAborted; put() stops waiting."""
         self._finished = True
+        self._aborted = True
         self._push(_ABORT)
+        self._space.release()  # wake a put waiting for room: its item is dropped
 
     def _push(self, item: Any) -> None:
         if self._sync:

@@ -1,9 +1,10 @@
 """The one asyncio server core every facade runs on.
 
 It binds each endpoint's Unix socket (creating the directory, replacing a stale socket
-file), hosts the endpoint's services on grpclib, writes the server-info file atomically
-once the socket accepts connections, and on SIGTERM/SIGINT stops intake, lets calls in
-flight finish within a grace period, then closes and removes its files.
+file), or serves the connections an endpoint's own listener accepts; hosts the
+endpoint's services on grpclib, writes the server-info file atomically once the socket
+accepts connections, and on SIGTERM/SIGINT stops intake, lets calls in flight finish
+within a grace period, then closes and removes its files.
 """
 
 from __future__ import annotations
@@ -24,17 +25,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Protocol
 
+import betterproto.lib.google.protobuf as betterproto_lib_google_protobuf
 import grpclib.const
 import grpclib.server
 from grpclib.const import Status
-from grpclib.encoding.base import CodecBase
+from grpclib.encoding.base import CodecBase, StatusDetailsCodecBase
 from grpclib.exceptions import GRPCError
 from grpclib.protocol import H2Protocol
 from h2.settings import SettingCodes
 
 from pynumaflow import __version__
+from pynumaflow._errors import CodecError
+from pynumaflow._proto.google import rpc
+from pynumaflow._wire import check_message
 
-__all__ = ["Endpoint", "ServerCore", "Service", "SocketPathError", "service_mapping"]
+__all__ = [
+    "Endpoint",
+    "Listener",
+    "ServerCore",
+    "Service",
+    "SocketPathError",
+    "is_ready_method",
+    "service_mapping",
+    "write_server_info",
+]
 
 _LOGGER = logging.getLogger("pynumaflow")
 
@@ -81,6 +95,24 @@ def service_mapping(
     return mapping
 
 
+def is_ready_method(ready_response: bytes) -> RpcMethod:
+    """The IsReady RPC of every service: check the Empty request, answer ``ready_response``.
+
+    It runs on the event loop, never in the handler pool, so it answers while every
+    pool thread is busy, and times out while an async handler blocks the loop.
+    """
+
+    async def is_ready(stream: grpclib.server.Stream[bytes, bytes]) -> None:
+        data = await stream.recv_message()
+        try:
+            check_message(data or b"")
+        except CodecError as err:
+            raise GRPCError(Status.INVALID_ARGUMENT, f"malformed Empty: {err}") from None
+        await stream.send_message(ready_response)
+
+    return is_ready
+
+
 class _Codec(CodecBase):
     """Passes raw bytes through for the hot RPCs, betterproto for the rest; enforces size."""
 
@@ -112,6 +144,24 @@ class _Codec(CodecBase):
             raise GRPCError(Status.INVALID_ARGUMENT, f"malformed request: {err}") from None
 
 
+class _StatusDetailsCodec(StatusDetailsCodecBase):
+    """Encodes a ``GRPCError``'s details (a traceback text) as google.rpc.Status.
+
+    The v1 platform reads ``grpc-status-details-bin`` as google.rpc.Status whose details
+    hold a google.rpc.DebugInfo; the legacy platform ignores the trailer.
+    """
+
+    def encode(self, status: Status, message: Optional[str], details: Any) -> bytes:
+        debug = rpc.DebugInfo(detail=str(details))
+        packed = betterproto_lib_google_protobuf.Any(
+            type_url="type.googleapis.com/google.rpc.DebugInfo", value=bytes(debug)
+        )
+        return bytes(rpc.Status(code=status.value, message=message or "", details=[packed]))
+
+    def decode(self, status: Status, message: Optional[str], data: bytes) -> Any:
+        return rpc.Status().parse(data)
+
+
 class _H2Protocol(H2Protocol):
     def __init__(self, base: H2Protocol, live: set[_H2Protocol]) -> None:
         super().__init__(base.handler, base.config, base.h2_config)
@@ -140,6 +190,41 @@ class _H2Protocol(H2Protocol):
             self._transport.close()
 
 
+class Listener(Protocol):
+    """Accepts connections for an endpoint, in place of a Unix socket the core binds.
+
+    The core calls :meth:`start` once with a factory making one protocol per accepted
+    connection, and :meth:`close` then :meth:`wait_closed` to stop accepting; the
+    connections already accepted stay open until the core ends them. ``str()`` of a
+    listener names where it listens (for the log).
+    """
+
+    async def start(self, protocol_factory: Callable[[], asyncio.Protocol]) -> None:
+        """Begin accepting; each connection gets a protocol from ``protocol_factory``."""
+        ...
+
+    def close(self) -> None:
+        """Stop accepting (idempotent)."""
+        ...
+
+    async def wait_closed(self) -> None:
+        """Wait until accepting has stopped."""
+        ...
+
+
+class _ListenerServer:
+    """A Listener in the place of the asyncio server grpclib closes and awaits."""
+
+    def __init__(self, listener: Listener) -> None:
+        self._listener = listener
+
+    def close(self) -> None:
+        self._listener.close()
+
+    async def wait_closed(self) -> None:
+        await self._listener.wait_closed()
+
+
 class _GrpclibServer(grpclib.server.Server):
     """grpclib's server, advertising more concurrent streams and able to stop intake only."""
 
@@ -149,6 +234,15 @@ class _GrpclibServer(grpclib.server.Server):
         if not hasattr(self, "_live"):
             self._live = set()
         return _H2Protocol(super()._protocol_factory(), self._live)
+
+    async def start_on(self, listener: Listener) -> None:
+        """Serve what ``listener`` accepts (as grpclib's ``start`` does for a socket)."""
+        if self._server is not None:
+            raise RuntimeError("Server is already started")
+        await listener.start(self._protocol_factory)
+        # grpclib calls only close() and wait_closed() on its asyncio server.
+        self._server = _ListenerServer(listener)  # type: ignore[assignment]
+        self._server_closed_fut = self._loop.create_future()
 
     def stop_listening(self) -> None:
         if self._server is not None:
@@ -165,13 +259,29 @@ class SocketPathError(OSError):
 
 @dataclass(frozen=True)
 class Endpoint:
-    """One listening socket: its services and the server-info file announcing it."""
+    """One listening socket: its services and the server-info file announcing it.
 
-    sock_path: Path
-    server_info_file: Path
+    The socket is either the Unix socket ``sock_path``, bound by the core, or whatever
+    ``listener`` accepts (then ``sock_path`` is None). Without a ``server_info_file``
+    the endpoint is not announced (someone else writes the handshake).
+    """
+
+    sock_path: Optional[Path]
+    server_info_file: Optional[Path]
     services: Sequence[Service]
     info_metadata: Mapping[str, str] = field(default_factory=dict)
     protocol: str = "uds"
+    listener: Optional[Listener] = None
+    minimum_numaflow_version: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        if (self.sock_path is None) == (self.listener is None):
+            raise ValueError("an Endpoint needs exactly one of sock_path and listener")
+
+    @property
+    def address(self) -> str:
+        """Where the endpoint listens, for the log."""
+        return str(self.sock_path if self.listener is None else self.listener)
 
 
 def _prepare_socket_path(path: Path) -> None:
@@ -201,14 +311,21 @@ def _prepare_socket_path(path: Path) -> None:
         probe.close()
 
 
-def write_server_info(path: Path, protocol: str, metadata: Mapping[str, str]) -> None:
-    """Write the server-info file atomically: JSON followed by the end marker."""
-    info = {
-        "protocol": protocol,
-        "language": "python",
-        "version": __version__,
-        "metadata": dict(metadata),
-    }
+def write_server_info(
+    path: Path,
+    protocol: str,
+    metadata: Mapping[str, str],
+    minimum_numaflow_version: Optional[str] = None,
+) -> None:
+    """Write the server-info file atomically: JSON followed by the end marker.
+
+    ``minimum_numaflow_version`` is written only for the v1 protocols' files.
+    """
+    info: Dict[str, Any] = {"protocol": protocol, "language": "python"}
+    if minimum_numaflow_version is not None:
+        info["minimum_numaflow_version"] = minimum_numaflow_version
+    info["version"] = __version__
+    info["metadata"] = dict(metadata)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
@@ -268,7 +385,14 @@ class ServerCore:
                 for service in endpoint.services:
                     for path, spec in service.__mapping__().items():
                         mapping[path] = spec._replace(func=self._tracked(spec.func))
-                server = _GrpclibServer([_Mapped(mapping)], codec=codec)
+                server = _GrpclibServer(
+                    [_Mapped(mapping)], codec=codec, status_details_codec=_StatusDetailsCodec()
+                )
+                if endpoint.listener is not None:
+                    await server.start_on(endpoint.listener)
+                    self._servers.append(server)
+                    continue
+                assert endpoint.sock_path is not None  # one of the two, by construction
                 _prepare_socket_path(endpoint.sock_path)
                 try:
                     await server.start(path=str(endpoint.sock_path))
@@ -280,15 +404,19 @@ class ServerCore:
                 self._owned_files.append(endpoint.sock_path)
                 os.chmod(endpoint.sock_path, SOCKET_MODE)
             for endpoint in self._endpoints:
-                write_server_info(
-                    endpoint.server_info_file, endpoint.protocol, endpoint.info_metadata
-                )
-                self._owned_files.append(endpoint.server_info_file)
+                if endpoint.server_info_file is not None:
+                    write_server_info(
+                        endpoint.server_info_file,
+                        endpoint.protocol,
+                        endpoint.info_metadata,
+                        endpoint.minimum_numaflow_version,
+                    )
+                    self._owned_files.append(endpoint.server_info_file)
                 _LOGGER.info(
                     "pynumaflow %s serving %s on %s",
                     __version__,
                     ", ".join(sorted(_service_names(endpoint))),
-                    endpoint.sock_path,
+                    endpoint.address,
                 )
         except BaseException:
             await self.stop(grace=0)

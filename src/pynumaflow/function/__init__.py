@@ -1,5 +1,6 @@
 """User-defined functions: map, mapt, map stream and reduce (pynumaflow 0.4 API)."""
 
+from pynumaflow.function._multiproc import MultiProcServer
 from pynumaflow.function._servers import AsyncServer, Server
 from pynumaflow.function._types import (
     DROP,
@@ -24,5 +25,6 @@ __all__ = [
     "MessageTs",
     "Messages",
     "Metadata",
+    "MultiProcServer",
     "Server",
 ]

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Callable, Optional
 
-from pynumaflow._config import ServerOptions
+from pynumaflow._config import LEGACY, V1, ServerOptions, ud_container_type
 from pynumaflow._facade import Facade
 from pynumaflow._invoke import Handler, Invoker, inspect_handler
-from pynumaflow._server import Service
+from pynumaflow._server import Endpoint, Service
+from pynumaflow.function._map_v1 import MapV1Service
+from pynumaflow.function._reduce_v1 import ReduceV1Service
 from pynumaflow.function._service import FunctionHandlers, FunctionService
+from pynumaflow.function._transform_v1 import SourceTransformV1Service
 
-__all__ = ["AsyncServer", "Server"]
+__all__ = ["AsyncServer", "Server", "function_handlers"]
 
 AnyHandler = Optional[Callable[..., Any]]
 
@@ -20,6 +23,25 @@ _KEYWORDS = "map_handler, mapt_handler, map_stream_handler or reduce_handler"
 
 def _maybe(name: str, func: AnyHandler, params: str, *, stream: bool = False) -> Optional[Handler]:
     return None if func is None else inspect_handler(name, func, params, stream=stream)
+
+
+def function_handlers(
+    owner: str,
+    *,
+    map_handler: AnyHandler,
+    mapt_handler: AnyHandler,
+    map_stream_handler: AnyHandler,
+    reduce_handler: AnyHandler,
+) -> FunctionHandlers:
+    """Inspect the handlers a function server was given (``owner`` names it in errors)."""
+    if all(h is None for h in (map_handler, mapt_handler, map_stream_handler, reduce_handler)):
+        raise ValueError(f"{owner} needs at least one handler: {_KEYWORDS}")
+    return FunctionHandlers(
+        map=_maybe("map_handler", map_handler, "keys, datum"),
+        mapt=_maybe("mapt_handler", mapt_handler, "keys, datum"),
+        map_stream=_maybe("map_stream_handler", map_stream_handler, "keys, datum", stream=True),
+        reduce=_maybe("reduce_handler", reduce_handler, "keys, datums, md"),
+    )
 
 
 class _FunctionServer(Facade):
@@ -35,14 +57,14 @@ class _FunctionServer(Facade):
         max_threads: Optional[int],
         server_info_file: Optional[str],
         shutdown_grace_period: Optional[float],
+        protocols: Optional[Iterable[str]],
     ) -> None:
-        if all(h is None for h in (map_handler, mapt_handler, map_stream_handler, reduce_handler)):
-            raise ValueError(f"{type(self).__name__} needs at least one handler: {_KEYWORDS}")
-        self._handlers = FunctionHandlers(
-            map=_maybe("map_handler", map_handler, "keys, datum"),
-            mapt=_maybe("mapt_handler", mapt_handler, "keys, datum"),
-            map_stream=_maybe("map_stream_handler", map_stream_handler, "keys, datum", stream=True),
-            reduce=_maybe("reduce_handler", reduce_handler, "keys, datums, md"),
+        self._handlers = function_handlers(
+            type(self).__name__,
+            map_handler=map_handler,
+            mapt_handler=mapt_handler,
+            map_stream_handler=map_stream_handler,
+            reduce_handler=reduce_handler,
         )
         self._options = ServerOptions.resolve(
             sock_name="function.sock",
@@ -51,10 +73,54 @@ class _FunctionServer(Facade):
             max_message_size=max_message_size,
             max_threads=max_threads,
             shutdown_grace_period=shutdown_grace_period,
+            protocols=protocols,
         )
+        if (
+            V1 in self._options.protocols
+            and self._handlers.map is not None
+            and self._handlers.map_stream is not None
+        ):
+            raise ValueError(
+                "map_handler and map_stream_handler cannot be served together on Numaflow "
+                ">= 1.4: both announce themselves in mapper-server-info, which names one "
+                "MAP_MODE. Give one of them, or serve only the 0.8-0.9 protocol with "
+                f"protocols=[{LEGACY!r}]"
+            )
 
-    def _services(self, invoker: Invoker) -> Sequence[Service]:
+    def _legacy_services(self, invoker: Invoker) -> Sequence[Service]:
         return [FunctionService(self._handlers, invoker)]
+
+    def _v1_endpoints(self, invoker: Invoker) -> Sequence[Endpoint]:
+        handlers = self._handlers
+        udf = ud_container_type("udf")
+        endpoints = []
+        if handlers.map is not None:
+            service = MapV1Service(handlers.map, invoker, stream=False, container_type=udf)
+            endpoints.append(
+                self._v1_endpoint(
+                    "map.sock", "mapper-server-info", service, {"MAP_MODE": "unary-map"}
+                )
+            )
+        if handlers.map_stream is not None:
+            service = MapV1Service(handlers.map_stream, invoker, stream=True, container_type=udf)
+            endpoints.append(
+                self._v1_endpoint(
+                    "mapstream.sock", "mapper-server-info", service, {"MAP_MODE": "stream-map"}
+                )
+            )
+        if handlers.mapt is not None:
+            transformer = SourceTransformV1Service(
+                handlers.mapt, invoker, container_type=ud_container_type("transformer")
+            )
+            endpoints.append(
+                self._v1_endpoint(
+                    "sourcetransform.sock", "sourcetransformer-server-info", transformer
+                )
+            )
+        if handlers.reduce is not None:
+            reducer = ReduceV1Service(handlers.reduce, invoker, container_type=udf)
+            endpoints.append(self._v1_endpoint("reduce.sock", "reducer-server-info", reducer))
+        return endpoints
 
 
 class Server(_FunctionServer):
@@ -75,6 +141,10 @@ class Server(_FunctionServer):
         max_threads: size of the sync handler pool.
         server_info_file: where the server-info handshake is written.
         shutdown_grace_period: seconds calls in flight get to finish on SIGTERM (default 5).
+        protocols: the protocol generations to serve, ``"legacy"`` (function.v1 on
+            function.sock, Numaflow 0.8-0.9) and/or ``"v1"`` (map.v1 on map.sock,
+            mapstream.sock, sourcetransformer.v1 on sourcetransform.sock, reduce.v1 on
+            reduce.sock: Numaflow >= 1.4); default ``$PYNUMAFLOW_PROTOCOLS`` or both.
 
     Raises:
         ValueError: no handler was given, or an option is out of range.
@@ -94,6 +164,7 @@ class Server(_FunctionServer):
         *,
         server_info_file: Optional[str] = None,
         shutdown_grace_period: Optional[float] = None,
+        protocols: Optional[Iterable[str]] = None,
     ) -> None:
         self._configure(
             map_handler=map_handler,
@@ -105,6 +176,7 @@ class Server(_FunctionServer):
             max_threads=max_threads,
             server_info_file=server_info_file,
             shutdown_grace_period=shutdown_grace_period,
+            protocols=protocols,
         )
 
     def start(self) -> None:
@@ -132,6 +204,7 @@ class AsyncServer(_FunctionServer):
         *,
         server_info_file: Optional[str] = None,
         shutdown_grace_period: Optional[float] = None,
+        protocols: Optional[Iterable[str]] = None,
     ) -> None:
         self._configure(
             map_handler=map_handler,
@@ -143,6 +216,7 @@ class AsyncServer(_FunctionServer):
             max_threads=max_threads,
             server_info_file=server_info_file,
             shutdown_grace_period=shutdown_grace_period,
+            protocols=protocols,
         )
 
     async def start(self) -> None:

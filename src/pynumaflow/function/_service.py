@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from typing import Dict, Optional
 
 import grpclib.const
 import grpclib.server
@@ -17,7 +17,8 @@ from pynumaflow import _codec
 from pynumaflow._errors import CodecError
 from pynumaflow._invoke import Handler, Invoker, handler_errors
 from pynumaflow._proto.function.v1 import ReadyResponse, UserDefinedFunctionBase
-from pynumaflow._server import service_mapping
+from pynumaflow._server import is_ready_method, service_mapping
+from pynumaflow.function._reduce import reduce_fn
 from pynumaflow.function._types import Datum
 
 __all__ = ["FunctionHandlers", "FunctionService"]
@@ -66,9 +67,9 @@ class FunctionService:
                 "MapTFn": self._map_t_fn,
                 "MapStreamFn": self._map_stream_fn,
                 "ReduceFn": self._reduce_fn,
-                "IsReady": self._is_ready,
+                "IsReady": is_ready_method(bytes(ReadyResponse(ready=True))),
             },
-            raw=("MapFn", "MapTFn", "MapStreamFn", "ReduceFn"),
+            raw=("MapFn", "MapTFn", "MapStreamFn", "ReduceFn", "IsReady"),
         )
 
     async def _map_fn(self, stream: RawStream) -> None:
@@ -103,9 +104,5 @@ class FunctionService:
                 await stream.send_message(payload)
 
     async def _reduce_fn(self, stream: RawStream) -> None:
-        _require(self._handlers.reduce, "reduce_handler")
-        raise GRPCError(Status.UNIMPLEMENTED, "ReduceFn is not implemented yet")
-
-    async def _is_ready(self, stream: grpclib.server.Stream[Any, ReadyResponse]) -> None:
-        await stream.recv_message()
-        await stream.send_message(ReadyResponse(ready=True))
+        handler = _require(self._handlers.reduce, "reduce_handler")
+        await reduce_fn(stream, handler, self._invoker)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Mapping
 from datetime import datetime, time
-from typing import Generic, List, Optional, TypeVar, Union, overload
+from types import MappingProxyType
+from typing import List, Optional, Union
+
+from pynumaflow._collections import ItemList
 
 __all__ = [
     "DROP",
@@ -194,64 +196,13 @@ class MessageT:
         )
 
 
-_M = TypeVar("_M")
-
-
-class _MessageList(Generic[_M]):
-    """An ordered list of outputs, built from ``*items`` (shared by Messages and MessageTs)."""
-
-    __slots__ = ("_items",)
-
-    def __init__(self, *items: _M) -> None:
-        self._items: List[_M] = list(items)
-
-    def append(self, item: _M) -> None:
-        """Add one item at the end."""
-        self._items.append(item)
-
-    def items(self) -> List[_M]:
-        """Return the items as a list (deprecated: iterate instead)."""
-        warnings.warn(
-            f"{type(self).__name__}.items() is deprecated; iterate over the object instead",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return self._items
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __iter__(self) -> Iterator[_M]:
-        return iter(self._items)
-
-    @overload
-    def __getitem__(self, index: int) -> _M: ...
-    @overload
-    def __getitem__(self, index: slice) -> Sequence[_M]: ...
-    def __getitem__(self, index: Union[int, slice]) -> Union[_M, Sequence[_M]]:
-        if isinstance(index, slice):
-            raise TypeError(f"{type(self).__name__} does not support slicing")
-        return self._items[index]
-
-    def __eq__(self, other: object) -> bool:
-        if type(other) is not type(self):
-            return NotImplemented
-        assert isinstance(other, _MessageList)
-        return self._items == other._items
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({', '.join(map(repr, self._items))})"
-
-
-class Messages(_MessageList[Message]):
+class Messages(ItemList[Message]):
     """The messages a map, map stream or reduce handler returns: ``Messages(*items)``."""
 
     __slots__ = ()
 
 
-class MessageTs(_MessageList[MessageT]):
+class MessageTs(ItemList[MessageT]):
     """The messages a mapt handler returns: ``MessageTs(*items)``."""
 
     __slots__ = ()
@@ -287,13 +238,25 @@ class DatumMetadata:
         return f"DatumMetadata(msg_id={self._id!r}, num_delivered={self._num_delivered!r})"
 
 
+NO_HEADERS: Mapping[str, str] = MappingProxyType({})
+
+
 class Datum:
     """One input of a user-defined function.
 
     Times are naive ``datetime`` objects in UTC, microsecond exact, as in pynumaflow 0.4.
+    ``headers`` are the message headers Numaflow >= 1.4 sends (empty on 0.8-0.9).
     """
 
-    __slots__ = ("_event_time", "_keys", "_metadata", "_value", "_watermark")
+    __slots__ = (
+        "_event_time",
+        "_headers",
+        "_keys",
+        "_metadata",
+        "_user_metadata",
+        "_value",
+        "_watermark",
+    )
 
     def __init__(
         self,
@@ -302,6 +265,8 @@ class Datum:
         event_time: datetime,
         watermark: datetime,
         metadata: Optional[DatumMetadata] = None,
+        *,
+        headers: Optional[Mapping[str, str]] = None,
     ) -> None:
         if not isinstance(event_time, datetime):
             raise TypeError(f"Wrong data type: {type(event_time)} for Datum.event_time")
@@ -312,6 +277,15 @@ class Datum:
         self._event_time = event_time
         self._watermark = watermark
         self._metadata = metadata if metadata is not None else DatumMetadata()
+        self._headers = MappingProxyType(dict(headers)) if headers else NO_HEADERS
+        # Encoded common.Metadata holding the request's user metadata (Numaflow >= 1.7),
+        # echoed into this datum's results so that it is not lost downstream.
+        self._user_metadata = b""
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """The message headers (read-only; Numaflow >= 1.4, else empty)."""
+        return self._headers
 
     @property
     def keys(self) -> Keys:

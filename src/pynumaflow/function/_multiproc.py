@@ -1,0 +1,169 @@
+"""MultiProcServer: the function server in several processes, for CPU-bound sync handlers."""
+
+from __future__ import annotations
+
+import functools
+import pickle
+from collections.abc import Sequence
+from typing import Optional, Union
+
+from pynumaflow._config import ServerOptions, process_count
+from pynumaflow._invoke import Invoker
+from pynumaflow._multiproc import ProcessOptions, serve_in_processes
+from pynumaflow._server import Service
+from pynumaflow.function._servers import AnyHandler, function_handlers
+from pynumaflow.function._service import FunctionHandlers, FunctionService
+
+__all__ = ["MultiProcServer"]
+
+DEFAULT_HOST = "0.0.0.0"  # the platform dials 0.0.0.0:55551 from its own container
+DEFAULT_PORT = 55551
+
+
+def _function_services(handlers: FunctionHandlers, invoker: Invoker) -> Sequence[Service]:
+    return [FunctionService(handlers, invoker)]
+
+
+def _check_picklable(handlers: FunctionHandlers) -> None:
+    for handler in (handlers.map, handlers.mapt, handlers.map_stream, handlers.reduce):
+        if handler is None:
+            continue
+        try:
+            pickle.dumps(handler.func)
+        except Exception as err:
+            raise TypeError(
+                f"{handler.name} must be importable by name for MultiProcServer (a function "
+                f"defined at the top level of a module or script, not a lambda or a nested "
+                f"function): its worker processes import it. Pickling failed: {err}"
+            ) from None
+
+
+def _port(sock_path: Union[int, str, None], port: Optional[int]) -> int:
+    if isinstance(sock_path, str):
+        raise TypeError(
+            "MultiProcServer listens on TCP, not on a Unix socket: sock_path is the TCP port "
+            "(as in pynumaflow 0.4); give the port as port=..."
+        )
+    if sock_path is not None and port is not None:
+        raise ValueError("give the port once: sock_path (the 0.4 spelling) or port")
+    value = port if port is not None else sock_path if sock_path is not None else DEFAULT_PORT
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
+        raise ValueError(f"port must be an int from 1 to 65535, got {value!r}")
+    return value
+
+
+class MultiProcServer:
+    """Serves user-defined functions from several processes; :meth:`start` blocks.
+
+    For CPU-bound sync handlers, which threads cannot run in parallel. It starts one
+    worker process per CPU (``$NUM_CPU_MULTIPROC``, else ``$NUMAFLOW_CPU_LIMIT``, else
+    1, read when the server is constructed), each running the same handlers on the same
+    server core as :class:`Server`. They share one TCP listening socket on
+    ``0.0.0.0:55551`` (the platform's multi-process mode); the server-info file says
+    ``"protocol": "tcp"`` with metadata ``CPU_LIMIT`` = the process count, so the
+    platform opens that many connections and round-robins calls over them. Each process
+    accepts a connection only while it holds no more than any other process, so with N
+    processes and N connections each serves one connection: 1/N of the calls.
+
+    Worker processes are started with the "spawn" method: each imports the handlers
+    afresh. Define handlers at the top level of a module or of the script (not inside
+    the ``if __name__ == "__main__":`` block, not as lambdas), and start the server
+    inside that block: the script is imported again in each worker, under another name.
+
+    SIGTERM or SIGINT to the parent drains every worker (calls in flight get the grace
+    period), removes the server-info file and returns. If a worker process dies, the
+    error is logged with its exit code, the other workers are drained, and
+    :meth:`start` raises ``RuntimeError`` (so the process exits non-zero and the pod
+    restarts) rather than serving on fewer processes than the platform connects to.
+    Log records of the ``pynumaflow`` logger in workers reach the parent's logging.
+
+    Args:
+        map_handler: ``h(keys, datum) -> Messages``.
+        map_stream_handler: a generator ``h(keys, datum)`` yielding ``Message``.
+        mapt_handler: ``h(keys, datum) -> MessageTs``.
+        reduce_handler: ``h(keys, datums, md) -> Messages``; each window's stream is
+            served by one process.
+        sock_path: the TCP port, as in pynumaflow 0.4 (a Unix socket path is refused).
+        max_message_size: largest request or response in bytes (default 64 MiB).
+        max_threads: size of each process's sync handler pool (default ``$MAX_THREADS``
+            or 4 x CPUs).
+        server_info_file: where the server-info handshake is written.
+        shutdown_grace_period: seconds calls in flight get to finish on SIGTERM (default 5).
+        host: the address to listen on (default ``0.0.0.0``).
+        port: the TCP port (default 55551, where the platform dials).
+
+    Raises:
+        ValueError: no handler was given, or an option or the process count variable is
+            out of range.
+        TypeError: a handler is not callable, has the wrong number of parameters, or
+            cannot be imported by name in the worker processes.
+
+    """
+
+    def __init__(
+        self,
+        map_handler: AnyHandler = None,
+        map_stream_handler: AnyHandler = None,
+        mapt_handler: AnyHandler = None,
+        reduce_handler: AnyHandler = None,
+        sock_path: Union[int, str, None] = None,
+        max_message_size: Optional[int] = None,
+        max_threads: Optional[int] = None,
+        *,
+        server_info_file: Optional[str] = None,
+        shutdown_grace_period: Optional[float] = None,
+        host: str = DEFAULT_HOST,
+        port: Optional[int] = None,
+    ) -> None:
+        self._handlers = function_handlers(
+            type(self).__name__,
+            map_handler=map_handler,
+            mapt_handler=mapt_handler,
+            map_stream_handler=map_stream_handler,
+            reduce_handler=reduce_handler,
+        )
+        _check_picklable(self._handlers)
+        if not isinstance(host, str) or not host:
+            raise ValueError(f"host must be a non-empty str, got {host!r}")
+        common = ServerOptions.resolve(
+            sock_name="function.sock",
+            sock_path=None,
+            server_info_file=server_info_file,
+            max_message_size=max_message_size,
+            max_threads=max_threads,
+            shutdown_grace_period=shutdown_grace_period,
+        )
+        self._options = ProcessOptions(
+            host=host,
+            port=_port(sock_path, port),
+            processes=process_count(),
+            server_info_file=common.server_info_file,
+            max_message_size=common.max_message_size,
+            max_threads=common.max_threads,
+            shutdown_grace_period=common.shutdown_grace_period,
+        )
+
+    @property
+    def process_count(self) -> int:
+        """How many worker processes :meth:`start` runs."""
+        return self._options.processes
+
+    @property
+    def address(self) -> str:
+        """The TCP address the workers listen on, ``host:port``."""
+        return self._options.address
+
+    @property
+    def server_info_file(self) -> str:
+        """The server-info file written once every worker is listening."""
+        return str(self._options.server_info_file)
+
+    def start(self) -> None:
+        """Serve until SIGTERM or SIGINT, then drain every process and return.
+
+        Raises:
+            OSError: the address cannot be listened on.
+            RuntimeError: a worker process ended unasked (the others were stopped).
+
+        """
+        serve_in_processes(functools.partial(_function_services, self._handlers), self._options)

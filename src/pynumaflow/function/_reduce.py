@@ -1,0 +1,270 @@
+"""ReduceFn: one stream per window, one handler call per key group, one answer per call.
+
+The platform opens a stream per window, names the window in two request headers,
+streams that window's datums for many keys interleaved and closes its side. Datums are
+grouped by their key list; the first datum of a new key list starts a handler call for
+it, with an iterator over that group's datums. Each call's messages go out as one
+``DatumResponseList`` as soon as it returns, and the stream ends OK once every call
+has answered after the input ended.
+
+Memory stays bounded by feeding each call through a :class:`~pynumaflow._invoke.Feed`
+of :data:`FEED_SIZE` datums: while a call's feed is full, the request stream is not
+read, so HTTP/2 flow control slows the platform down.
+
+Sync handlers need one pool thread each for as long as they iterate, and a group's
+input only ends with the window. With more key groups than free pool threads, the
+calls beyond the pool queue for a thread; so that the reader never waits on a call
+that has no thread yet (which would deadlock), such a call keeps its datums in memory
+until a thread takes it, then reads that backlog followed by its bounded feed. So for
+sync handlers memory is bounded by :data:`FEED_SIZE` per running call plus the datums
+of calls still queued: give the server at least as many ``max_threads`` as a window
+has keys, or use an async handler, to keep it bounded by :data:`FEED_SIZE` per key.
+
+A failing call (or a malformed request) ends the whole stream with its status; every
+other call is cancelled, or for a sync call already in its thread, its feed is aborted
+so the handler gets ``FeedAborted`` at its next read. A client that cancels gets the
+same clean-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+from collections import deque
+from collections.abc import Awaitable, Iterator, Mapping
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Deque, Dict, List, Optional, Protocol, Tuple, Union, cast
+
+import anyio
+import anyio.abc
+import grpclib.server
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+
+# A module import: _codec imports this package's datatypes (see function._service).
+from pynumaflow import _codec
+from pynumaflow._errors import CodecError
+from pynumaflow._invoke import Feed, FeedAborted, Handler, Invoker, handler_errors
+from pynumaflow.function._types import Datum, IntervalWindow, Metadata
+
+__all__ = ["FEED_SIZE", "WINDOW_END_HEADER", "WINDOW_START_HEADER", "reduce_fn", "window_metadata"]
+
+WINDOW_START_HEADER = "x-numaflow-win-start-time"
+WINDOW_END_HEADER = "x-numaflow-win-end-time"
+
+FEED_SIZE = 64
+"""How many datums a key group's call may have unread before reading the stream waits."""
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MILLIS = re.compile(r"-?[0-9]{1,19}")
+
+RawStream = grpclib.server.Stream[bytes, bytes]
+GroupKey = Tuple[str, ...]
+
+
+def _header_time(metadata: Mapping[str, Union[str, bytes]], name: str) -> datetime:
+    raw = metadata.get(name)
+    if raw is None:
+        raise GRPCError(Status.INVALID_ARGUMENT, f"missing request header {name}")
+    if not isinstance(raw, str) or not _MILLIS.fullmatch(raw):
+        raise GRPCError(
+            Status.INVALID_ARGUMENT,
+            f"malformed request header {name}: {raw!r} is not epoch milliseconds",
+        )
+    try:
+        return _EPOCH + timedelta(milliseconds=int(raw))
+    except OverflowError:
+        raise GRPCError(
+            Status.INVALID_ARGUMENT, f"malformed request header {name}: {raw} is out of range"
+        ) from None
+
+
+def window_metadata(metadata: Optional[Mapping[str, Union[str, bytes]]]) -> Metadata:
+    """Read the window of a ReduceFn call from its request headers.
+
+    Args:
+        metadata: the call's request metadata (header names in lower case).
+
+    Returns:
+        ``Metadata`` whose ``interval_window`` bounds are timezone-aware UTC datetimes.
+
+    Raises:
+        GRPCError: ``INVALID_ARGUMENT`` naming the header that is missing or is not
+            epoch milliseconds as a decimal string.
+
+    """
+    headers = metadata or {}
+    start = _header_time(headers, WINDOW_START_HEADER)
+    end = _header_time(headers, WINDOW_END_HEADER)
+    return Metadata(IntervalWindow(start, end))
+
+
+def _decode(data: bytes) -> Datum:
+    try:
+        return _codec.decode_datum_request(data)
+    except CodecError as err:
+        raise GRPCError(Status.INVALID_ARGUMENT, f"malformed DatumRequest: {err}") from None
+
+
+class _Inbox(Protocol):
+    """Where one key group's datums go, and how its handler call reads them."""
+
+    async def put(self, datum: Datum) -> None: ...
+
+    def close(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+    async def call(self, invoker: Invoker, handler: Handler, keys: List[str], md: Metadata) -> Any:
+        """Run the handler over this group's datums and return what it returns."""
+
+
+class _AsyncInbox:
+    """An async handler's datums: a bounded feed its async iterator reads."""
+
+    def __init__(self) -> None:
+        self._feed: Feed[Datum] = Feed(FEED_SIZE, sync_consumer=False)
+
+    async def put(self, datum: Datum) -> None:
+        await self._feed.put(datum)
+
+    def close(self) -> None:
+        self._feed.close()
+
+    def abort(self) -> None:
+        self._feed.abort()
+
+    async def call(self, invoker: Invoker, handler: Handler, keys: List[str], md: Metadata) -> Any:
+        return await invoker.call(handler, keys, self._feed.iterator, md)
+
+
+class _ThreadInbox:
+    """A sync handler's datums: held in a backlog until a pool thread takes the call.
+
+    From then on they go through a bounded feed, read after the backlog.
+    """
+
+    def __init__(self) -> None:
+        self._feed: Feed[Datum] = Feed(FEED_SIZE, sync_consumer=True)
+        self._lock = threading.Lock()
+        self._backlog: Deque[Datum] = deque()
+        self._started = False
+        self._aborted = False
+
+    async def put(self, datum: Datum) -> None:
+        if not self._started:
+            with self._lock:
+                if self._aborted:
+                    return
+                if not self._started:
+                    self._backlog.append(datum)
+                    return
+        await self._feed.put(datum)
+
+    def close(self) -> None:
+        self._feed.close()
+
+    def abort(self) -> None:
+        with self._lock:
+            self._aborted = True
+            self._backlog.clear()
+        self._feed.abort()
+
+    async def call(self, invoker: Invoker, handler: Handler, keys: List[str], md: Metadata) -> Any:
+        return await invoker.run_in_pool(self._run, handler.func, keys, md)
+
+    def _run(self, func: Callable[..., Any], keys: List[str], md: Metadata) -> Any:
+        """Run in the pool thread: take the backlog, then read the live feed."""
+        with self._lock:
+            self._started = True
+            backlog, self._backlog = self._backlog, deque()
+        return func(keys, self._datums(backlog), md)
+
+    def _datums(self, backlog: Deque[Datum]) -> Iterator[Datum]:
+        while backlog:  # popped, so that a long backlog is freed as it is read
+            if self._aborted:
+                raise FeedAborted("the call was abandoned")
+            yield backlog.popleft()
+        yield from cast(Iterator[Datum], self._feed.iterator)
+
+
+class _ReduceCall:
+    """One ReduceFn stream: reads datums, runs a call per key group, sends their answers."""
+
+    def __init__(self, stream: RawStream, handler: Handler, invoker: Invoker, md: Metadata) -> None:
+        self._stream = stream
+        self._handler = handler
+        self._invoker = invoker
+        self._md = md
+        self._new_inbox: Callable[[], _Inbox] = _AsyncInbox if handler.is_async else _ThreadInbox
+        self._groups: Dict[GroupKey, _Inbox] = {}
+        # One answer at a time on the stream; a failure takes it too, so that cancelling
+        # the other calls never cuts an answer in half on the wire.
+        self._send_lock = asyncio.Lock()
+        self._failure: Optional[Exception] = None
+
+    async def run(self) -> None:
+        try:
+            async with anyio.create_task_group() as tasks:
+                await self._guarded(self._read(tasks), tasks.cancel_scope)
+        finally:
+            for inbox in self._groups.values():
+                inbox.abort()
+            self._groups.clear()
+        if self._failure is not None:
+            raise self._failure
+
+    async def _guarded(self, work: Awaitable[None], scope: anyio.CancelScope) -> None:
+        """Await work; if it fails, keep the first failure and cancel everything else."""
+        try:
+            await work
+        except Exception as err:
+            async with self._send_lock:
+                if self._failure is None:
+                    self._failure = err
+                scope.cancel()
+
+    async def _read(self, tasks: anyio.abc.TaskGroup) -> None:
+        async for data in self._stream:
+            datum = _decode(data)
+            key = tuple(datum.keys)
+            inbox = self._groups.get(key)
+            if inbox is None:
+                inbox = self._groups[key] = self._new_inbox()
+                call = self._answer(datum.keys, inbox)
+                tasks.start_soon(self._guarded, call, tasks.cancel_scope)
+            await inbox.put(datum)
+        for inbox in self._groups.values():
+            inbox.close()
+
+    async def _answer(self, keys: List[str], inbox: _Inbox) -> None:
+        try:
+            with handler_errors(self._handler):
+                result = await inbox.call(self._invoker, self._handler, keys, self._md)
+                # The call is over: datums still arriving for it are dropped. (When it is
+                # cancelled, run() aborts every feed only once all calls are cancelled, so
+                # a freed pool thread cannot start a call that is being abandoned.)
+                inbox.abort()
+                payload = _codec.encode_datum_response_list(result)
+        except GRPCError as err:
+            raise GRPCError(err.status, f"{err.message} (keys {list(keys)!r})") from None
+        async with self._send_lock:
+            await self._stream.send_message(payload)
+
+
+async def reduce_fn(stream: RawStream, handler: Handler, invoker: Invoker) -> None:
+    """Serve one ReduceFn stream (one window) with the reduce handler.
+
+    Args:
+        stream: the grpclib stream, exchanging raw DatumRequest / DatumResponseList bytes.
+        handler: the inspected reduce handler, ``h(keys, datums, md) -> Messages``.
+        invoker: awaits async handlers, runs sync ones in its bounded pool.
+
+    Raises:
+        GRPCError: ``INVALID_ARGUMENT`` for missing or malformed window headers or
+            datums, ``UNKNOWN`` with the error text and keys when a handler fails.
+
+    """
+    md = window_metadata(stream.metadata)
+    await _ReduceCall(stream, handler, invoker, md).run()

@@ -1,0 +1,38 @@
+"""reduce.v1 (Numaflow >= 1.4): the reduce handler, fixed and sliding windows."""
+
+from __future__ import annotations
+
+from typing import Dict
+
+import grpclib.const
+import grpclib.server
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+
+from pynumaflow._invoke import Handler, Invoker
+from pynumaflow._proto.reduce.v1 import ReadyResponse, ReduceBase
+from pynumaflow._server import is_ready_method, service_mapping
+
+__all__ = ["ReduceV1Service"]
+
+
+class ReduceV1Service:
+    """Serves ReduceFn and IsReady with one handler (stub: not implemented yet)."""
+
+    def __init__(self, handler: Handler, invoker: Invoker, *, container_type: str) -> None:
+        self._handler = handler
+        self._invoker = invoker
+        self._container_type = container_type
+
+    def __mapping__(self) -> Dict[str, grpclib.const.Handler]:
+        return service_mapping(
+            ReduceBase,
+            {
+                "ReduceFn": self._reduce_fn,
+                "IsReady": is_ready_method(bytes(ReadyResponse(ready=True))),
+            },
+            raw=("ReduceFn", "IsReady"),
+        )
+
+    async def _reduce_fn(self, stream: grpclib.server.Stream[bytes, bytes]) -> None:
+        raise GRPCError(Status.UNIMPLEMENTED, "reduce.v1 is not implemented yet")

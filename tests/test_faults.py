@@ -1,0 +1,250 @@
+"""Faults: bad bytes, deadlines, a busy pool, a blocked loop, kills and restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import threading
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import grpc
+import pytest
+
+from pynumaflow.function import Datum, Message, Messages
+
+from conftest import CHANNEL_OPTIONS
+from helpers import datum_request, serving
+from procs import END, finish, start_script, wait_for_server_info
+
+FN = "/function.v1.UserDefinedFunction/"
+# Not protobuf at all: malformed for every message, Empty included.
+BROKEN = [
+    b"\x0a\xff\xff\xff\xff\x0f",  # a length far past the end
+    b"\x80\x80\x80",  # a truncated varint tag
+    b"\x0f",  # wire type 7
+]
+# Well-formed protobuf that is not a valid DatumRequest.
+NOT_A_DATUM_REQUEST = [
+    b"\x08\x96\x01",  # a varint where the keys string belongs
+    b"\x1a\x03\x0a\x01\x08",  # a timestamp cut inside
+    b"\x2a\x02\x10\xff",  # metadata whose varint runs off its end
+]
+
+
+def echo(keys: list[str], datum: Datum) -> Messages:
+    return Messages(Message(datum.value))
+
+
+def _raw(channel: grpc.aio.Channel, method: str, streaming: bool) -> Any:
+    identity = {"request_serializer": lambda b: b, "response_deserializer": lambda b: b}
+    if streaming:
+        return channel.unary_stream(FN + method, **identity)
+    return channel.unary_unary(FN + method, **identity)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("method", ["MapFn", "MapTFn", "MapStreamFn", "IsReady"])
+async def test_malformed_bytes_on_every_rpc(
+    method: str,
+    sock_path: str,
+    info_path: str,
+    channel: grpc.aio.Channel,
+    fn_stub: Any,
+    fn_pb2: ModuleType,
+) -> None:
+    """Garbage requests get a non-OK status, never a crash; the next call is served."""
+
+    async def stream(keys: list[str], datum: Datum) -> Any:
+        yield Message(datum.value)
+
+    call = _raw(channel, method, streaming=method == "MapStreamFn")
+    garbage_list = BROKEN if method == "IsReady" else BROKEN + NOT_A_DATUM_REQUEST
+    codes = []
+    async with serving(
+        sock_path,
+        info_path,
+        map_handler=echo,
+        mapt_handler=echo,
+        map_stream_handler=stream,
+        protocols=["legacy"],  # map and map stream together exist only there
+    ):
+        for garbage in garbage_list:
+            with pytest.raises(grpc.aio.AioRpcError) as failure:
+                result = call(garbage)
+                if method == "MapStreamFn":
+                    _ = [item async for item in result]
+                else:
+                    await result
+            codes.append(failure.value.code())
+        reply = await fn_stub.MapFn(datum_request(fn_pb2, b"still here"))
+    assert set(codes) == {grpc.StatusCode.INVALID_ARGUMENT}
+    assert reply.elements[0].value == b"still here"
+
+
+@pytest.mark.anyio
+async def test_hanging_sync_handler_hits_its_deadline_and_the_pool_still_serves(
+    sock_path: str, info_path: str, fn_stub: Any, fn_pb2: ModuleType
+) -> None:
+    """A stuck sync call ends DEADLINE_EXCEEDED; its thread runs on; other threads serve."""
+    stuck = threading.Event()
+    release = threading.Event()
+
+    def handler(keys: list[str], datum: Datum) -> Messages:
+        if datum.value == b"hang":
+            stuck.set()
+            release.wait(30)
+        return Messages(Message(datum.value))
+
+    async with serving(sock_path, info_path, map_handler=handler, max_threads=2):
+        with pytest.raises(grpc.aio.AioRpcError) as failure:
+            await fn_stub.MapFn(datum_request(fn_pb2, b"hang"), timeout=0.3)
+        assert stuck.is_set()
+        replies = await asyncio.gather(
+            *(fn_stub.MapFn(datum_request(fn_pb2, b"ok"), timeout=10) for _ in range(5))
+        )
+        release.set()
+    assert failure.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert [r.elements[0].value for r in replies] == [b"ok"] * 5
+
+
+@pytest.mark.anyio
+async def test_is_ready_answers_while_every_pool_thread_is_busy(
+    sock_path: str, info_path: str, fn_stub: Any, fn_pb2: ModuleType
+) -> None:
+    """IsReady is served on the event loop, not in the handler pool."""
+    release = threading.Event()
+
+    def blocking(keys: list[str], datum: Datum) -> Messages:
+        release.wait(30)
+        return Messages()
+
+    async with serving(sock_path, info_path, map_handler=blocking, max_threads=2):
+        busy = [asyncio.ensure_future(fn_stub.MapFn(datum_request(fn_pb2))) for _ in range(4)]
+        await asyncio.sleep(0.2)
+        ready = await fn_stub.IsReady(fn_pb2.google_dot_protobuf_dot_empty__pb2.Empty(), timeout=2)
+        release.set()
+        await asyncio.gather(*busy)
+    assert ready.ready
+
+
+def test_an_async_handler_blocking_the_loop_makes_is_ready_time_out(
+    tmp_path: Path, stubs: dict[str, ModuleType]
+) -> None:
+    """A CPU-bound async handler stalls the loop, so IsReady times out instead of lying."""
+    source = """
+import time
+from pynumaflow.function import AsyncServer, Messages, Message
+
+async def hog(keys, datum):
+    time.sleep(float(datum.value))  # blocks the event loop, as CPU-bound work would
+    return Messages(Message(b"done"))
+
+if __name__ == "__main__":
+    import asyncio
+    asyncio.run(AsyncServer(map_handler=hog).start())
+"""
+    proc = start_script(source, tmp_path)
+    wait_for_server_info(proc, tmp_path / "server-info")
+    pb2 = stubs["fn_pb2"]
+    with grpc.insecure_channel(f"unix://{tmp_path / 'function.sock'}") as ch:
+        stub = stubs["fn_grpc"].UserDefinedFunctionStub(ch)
+        assert stub.IsReady(pb2.google_dot_protobuf_dot_empty__pb2.Empty(), timeout=5).ready
+        hog = stub.MapFn.future(datum_request(pb2, b"2.0"))
+        time.sleep(0.3)
+        with pytest.raises(grpc.RpcError) as stalled:
+            stub.IsReady(pb2.google_dot_protobuf_dot_empty__pb2.Empty(), timeout=0.5)
+        assert hog.result(timeout=10).elements[0].value == b"done"
+        assert stub.IsReady(pb2.google_dot_protobuf_dot_empty__pb2.Empty(), timeout=5).ready
+    proc.send_signal(signal.SIGTERM)
+    assert finish(proc)[0] == 0
+    assert stalled.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+SLOW_ASYNC = """
+import asyncio
+from pynumaflow.function import AsyncServer, Messages, Message
+
+async def slow(keys, datum):
+    await asyncio.sleep(float(datum.value))
+    return Messages(Message(datum.value))
+
+if __name__ == "__main__":
+    asyncio.run(AsyncServer(map_handler=slow, shutdown_grace_period=10).start())
+"""
+
+
+def test_sigterm_with_500_calls_in_flight_loses_none(
+    tmp_path: Path, stubs: dict[str, ModuleType]
+) -> None:
+    """Under SIGTERM each of 500 calls completes OK or ends with a status the platform retries."""
+    proc = start_script(SLOW_ASYNC, tmp_path)
+    wait_for_server_info(proc, tmp_path / "server-info")
+    pb2 = stubs["fn_pb2"]
+    channel = grpc.insecure_channel(f"unix://{tmp_path / 'function.sock'}", options=CHANNEL_OPTIONS)
+    stub = stubs["fn_grpc"].UserDefinedFunctionStub(channel)
+    calls = [stub.MapFn.future(datum_request(pb2, b"0.5")) for _ in range(500)]
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    late = [stub.MapFn.future(datum_request(pb2, b"0.1")) for _ in range(20)]
+    outcomes = []
+    for call in calls + late:
+        error = call.exception(timeout=30)
+        outcomes.append("OK" if error is None else error.code().name)
+    code, output = finish(proc)
+    channel.close()
+    assert code == 0, output
+    assert set(outcomes) <= {"OK", "UNAVAILABLE", "UNKNOWN"}
+    assert outcomes[:500].count("OK") == 500  # everything in flight drained
+    assert not (tmp_path / "function.sock").exists()
+    assert not (tmp_path / "server-info").exists()
+
+
+def test_sigkill_then_restart_on_the_same_socket(
+    tmp_path: Path, stubs: dict[str, ModuleType]
+) -> None:
+    """After SIGKILL leaves socket and server-info behind, a restart serves on the same path."""
+    proc = start_script(SLOW_ASYNC, tmp_path)
+    wait_for_server_info(proc, tmp_path / "server-info")
+    proc.kill()
+    finish(proc)
+    assert (tmp_path / "function.sock").exists()
+    (tmp_path / "server-info").unlink()  # the platform's init clears it between runs
+    proc = start_script(SLOW_ASYNC, tmp_path)
+    wait_for_server_info(proc, tmp_path / "server-info")
+    pb2 = stubs["fn_pb2"]
+    with grpc.insecure_channel(f"unix://{tmp_path / 'function.sock'}") as ch:
+        stub = stubs["fn_grpc"].UserDefinedFunctionStub(ch)
+        reply = stub.MapFn(datum_request(pb2, b"0"), timeout=5)
+    proc.send_signal(signal.SIGTERM)
+    assert finish(proc)[0] == 0
+    assert reply.elements[0].value == b"0"
+
+
+def test_server_info_is_never_seen_half_written(tmp_path: Path) -> None:
+    """A reader polling during start-up sees no file, or the whole JSON with its end marker."""
+    seen: list[str] = []
+    stop = threading.Event()
+    info = tmp_path / "server-info"
+
+    def poll() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(FileNotFoundError):
+                seen.append(info.read_text(encoding="utf-8"))
+
+    reader = threading.Thread(target=poll)
+    reader.start()
+    try:
+        for _ in range(3):
+            proc = start_script(SLOW_ASYNC, tmp_path)
+            wait_for_server_info(proc, info)
+            proc.send_signal(signal.SIGTERM)
+            assert finish(proc)[0] == 0
+    finally:
+        stop.set()
+        reader.join()
+    assert seen, "the reader never saw the file"
+    assert all(text.endswith(END) and text.startswith("{") for text in seen)

@@ -1,0 +1,106 @@
+"""Fuzz the wire decoders with hypothesis at a large budget; print how many inputs were tried.
+
+Every decoder must either return or raise CodecError, whatever the bytes. Inputs are
+arbitrary bytes and mutations of valid requests (so the fuzzer reaches deep fields).
+Run with `nox -s fuzz` (or `python tools/fuzz_codec.py [EXAMPLES_PER_TARGET]`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pynumaflow import _codec
+from pynumaflow._errors import CodecError
+from pynumaflow._proto.function import v1 as fn
+from pynumaflow._proto.sink import v1 as sink
+from pynumaflow._wire import check_message
+
+UTC = timezone.utc
+SEEDS = [
+    bytes(
+        fn.DatumRequest(
+            keys=["k", "ü"],
+            value=b"value",
+            event_time=fn.EventTime(datetime(2024, 1, 2, 3, 4, 5, 6, tzinfo=UTC)),
+            watermark=fn.Watermark(datetime(1969, 1, 1, tzinfo=UTC)),
+            metadata=fn.Metadata(id="id", num_delivered=3),
+        )
+    ),
+    bytes(
+        sink.DatumRequest(
+            keys=["a"],
+            value=b"\xff\x00",
+            event_time=sink.EventTime(datetime(2024, 1, 1, tzinfo=UTC)),
+            id="x",
+        )
+    ),
+]
+
+
+@st.composite
+def mutated(draw: st.DrawFn) -> bytes:
+    """A valid request with bytes flipped, cut, or spliced in."""
+    data = bytearray(draw(st.sampled_from(SEEDS)))
+    for _ in range(draw(st.integers(1, 4))):
+        action = draw(st.sampled_from(["flip", "cut", "insert"]))
+        at = draw(st.integers(0, max(len(data) - 1, 0)))
+        if action == "flip" and data:
+            data[at] ^= draw(st.integers(1, 255))
+        elif action == "cut":
+            del data[at:]
+        else:
+            data[at:at] = draw(st.binary(min_size=1, max_size=8))
+    return bytes(data)
+
+
+INPUTS = st.one_of(st.binary(max_size=256), mutated())
+TARGETS: dict[str, Callable[[bytes], object]] = {
+    "function.v1 DatumRequest": _codec.decode_datum_request,
+    "sink.v1 DatumRequest": _codec.decode_sink_datum_request,
+    "well-formedness check": check_message,
+}
+
+
+def fuzz(name: str, decode: Callable[[bytes], object], examples: int) -> int:
+    """Run one target; return how many inputs it tried."""
+    tried = 0
+
+    @settings(
+        max_examples=examples,
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(INPUTS)
+    def target(data: bytes) -> None:
+        nonlocal tried
+        tried += 1
+        with contextlib.suppress(CodecError):
+            decode(data)
+
+    target()
+    return tried
+
+
+def main() -> None:
+    """Fuzz every target and report the counts."""
+    examples = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
+    total = 0
+    for name, decode in TARGETS.items():
+        started = time.monotonic()
+        tried = fuzz(name, decode, examples)
+        total += tried
+        seconds = time.monotonic() - started
+        print(f"{name}: {tried} inputs, no unexpected exception ({seconds:.0f} s)")
+    print(f"total: {total} inputs")
+
+
+if __name__ == "__main__":
+    main()

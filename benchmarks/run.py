@@ -56,6 +56,11 @@ class Workload:
     unary: bool = True  # p50/p99 per call are meaningful and targeted
 
     @property
+    def streaming(self) -> bool:
+        """One long stream per cell (reduce, sink): ~15-25 s each here, so fewer rounds."""
+        return self.rpc in ("reduce", "sink")
+
+    @property
     def unit(self) -> str:
         return "datum" if self.rpc in ("reduce", "sink") else "call"
 
@@ -289,6 +294,8 @@ def run_all(args: argparse.Namespace, workloads: List[Workload]) -> Dict[str, An
         for rnd in range(args.rounds):
             order = impls if rnd % 2 == 0 else impls[::-1]
             for work in workloads:
+                if work.streaming and rnd >= args.stream_rounds:
+                    continue
                 cells: List[Tuple[str, str]] = []
                 for api in APIS:
                     cells += [(impl, api) for impl in order]
@@ -387,7 +394,8 @@ def summarise(data: Dict[str, Any], workloads: List[Workload], meta: Dict[str, s
     out.append("# Benchmark results: ours vs pynumaflow 0.4.2\n")
     out.append(
         f"Machine: {meta['nproc']} CPUs ({meta['cpu']}), Python {meta['python']}, "
-        f"{meta['date']}. {rounds} rounds, {meta['duration']} s measured per cell after "
+        f"{meta['date']}. {rounds} rounds ({meta.get('stream_rounds', '?')} for ReduceFn and "
+        f"SinkFn), {meta['duration']} s measured per cell after "
         f"{meta['warmup']} s warm-up; medians over rounds, ratios are medians of per-round "
         f"ratios (ours/0.4.2, each pair ran back to back). Whole run: "
         f"{data['elapsed'] / 60:.1f} min. Command: `{meta['command']}`.\n"
@@ -411,9 +419,9 @@ def summarise(data: Dict[str, Any], workloads: List[Workload], meta: Dict[str, s
     out.append("## Throughput and latency\n")
     out.append(
         "| workload | handlers | ours /s | 0.4.2 /s | ratio | ours p50 ms | 0.4.2 p50 ms "
-        "| ours p99 ms | 0.4.2 p99 ms | p99 ratio |"
+        "| ours p99 ms | 0.4.2 p99 ms | p99 ratio | rounds |"
     )
-    out.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    out.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for w in workloads:
         for api in APIS:
             o, g = cell(w.name, api, "ours"), cell(w.name, api, "original")
@@ -421,7 +429,7 @@ def summarise(data: Dict[str, Any], workloads: List[Workload], meta: Dict[str, s
                 if (w.name, api, "ours") in na or (w.name, api, "original") in na:
                     out.append(
                         f"| {w.name} | {api} | {na_text(w.name, api, 'ours')} | "
-                        f"{na_text(w.name, api, 'original')} | | | | | | |"
+                        f"{na_text(w.name, api, 'original')} | | | | | | | |"
                     )
                 continue
             lat = w.unary or w.rpc == "sink"
@@ -435,11 +443,14 @@ def summarise(data: Dict[str, Any], workloads: List[Workload], meta: Dict[str, s
                 f"| {fmt(median_of(g, p), 2) if p else '-'} "
                 f"| {fmt(median_of(o, 'p99_ms'), 2) if lat else '-'} "
                 f"| {fmt(median_of(g, 'p99_ms'), 2) if lat else '-'} "
-                f"| {fmt(paired_ratio(o, g, 'p99_ms'), 2, 'x') if lat else '-'} |"
+                f"| {fmt(paired_ratio(o, g, 'p99_ms'), 2, 'x') if lat else '-'} "
+                f"| {len(o)}/{len(g)} |"
             )
     out.append(
         "\nReduceFn throughput is datums/s over the whole window (one stream); SinkFn's "
-        "latency columns are per batch of 500.\n"
+        "latency columns are per batch of 500. `rounds` = measured rounds ours/0.4.2 "
+        "(ReduceFn and SinkFn run `--stream-rounds` rounds, 1 by default, to keep the "
+        "default run under 10 minutes).\n"
     )
 
     # Table 2: server cost.
@@ -594,6 +605,7 @@ def machine(args: argparse.Namespace) -> Dict[str, str]:
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "duration": f"{args.duration:g}",
         "warmup": f"{args.warmup:g}",
+        "stream_rounds": str(min(args.stream_rounds, args.rounds)),
         "command": args.command_label,
     }
 
@@ -603,6 +615,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=float, default=1.0, help="measured s per cell")
     parser.add_argument("--warmup", type=float, default=0.5)
+    parser.add_argument(
+        "--stream-rounds",
+        type=int,
+        default=1,
+        help="rounds for ReduceFn/SinkFn (one 100k-datum stream is 15-25 s per cell here; "
+        "3 rounds of them alone take ~10 minutes)",
+    )
     parser.add_argument("--only", help="regex on workload names")
     parser.add_argument("--ours-python", default=sys.executable)
     parser.add_argument("--original-python", help="python of a venv with pynumaflow 0.4.2")

@@ -349,14 +349,18 @@ def _ok(records: List[Dict[str, Any]], work: str, api: str, impl: str) -> List[D
 
 
 def median_of(rows: List[Dict[str, Any]], metric: str) -> Optional[float]:
-    values = [r[metric] for r in rows if metric in r]
+    values = [r[metric] for r in rows if metric in r and r[metric] == r[metric]]  # no NaN
     return statistics.median(values) if values else None
 
 
 def paired_ratio(a: List[Dict[str, Any]], b: List[Dict[str, Any]], metric: str) -> Optional[float]:
     """Median over rounds of a/b, pairing each round's runs (both ran back to back)."""
     by_round = {r["round"]: r[metric] for r in b if metric in r}
-    ratios = [r[metric] / by_round[r["round"]] for r in a if by_round.get(r["round"])]
+    ratios = [
+        r[metric] / by_round[r["round"]]
+        for r in a
+        if by_round.get(r["round"]) and r[metric] == r[metric]  # skip NaN (no sample)
+    ]
     return statistics.median(ratios) if ratios else None
 
 
@@ -642,7 +646,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=float, default=1.0, help="measured s per cell")
-    parser.add_argument("--warmup", type=float, default=0.5)
+    parser.add_argument("--warmup", type=float, default=0.4)
     parser.add_argument(
         "--stream-rounds",
         type=int,

@@ -81,3 +81,21 @@ def audit(session: nox.Session) -> None:
             "or its vulnerability database could not be reached from this machine; "
             "the audit was NOT passed."
         )
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmark against pynumaflow 0.4.2 and a bare grpclib echo (benchmarks/README.md)."""
+    # Ours, installed as users get it, plus the grpcio load client (a benchmark-only dep).
+    session.install(".", "grpcio>=1.60", "grpcio-tools>=1.60")
+    # 0.4.2 is also called `pynumaflow`: it gets a virtualenv of its own beside this one.
+    original = Path(session.virtualenv.location).parent / "bench-original-0.4.2"
+    session.run(
+        "python",
+        "benchmarks/run.py",
+        "--original-venv",
+        str(original),
+        "--results",
+        "benchmarks/RESULTS.md",
+        *session.posargs,
+    )

@@ -1,0 +1,366 @@
+"""The load client: one process, one grpcio channel (one HTTP/2 connection, as the
+platform uses), closed-loop calls over the server's Unix socket.
+
+Started by run.py with a JSON spec; prints one JSON result line. It reads the server's
+CPU time from /proc/<pid>/stat over exactly the measured window, and its own CPU time,
+so the runner can show whether the client was the bottleneck.
+
+Each workload kind is one `drive_*` coroutine registered in DRIVERS: adding one
+(reduce, sink, ...) means writing its driver and its handler in server_udf.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import os
+import resource
+import sys
+import time
+from typing import Any, Callable, Dict, List, Tuple
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+MiB = 1024 * 1024
+CHANNEL_OPTIONS = [
+    ("grpc.max_send_message_length", 64 * MiB),
+    ("grpc.max_receive_message_length", 64 * MiB),
+    # One HTTP/2 connection for every call, as the platform does.
+    ("grpc.use_local_subchannel_pool", 1),
+]
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def proc_cpu(pid: int) -> float:
+    """utime + stime of a process, in seconds, from /proc/<pid>/stat."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def machine_busy() -> float:
+    """Busy CPU seconds of the whole machine (all cores), from /proc/stat."""
+    with open("/proc/stat", encoding="ascii") as f:
+        values = [int(v) for v in f.readline().split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return (sum(values[:8]) - idle) / CLK_TCK
+
+
+def self_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def load_stubs(stubs_dir: str) -> Tuple[Any, Any, Any, Any]:
+    sys.path.insert(0, stubs_dir)
+    fn_pb2 = importlib.import_module("function.v1.udfunction_pb2")
+    fn_grpc = importlib.import_module("function.v1.udfunction_pb2_grpc")
+    sink_pb2 = importlib.import_module("sink.v1.udsink_pb2")
+    sink_grpc = importlib.import_module("sink.v1.udsink_pb2_grpc")
+    return fn_pb2, fn_grpc, sink_pb2, sink_grpc
+
+
+def timestamp(seconds: float) -> Timestamp:
+    ts = Timestamp()
+    ts.FromNanoseconds(int(seconds * 1e9))
+    return ts
+
+
+class Window:
+    """The measured window: marks, and what the server and the client spent inside it."""
+
+    def __init__(self, server_pid: int) -> None:
+        self.server_pid = server_pid
+        self.measuring = False
+        self.stopping = False
+        self.t_start = self.t_stop = self.t_end = 0.0
+        self.done_before_stop = 0  # completions (calls or items) in [t_start, t_stop]
+        self.done_total = 0  # completions in [t_start, t_end] (after the drain)
+        self.items = 0  # output items received in the window (map stream)
+        self.latencies: List[float] = []
+        self.other_cpu_pct = 0.0
+        self.errors: Dict[str, int] = {}
+        self.first_error = ""
+
+    def begin(self) -> None:
+        self.busy0 = machine_busy()
+        self.server_cpu0 = proc_cpu(self.server_pid)
+        self.client_cpu0 = self_cpu()
+        self.t_start = time.perf_counter()
+        self.measuring = True
+
+    def stop(self) -> None:
+        self.t_stop = time.perf_counter()
+        self.stopping = True
+
+    def end(self) -> None:
+        self.t_end = time.perf_counter()
+        self.server_cpu = proc_cpu(self.server_pid) - self.server_cpu0
+        self.client_cpu = self_cpu() - self.client_cpu0
+        busy = machine_busy() - self.busy0
+        # CPU the rest of the machine used meanwhile (other processes): noise indicator.
+        self.other_cpu_pct = (
+            100.0
+            * max(0.0, busy - self.server_cpu - self.client_cpu)
+            / max(1e-9, self.t_end - self.t_start)
+        )
+
+    def empty(self) -> None:
+        """Close a window in which nothing could be measured (the RPC was refused)."""
+        self.begin()
+        self.stop()
+        self.end()
+
+    def record(self, started: float, n_items: int = 1) -> None:
+        if not self.measuring:
+            return
+        now = time.perf_counter()
+        self.done_total += 1
+        self.items += n_items
+        if not self.stopping:
+            self.done_before_stop += 1
+            # Every call completed inside the window, even one started during warm-up:
+            # at 500 in flight a call can take longer than the whole window.
+            self.latencies.append(now - started)
+
+    def error(self, err: BaseException) -> None:
+        key = err.code().name if isinstance(err, grpc.RpcError) else type(err).__name__
+        self.errors[key] = self.errors.get(key, 0) + 1
+        if isinstance(err, grpc.RpcError) and not self.first_error:
+            self.first_error = f"{key}: {err.details()}"
+
+    def result(self, unit: str) -> Dict[str, Any]:
+        lat = sorted(self.latencies)
+
+        def pct(p: float) -> float:
+            return lat[min(len(lat) - 1, int(p * len(lat)))] * 1e3 if lat else float("nan")
+
+        measured = self.t_stop - self.t_start
+        return {
+            "unit": unit,
+            "completed": self.done_total,
+            "items": self.items,
+            "seconds": measured,
+            "throughput": self.done_before_stop / measured if measured else 0.0,
+            "p50_ms": pct(0.50),
+            "p99_ms": pct(0.99),
+            "server_cpu_s": self.server_cpu,
+            "server_cpu_per_unit_us": self.server_cpu / max(1, self.done_total) * 1e6,
+            "client_cpu_s": self.client_cpu,
+            "client_cpu_pct": 100.0 * self.client_cpu / (self.t_end - self.t_start),
+            "errors": self.errors,
+            "first_error": self.first_error,
+            "other_cpu_pct": self.other_cpu_pct,
+        }
+
+
+async def closed_loop(
+    window: Window, inflight: int, warmup: float, duration: float, call: Callable[[], Any]
+) -> None:
+    """`inflight` workers each calling back to back; warm up, then measure `duration` s."""
+
+    async def worker() -> None:
+        while not window.stopping:
+            started = time.perf_counter()
+            try:
+                n_items = await call()
+            except grpc.RpcError as err:
+                window.error(err)
+                if err.code() == grpc.StatusCode.UNIMPLEMENTED:
+                    window.stopping = True  # the server does not do this RPC: stop early
+                    return
+                continue
+            window.record(started, n_items)
+
+    tasks = [asyncio.ensure_future(worker()) for _ in range(inflight)]
+    try:
+        await asyncio.wait(tasks, timeout=warmup)
+        if not window.stopping:
+            window.begin()
+            await asyncio.wait(tasks, timeout=duration)
+            window.stop()
+        await asyncio.gather(*tasks)
+        if window.measuring:
+            window.end()
+        else:  # stopped during warm-up (UNIMPLEMENTED)
+            window.empty()
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
+def datum_request(fn_pb2: Any, value: bytes, keys: List[str], i: int = 0) -> Any:
+    now = time.time()
+    return fn_pb2.DatumRequest(
+        keys=keys,
+        value=value,
+        event_time=fn_pb2.EventTime(event_time=timestamp(now)),
+        watermark=fn_pb2.Watermark(watermark=timestamp(now - 1)),
+        metadata=fn_pb2.Metadata(id=f"id-{i}", num_delivered=1),
+    )
+
+
+async def drive_unary(spec: Dict[str, Any], channel: Any, stubs: Tuple[Any, ...]) -> Dict[str, Any]:
+    fn_pb2, fn_grpc, _, _ = stubs
+    stub = fn_grpc.UserDefinedFunctionStub(channel)
+    method = {"map": stub.MapFn, "mapt": stub.MapTFn}[spec["rpc"]]
+    request = datum_request(fn_pb2, b"x" * spec["size"], ["key"])
+
+    async def call() -> int:
+        await method(request)
+        return 1
+
+    window = Window(spec["server_pid"])
+    await closed_loop(window, spec["inflight"], spec["warmup"], spec["duration"], call)
+    return window.result("call")
+
+
+async def drive_map_stream(
+    spec: Dict[str, Any], channel: Any, stubs: Tuple[Any, ...]
+) -> Dict[str, Any]:
+    fn_pb2, fn_grpc, _, _ = stubs
+    stub = fn_grpc.UserDefinedFunctionStub(channel)
+    request = datum_request(fn_pb2, b"x" * spec["size"], ["key"])
+
+    async def call() -> int:
+        n = 0
+        async for _ in stub.MapStreamFn(request):
+            n += 1
+        return n
+
+    window = Window(spec["server_pid"])
+    await closed_loop(window, spec["inflight"], spec["warmup"], spec["duration"], call)
+    return window.result("call")
+
+
+def sync_channel(spec: Dict[str, Any]) -> Any:
+    """A blocking grpcio channel: its request-iterator streaming runs in grpc's own thread,
+    about twice as fast per streamed message as grpc.aio's (measured), so the client
+    keeps up with the servers on the streaming workloads."""
+    channel = grpc.insecure_channel(f"unix://{spec['sock']}", options=CHANNEL_OPTIONS)
+    grpc.channel_ready_future(channel).result(timeout=10)
+    return channel
+
+
+def drive_reduce(spec: Dict[str, Any], stubs: Tuple[Any, ...]) -> Dict[str, Any]:
+    """One window of `datums` datums over `keys` keys, interleaved, as one ReduceFn stream."""
+    fn_pb2, fn_grpc, _, _ = stubs
+    metadata = (
+        ("x-numaflow-win-start-time", "60000"),
+        ("x-numaflow-win-end-time", "120000"),
+    )
+    value = b"x" * spec["size"]
+    nkeys = spec["keys"]
+
+    def requests(n: int) -> List[Any]:
+        return [datum_request(fn_pb2, value, [f"k{i % nkeys}"], i) for i in range(n)]
+
+    window = Window(spec["server_pid"])
+    with sync_channel(spec) as channel:
+        stub = fn_grpc.UserDefinedFunctionStub(channel)
+
+        def window_call(reqs: List[Any]) -> int:
+            groups = 0
+            for response in stub.ReduceFn(iter(reqs), metadata=metadata):
+                groups += len(response.elements) > 0
+            return groups
+
+        try:
+            window_call(requests(min(nkeys * 2, 2000)))  # warm-up window
+        except grpc.RpcError as err:
+            window.error(err)
+            window.empty()
+            return window.result("datum")
+        reqs = requests(spec["datums"])
+        window.begin()
+        started = time.perf_counter()
+        groups = window_call(reqs)
+        window.stop()
+        window.end()
+    window.latencies.append(time.perf_counter() - started)
+    window.done_before_stop = window.done_total = len(reqs)
+    window.items = groups
+    result = window.result("datum")
+    result["window_s"] = window.latencies[0]
+    result["key_groups"] = groups
+    if groups != nkeys:
+        result["errors"]["WRONG_GROUP_COUNT"] = groups
+    return result
+
+
+def drive_sink(spec: Dict[str, Any], stubs: Tuple[Any, ...]) -> Dict[str, Any]:
+    """`total` datums in client-streamed batches of `batch`, one batch at a time."""
+    _, _, sink_pb2, sink_grpc = stubs
+    now = time.time()
+    value = b"x" * spec["size"]
+    batch = [
+        sink_pb2.DatumRequest(
+            keys=["key"],
+            value=value,
+            id=f"id-{i}",
+            event_time=sink_pb2.EventTime(event_time=timestamp(now)),
+            watermark=sink_pb2.Watermark(watermark=timestamp(now - 1)),
+        )
+        for i in range(spec["batch"])
+    ]
+    window = Window(spec["server_pid"])
+    with sync_channel(spec) as channel:
+        stub = sink_grpc.UserDefinedSinkStub(channel)
+
+        def call() -> int:
+            response = stub.SinkFn(iter(batch))
+            if len(response.responses) != len(batch):
+                raise RuntimeError(f"{len(response.responses)} responses for {len(batch)} datums")
+            return len(batch)
+
+        try:
+            for _ in range(3):
+                call()  # warm-up
+        except grpc.RpcError as err:
+            window.error(err)
+            window.empty()
+            return window.result("datum")
+        window.begin()
+        for _ in range(spec["total"] // spec["batch"]):
+            started = time.perf_counter()
+            window.record(started, call())
+        window.stop()
+        window.end()
+    result = window.result("datum")
+    # Units are datums: a batch is one "call" for latency, `batch` datums for the rest.
+    result["throughput"] = window.items / result["seconds"]
+    result["completed"] = window.items
+    result["server_cpu_per_unit_us"] = window.server_cpu / max(1, window.items) * 1e6
+    return result
+
+
+DRIVERS = {
+    "map": drive_unary,
+    "mapt": drive_unary,
+    "mapstream": drive_map_stream,
+    "reduce": drive_reduce,
+    "sink": drive_sink,
+}
+
+
+async def amain(spec: Dict[str, Any], stubs: Tuple[Any, ...]) -> Dict[str, Any]:
+    async with grpc.aio.insecure_channel(f"unix://{spec['sock']}", options=CHANNEL_OPTIONS) as ch:
+        await asyncio.wait_for(ch.channel_ready(), 10)
+        return await DRIVERS[spec["rpc"]](spec, ch, stubs)
+
+
+def main() -> None:
+    spec = json.loads(sys.argv[1])
+    stubs = load_stubs(spec["stubs"])
+    driver = DRIVERS[spec["rpc"]]
+    if asyncio.iscoroutinefunction(driver):
+        result = asyncio.run(amain(spec, stubs))
+    else:
+        result = driver(spec, stubs)
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+"""Profile our server under the benchmark load with py-spy, and summarise where time goes.
+
+    python benchmarks/profile_server.py --py-spy /path/to/py-spy --api async --rpc map \
+        --size 100 --inflight 64 --seconds 8 --out /tmp/prof
+
+Starts our server (server_udf.py, this interpreter), drives it with client.py, records
+`py-spy record --format raw` for the measured window, then prints the top functions by
+own (leaf) samples and by inclusive samples, as percentages of all samples. Without
+py-spy, BENCH_PROFILE=cprofile:... on the server script is the fallback (see
+_profile_hook.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import run  # noqa: E402 - the runner's helpers (stubs, waiting for server-info)
+
+
+def summarise(raw: Path, top: int) -> str:
+    own: collections.Counter[str] = collections.Counter()
+    incl: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack:
+            continue
+        n = int(count)
+        frames = [f for f in stack.split(";") if f and not f.startswith("process ")]
+        frames = [f for f in frames if not f.startswith("thread ")]
+        total += n
+        if frames:
+            own[frames[-1]] += n
+        for frame in set(frames):
+            incl[frame] += n
+    lines = [f"{total} samples\n", "own (leaf) time:"]
+    lines += [f"  {100 * n / total:5.1f}%  {f}" for f, n in own.most_common(top)]
+    lines += ["", "inclusive time:"]
+    lines += [f"  {100 * n / total:5.1f}%  {f}" for f, n in incl.most_common(top * 2)]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--py-spy", default="py-spy")
+    parser.add_argument("--api", default="async", choices=run.APIS)
+    parser.add_argument("--rpc", default="map")
+    parser.add_argument("--size", type=int, default=100)
+    parser.add_argument("--inflight", type=int, default=64)
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--rate", type=int, default=250)
+    parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--out", default="/tmp/pnf-profile")
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stubs = run.make_stubs(out / "stubs")
+    sock, info = out / "function.sock", out / "server-info"
+    for p in (sock, info):
+        p.unlink(missing_ok=True)
+    work = run.Workload("profile", args.rpc, args.size, args.inflight)
+    runner = run.Runner(sys.executable, None, stubs, out, args.seconds, 1.0)
+    log = out / "server.log"
+    with open(log, "w") as log_file:
+        started = time.perf_counter()
+        server = subprocess.Popen(
+            runner.command("ours", args.api, work, sock, info), stdout=log_file, stderr=log_file
+        )
+        try:
+            runner._wait_ready(server, info, started, log)
+            spec = dict(
+                work.spec(), sock=str(sock), stubs=stubs, server_pid=server.pid,
+                duration=args.seconds + 1.5, warmup=0.5,
+            )  # fmt: skip
+            client = subprocess.Popen([sys.executable, str(HERE / "client.py"), json.dumps(spec)],
+                                      stdout=subprocess.PIPE, text=True)  # fmt: skip
+            time.sleep(1.0)
+            raw = out / "profile.txt"
+            subprocess.run(
+                [
+                    args.py_spy, "record", "--pid", str(server.pid), "--duration",
+                    str(int(args.seconds)), "--rate", str(args.rate), "--format", "raw",
+                    "-o", str(raw), "--nonblocking",
+                ],
+                check=True, capture_output=True,
+            )  # fmt: skip
+            result = client.communicate(timeout=120)[0]
+        finally:
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=20)
+    print("load:", result.strip())
+    print(summarise(raw, args.top))
+
+
+if __name__ == "__main__":
+    main()

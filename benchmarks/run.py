@@ -1,0 +1,704 @@
+"""Benchmark our SDK against pynumaflow 0.4.2 and a bare grpclib echo, side by side.
+
+    nox -s bench                                  # the default run (~8 minutes)
+    nox -s bench -- --rounds 5 --only MapFn       # more rounds, some workloads
+    python benchmarks/run.py --original-venv /tmp/orig042 --quick   # without nox
+
+Every measurement starts a fresh server process (ours / 0.4.2 / echo) on a
+temporary Unix socket, waits for its server-info file (start-to-ready), runs the
+load client (client.py) in its own process, reads the server's peak RSS (VmHWM),
+then stops it. Rounds run every cell once; within a round the implementations of
+a cell run back to back, and which goes first alternates from round to round.
+Tables show medians over the rounds and ratios ours/0.4.2 computed per round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+END = "U+005C__END__"
+KiB = 1024
+
+
+# --- workloads ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One load shape. `rpc` picks the client driver (client.DRIVERS) and the handler."""
+
+    name: str
+    rpc: str
+    size: int = 100
+    inflight: int = 1
+    outputs: int = 10  # map stream: messages per request
+    keys: int = 0  # reduce: distinct keys in the window
+    datums: int = 0  # reduce: datums in the window
+    batch: int = 0  # sink: datums per SinkFn call
+    total: int = 0  # sink: datums in all
+    echo: bool = False  # also run the bare grpclib echo (MapFn only)
+    unary: bool = True  # p50/p99 per call are meaningful and targeted
+
+    @property
+    def streaming(self) -> bool:
+        """One long stream per cell (reduce, sink): ~15-25 s each here, so fewer rounds."""
+        return self.rpc in ("reduce", "sink")
+
+    @property
+    def unit(self) -> str:
+        return "datum" if self.rpc in ("reduce", "sink") else "call"
+
+    def spec(self) -> Dict[str, Any]:
+        return {
+            "rpc": self.rpc,
+            "size": self.size,
+            "inflight": self.inflight,
+            "outputs": self.outputs,
+            "keys": self.keys,
+            "datums": self.datums,
+            "batch": self.batch,
+            "total": self.total,
+        }
+
+
+def _size(n: int) -> str:
+    return f"{n // KiB}KB" if n >= KiB else f"{n}B"
+
+
+def default_workloads() -> List[Workload]:
+    out = []
+    for size in (100, 10 * KiB):
+        for inflight in (1, 64, 500):
+            out.append(
+                Workload(f"MapFn {_size(size)} x{inflight}", "map", size, inflight, echo=True)
+            )
+    out.append(Workload("MapTFn 100B x64", "mapt", 100, 64))
+    out.append(Workload("MapStreamFn 100B x64 (10 out)", "mapstream", 100, 64, unary=False))
+    for keys in (10, 10_000):
+        out.append(
+            Workload(
+                f"ReduceFn 100k datums/{keys} keys",
+                "reduce",
+                keys=keys,
+                datums=100_000,
+                unary=False,
+            )
+        )
+    out.append(
+        Workload(
+            "SinkFn 100k datums, batches of 500", "sink", batch=500, total=100_000, unary=False
+        )
+    )
+    return out
+
+
+APIS = ("sync", "async")
+IMPLS = ("ours", "original")
+API_LABEL = {
+    ("ours", "sync"): "Server, sync handler",
+    ("ours", "async"): "AsyncServer, async handler",
+    ("original", "sync"): "0.4.2 Server (grpcio)",
+    ("original", "async"): "0.4.2 AsyncServer (grpc.aio)",
+}
+
+
+# --- running one cell --------------------------------------------------------------------
+
+
+@dataclass
+class Runner:
+    ours_python: str
+    original_python: Optional[str]
+    stubs: str
+    workdir: Path
+    duration: float
+    warmup: float
+    verbose: bool = False
+    logs: List[str] = field(default_factory=list)
+
+    def command(self, impl: str, api: str, work: Workload, sock: Path, info: Path) -> List[str]:
+        if impl == "echo":
+            script = HERE / "server_echo.py"
+            return [self.ours_python, str(script), "--sock", str(sock), "--info", str(info)]
+        python = self.ours_python if impl == "ours" else self.original_python
+        assert python is not None
+        return [
+            python, str(HERE / "server_udf.py"), "--impl", impl, "--api", api,
+            "--rpc", work.rpc, "--sock", str(sock), "--info", str(info),
+            "--outputs", str(work.outputs),
+        ]  # fmt: skip
+
+    def env(self, impl: str) -> Dict[str, str]:
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        if impl == "original":
+            # Never let our package (PYTHONPATH=src for quick runs) leak into 0.4.2's process.
+            env.pop("PYTHONPATH", None)
+            for name in ("BENCH_PROFILE", "BENCH_COALESCE", "BENCH_LOOP"):
+                env.pop(name, None)  # experiment hooks for our server only
+        return env
+
+    def run(self, impl: str, api: str, work: Workload) -> Dict[str, Any]:
+        cell = self.workdir / f"{impl}-{api}-{work.rpc}"
+        cell.mkdir(parents=True, exist_ok=True)
+        sock = cell / ("udsink.sock" if work.rpc == "sink" else "function.sock")
+        info = cell / "server-info"
+        for path in (sock, info):
+            path.unlink(missing_ok=True)
+        log_path = cell / "server.log"
+        with open(log_path, "w") as log:
+            started = time.perf_counter()
+            proc = subprocess.Popen(
+                self.command(impl, api, work, sock, info),
+                env=self.env(impl),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+            try:
+                ready_s = self._wait_ready(proc, info, started, log_path)
+                spec = dict(
+                    work.spec(),
+                    sock=str(sock),
+                    stubs=self.stubs,
+                    server_pid=proc.pid,
+                    duration=self.duration,
+                    warmup=self.warmup,
+                )
+                client_started = time.perf_counter()
+                client = subprocess.run(
+                    [self.ours_python, str(HERE / "client.py"), json.dumps(spec)],
+                    capture_output=True,
+                    text=True,
+                    timeout=300,
+                )
+                if client.returncode != 0:
+                    raise RuntimeError(f"client failed:\n{client.stderr[-3000:]}")
+                result: Dict[str, Any] = json.loads(client.stdout.strip().splitlines()[-1])
+                result["rss_mib"] = peak_rss_kib(proc.pid) / KiB
+                result["ready_s"] = ready_s
+                result["client_wall_s"] = time.perf_counter() - client_started
+                result["server_cpu_pct"] = (
+                    100 * result["server_cpu_s"] / max(result["seconds"], 1e-9)
+                )
+            finally:
+                stopping = time.perf_counter()
+                # 0.4.2's AsyncServer under aiorun does not exit on SIGTERM (its shutdown
+                # coroutine is never awaited) and its sync Server has no drain: kill it.
+                stop(proc, graceful=impl != "original")
+        result["stop_s"] = time.perf_counter() - stopping
+        result["cell_s"] = time.perf_counter() - started
+        if result["errors"] and not result["completed"]:
+            # The RPC was refused outright (0.4.2 answers UNIMPLEMENTED for some): n/a.
+            code = result["first_error"].split(":", 1)[0] or next(iter(result["errors"]))
+            result["na"] = code
+            result["refused"] = True
+        elif result["errors"]:
+            result["na"] = f"errors {result['errors']} {result['first_error'][:100]}"
+        return result
+
+    @staticmethod
+    def _wait_ready(
+        proc: subprocess.Popen[bytes], info: Path, started: float, log_path: Path
+    ) -> float:
+        deadline = started + 60
+        while time.perf_counter() < deadline:
+            try:
+                if info.read_text(encoding="utf-8").endswith(END):
+                    return time.perf_counter() - started
+            except FileNotFoundError:
+                pass
+            if proc.poll() is not None:
+                raise RuntimeError(
+                    f"server exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}"
+                )
+            time.sleep(0.002)
+        raise RuntimeError("server-info was not written within 60 s")
+
+
+def peak_rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmHWM")
+
+
+def stop(proc: subprocess.Popen[bytes], graceful: bool = True) -> None:
+    if proc.poll() is None and not graceful:
+        proc.kill()
+        proc.wait()
+    elif proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+# --- the run -----------------------------------------------------------------------------
+
+
+Key = Tuple[str, str, str]  # workload name, api, impl
+
+
+def make_stubs(out: Path) -> str:
+    out.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [
+            sys.executable, "-m", "grpc_tools.protoc", "-I", str(ROOT / "protos"),
+            f"--python_out={out}", f"--grpc_python_out={out}",
+            "function/v1/udfunction.proto", "sink/v1/udsink.proto",
+        ],
+        check=True,
+    )  # fmt: skip
+    return str(out)
+
+
+def ours_has_sink(python: str) -> bool:
+    env = dict(os.environ)
+    probe = "import pynumaflow.sink as s; s.Sink; s.AsyncSink"
+    return subprocess.run([python, "-c", probe], env=env, capture_output=True).returncode == 0
+
+
+def run_all(args: argparse.Namespace, workloads: List[Workload]) -> Dict[str, Any]:
+    records: List[Dict[str, Any]] = []
+    na: Dict[Key, str] = {}
+    with tempfile.TemporaryDirectory(prefix="pnf-bench-", dir=args.tmp) as tmp:
+        runner = Runner(
+            ours_python=args.ours_python,
+            original_python=args.original_python,
+            stubs=make_stubs(Path(tmp) / "stubs"),
+            workdir=Path(tmp),
+            duration=args.duration,
+            warmup=args.warmup,
+        )
+        sink_ok = ours_has_sink(args.ours_python)
+        impls = [i for i in IMPLS if i != "original" or args.original_python]
+        t0 = time.perf_counter()
+        for rnd in range(args.rounds):
+            order = impls if rnd % 2 == 0 else impls[::-1]
+            for work in workloads:
+                if work.streaming and rnd >= args.stream_rounds:
+                    continue
+                cells: List[Tuple[str, str]] = []
+                for api in APIS:
+                    cells += [(impl, api) for impl in order]
+                if work.echo:
+                    cells.insert(0 if rnd % 2 else len(cells), ("echo", "-"))
+                for impl, api in cells:
+                    key = (work.name, api, impl)
+                    if key in na:
+                        continue
+                    if impl == "ours" and work.rpc == "sink" and not sink_ok:
+                        na[key] = "not in this build"
+                        continue
+                    try:
+                        result = runner.run(impl, api, work)
+                    except Exception as err:  # a failed cell is reported, not fatal
+                        result = {"na": f"failed: {str(err).strip().splitlines()[-1][:120]}"}
+                        print(f"  ! {key}: {err}", file=sys.stderr)
+                    if result.get("refused") or (
+                        str(result.get("na", "")).startswith("failed") and rnd == 0
+                    ):
+                        na[key] = result["na"]  # not retried in later rounds
+                    records.append(dict(result, round=rnd, workload=work.name, api=api, impl=impl))
+                    print(progress(rnd, work, impl, api, result), flush=True)
+        elapsed = time.perf_counter() - t0
+    return {"records": records, "na": {"|".join(k): v for k, v in na.items()}, "elapsed": elapsed}
+
+
+def progress(rnd: int, work: Workload, impl: str, api: str, r: Dict[str, Any]) -> str:
+    head = f"[round {rnd + 1}] {work.name:<36} {impl:<8} {api:<5}"
+    if "throughput" not in r or r.get("na"):
+        return f"{head} n/a ({r.get('na')})"
+    return (
+        f"{head} {r['throughput']:9.0f} {work.unit}/s  p50 {r['p50_ms']:8.2f} ms  "
+        f"p99 {r['p99_ms']:8.2f} ms  cpu {r['server_cpu_per_unit_us']:7.1f} us/{work.unit}  "
+        f"srv {r['server_cpu_pct']:4.0f}%  cli {r['client_cpu_pct']:4.0f}%  "
+        f"rss {r['rss_mib']:6.1f} MiB  ready {r['ready_s'] * 1e3:5.0f} ms  "
+        f"other {r['other_cpu_pct']:4.0f}%"
+    )
+
+
+# --- summarising -------------------------------------------------------------------------
+
+
+def _ok(records: List[Dict[str, Any]], work: str, api: str, impl: str) -> List[Dict[str, Any]]:
+    return [
+        r
+        for r in records
+        if r["workload"] == work and r["api"] == api and r["impl"] == impl and not r.get("na")
+    ]
+
+
+def median_of(rows: List[Dict[str, Any]], metric: str) -> Optional[float]:
+    values = [r[metric] for r in rows if metric in r and r[metric] == r[metric]]  # no NaN
+    return statistics.median(values) if values else None
+
+
+def paired_ratio(a: List[Dict[str, Any]], b: List[Dict[str, Any]], metric: str) -> Optional[float]:
+    """Median over rounds of a/b, pairing each round's runs (both ran back to back)."""
+    by_round = {r["round"]: r[metric] for r in b if metric in r}
+    ratios = [
+        r[metric] / by_round[r["round"]]
+        for r in a
+        if by_round.get(r["round"]) and r[metric] == r[metric]  # skip NaN (no sample)
+    ]
+    return statistics.median(ratios) if ratios else None
+
+
+def fmt(value: Optional[float], digits: int = 0, suffix: str = "") -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:,.{digits}f}{suffix}"
+
+
+@dataclass
+class Check:
+    what: str
+    ratio: Optional[float]
+    limit: float
+    higher_is_better: bool
+
+    @property
+    def verdict(self) -> str:
+        if self.ratio is None:
+            return "n/a"
+        ok = self.ratio >= self.limit if self.higher_is_better else self.ratio <= self.limit
+        return "PASS" if ok else "MISS"
+
+    def line(self) -> str:
+        op = ">=" if self.higher_is_better else "<="
+        return (
+            f"| {self.what} | {fmt(self.ratio, 2, 'x')} | {op} {self.limit:g}x | {self.verdict} |"
+        )
+
+
+def summarise(data: Dict[str, Any], workloads: List[Workload], meta: Dict[str, str]) -> str:
+    recs = data["records"]
+    na = {tuple(k.split("|")): v for k, v in data["na"].items()}
+    rounds = 1 + max((r["round"] for r in recs), default=0)
+    out: List[str] = []
+    out.append("# Benchmark results: ours vs pynumaflow 0.4.2\n")
+    out.append(
+        f"Machine: {meta['nproc']} CPUs ({meta['cpu']}), Python {meta['python']}, "
+        f"{meta['date']}. {rounds} rounds ({meta.get('stream_rounds', '?')} for ReduceFn and "
+        f"SinkFn), {meta['duration']} s measured per cell after "
+        f"{meta['warmup']} s warm-up; medians over rounds, ratios are medians of per-round "
+        f"ratios (ours/0.4.2, each pair ran back to back). Whole run: "
+        f"{data['elapsed'] / 60:.1f} min. Command: `{meta['command']}`.\n"
+    )
+    out.append(
+        "Ours: `Server` with sync handlers, `AsyncServer` with async handlers (one core "
+        "underneath). 0.4.2: its `Server` (grpcio, thread pool) with the same sync handlers, "
+        "its `AsyncServer` (grpc.aio) with the same async handlers. Echo: bare grpclib MapFn, "
+        "no SDK (the transport's floor). Load: one grpcio (aio) client process, one HTTP/2 "
+        "connection, N calls in flight, closed loop.\n"
+    )
+
+    def cell(work: str, api: str, impl: str) -> List[Dict[str, Any]]:
+        return _ok(recs, work, api, impl)
+
+    def na_text(work: str, api: str, impl: str) -> str:
+        reason = na.get((work, api, impl))
+        return f"n/a ({reason})" if reason else "n/a"
+
+    # Table 1: throughput and latency.
+    out.append("## Throughput and latency\n")
+    out.append(
+        "| workload | handlers | ours /s | 0.4.2 /s | ratio | ours p50 ms | 0.4.2 p50 ms "
+        "| ours p99 ms | 0.4.2 p99 ms | p99 ratio | rounds |"
+    )
+    out.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for w in workloads:
+        for api in APIS:
+            o, g = cell(w.name, api, "ours"), cell(w.name, api, "original")
+            if not o and not g:
+                if (w.name, api, "ours") in na or (w.name, api, "original") in na:
+                    out.append(
+                        f"| {w.name} | {api} | {na_text(w.name, api, 'ours')} | "
+                        f"{na_text(w.name, api, 'original')} | | | | | | | |"
+                    )
+                continue
+            lat = w.unary or w.rpc == "sink"
+            p = "p50_ms" if lat else None
+            out.append(
+                f"| {w.name} ({w.unit}s) | {api} "
+                f"| {fmt(median_of(o, 'throughput')) if o else na_text(w.name, api, 'ours')} "
+                f"| {fmt(median_of(g, 'throughput')) if g else na_text(w.name, api, 'original')} "
+                f"| {fmt(paired_ratio(o, g, 'throughput'), 2, 'x')} "
+                f"| {fmt(median_of(o, p), 2) if p else '-'} "
+                f"| {fmt(median_of(g, p), 2) if p else '-'} "
+                f"| {fmt(median_of(o, 'p99_ms'), 2) if lat else '-'} "
+                f"| {fmt(median_of(g, 'p99_ms'), 2) if lat else '-'} "
+                f"| {fmt(paired_ratio(o, g, 'p99_ms'), 2, 'x') if lat else '-'} "
+                f"| {len(o)}/{len(g)} |"
+            )
+    out.append(
+        "\nReduceFn throughput is datums/s over the whole window (one stream); SinkFn's "
+        "latency columns are per batch of 500. `rounds` = measured rounds ours/0.4.2 "
+        "(ReduceFn and SinkFn run `--stream-rounds` rounds, 1 by default, to keep the "
+        "default run under 10 minutes).\n"
+    )
+
+    # Table 2: server cost.
+    out.append("## Server cost\n")
+    out.append(
+        "| workload | handlers | ours CPU µs/unit | 0.4.2 CPU µs/unit | ours/0.4.2 "
+        "| echo CPU µs/call | ours/echo | ours peak RSS MiB | 0.4.2 peak RSS MiB "
+        "| ours srv CPU % | client CPU % (max) | other load % |"
+    )
+    out.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for w in workloads:
+        e = cell(w.name, "-", "echo") if w.echo else []
+        for api in APIS:
+            o, g = cell(w.name, api, "ours"), cell(w.name, api, "original")
+            if not o and not g:
+                continue
+            clients = [r["client_cpu_pct"] for r in o + g + e]
+            out.append(
+                f"| {w.name} | {api} "
+                f"| {fmt(median_of(o, 'server_cpu_per_unit_us'))} "
+                f"| {fmt(median_of(g, 'server_cpu_per_unit_us'))} "
+                f"| {fmt(paired_ratio(o, g, 'server_cpu_per_unit_us'), 2, 'x')} "
+                f"| {fmt(median_of(e, 'server_cpu_per_unit_us')) if e else '-'} "
+                f"| {fmt(paired_ratio(o, e, 'server_cpu_per_unit_us'), 2, 'x') if e else '-'} "
+                f"| {fmt(median_of(o, 'rss_mib'), 1)} | {fmt(median_of(g, 'rss_mib'), 1)} "
+                f"| {fmt(median_of(o, 'server_cpu_pct'))} "
+                f"| {fmt(max(clients) if clients else None)} "
+                f"| {fmt(median_of(o + g + e, 'other_cpu_pct'))} |"
+            )
+    out.append(
+        "\nCPU = server utime+stime (/proc/<pid>/stat) over the measured window / units "
+        "completed in it; a unit is a call (MapStreamFn: a call of 10 outputs) or a datum "
+        "(ReduceFn, SinkFn). Peak RSS = VmHWM of a fresh server process after the cell. "
+        "`srv CPU %` near 100 means the server's event loop was saturated; client CPU % "
+        "is of one core. `other load %` is the median CPU (of one core) that other processes "
+        "on the machine used during the cell's window: this machine is shared and noisy.\n"
+    )
+
+    # Table 3: start-to-ready.
+    out.append("## Start to ready (process start -> server-info written)\n")
+    out.append("| server | ours ms | 0.4.2 ms | ratio | starts |")
+    out.append("|---|---:|---:|---:|---:|")
+    ready: Dict[Tuple[str, str], float] = {}
+    for api in APIS:
+        row = []
+        for impl in IMPLS:
+            vals = [
+                r["ready_s"]
+                for r in recs
+                if r["api"] == api and r["impl"] == impl and "ready_s" in r
+            ]
+            ready[(api, impl)] = statistics.median(vals) * 1e3 if vals else float("nan")
+            row.append(len(vals))
+        ratio = (
+            ready[(api, "ours")] / ready[(api, "original")] if ready[(api, "original")] else None
+        )
+        out.append(
+            f"| {api} | {ready[(api, 'ours')]:.0f} | {ready[(api, 'original')]:.0f} "
+            f"| {fmt(ratio, 2, 'x')} | {row[0]} / {row[1]} |"
+        )
+    echo_ready = [r["ready_s"] for r in recs if r["impl"] == "echo" and "ready_s" in r]
+    if echo_ready:
+        out.append(
+            f"| bare grpclib echo | {statistics.median(echo_ready) * 1e3:.0f} | | | "
+            f"{len(echo_ready)} |"
+        )
+
+    # Targets.
+    out.append("\n## Targets (ratios ours/0.4.2 unless said)\n")
+    out.append("| target | measured | limit | verdict |")
+    out.append("|---|---:|---:|---|")
+    checks = targets(recs, workloads, ready)
+    out.extend(c.line() for c in checks)
+    out.append(
+        "\nContext, not targets: the bare grpclib echo (no SDK at all) against 0.4.2, same "
+        "cells. Where the echo itself is below a throughput target, no SDK change on "
+        "grpclib as it is can meet that target.\n"
+    )
+    out.append(
+        "| cell | echo/0.4.2 Server | echo/0.4.2 AsyncServer | echo/ours sync | echo/ours async |"
+    )
+    out.append("|---|---:|---:|---:|---:|")
+    for w in workloads:
+        e = _ok(recs, w.name, "-", "echo")
+        if not e:
+            continue
+        cols = [
+            fmt(paired_ratio(e, _ok(recs, w.name, api, impl), "throughput"), 2, "x")
+            for impl, api in (
+                ("original", "sync"),
+                ("original", "async"),
+                ("ours", "sync"),
+                ("ours", "async"),
+            )
+        ]
+        out.append(f"| {w.name} throughput | " + " | ".join(cols) + " |")
+    misses = [c for c in checks if c.verdict == "MISS"]
+    out.append(
+        f"\n{len(checks) - len(misses)} of {len(checks)} checks pass"
+        + (f"; missed: {', '.join(c.what for c in misses)}." if misses else ".")
+    )
+    out.append(
+        "\nWhere the time goes (py-spy profiles) and suggested changes: `FINDINGS.md` "
+        "(written by hand from profiles of the same build; not regenerated by this script)."
+    )
+    return "\n".join(out) + "\n"
+
+
+def targets(
+    recs: List[Dict[str, Any]], workloads: List[Workload], ready: Dict[Tuple[str, str], float]
+) -> List[Check]:
+    checks: List[Check] = []
+    maps = [w for w in workloads if w.rpc == "map"]
+    for w in maps:
+        if w.inflight != 64:
+            continue
+        for ours_api in APIS:
+            o = _ok(recs, w.name, ours_api, "ours")
+            for orig_api, limit in (("sync", 0.7), ("async", 1.2)):
+                g = _ok(recs, w.name, orig_api, "original")
+                checks.append(Check(
+                    f"{w.name} throughput, ours {ours_api} handlers vs 0.4.2 "
+                    f"{'Server' if orig_api == 'sync' else 'AsyncServer'}",
+                    paired_ratio(o, g, "throughput"), limit, True,
+                ))  # fmt: skip
+    for w in workloads:
+        if not w.unary:
+            continue
+        for api in APIS:
+            o, g = _ok(recs, w.name, api, "ours"), _ok(recs, w.name, api, "original")
+            if o and g:
+                checks.append(
+                    Check(f"{w.name} p99, {api}", paired_ratio(o, g, "p99_ms"), 1.0, False)
+                )
+    for w in maps:
+        e = _ok(recs, w.name, "-", "echo")
+        for api in APIS:
+            o = _ok(recs, w.name, api, "ours")
+            if o and e:
+                checks.append(
+                    Check(
+                        f"{w.name} CPU/call vs bare grpclib echo, {api}",
+                        paired_ratio(o, e, "server_cpu_per_unit_us"),
+                        1.15,
+                        False,
+                    )
+                )
+    for w in workloads:
+        for api in APIS:
+            o, g = _ok(recs, w.name, api, "ours"), _ok(recs, w.name, api, "original")
+            if o and g:
+                checks.append(
+                    Check(f"{w.name} peak RSS, {api}", paired_ratio(o, g, "rss_mib"), 1.0, False)
+                )
+    for api in APIS:
+        if ready.get((api, "original")):
+            checks.append(
+                Check(
+                    f"start-to-ready, {api}",
+                    ready[(api, "ours")] / ready[(api, "original")],
+                    1.0,
+                    False,
+                )
+            )
+    return checks
+
+
+def machine(args: argparse.Namespace) -> Dict[str, str]:
+    cpu = "unknown CPU"
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {
+        "nproc": str(os.cpu_count()),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "duration": f"{args.duration:g}",
+        "warmup": f"{args.warmup:g}",
+        "stream_rounds": str(min(args.stream_rounds, args.rounds)),
+        "command": args.command_label,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=1.0, help="measured s per cell")
+    parser.add_argument("--warmup", type=float, default=0.4)
+    parser.add_argument(
+        "--stream-rounds",
+        type=int,
+        default=1,
+        help="rounds for ReduceFn/SinkFn (one 100k-datum stream is 15-25 s per cell here; "
+        "3 rounds of them alone take ~10 minutes)",
+    )
+    parser.add_argument("--only", help="regex on workload names")
+    parser.add_argument("--ours-python", default=sys.executable)
+    parser.add_argument("--original-python", help="python of a venv with pynumaflow 0.4.2")
+    parser.add_argument("--original-venv", help="create/reuse the 0.4.2 venv here")
+    parser.add_argument("--no-original", action="store_true")
+    parser.add_argument("--results", help="write the markdown tables here")
+    parser.add_argument("--json", help="write every measurement here")
+    parser.add_argument("--from-json", help="only summarise an earlier --json file")
+    parser.add_argument("--tmp", default=None, help="where the sockets go (short path)")
+    parser.add_argument("--quick", action="store_true", help="1 round, 1 s cells: a smoke run")
+    parser.add_argument("--command-label", default="nox -s bench")
+    args = parser.parse_args()
+    if args.quick:
+        args.rounds, args.duration, args.warmup = 1, 1.0, 0.3
+    workloads = default_workloads()
+    if args.only:
+        workloads = [w for w in workloads if re.search(args.only, w.name)]
+    if args.from_json:
+        data = json.loads(Path(args.from_json).read_text())
+        meta = data["meta"]
+    else:
+        if args.no_original:
+            args.original_python = None
+        elif not args.original_python:
+            if not args.original_venv:
+                parser.error("give --original-venv DIR, --original-python PATH or --no-original")
+            sys.path.insert(0, str(HERE))
+            import original_env
+
+            args.original_python = original_env.ensure(Path(args.original_venv).resolve())
+        meta = machine(args)
+        print(
+            f"ours: {args.ours_python}\n0.4.2: {args.original_python}\n"
+            f"{meta['nproc']} CPUs, {meta['cpu']}, Python {meta['python']}",
+            flush=True,
+        )
+        data = run_all(args, workloads)
+        data["meta"] = meta
+        if args.json:
+            Path(args.json).write_text(json.dumps(data, indent=1))
+    report = summarise(data, workloads, meta)
+    print("\n" + report)
+    if args.results:
+        Path(args.results).write_text(report)
+
+
+if __name__ == "__main__":
+    main()

@@ -24,6 +24,7 @@ from pynumaflow._errors import CodecError, ReturnTypeError
 from pynumaflow._proto import common
 from pynumaflow._proto.map import v1 as map_pb
 from pynumaflow._proto.sourcetransformer import v1 as st_pb
+from pynumaflow._wire import decode_timestamp
 from pynumaflow.function import DROP, Datum, DatumMetadata, Message, Messages, MessageT, MessageTs
 
 UTC = timezone.utc
@@ -356,3 +357,32 @@ def test_wrong_returns_are_return_type_errors(encode: Any, returned: Any, reason
     """What cannot be sent raises ReturnTypeError saying what was expected."""
     with pytest.raises(ReturnTypeError, match=reason):
         encode(returned, _datum())
+
+
+def _varint(value: int) -> bytes:
+    value &= (1 << 64) - 1
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    seconds=st.integers(-(2**63), 2**63 - 1),
+    nanos=st.integers(-(2**31), 2**31 - 1),
+    order=st.sampled_from(["canonical", "reversed", "seconds-only", "nanos-only", "with-unknown"]),
+)
+def test_decode_timestamp_any_encoding(seconds: int, nanos: int, order: str) -> None:
+    """Timestamps decode alike whichever way they are laid out (fast path or not)."""
+    s_field, n_field = b"\x08" + _varint(seconds), b"\x10" + _varint(nanos)
+    data, expected = {
+        "canonical": (s_field + n_field, (seconds, nanos)),
+        "reversed": (n_field + s_field, (seconds, nanos)),
+        "seconds-only": (s_field, (seconds, 0)),
+        "nanos-only": (n_field, (0, nanos)),
+        "with-unknown": (s_field + b"\x18\x01" + n_field, (seconds, nanos)),
+    }[order]
+    assert decode_timestamp(b"\xff" + data + b"\xff", 1, 1 + len(data), (0, 0)) == expected

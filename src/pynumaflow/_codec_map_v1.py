@@ -122,7 +122,11 @@ def _decode(data: bytes, layout: _Layout) -> Incoming:
     size = len(data)
     try:
         while pos < size:
-            tag, pos = read_varint(data, pos)
+            tag = data[pos]
+            if tag < 0x80:
+                pos += 1
+            else:
+                tag, pos = read_varint(data, pos)
             field, wire_type = tag >> 3, tag & 7
             role = layout.outer.get(field)
             if role is None:
@@ -132,7 +136,11 @@ def _decode(data: bytes, layout: _Layout) -> Incoming:
                 raise CodecError(
                     f"{layout.name} field {field} has wire type {wire_type}, expected 2"
                 )
-            length, pos = read_varint(data, pos)
+            length = data[pos] if pos < size else 0x80
+            if length < 0x80:
+                pos += 1
+            else:
+                length, pos = read_varint(data, pos)
             end = pos + length
             if end > size:
                 raise CodecError(f"{layout.name} field {field} is truncated")
@@ -183,14 +191,22 @@ def _decode_request(
     last = layout.metadata
     for pos, end in spans:
         while pos < end:
-            tag, pos = read_varint(data, pos)
+            tag = data[pos]
+            if tag < 0x80:
+                pos += 1
+            else:
+                tag, pos = read_varint(data, pos)
             field, wire_type = tag >> 3, tag & 7
             if not 1 <= field <= last:
                 pos = skip_field(data, pos, wire_type, field)
                 continue
             if wire_type != 2:
                 raise CodecError(f"Request field {field} has wire type {wire_type}, expected 2")
-            length, pos = read_varint(data, pos)
+            length = data[pos] if pos < end else 0x80
+            if length < 0x80:
+                pos += 1
+            else:
+                length, pos = read_varint(data, pos)
             sub_end = pos + length
             if sub_end > end:
                 raise CodecError(f"Request field {field} is truncated")

@@ -9,7 +9,6 @@ conversation for both protocols; each service only says how one request is answe
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Callable, Dict, Optional
 
@@ -187,17 +186,11 @@ class MapV1Service:
         )
 
     async def _answer_stream(self, datum: Datum, send: Send) -> None:
-        handler = self._handler
-        container = self._container_type
-        with handler_errors(handler, v1_container=container):
-            messages = self._invoker.iterate(handler, datum.keys, datum)
-        async with contextlib.aclosing(messages):
-            while True:
-                with handler_errors(handler, v1_container=container):
-                    try:
-                        message = await anext(messages)
-                    except StopAsyncIteration:
-                        break
-                    payload = _codec_map_v1.encode_map_stream_response(message, datum)
-                await send(payload)
+        await self._invoker.relay(
+            self._handler,
+            (datum.keys, datum),
+            lambda message: _codec_map_v1.encode_map_stream_response(message, datum),
+            send,
+            v1_container=self._container_type,
+        )
         await send(_codec_map_v1.encode_map_eot(datum))

@@ -13,6 +13,8 @@ from typing import Any
 import grpc
 import pytest
 
+from reference_client import IndexUnreachableError, ReferenceClient, reference_python
+
 ROOT = Path(__file__).resolve().parent.parent
 SEED_README = ROOT.parent / "shared" / "seed" / "pynumaflow-v0.4-README.md"
 MiB = 1024 * 1024
@@ -117,3 +119,16 @@ def seed_examples() -> list[str]:
     text = SEED_README.read_text(encoding="utf-8")
     blocks = text.split("```python\n")[1:]
     return [block.split("```", 1)[0] for block in blocks]
+
+
+@pytest.fixture(scope="session")
+def reference_client() -> ReferenceClient:
+    """The pynumaflow 0.14.0 wheel's stubs as a client, in a cached virtualenv of their own.
+
+    See tests/reference_client.py. Skips, saying why, only when no package index is
+    reachable to build the virtualenv.
+    """
+    try:
+        return ReferenceClient(reference_python())
+    except IndexUnreachableError as err:
+        pytest.skip(str(err))

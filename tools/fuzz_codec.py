@@ -16,10 +16,13 @@ from datetime import datetime, timezone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pynumaflow import _codec
+from pynumaflow import _codec, _codec_map_v1
 from pynumaflow._errors import CodecError
+from pynumaflow._proto import common
 from pynumaflow._proto.function import v1 as fn
+from pynumaflow._proto.map import v1 as map_v1
 from pynumaflow._proto.sink import v1 as sink
+from pynumaflow._proto.sourcetransformer import v1 as transform
 from pynumaflow._wire import check_message
 
 UTC = timezone.utc
@@ -39,6 +42,28 @@ SEEDS = [
             value=b"\xff\x00",
             event_time=sink.EventTime(datetime(2024, 1, 1, tzinfo=UTC)),
             id="x",
+        )
+    ),
+    bytes(
+        map_v1.MapRequest(
+            request=map_v1.MapRequestRequest(
+                keys=["k"],
+                value=b"v",
+                event_time=datetime(2024, 1, 2, tzinfo=UTC),
+                headers={"h": "x"},
+                metadata=common.Metadata(
+                    user_metadata={"g": common.KeyValueGroup(key_value={"a": b"1"})}
+                ),
+            ),
+            id="vertex-1-0",
+        )
+    ),
+    bytes(map_v1.MapRequest(handshake=map_v1.Handshake(sot=True))),
+    bytes(
+        transform.SourceTransformRequest(
+            request=transform.SourceTransformRequestRequest(
+                keys=["k"], value=b"v", id="1-0", headers={"h": "x"}
+            )
         )
     ),
 ]
@@ -64,6 +89,8 @@ INPUTS = st.one_of(st.binary(max_size=256), mutated())
 TARGETS: dict[str, Callable[[bytes], object]] = {
     "function.v1 DatumRequest": _codec.decode_datum_request,
     "sink.v1 DatumRequest": _codec.decode_sink_datum_request,
+    "map.v1 MapRequest": _codec_map_v1.decode_map_request,
+    "sourcetransformer.v1 SourceTransformRequest": _codec_map_v1.decode_transform_request,
     "well-formedness check": check_message,
 }
 

@@ -9,8 +9,8 @@ bytes of these messages.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from datetime import datetime, time
+from collections.abc import Iterable, Mapping
+from datetime import date, datetime, time
 from typing import Any, Callable, List, Optional, Tuple, TypeVar
 
 from pynumaflow._errors import CodecError, ReturnTypeError
@@ -33,18 +33,29 @@ from pynumaflow.sink._types import Datum as SinkDatum
 from pynumaflow.sink._types import Response
 
 __all__ = [
+    "MESSAGES",
+    "MESSAGE_TS",
     "CodecError",
     "ReturnTypeError",
+    "check_yielded",
     "decode_datum_request",
     "decode_sink_datum_request",
     "encode_datum_response",
     "encode_datum_response_list",
     "encode_datum_response_t_list",
+    "encode_list",
     "encode_response_list",
+    "message_event_time",
+    "new_datum",
     "read_responses",
+    "response_body",
 ]
 
 _F = TypeVar("_F")
+
+# What map and mapt handlers must return, for error messages.
+MESSAGES = "Messages (an iterable of Message)"
+MESSAGE_TS = "MessageTs (an iterable of MessageT)"
 
 
 # --- timestamps -------------------------------------------------------------------------
@@ -105,19 +116,36 @@ def _encode_timestamp_wrapper(parts: TimestampParts) -> bytes:
 def decode_datum_request(data: bytes) -> Datum:
     """Decode a function.v1 DatumRequest into a Datum (unknown fields are skipped)."""
     keys, value, event_time, watermark, metadata = _decode_request(data, _decode_metadata, ("", 0))
-    # Built without Datum.__init__'s argument checks: the codec's values are already right.
-    datum = _new_datum(Datum)
+    return new_datum(keys, value, event_time, watermark, DatumMetadata(*metadata))
+
+
+_new_object = object.__new__
+
+
+def new_datum(
+    keys: List[str],
+    value: bytes,
+    event_time: TimestampParts,
+    watermark: TimestampParts,
+    metadata: DatumMetadata,
+    headers: Mapping[str, str] = NO_HEADERS,
+    user_metadata: bytes = b"",
+) -> Datum:
+    """A Datum from decoded fields, built without Datum.__init__'s argument checks.
+
+    ``headers`` must be read-only (a ``MappingProxyType``); ``user_metadata`` is an
+    encoded common.Metadata holding only the request's user metadata (see
+    ``_codec_v1_common.user_metadata_of``).
+    """
+    datum = _new_object(Datum)
     datum._keys = Keys(keys)
     datum._value = value
     datum._event_time = naive_utc(event_time)
     datum._watermark = naive_utc(watermark)
-    datum._metadata = DatumMetadata(*metadata)
-    datum._headers = NO_HEADERS
-    datum._user_metadata = b""
+    datum._metadata = metadata
+    datum._headers = headers
+    datum._user_metadata = user_metadata
     return datum
-
-
-_new_datum = object.__new__
 
 
 def _decode_request(
@@ -221,10 +249,18 @@ def _encode_strings(tag: bytes, items: Iterable[str], out: List[bytes], what: st
         out.append(raw)
 
 
-def _response_body(
-    message: Any, event_time: Optional[bytes] = None, watermark: Optional[bytes] = None
+def response_body(
+    message: Any,
+    event_time: Optional[bytes] = None,
+    watermark: Optional[bytes] = None,
+    tags_tag: bytes = b"\x2a",
 ) -> bytes:
-    """Encode one DatumResponse (without its own tag and length)."""
+    """Encode one DatumResponse (without its own tag and length).
+
+    Fields: keys 1, value 2, ``event_time`` 3 and ``watermark`` 4 (encoded bodies, left
+    out when None), tags with ``tags_tag`` (field 5 here). The v1 results share the
+    layout up to their tags: map.v1 ``Result`` has tags at 3, the transformer's at 4.
+    """
     if type(message) is Message or type(message) is MessageT:
         keys, value, tags = message._keys, message._value, message._tags
     else:
@@ -250,7 +286,7 @@ def _response_body(
         out.append(b"\x22")
         out.append(varint(len(watermark)))
         out.append(watermark)
-    _encode_strings(b"\x2a", tags, out, "tags")
+    _encode_strings(tags_tag, tags, out, "tags")
     return b"".join(out)
 
 
@@ -265,7 +301,11 @@ def _checked_iter(result: object, expected: str) -> Iterable[Any]:
         ) from None
 
 
-def _encode_list(result: object, expected: str, body: Callable[[Any], bytes]) -> bytes:
+def encode_list(result: object, expected: str, body: Callable[[Any], bytes]) -> bytes:
+    """Encode what a handler returned as repeated field 1, each item by ``body``.
+
+    ``expected`` names what the handler should have returned, for the error message.
+    """
     out: List[bytes] = []
     for message in _checked_iter(result, expected):
         encoded = body(message)
@@ -277,16 +317,26 @@ def _encode_list(result: object, expected: str, body: Callable[[Any], bytes]) ->
 
 def encode_datum_response_list(result: object) -> bytes:
     """Encode a map handler's Messages as a function.v1 DatumResponseList."""
-    return _encode_list(result, "Messages (an iterable of Message)", _response_body)
+    return encode_list(result, MESSAGES, response_body)
 
 
 def encode_datum_response(message: object) -> bytes:
     """Encode one Message yielded by a map stream handler as a function.v1 DatumResponse."""
+    check_yielded(message)
+    return response_body(message)
+
+
+def check_yielded(message: object) -> None:
+    """Reject what a map stream handler yields that is plainly not a Message.
+
+    Raises:
+        ReturnTypeError: ``message`` is None, a str or bytes.
+
+    """
     if isinstance(message, (str, bytes)) or message is None:
         raise ReturnTypeError(
             f"map stream handler yielded {type(message).__name__}; expected Message"
         )
-    return _response_body(message)
 
 
 def encode_datum_response_t_list(
@@ -302,24 +352,37 @@ def encode_datum_response_t_list(
     request_date = request_event_time.date()
 
     def body(message: Any) -> bytes:
-        try:
-            moment = message.event_time
-        except AttributeError:
-            raise ReturnTypeError(
-                f"expected MessageT objects, found {type(message).__name__}"
-            ) from None
-        if isinstance(moment, time) and not isinstance(moment, datetime):
-            moment = datetime.combine(request_date, moment.replace(tzinfo=None))
-            if message.event_time.tzinfo is not None:
-                moment = moment.replace(tzinfo=message.event_time.tzinfo)
-        elif not isinstance(moment, datetime):
-            raise ReturnTypeError(
-                f"MessageT event_time must be a datetime, found {type(moment).__name__}"
-            )
+        moment = message_event_time(message, request_date)
         event_time = _encode_timestamp_wrapper(timestamp_parts(moment))
-        return _response_body(message, event_time, watermark_bytes)
+        return response_body(message, event_time, watermark_bytes)
 
-    return _encode_list(result, "MessageTs (an iterable of MessageT)", body)
+    return encode_list(result, MESSAGE_TS, body)
+
+
+def message_event_time(message: Any, request_date: date) -> datetime:
+    """The event time a mapt handler's MessageT assigned, as a datetime (naive means UTC).
+
+    A bare ``datetime.time`` is that time of day on ``request_date``, the UTC date of
+    the request's event time (keeping the time's tzinfo, if any).
+
+    Raises:
+        ReturnTypeError: ``message`` has no ``event_time``, or it is not a time.
+
+    """
+    try:
+        moment = message.event_time
+    except AttributeError:
+        raise ReturnTypeError(
+            f"expected MessageT objects, found {type(message).__name__}"
+        ) from None
+    if isinstance(moment, time) and not isinstance(moment, datetime):
+        resolved = datetime.combine(request_date, moment.replace(tzinfo=None))
+        return resolved if moment.tzinfo is None else resolved.replace(tzinfo=moment.tzinfo)
+    if not isinstance(moment, datetime):
+        raise ReturnTypeError(
+            f"MessageT event_time must be a datetime, found {type(moment).__name__}"
+        )
+    return moment
 
 
 # --- sink.v1 ----------------------------------------------------------------------------

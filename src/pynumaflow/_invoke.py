@@ -16,7 +16,7 @@ import logging
 import queue
 import threading
 import traceback
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Generic, Optional, TypeVar, Union
@@ -197,6 +197,32 @@ class Invoker:
             slots.release()  # wake the producer if it waits for room
             if done.done():
                 done.result()
+
+    async def relay(
+        self,
+        handler: Handler,
+        args: tuple[Any, ...],
+        encode: Callable[[Any], bytes],
+        send: Callable[[bytes], Awaitable[None]],
+        *,
+        v1_container: Optional[str] = None,
+    ) -> None:
+        """Run a stream handler, sending each item it yields, encoded, as soon as it comes.
+
+        Its errors, and what ``encode`` rejects, become statuses as
+        :func:`handler_errors` says; items already sent stay sent.
+        """
+        with handler_errors(handler, v1_container=v1_container):
+            items = self.iterate(handler, *args)
+        async with contextlib.aclosing(items):
+            while True:
+                with handler_errors(handler, v1_container=v1_container):
+                    try:
+                        item = await anext(items)
+                    except StopAsyncIteration:
+                        return
+                    payload = encode(item)
+                await send(payload)
 
     def shutdown(self) -> None:
         """Stop the pool without waiting for handlers still running (they cannot be interrupted)."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from typing import Dict, Optional
 
@@ -91,17 +90,9 @@ class FunctionService:
     async def _map_stream_fn(self, stream: RawStream) -> None:
         handler = _require(self._handlers.map_stream, "map_stream_handler")
         datum = await _recv_datum(stream)
-        with handler_errors(handler):
-            messages = self._invoker.iterate(handler, datum.keys, datum)
-        async with contextlib.aclosing(messages):
-            while True:
-                with handler_errors(handler):
-                    try:
-                        message = await anext(messages)
-                    except StopAsyncIteration:
-                        break
-                    payload = _codec.encode_datum_response(message)
-                await stream.send_message(payload)
+        await self._invoker.relay(
+            handler, (datum.keys, datum), _codec.encode_datum_response, stream.send_message
+        )
 
     async def _reduce_fn(self, stream: RawStream) -> None:
         handler = _require(self._handlers.reduce, "reduce_handler")

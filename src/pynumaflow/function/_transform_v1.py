@@ -1,4 +1,9 @@
-"""sourcetransformer.v1 (Numaflow >= 1.4): the mapt handler."""
+"""sourcetransformer.v1 (Numaflow >= 1.4): the mapt handler.
+
+The conversation is map.v1's unary mode (see :mod:`pynumaflow.function._map_v1`): a
+handshake, then one ``SourceTransformResponse{id: request.id, results}`` per request,
+each result carrying the event time its ``MessageT`` assigned.
+"""
 
 from __future__ import annotations
 
@@ -6,23 +11,24 @@ from typing import Dict
 
 import grpclib.const
 import grpclib.server
-from grpclib.const import Status
-from grpclib.exceptions import GRPCError
 
+# A module import: the codecs import pynumaflow.function (see function._service).
+from pynumaflow import _codec_map_v1
 from pynumaflow._invoke import Handler, Invoker
 from pynumaflow._proto.sourcetransformer.v1 import ReadyResponse, SourceTransformBase
 from pynumaflow._server import is_ready_method, service_mapping
+from pynumaflow.function._map_v1 import serve_requests, unary_answer
 
 __all__ = ["SourceTransformV1Service"]
 
 
 class SourceTransformV1Service:
-    """Serves SourceTransformFn and IsReady with one handler (stub: not implemented yet)."""
+    """Serves SourceTransformFn and IsReady with one (mapt) handler."""
 
     def __init__(self, handler: Handler, invoker: Invoker, *, container_type: str) -> None:
-        self._handler = handler
-        self._invoker = invoker
-        self._container_type = container_type
+        self._answer = unary_answer(
+            handler, invoker, container_type, _codec_map_v1.encode_transform_response
+        )
 
     def __mapping__(self) -> Dict[str, grpclib.const.Handler]:
         return service_mapping(
@@ -35,4 +41,9 @@ class SourceTransformV1Service:
         )
 
     async def _transform_fn(self, stream: grpclib.server.Stream[bytes, bytes]) -> None:
-        raise GRPCError(Status.UNIMPLEMENTED, "sourcetransformer.v1 is not implemented yet")
+        await serve_requests(
+            stream,
+            _codec_map_v1.decode_transform_request,
+            self._answer,
+            what="SourceTransformRequest",
+        )

@@ -16,7 +16,9 @@ from datetime import timezone
 from types import MappingProxyType
 from typing import Dict, List, NamedTuple, Tuple
 
-from pynumaflow._codec import _checked_iter, _decode_request, _encode_strings, _message_fields
+# A module import: _codec imports the function package, which imports this module (via
+# the reduce.v1 service) while _codec may still be initialising.
+from pynumaflow import _codec
 from pynumaflow._codec_v1_common import decode_string_map_entry
 from pynumaflow._errors import CodecError
 from pynumaflow._wire import (
@@ -185,7 +187,7 @@ def _bare_timestamp(
 
 def _decode_payload(data: bytes, pos: int, end: int) -> Datum:
     headers: Dict[str, str] = {}
-    keys, value, event_time, watermark, _ = _decode_request(
+    keys, value, event_time, watermark, _ = _codec._decode_request(
         data, _header, headers, pos, end, _bare_timestamp
     )
     # Built without Datum.__init__'s argument checks: the codec's values are already right.
@@ -208,13 +210,13 @@ def encode_reduce_results(result: object, window: ReduceWindow) -> List[bytes]:
     """Encode a reduce handler's Messages: one ReduceResponse per message, each with window."""
     window_field = _window_field(window)
     responses = []
-    for message in _checked_iter(result, "Messages (an iterable of Message)"):
-        keys, value, tags = _message_fields(message)
+    for message in _codec._checked_iter(result, "Messages (an iterable of Message)"):
+        keys, value, tags = _codec._message_fields(message)
         body: List[bytes] = []
-        _encode_strings(b"\x0a", keys, body, "keys")
+        _codec._encode_strings(b"\x0a", keys, body, "keys")
         if value:
             body += (b"\x12", varint(len(value)), value)
-        _encode_strings(b"\x1a", tags, body, "tags")
+        _codec._encode_strings(b"\x1a", tags, body, "tags")
         encoded = b"".join(body)
         responses.append(b"\x0a" + varint(len(encoded)) + encoded + window_field)
     return responses

@@ -16,9 +16,10 @@ from datetime import datetime, timezone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pynumaflow import _codec
+from pynumaflow import _codec, _codec_reduce_v1
 from pynumaflow._errors import CodecError
 from pynumaflow._proto.function import v1 as fn
+from pynumaflow._proto.reduce import v1 as reduce
 from pynumaflow._proto.sink import v1 as sink
 from pynumaflow._wire import check_message
 
@@ -39,6 +40,26 @@ SEEDS = [
             value=b"\xff\x00",
             event_time=sink.EventTime(datetime(2024, 1, 1, tzinfo=UTC)),
             id="x",
+        )
+    ),
+    bytes(
+        reduce.ReduceRequest(
+            payload=reduce.ReduceRequestPayload(
+                keys=["k"],
+                value=b"v",
+                event_time=datetime(2024, 1, 1, tzinfo=UTC),
+                headers={"h": "v"},
+            ),
+            operation=reduce.ReduceRequestWindowOperation(
+                event=reduce.ReduceRequestWindowOperationEvent.APPEND,
+                windows=[
+                    reduce.Window(
+                        start=datetime(2024, 1, 1, tzinfo=UTC),
+                        end=datetime(2024, 1, 1, 0, 1, tzinfo=UTC),
+                        slot="0",
+                    )
+                ],
+            ),
         )
     ),
 ]
@@ -64,6 +85,7 @@ INPUTS = st.one_of(st.binary(max_size=256), mutated())
 TARGETS: dict[str, Callable[[bytes], object]] = {
     "function.v1 DatumRequest": _codec.decode_datum_request,
     "sink.v1 DatumRequest": _codec.decode_sink_datum_request,
+    "reduce.v1 ReduceRequest": _codec_reduce_v1.decode_reduce_request,
     "well-formedness check": check_message,
 }
 

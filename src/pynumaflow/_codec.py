@@ -50,22 +50,31 @@ _F = TypeVar("_F")
 # --- timestamps -------------------------------------------------------------------------
 
 
+def _decode_bare_time(
+    data: bytes, pos: int, end: int, parts: TimestampParts, name: str
+) -> TimestampParts:
+    """Decode a google.protobuf.Timestamp field (as v1 requests carry their times)."""
+    # Fast path for what encoders write: [08 seconds] [10 nanos], nothing else.
+    seconds, nanos = parts
+    cursor = pos
+    if cursor < end and data[cursor] == 0x08:
+        raw, cursor = fast_varint(data, cursor + 1, end)
+        seconds = raw - U64 if raw > I64_MAX else raw
+    if 0 <= cursor < end and data[cursor] == 0x10:
+        raw, cursor = fast_varint(data, cursor + 1, end)
+        nanos = to_int32(raw)
+    if cursor == end:
+        return seconds, nanos
+    return decode_timestamp(data, pos, end, parts)
+
+
 def _decode_time_wrapper(
     data: bytes, pos: int, end: int, parts: TimestampParts, name: str
 ) -> TimestampParts:
     """Decode EventTime/Watermark: a message whose field 1 is a Timestamp."""
-    # Fast path for what encoders write: 0a LEN [08 seconds] [10 nanos], nothing else.
+    # Fast path for what encoders write: 0a LEN Timestamp, nothing else.
     if end - pos >= 2 and data[pos] == 0x0A and data[pos + 1] == end - pos - 2:
-        seconds, nanos = parts
-        cursor = pos + 2
-        if cursor < end and data[cursor] == 0x08:
-            raw, cursor = fast_varint(data, cursor + 1, end)
-            seconds = raw - U64 if raw > I64_MAX else raw
-        if 0 <= cursor < end and data[cursor] == 0x10:
-            raw, cursor = fast_varint(data, cursor + 1, end)
-            nanos = to_int32(raw)
-        if cursor == end:
-            return seconds, nanos
+        return _decode_bare_time(data, pos + 2, end, parts, name)
     return _decode_time_wrapper_slow(data, pos, end, parts, name)
 
 

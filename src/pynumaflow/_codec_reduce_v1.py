@@ -82,7 +82,11 @@ class ReduceRequest(NamedTuple):
 
 def _length_delimited(data: bytes, pos: int, what: str) -> Tuple[int, int]:
     """Read a length prefix at pos; return (start, end) of the value."""
-    length, pos = read_varint(data, pos)
+    length = data[pos] if pos < len(data) else 0x80
+    if length < 0x80:
+        pos += 1
+    else:
+        length, pos = read_varint(data, pos)
     end = pos + length
     if end > len(data):
         raise CodecError(f"{what} is truncated")
@@ -100,7 +104,11 @@ def decode_reduce_request(data: bytes) -> ReduceRequest:
     pos = 0
     size = len(data)
     while pos < size:
-        tag, pos = read_varint(data, pos)
+        tag = data[pos]
+        if tag < 0x80:
+            pos += 1
+        else:
+            tag, pos = read_varint(data, pos)
         field, wire_type = tag >> 3, tag & 7
         if field in (1, 2):
             if wire_type != 2:
@@ -125,7 +133,11 @@ def _decode_operation(data: bytes, pos: int, end: int) -> Tuple[int, Tuple[Reduc
     event = OPEN
     windows: List[ReduceWindow] = []
     while pos < end:
-        tag, pos = read_varint(data, pos)
+        tag = data[pos]
+        if tag < 0x80:
+            pos += 1
+        else:
+            tag, pos = read_varint(data, pos)
         field, wire_type = tag >> 3, tag & 7
         if field == 1 and wire_type == 0:
             raw, pos = read_varint(data, pos)
@@ -179,16 +191,10 @@ def _header(data: bytes, pos: int, end: int, headers: Dict[str, str]) -> Dict[st
     return headers
 
 
-def _bare_timestamp(
-    data: bytes, pos: int, end: int, parts: TimestampParts, name: str
-) -> TimestampParts:
-    return decode_timestamp(data, pos, end, parts)
-
-
 def _decode_payload(data: bytes, pos: int, end: int) -> Datum:
     headers: Dict[str, str] = {}
     keys, value, event_time, watermark, _ = _codec._decode_request(
-        data, _header, headers, pos, end, _bare_timestamp
+        data, _header, headers, pos, end, _codec._decode_bare_time
     )
     # Built without Datum.__init__'s argument checks: the codec's values are already right.
     datum = _new_datum(Datum)

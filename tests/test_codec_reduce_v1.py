@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_codec import _length_delimited, keys, moments, values
 
 from pynumaflow._codec_reduce_v1 import (
     APPEND,
@@ -26,14 +27,6 @@ from pynumaflow.function import DROP, DatumMetadata, Message, Messages
 
 UTC = timezone.utc
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-keys = st.lists(st.text(), max_size=8)
-values = st.binary(max_size=2048)
-# Whole microseconds from year 1 to 9999: what a datetime can hold.
-moments = st.integers(
-    min_value=(datetime(1, 1, 1, tzinfo=UTC) - EPOCH) // timedelta(microseconds=1),
-    max_value=(datetime(9999, 12, 31, tzinfo=UTC) - EPOCH) // timedelta(microseconds=1),
-).map(lambda us: EPOCH + timedelta(microseconds=us))
 unknown_fields = st.lists(
     st.tuples(st.integers(min_value=7, max_value=2000), st.binary(max_size=16)), max_size=3
 )
@@ -54,19 +47,6 @@ metadata = st.builds(
     groups,
     groups,
 )
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def _length_delimited(field: int, payload: bytes) -> bytes:
-    return _varint(field << 3 | 2) + _varint(len(payload)) + payload
 
 
 def _unknown(extra: list[tuple[int, bytes]]) -> bytes:
@@ -106,7 +86,7 @@ def test_decode_reduce_request_matches_betterproto(
         metadata=md,
     )
     encoded_windows = [bytes(w) + _unknown(extra) for w in request_windows]
-    operation = _varint(0x08) + _varint(event) if event else b""
+    operation = bytes((0x08, event)) if event else b""
     operation += b"".join(_length_delimited(2, w) for w in encoded_windows)
     data = (
         _length_delimited(1, bytes(payload) + _unknown(extra))

@@ -48,6 +48,15 @@ def stub(stubs: dict[str, ModuleType], reduce_channel: grpc.aio.Channel) -> Any:
     return stubs["reduce_grpc"].ReduceStub(reduce_channel)
 
 
+def raw_reduce(channel: grpc.aio.Channel) -> Any:
+    """ReduceFn exchanging bytes, to send and see exact wire bytes."""
+    return channel.stream_stream(
+        "/reduce.v1.Reduce/ReduceFn",
+        request_serializer=lambda b: b,
+        response_deserializer=lambda b: b,
+    )
+
+
 def v1_serving(sock_path: str, info_path: str, handler: Any, **options: Any) -> Any:
     """Serve reduce.v1 only (reduce.sock beside sock_path) with this handler."""
     return serving(sock_path, info_path, reduce_handler=handler, protocols=["v1"], **options)
@@ -196,11 +205,7 @@ async def test_window_is_echoed_byte_for_byte(
     encoded = win.SerializeToString()
     assert encoded.startswith(b"\x0a\x00")  # start is present though it is the epoch
     window_field = b"\x12" + bytes([len(encoded)]) + encoded
-    raw = reduce_channel.stream_stream(
-        "/reduce.v1.Reduce/ReduceFn",
-        request_serializer=lambda b: b,
-        response_deserializer=lambda b: b,
-    )
+    raw = raw_reduce(reduce_channel)
     reqs = [r.SerializeToString() for r in one_per_key(pb2, win, ["a", "b"])]
     async with v1_serving(sock_path, info_path, count_async):
         responses = [data async for data in raw(reqs)]
@@ -423,11 +428,7 @@ async def test_bad_requests_are_invalid_argument(
         with running:
             return Messages()
 
-    raw = reduce_channel.stream_stream(
-        "/reduce.v1.Reduce/ReduceFn",
-        request_serializer=lambda b: b,
-        response_deserializer=lambda b: b,
-    )
+    raw = raw_reduce(reduce_channel)
     received: list[Any] = []
     stop = asyncio.Event()
     async with v1_serving(sock_path, info_path, handler):

@@ -16,11 +16,12 @@ from datetime import datetime, timezone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pynumaflow import _codec, _codec_map_v1
+from pynumaflow import _codec, _codec_map_v1, _codec_reduce_v1
 from pynumaflow._errors import CodecError
 from pynumaflow._proto import common
 from pynumaflow._proto.function import v1 as fn
 from pynumaflow._proto.map import v1 as map_v1
+from pynumaflow._proto.reduce import v1 as reduce
 from pynumaflow._proto.sink import v1 as sink
 from pynumaflow._proto.sourcetransformer import v1 as transform
 from pynumaflow._wire import check_message
@@ -66,6 +67,26 @@ SEEDS = [
             )
         )
     ),
+    bytes(
+        reduce.ReduceRequest(
+            payload=reduce.ReduceRequestPayload(
+                keys=["k"],
+                value=b"v",
+                event_time=datetime(2024, 1, 1, tzinfo=UTC),
+                headers={"h": "v"},
+            ),
+            operation=reduce.ReduceRequestWindowOperation(
+                event=reduce.ReduceRequestWindowOperationEvent.APPEND,
+                windows=[
+                    reduce.Window(
+                        start=datetime(2024, 1, 1, tzinfo=UTC),
+                        end=datetime(2024, 1, 1, 0, 1, tzinfo=UTC),
+                        slot="0",
+                    )
+                ],
+            ),
+        )
+    ),
 ]
 
 
@@ -91,6 +112,7 @@ TARGETS: dict[str, Callable[[bytes], object]] = {
     "sink.v1 DatumRequest": _codec.decode_sink_datum_request,
     "map.v1 MapRequest": _codec_map_v1.decode_map_request,
     "sourcetransformer.v1 SourceTransformRequest": _codec_map_v1.decode_transform_request,
+    "reduce.v1 ReduceRequest": _codec_reduce_v1.decode_reduce_request,
     "well-formedness check": check_message,
 }
 

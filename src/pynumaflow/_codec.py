@@ -61,22 +61,31 @@ MESSAGE_TS = "MessageTs (an iterable of MessageT)"
 # --- timestamps -------------------------------------------------------------------------
 
 
+def _decode_bare_time(
+    data: bytes, pos: int, end: int, parts: TimestampParts, name: str
+) -> TimestampParts:
+    """Decode a google.protobuf.Timestamp field (as v1 requests carry their times)."""
+    # Fast path for what encoders write: [08 seconds] [10 nanos], nothing else.
+    seconds, nanos = parts
+    cursor = pos
+    if cursor < end and data[cursor] == 0x08:
+        raw, cursor = fast_varint(data, cursor + 1, end)
+        seconds = raw - U64 if raw > I64_MAX else raw
+    if 0 <= cursor < end and data[cursor] == 0x10:
+        raw, cursor = fast_varint(data, cursor + 1, end)
+        nanos = to_int32(raw)
+    if cursor == end:
+        return seconds, nanos
+    return decode_timestamp(data, pos, end, parts)
+
+
 def _decode_time_wrapper(
     data: bytes, pos: int, end: int, parts: TimestampParts, name: str
 ) -> TimestampParts:
     """Decode EventTime/Watermark: a message whose field 1 is a Timestamp."""
-    # Fast path for what encoders write: 0a LEN [08 seconds] [10 nanos], nothing else.
+    # Fast path for what encoders write: 0a LEN Timestamp, nothing else.
     if end - pos >= 2 and data[pos] == 0x0A and data[pos + 1] == end - pos - 2:
-        seconds, nanos = parts
-        cursor = pos + 2
-        if cursor < end and data[cursor] == 0x08:
-            raw, cursor = fast_varint(data, cursor + 1, end)
-            seconds = raw - U64 if raw > I64_MAX else raw
-        if 0 <= cursor < end and data[cursor] == 0x10:
-            raw, cursor = fast_varint(data, cursor + 1, end)
-            nanos = to_int32(raw)
-        if cursor == end:
-            return seconds, nanos
+        return _decode_bare_time(data, pos + 2, end, parts, name)
     return _decode_time_wrapper_slow(data, pos, end, parts, name)
 
 
@@ -100,6 +109,10 @@ def _decode_time_wrapper_slow(
     if pos != end:
         raise CodecError(f"{name} overruns its enclosing message")
     return parts
+
+
+TimeDecoder = Callable[[bytes, int, int, TimestampParts, str], TimestampParts]
+"""Decodes a time field in data[pos:end] over the parts seen so far (name: for errors)."""
 
 
 def _encode_timestamp_wrapper(parts: TimestampParts) -> bytes:
@@ -149,20 +162,28 @@ def new_datum(
 
 
 def _decode_request(
-    data: bytes, decode_field5: Callable[[bytes, int, int, _F], _F], field5: _F
+    data: bytes,
+    decode_field5: Callable[[bytes, int, int, _F], _F],
+    field5: _F,
+    pos: int = 0,
+    size: Optional[int] = None,
+    decode_time: TimeDecoder = _decode_time_wrapper,
 ) -> Tuple[List[str], bytes, TimestampParts, TimestampParts, _F]:
     """Decode the fields a function.v1 and a sink.v1 DatumRequest share.
 
-    Fields 1-4 (keys, value, event_time, watermark) are the same in both protocols;
-    field 5 (function.v1 ``Metadata``, sink.v1 ``id``) is decoded by ``decode_field5``
-    from ``data[pos:end]`` and the value it had so far (``field5`` initially).
+    Fields 1-4 (keys, value, event_time, watermark) are the same in both protocols (and
+    in reduce.v1's ``Payload``, whose times are bare Timestamps: ``decode_time`` reads
+    either form); field 5 (function.v1 ``Metadata``, sink.v1 ``id``, reduce.v1 a
+    ``headers`` entry) is decoded by ``decode_field5`` from ``data[pos:end]`` and the
+    value it had so far (``field5`` initially). The message is ``data[pos:size]`` (by
+    default all of ``data``), so an embedded one needs no copy.
     """
     keys: List[str] = []
     value = b""
     event_time: TimestampParts = (0, 0)
     watermark: TimestampParts = (0, 0)
-    pos = 0
-    size = len(data)
+    if size is None:
+        size = len(data)
     try:
         while pos < size:
             tag = data[pos]
@@ -190,9 +211,9 @@ def _decode_request(
                 elif field == 2:
                     value = data[pos:end]
                 elif field == 3:
-                    event_time = _decode_time_wrapper(data, pos, end, event_time, "EventTime")
+                    event_time = decode_time(data, pos, end, event_time, "EventTime")
                 elif field == 4:
-                    watermark = _decode_time_wrapper(data, pos, end, watermark, "Watermark")
+                    watermark = decode_time(data, pos, end, watermark, "Watermark")
                 else:
                     field5 = decode_field5(data, pos, end, field5)
                 pos = end
@@ -200,6 +221,8 @@ def _decode_request(
                 pos = skip_field(data, pos, wire_type, field)
     except UnicodeDecodeError as err:
         raise CodecError(f"DatumRequest string is not valid UTF-8: {err}") from None
+    if pos > size:
+        raise CodecError("DatumRequest overruns its enclosing message")
     return keys, value, event_time, watermark, field5
 
 
@@ -249,6 +272,19 @@ def _encode_strings(tag: bytes, items: Iterable[str], out: List[bytes], what: st
         out.append(raw)
 
 
+def _message_fields(message: Any) -> Tuple[Iterable[str], bytes, Iterable[str]]:
+    """The keys, value and tags of a handler's output message, checked where not typed."""
+    if type(message) is Message or type(message) is MessageT:
+        return message._keys, message._value, message._tags
+    try:
+        keys, value, tags = message.keys, message.value, message.tags
+    except AttributeError:
+        raise ReturnTypeError(f"expected Message objects, found {type(message).__name__}") from None
+    if not isinstance(value, bytes):
+        raise ReturnTypeError(f"message value must be bytes, found {type(value).__name__}")
+    return keys, value, tags
+
+
 def response_body(
     message: Any,
     event_time: Optional[bytes] = None,
@@ -261,17 +297,7 @@ def response_body(
     out when None), tags with ``tags_tag`` (field 5 here). The v1 results share the
     layout up to their tags: map.v1 ``Result`` has tags at 3, the transformer's at 4.
     """
-    if type(message) is Message or type(message) is MessageT:
-        keys, value, tags = message._keys, message._value, message._tags
-    else:
-        try:
-            keys, value, tags = message.keys, message.value, message.tags
-        except AttributeError:
-            raise ReturnTypeError(
-                f"expected Message objects, found {type(message).__name__}"
-            ) from None
-        if not isinstance(value, bytes):
-            raise ReturnTypeError(f"message value must be bytes, found {type(value).__name__}")
+    keys, value, tags = _message_fields(message)
     out: List[bytes] = []
     _encode_strings(b"\x0a", keys, out, "keys")
     if value:

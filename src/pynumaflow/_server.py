@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import errno
 import json
 import logging
@@ -45,6 +46,7 @@ __all__ = [
     "ServerCore",
     "Service",
     "SocketPathError",
+    "draining",
     "is_ready_method",
     "service_mapping",
     "write_server_info",
@@ -111,6 +113,22 @@ def is_ready_method(ready_response: bytes) -> RpcMethod:
         await stream.send_message(ready_response)
 
     return is_ready
+
+
+_DRAINING: contextvars.ContextVar[asyncio.Event] = contextvars.ContextVar("pynumaflow_draining")
+
+
+def draining() -> asyncio.Event:
+    """An event set once the server running the current call starts to drain.
+
+    A long-lived stream waits on it to end early when finishing would need the client
+    (e.g. a reduce window still open), instead of holding the drain for the whole grace
+    period. Outside a call served by a :class:`ServerCore` it is never set.
+    """
+    try:
+        return _DRAINING.get()
+    except LookupError:
+        return asyncio.Event()
 
 
 class _Codec(CodecBase):
@@ -358,6 +376,7 @@ class ServerCore:
         self._idle = asyncio.Event()
         self._idle.set()
         self._draining = False
+        self._drain_started = asyncio.Event()
         self._stop_requested = asyncio.Event()
         self._signal_count = 0
 
@@ -367,6 +386,7 @@ class ServerCore:
                 raise GRPCError(Status.UNAVAILABLE, "server is shutting down")
             self._active += 1
             self._idle.clear()
+            _DRAINING.set(self._drain_started)  # this call's task only: see draining()
             try:
                 await method(stream)
             finally:
@@ -426,6 +446,7 @@ class ServerCore:
         """Stop intake, wait up to ``grace`` seconds for calls in flight, close, clean up."""
         grace = self._grace if grace is None else grace
         self._draining = True
+        self._drain_started.set()
         for server in self._servers:
             server.stop_listening()
         if self._active and grace > 0:

@@ -1,11 +1,17 @@
-"""ReduceFn: one stream per window, one handler call per key group, one answer per call.
+"""Reduce: one stream per window, one handler call per key group, answers per call.
 
-The platform opens a stream per window, names the window in two request headers,
-streams that window's datums for many keys interleaved and closes its side. Datums are
-grouped by their key list; the first datum of a new key list starts a handler call for
-it, with an iterator over that group's datums. Each call's messages go out as one
-``DatumResponseList`` as soon as it returns, and the stream ends OK once every call
-has answered after the input ended.
+:class:`ReduceStream` is the engine both reduce protocols share: it groups a stream's
+datums, starts a handler call when a group is first seen, with an iterator over that
+group's datums, and answers for each call once it returns. The protocols differ only in
+how requests are read and answers written:
+
+- function.v1 (:func:`reduce_fn`, Numaflow 0.8-0.9): the window is in two request
+  headers, a group is a key list, and each call's messages go out as one
+  ``DatumResponseList`` as soon as it returns; the stream ends OK once every call has
+  answered after the input ended.
+- reduce.v1 (:mod:`pynumaflow.function._reduce_v1`, Numaflow >= 1.4): the window is in
+  each request, a group is a window and a key list, and answers go out after the
+  half-close, then one EOF per window.
 
 Memory stays bounded by feeding each call through a :class:`~pynumaflow._invoke.Feed`
 of :data:`FEED_SIZE` datums: while a call's feed is full, the request stream is not
@@ -32,9 +38,22 @@ import asyncio
 import re
 import threading
 from collections import deque
-from collections.abc import Awaitable, Iterator, Mapping
+from collections.abc import Awaitable, Hashable, Iterable, Iterator, Mapping
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Deque, Dict, List, Optional, Protocol, Tuple, Union, cast
+from typing import (
+    Any,
+    Callable,
+    Deque,
+    Dict,
+    Generic,
+    List,
+    Optional,
+    Protocol,
+    Tuple,
+    TypeVar,
+    Union,
+    cast,
+)
 
 import anyio
 import anyio.abc
@@ -48,7 +67,14 @@ from pynumaflow._errors import CodecError
 from pynumaflow._invoke import Feed, FeedAborted, Handler, Invoker, handler_errors
 from pynumaflow.function._types import Datum, IntervalWindow, Metadata
 
-__all__ = ["FEED_SIZE", "WINDOW_END_HEADER", "WINDOW_START_HEADER", "reduce_fn", "window_metadata"]
+__all__ = [
+    "FEED_SIZE",
+    "WINDOW_END_HEADER",
+    "WINDOW_START_HEADER",
+    "ReduceStream",
+    "reduce_fn",
+    "window_metadata",
+]
 
 WINDOW_START_HEADER = "x-numaflow-win-start-time"
 WINDOW_END_HEADER = "x-numaflow-win-end-time"
@@ -60,7 +86,8 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MILLIS = re.compile(r"-?[0-9]{1,19}")
 
 RawStream = grpclib.server.Stream[bytes, bytes]
-GroupKey = Tuple[str, ...]
+Group = TypeVar("Group", bound=Hashable)
+"""What a protocol groups datums by (a key list, or a window and a key list)."""
 
 
 def _header_time(metadata: Mapping[str, Union[str, bytes]], name: str) -> datetime:
@@ -189,31 +216,97 @@ class _ThreadInbox:
         yield from cast(Iterator[Datum], self._feed.iterator)
 
 
-class _ReduceCall:
-    """One ReduceFn stream: reads datums, runs a call per key group, sends their answers."""
+class ReduceStream(Generic[Group]):
+    """The engine of one reduce stream, whatever its protocol.
 
-    def __init__(self, stream: RawStream, handler: Handler, invoker: Invoker, md: Metadata) -> None:
+    It runs a handler call per key group, feeds each its datums, answers for each as it
+    returns, and on a failure (or a client gone) cancels every other call and aborts
+    their feeds. A protocol subclasses it for how requests are read and answers written:
+    :meth:`_read` reads the stream and hands each datum to :meth:`_feed`; :meth:`_encode`
+    turns a call's result into what :meth:`_answer` sends (with :meth:`_send`); and
+    :meth:`_finish` sends whatever ends the stream once every call has answered.
+    """
+
+    def __init__(
+        self,
+        stream: RawStream,
+        handler: Handler,
+        invoker: Invoker,
+        *,
+        v1_container: Optional[str] = None,
+    ) -> None:
         self._stream = stream
         self._handler = handler
         self._invoker = invoker
-        self._md = md
+        self._v1_container = v1_container
         self._new_inbox: Callable[[], _Inbox] = _AsyncInbox if handler.is_async else _ThreadInbox
-        self._groups: Dict[GroupKey, _Inbox] = {}
+        self._groups: Dict[Group, _Inbox] = {}
+        self._tasks: Optional[anyio.abc.TaskGroup] = None
+        self.input_ended = asyncio.Event()
+        """Set once the client has half-closed and every group's input was closed."""
         # One answer at a time on the stream; a failure takes it too, so that cancelling
         # the other calls never cuts an answer in half on the wire.
         self._send_lock = asyncio.Lock()
         self._failure: Optional[Exception] = None
 
     async def run(self) -> None:
+        """Serve the stream to its end; raise the first failure (a GRPCError)."""
         try:
             async with anyio.create_task_group() as tasks:
-                await self._guarded(self._read(tasks), tasks.cancel_scope)
+                self._tasks = tasks
+                await self._guarded(self._read_all(), tasks.cancel_scope)
         finally:
             for inbox in self._groups.values():
                 inbox.abort()
             self._groups.clear()
         if self._failure is not None:
             raise self._failure
+        await self._finish()
+
+    # --- what a protocol implements ----------------------------------------------------
+
+    async def _read(self) -> None:
+        """Read the request stream to its end, handing each datum to :meth:`_feed`."""
+        raise NotImplementedError
+
+    def _encode(self, group: Group, result: Any) -> Any:
+        """Encode a call's result (a ReturnTypeError here fails the call)."""
+        raise NotImplementedError
+
+    async def _answer(self, group: Group, answer: Any) -> None:
+        """Send what :meth:`_encode` made of a group's result."""
+        raise NotImplementedError
+
+    async def _finish(self) -> None:
+        """Send what ends the stream, once every call has answered (default: nothing)."""
+
+    # --- what a protocol uses -----------------------------------------------------------
+
+    async def _feed(self, group: Group, keys: List[str], md: Metadata, datum: Datum) -> None:
+        """Hand a datum to its group's call, starting the call if the group is new."""
+        inbox = self._groups.get(group)
+        if inbox is None:
+            inbox = self._groups[group] = self._new_inbox()
+            self._spawn(self._call(group, keys, md, inbox))
+        await inbox.put(datum)
+
+    def _end_groups(self, groups: Iterable[Group]) -> None:
+        """End these groups' input: their calls' iterators stop after what they were fed."""
+        for group in groups:
+            self._groups[group].close()
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        """Run work beside the calls; its failure fails the stream like theirs."""
+        assert self._tasks is not None  # only while run() runs
+        self._tasks.start_soon(self._guarded, work, self._tasks.cancel_scope)
+
+    async def _send(self, *messages: bytes) -> None:
+        """Send messages together: no other answer goes between them."""
+        async with self._send_lock:
+            for message in messages:
+                await self._stream.send_message(message)
+
+    # --- the engine ---------------------------------------------------------------------
 
     async def _guarded(self, work: Awaitable[None], scope: anyio.CancelScope) -> None:
         """Await work; if it fails, keep the first failure and cancel everything else."""
@@ -225,32 +318,44 @@ class _ReduceCall:
                     self._failure = err
                 scope.cancel()
 
-    async def _read(self, tasks: anyio.abc.TaskGroup) -> None:
-        async for data in self._stream:
-            datum = _decode(data)
-            key = tuple(datum.keys)
-            inbox = self._groups.get(key)
-            if inbox is None:
-                inbox = self._groups[key] = self._new_inbox()
-                call = self._answer(datum.keys, inbox)
-                tasks.start_soon(self._guarded, call, tasks.cancel_scope)
-            await inbox.put(datum)
+    async def _read_all(self) -> None:
+        await self._read()
         for inbox in self._groups.values():
             inbox.close()
+        self.input_ended.set()
 
-    async def _answer(self, keys: List[str], inbox: _Inbox) -> None:
+    async def _call(self, group: Group, keys: List[str], md: Metadata, inbox: _Inbox) -> None:
         try:
-            with handler_errors(self._handler):
-                result = await inbox.call(self._invoker, self._handler, keys, self._md)
+            with handler_errors(self._handler, v1_container=self._v1_container):
+                result = await inbox.call(self._invoker, self._handler, keys, md)
                 # The call is over: datums still arriving for it are dropped. (When it is
                 # cancelled, run() aborts every feed only once all calls are cancelled, so
                 # a freed pool thread cannot start a call that is being abandoned.)
                 inbox.abort()
-                payload = _codec.encode_datum_response_list(result)
+                answer = self._encode(group, result)
         except GRPCError as err:
-            raise GRPCError(err.status, f"{err.message} (keys {list(keys)!r})") from None
-        async with self._send_lock:
-            await self._stream.send_message(payload)
+            message = f"{err.message} (keys {list(keys)!r})"
+            raise GRPCError(err.status, message, err.details) from None
+        await self._answer(group, answer)
+
+
+class _LegacyReduce(ReduceStream[Tuple[str, ...]]):
+    """function.v1 ReduceFn: the window in headers, one DatumResponseList per key group."""
+
+    def __init__(self, stream: RawStream, handler: Handler, invoker: Invoker, md: Metadata) -> None:
+        super().__init__(stream, handler, invoker)
+        self._md = md
+
+    async def _read(self) -> None:
+        async for data in self._stream:
+            datum = _decode(data)
+            await self._feed(tuple(datum.keys), datum.keys, self._md, datum)
+
+    def _encode(self, group: Tuple[str, ...], result: Any) -> bytes:
+        return _codec.encode_datum_response_list(result)
+
+    async def _answer(self, group: Tuple[str, ...], answer: bytes) -> None:
+        await self._send(answer)
 
 
 async def reduce_fn(stream: RawStream, handler: Handler, invoker: Invoker) -> None:
@@ -267,4 +372,4 @@ async def reduce_fn(stream: RawStream, handler: Handler, invoker: Invoker) -> No
 
     """
     md = window_metadata(stream.metadata)
-    await _ReduceCall(stream, handler, invoker, md).run()
+    await _LegacyReduce(stream, handler, invoker, md).run()

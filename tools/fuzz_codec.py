@@ -16,8 +16,9 @@ from datetime import datetime, timezone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pynumaflow import _codec
+from pynumaflow import _codec, _codec_sink_v1
 from pynumaflow._errors import CodecError
+from pynumaflow._proto import common
 from pynumaflow._proto.function import v1 as fn
 from pynumaflow._proto.sink import v1 as sink
 from pynumaflow._wire import check_message
@@ -39,6 +40,21 @@ SEEDS = [
             value=b"\xff\x00",
             event_time=sink.EventTime(datetime(2024, 1, 1, tzinfo=UTC)),
             id="x",
+        )
+    ),
+    bytes(
+        sink.SinkRequest(
+            request=sink.SinkRequestRequest(
+                keys=["a"],
+                value=b"\xff",
+                event_time=datetime(2024, 1, 1, tzinfo=UTC),
+                id="x",
+                headers={"h": "v"},
+                metadata=common.Metadata(
+                    user_metadata={"g": common.KeyValueGroup(key_value={"k": b"v"})}
+                ),
+            ),
+            status=sink.TransmissionStatus(eot=True),
         )
     ),
 ]
@@ -64,6 +80,7 @@ INPUTS = st.one_of(st.binary(max_size=256), mutated())
 TARGETS: dict[str, Callable[[bytes], object]] = {
     "function.v1 DatumRequest": _codec.decode_datum_request,
     "sink.v1 DatumRequest": _codec.decode_sink_datum_request,
+    "sink.v1 SinkRequest": _codec_sink_v1.decode_sink_request,
     "well-formedness check": check_message,
 }
 

@@ -22,8 +22,10 @@ CHANNEL_OPTIONS = [
 ]
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def anyio_backend() -> str:
+    # Session scope: every async test shares one event loop, which grpcio's aio client
+    # needs (its poller thread keeps a reference to the loop it first ran on).
     return "asyncio"
 
 

@@ -157,9 +157,20 @@ def test_decode_merges_repeated_requests_like_protobuf(
         (b"\x0a\x03\x0a\x01\xff", "not valid UTF-8"),
         (b"\x0a\x02\x28\x01", "Request field 5 has wire type 0"),
         (b"\x0a\x04\x32\x02\x0a\x01", "truncated"),
+        (b"\x0a\x02\x40\x80\x20\x00", "overruns"),  # an unknown varint past the request
         (b"\x0a\x09\x1a\x07\x08\x80\x83\xd1\xff\xaf\x07", "outside datetime's range"),
     ],
-    ids=["request-varint", "cut", "status-cut", "eot-wire", "utf8", "id-wire", "header", "time"],
+    ids=[
+        "request-varint",
+        "cut",
+        "status-cut",
+        "eot-wire",
+        "utf8",
+        "id-wire",
+        "header",
+        "overrun",
+        "time",
+    ],
 )
 def test_malformed_requests_are_codec_errors(data: bytes, message: str) -> None:
     """Bytes that are not a SinkRequest raise CodecError naming the problem."""

@@ -12,7 +12,8 @@ A ``SinkResponse`` that carries results is the concatenation of the entries
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Dict, List, NamedTuple, Optional
+from types import MappingProxyType
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from pynumaflow._codec_v1_common import decode_string_map_entry, result_metadata, user_metadata_of
 from pynumaflow._errors import CodecError
@@ -24,6 +25,7 @@ from pynumaflow._wire import (
     skip_field,
     varint,
 )
+from pynumaflow.function._types import NO_HEADERS
 from pynumaflow.sink._types import Datum, Response
 
 __all__ = [
@@ -62,23 +64,23 @@ def decode_sink_request(data: bytes) -> SinkRequest:
         CodecError: the bytes are not a valid SinkRequest.
 
     """
-    requests: List[bytes] = []
+    requests: List[Tuple[int, int]] = []
     eot = False
     handshake: Optional[bool] = None
     pos = 0
     size = len(data)
     while pos < size:
-        tag, pos = read_varint(data, pos)
+        tag, pos = _read_small(data, pos)
         field, wire_type = tag >> 3, tag & 7
         if 1 <= field <= 3:
             if wire_type != 2:
                 raise CodecError(f"SinkRequest field {field} has wire type {wire_type}, expected 2")
-            length, pos = read_varint(data, pos)
+            length, pos = _read_small(data, pos)
             end = pos + length
             if end > size:
                 raise CodecError(f"SinkRequest field {field} is truncated")
             if field == 1:
-                requests.append(data[pos:end])
+                requests.append((pos, end))
             elif field == 2:
                 eot = _decode_flag(data, pos, end, eot, "TransmissionStatus")
             else:
@@ -86,9 +88,21 @@ def decode_sink_request(data: bytes) -> SinkRequest:
             pos = end
         else:
             pos = skip_field(data, pos, wire_type, field)
+    if not requests:
+        return SinkRequest(None, eot, handshake)
+    if len(requests) == 1:
+        start, end = requests[0]
+        return SinkRequest(_decode_request(data, start, end), eot, handshake)
     # Occurrences of a sub-message merge: decoding their concatenation does just that.
-    datum = _decode_request(b"".join(requests)) if requests else None
-    return SinkRequest(datum, eot, handshake)
+    merged = b"".join(data[start:end] for start, end in requests)
+    return SinkRequest(_decode_request(merged, 0, len(merged)), eot, handshake)
+
+
+def _read_small(data: bytes, pos: int) -> Tuple[int, int]:
+    """Read a varint, fast when it is one byte (tags and short lengths)."""
+    if pos < len(data) and data[pos] < 0x80:
+        return data[pos], pos + 1
+    return read_varint(data, pos)
 
 
 def _decode_flag(data: bytes, pos: int, end: int, value: bool, name: str) -> bool:
@@ -107,8 +121,11 @@ def _decode_flag(data: bytes, pos: int, end: int, value: bool, name: str) -> boo
     return value
 
 
-def _decode_request(data: bytes) -> Datum:
-    """Decode SinkRequest.Request into a sink Datum (its user metadata kept encoded)."""
+_new_datum = object.__new__
+
+
+def _decode_request(data: bytes, pos: int, size: int) -> Datum:
+    """Decode SinkRequest.Request in data[pos:size] into a sink Datum (user metadata encoded)."""
     keys: List[str] = []
     value = b""
     event_time: TimestampParts = (0, 0)
@@ -116,18 +133,16 @@ def _decode_request(data: bytes) -> Datum:
     msg_id = ""
     headers: Dict[str, str] = {}
     user_metadata: List[bytes] = []
-    pos = 0
-    size = len(data)
     try:
         while pos < size:
-            tag, pos = read_varint(data, pos)
+            tag, pos = _read_small(data, pos)
             field, wire_type = tag >> 3, tag & 7
             if not 1 <= field <= 7:
                 pos = skip_field(data, pos, wire_type, field)
                 continue
             if wire_type != 2:
                 raise CodecError(f"Request field {field} has wire type {wire_type}, expected 2")
-            length, pos = read_varint(data, pos)
+            length, pos = _read_small(data, pos)
             end = pos + length
             if end > size:
                 raise CodecError(f"Request field {field} is truncated")
@@ -148,7 +163,16 @@ def _decode_request(data: bytes) -> Datum:
             pos = end
     except UnicodeDecodeError as err:
         raise CodecError(f"Request string is not valid UTF-8: {err}") from None
-    datum = Datum(keys, msg_id, value, naive_utc(event_time), naive_utc(watermark), headers=headers)
+    if pos != size:  # an unknown field ran past the request's end
+        raise CodecError("Request overruns its enclosing message")
+    # Built without Datum.__init__'s argument checks: the codec's values are already right.
+    datum = _new_datum(Datum)
+    datum._keys = keys
+    datum._id = msg_id
+    datum._value = value
+    datum._event_time = naive_utc(event_time)
+    datum._watermark = naive_utc(watermark)
+    datum._headers = MappingProxyType(headers) if headers else NO_HEADERS
     datum._user_metadata = b"".join(user_metadata)
     return datum
 

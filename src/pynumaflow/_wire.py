@@ -132,6 +132,17 @@ def fast_varint(data: bytes, pos: int, end: int) -> Tuple[int, int]:
 def decode_timestamp(data: bytes, pos: int, end: int, parts: TimestampParts) -> TimestampParts:
     """Decode a google.protobuf.Timestamp from data[pos:end] over the parts seen so far."""
     seconds, nanos = parts
+    # Fast path for what encoders write: [08 seconds] [10 nanos], nothing else.
+    cursor = pos
+    if cursor < end and data[cursor] == 0x08:
+        raw, cursor = fast_varint(data, cursor + 1, end)
+        seconds = to_int64(raw)
+    if 0 <= cursor < end and data[cursor] == 0x10:
+        raw, cursor = fast_varint(data, cursor + 1, end)
+        nanos = to_int32(raw)
+    if cursor == end:
+        return seconds, nanos
+    seconds, nanos = parts
     while pos < end:
         tag, pos = read_varint(data, pos)
         field, wire_type = tag >> 3, tag & 7

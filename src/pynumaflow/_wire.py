@@ -136,7 +136,7 @@ def decode_timestamp(data: bytes, pos: int, end: int, parts: TimestampParts) -> 
     cursor = pos
     if cursor < end and data[cursor] == 0x08:
         raw, cursor = fast_varint(data, cursor + 1, end)
-        seconds = to_int64(raw)
+        seconds = raw - U64 if raw > I64_MAX else raw
     if 0 <= cursor < end and data[cursor] == 0x10:
         raw, cursor = fast_varint(data, cursor + 1, end)
         nanos = to_int32(raw)

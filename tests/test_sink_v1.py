@@ -607,3 +607,17 @@ def test_response_api_and_repr() -> None:
         Response.as_on_success("a", keys=["k"])
     with pytest.raises(TypeError, match="value must be bytes, found str"):
         Response.as_serve("a", "text")  # type: ignore[arg-type]
+
+
+async def test_fallback_sink_role_serves_on_fb_sink_sock(
+    sock_dir: Path, stubs: dict[str, ModuleType], pb2: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With NUMAFLOW_UD_CONTAINER_TYPE=fb-udsink the same handler answers on fb-sink.sock."""
+    monkeypatch.setenv("NUMAFLOW_UD_CONTAINER_TYPE", "fb-udsink")
+    address = f"unix://{sock_dir / 'fb-sink.sock'}"
+    async with serving(sock_dir, ack_all), grpc.aio.insecure_channel(address) as channel:
+        stub = stubs["sinkv1_grpc"].SinkStub(channel)
+        async with conversation(stub, pb2) as talk:
+            results = await talk.batch(batch(pb2, 2))
+            await talk.close()
+    assert outcomes(results) == [("id-0", SUCCESS, ""), ("id-1", SUCCESS, "")]

@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pynumaflow import _codec, _codec_map_v1, _codec_reduce_v1
+from pynumaflow import _codec, _codec_map_v1, _codec_reduce_v1, _codec_sink_v1
 from pynumaflow._errors import CodecError
 from pynumaflow._proto import common
 from pynumaflow._proto.function import v1 as fn
@@ -87,6 +87,21 @@ SEEDS = [
             ),
         )
     ),
+    bytes(
+        sink.SinkRequest(
+            request=sink.SinkRequestRequest(
+                keys=["a"],
+                value=b"\xff",
+                event_time=datetime(2024, 1, 1, tzinfo=UTC),
+                id="x",
+                headers={"h": "v"},
+                metadata=common.Metadata(
+                    user_metadata={"g": common.KeyValueGroup(key_value={"k": b"v"})}
+                ),
+            ),
+            status=sink.TransmissionStatus(eot=True),
+        )
+    ),
 ]
 
 
@@ -113,6 +128,7 @@ TARGETS: dict[str, Callable[[bytes], object]] = {
     "map.v1 MapRequest": _codec_map_v1.decode_map_request,
     "sourcetransformer.v1 SourceTransformRequest": _codec_map_v1.decode_transform_request,
     "reduce.v1 ReduceRequest": _codec_reduce_v1.decode_reduce_request,
+    "sink.v1 SinkRequest": _codec_sink_v1.decode_sink_request,
     "well-formedness check": check_message,
 }
 

@@ -30,9 +30,10 @@ from pynumaflow._wire import (
 )
 from pynumaflow.function._types import NO_HEADERS, Datum, DatumMetadata, Keys, Message, MessageT
 from pynumaflow.sink._types import Datum as SinkDatum
-from pynumaflow.sink._types import Response
+from pynumaflow.sink._types import Response, check_response_extras
 
 __all__ = [
+    "LEGACY_FALLBACK_ERR",
     "MESSAGES",
     "MESSAGE_TS",
     "CodecError",
@@ -431,7 +432,8 @@ def read_responses(result: object) -> List[Response]:
     """Check what a sink handler returned and list its responses.
 
     Objects with ``id`` (str), ``success`` (bool) and ``err`` (str or None) attributes
-    count as responses, like :class:`~pynumaflow.sink.Response` itself.
+    count as responses, like :class:`~pynumaflow.sink.Response` itself; only a Response
+    (or subclass) carries a v1 ``status``, ``value`` and ``keys``.
 
     Raises:
         ReturnTypeError: ``result`` is not an iterable of such objects.
@@ -451,26 +453,42 @@ def read_responses(result: object) -> List[Response]:
             raise ReturnTypeError(f"Response success must be bool, found {type(success).__name__}")
         if err is not None and not isinstance(err, str):
             raise ReturnTypeError(f"Response err must be str or None, found {type(err).__name__}")
-        responses.append(item if type(item) is Response else Response(msg_id, success, err))
+        if not isinstance(item, Response):
+            responses.append(Response(msg_id, success, err))
+            continue
+        if item.status is not None or item.value is not None or item.keys is not None:
+            check_response_extras(item)
+        if type(item) is not Response:
+            item = Response(msg_id, success, err, item.status, item.value, item.keys)
+        responses.append(item)
     return responses
+
+
+LEGACY_FALLBACK_ERR = "the sink handler chose the fallback sink, which Numaflow 0.8-0.9 lacks"
+"""The error the legacy protocol reports, with a failure, for ``Response.as_fallback``."""
 
 
 def encode_response_list(responses: Iterable[Response]) -> bytes:
     """Encode checked responses (see :func:`read_responses`) as a sink.v1 ResponseList.
 
     Error texts that are not encodable as UTF-8 (lone surrogates, e.g. from file names)
-    are sent with those characters backslash-escaped rather than failing the batch.
+    are sent with those characters backslash-escaped rather than failing the batch. The
+    protocol knows only success and failure: ``success`` is sent, and a fallback without
+    an error text gets :data:`LEGACY_FALLBACK_ERR`.
     """
     out: List[bytes] = []
     for response in responses:
+        err = response.err
+        if not err and response.status == "fallback":
+            err = LEGACY_FALLBACK_ERR
         body: List[bytes] = []
         if response.id:
             raw = response.id.encode()
             body += (b"\x0a", varint(len(raw)), raw)
         if response.success:
             body.append(b"\x10\x01")
-        if response.err:
-            raw = response.err.encode("utf-8", "backslashreplace")
+        if err:
+            raw = err.encode("utf-8", "backslashreplace")
             body += (b"\x1a", varint(len(raw)), raw)
         encoded = b"".join(body)
         out += (b"\x0a", varint(len(encoded)), encoded)

@@ -55,7 +55,12 @@ class _SinkServer(Facade):
     def _v1_endpoints(self, invoker: Invoker) -> Sequence[Endpoint]:
         container = ud_container_type("udsink")
         sock_name, info_name = _V1_SINK_FILES.get(container, _V1_SINK_FILES["udsink"])
-        service = SinkV1Service(self._handler, invoker, container_type=container)
+        service = SinkV1Service(
+            self._handler,
+            invoker,
+            container_type=container,
+            max_message_size=self._options.max_message_size,
+        )
         return [self._v1_endpoint(sock_name, info_name, service)]
 
 

@@ -12,6 +12,12 @@ from typing import Any
 
 import grpc
 import pytest
+from hypothesis import settings
+
+# No per-example deadline: CI machines are shared and noisy, and a slow example is not
+# a wrong one (speed is measured by benchmarks/, never by tests).
+settings.register_profile("pynumaflow", deadline=None)
+settings.load_profile("pynumaflow")
 
 from reference_client import IndexUnreachableError, ReferenceClient, reference_python
 

@@ -15,7 +15,6 @@ from typing import Any, Callable, List, Optional, Tuple, TypeVar
 
 from pynumaflow._errors import CodecError, ReturnTypeError
 from pynumaflow._wire import (
-    I64_MAX,
     U64,
     TimestampParts,
     decode_timestamp,
@@ -25,7 +24,6 @@ from pynumaflow._wire import (
     read_varint,
     skip_field,
     timestamp_parts,
-    to_int32,
     varint,
 )
 from pynumaflow.function._types import NO_HEADERS, Datum, DatumMetadata, Keys, Message, MessageT
@@ -65,18 +63,10 @@ MESSAGE_TS = "MessageTs (an iterable of MessageT)"
 def _decode_bare_time(
     data: bytes, pos: int, end: int, parts: TimestampParts, name: str
 ) -> TimestampParts:
-    """Decode a google.protobuf.Timestamp field (as v1 requests carry their times)."""
-    # Fast path for what encoders write: [08 seconds] [10 nanos], nothing else.
-    seconds, nanos = parts
-    cursor = pos
-    if cursor < end and data[cursor] == 0x08:
-        raw, cursor = fast_varint(data, cursor + 1, end)
-        seconds = raw - U64 if raw > I64_MAX else raw
-    if 0 <= cursor < end and data[cursor] == 0x10:
-        raw, cursor = fast_varint(data, cursor + 1, end)
-        nanos = to_int32(raw)
-    if cursor == end:
-        return seconds, nanos
+    """Decode a google.protobuf.Timestamp field (as v1 requests carry their times).
+
+    The TimeDecoder signature (``name`` unused) lets it stand in for the wrapper decoder.
+    """
     return decode_timestamp(data, pos, end, parts)
 
 

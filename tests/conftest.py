@@ -14,12 +14,12 @@ import grpc
 import pytest
 from hypothesis import settings
 
+from reference_client import IndexUnreachableError, ReferenceClient, reference_python
+
 # No per-example deadline: CI machines are shared and noisy, and a slow example is not
 # a wrong one (speed is measured by benchmarks/, never by tests).
 settings.register_profile("pynumaflow", deadline=None)
 settings.load_profile("pynumaflow")
-
-from reference_client import IndexUnreachableError, ReferenceClient, reference_python
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED_README = ROOT.parent / "shared" / "seed" / "pynumaflow-v0.4-README.md"

@@ -124,26 +124,89 @@ def handler_errors(handler: Handler, *, v1_container: Optional[str] = None) -> I
         ) from None
 
 
+class _Completions:
+    """Results of pool calls, handed back to one event loop in batches.
+
+    ``run_in_executor`` chains a concurrent future to an asyncio one and wakes the loop
+    once per finished call. Here a finished call appends its result to a list and wakes
+    the loop only when no wake-up is already on its way; the loop then settles every
+    result collected so far in one callback, so under load many completions cost one
+    self-pipe write and one loop pass.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._lock = threading.Lock()
+        self._done: list[tuple[asyncio.Future[Any], Optional[BaseException], Any]] = []
+        self._wake_pending = False
+
+    def runner(
+        self, future: asyncio.Future[Any], context: contextvars.Context, func: Callable[..., Any]
+    ) -> Callable[..., None]:
+        """What the pool thread runs: ``func`` in ``context``, its outcome to ``future``."""
+
+        def run(*args: Any) -> None:
+            if future.cancelled():  # the caller gave up while this waited for a thread
+                return
+            error: Optional[BaseException] = None
+            result = None
+            try:
+                result = context.run(func, *args)
+            except StopIteration:  # an asyncio future refuses StopIteration as its error
+                error = RuntimeError("the handler raised StopIteration")
+            except BaseException as err:
+                error = err
+            self._put(future, error, result)
+
+        return run
+
+    def _put(
+        self, future: asyncio.Future[Any], error: Optional[BaseException], result: Any
+    ) -> None:
+        with self._lock:
+            self._done.append((future, error, result))
+            wake = not self._wake_pending
+            self._wake_pending = True
+        if wake:
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody is waiting
+                self.loop.call_soon_threadsafe(self._settle)
+
+    def _settle(self) -> None:
+        with self._lock:
+            done, self._done = self._done, []
+            self._wake_pending = False
+        for future, error, result in done:
+            if future.cancelled():
+                continue
+            if error is None:
+                future.set_result(result)
+            else:
+                future.set_exception(error)
+
+
 class Invoker:
     """Calls handlers: awaits async ones, runs sync ones in a bounded thread pool."""
 
     def __init__(self, max_threads: int) -> None:
         self.max_threads = max_threads
         self._pool = ThreadPoolExecutor(max_threads, thread_name_prefix="pynumaflow-handler")
+        self._completions: Optional[_Completions] = None
 
     async def call(self, handler: Handler, *args: Any) -> Any:
         """Call a unary handler and return its result."""
         if handler.is_async:
             return await handler.func(*args)
-        loop = asyncio.get_running_loop()
-        context = contextvars.copy_context()
-        return await loop.run_in_executor(self._pool, context.run, handler.func, *args)
+        return await self.run_in_pool(handler.func, *args)
 
     def run_in_pool(self, func: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
         """Run a plain function in the handler pool (with the current context)."""
         loop = asyncio.get_running_loop()
-        context = contextvars.copy_context()
-        return loop.run_in_executor(self._pool, context.run, func, *args)
+        completions = self._completions
+        if completions is None or completions.loop is not loop:
+            completions = self._completions = _Completions(loop)
+        future = loop.create_future()
+        self._pool.submit(completions.runner(future, contextvars.copy_context(), func), *args)
+        return future
 
     def iterate(self, handler: Handler, *args: Any) -> AsyncGenerator[Any, None]:
         """Iterate a stream handler: an async generator, or a sync iterable in the pool."""
@@ -241,19 +304,26 @@ class FeedAborted(Exception):  # noqa: N818 - it reads as what happened to the f
 class Feed(Generic[_T]):
     """A bounded channel from the event loop to one handler call's iterator argument.
 
-    The loop side ``await put(item)`` waits while ``maxsize`` items are unread, so a slow
-    handler slows the reader of the request stream (and so HTTP/2 flow control) instead
-    of growing memory. Async handlers get an async iterator (a plain object, not an async
-    generator, so it is safe under any interleaving); sync handlers get a blocking
-    iterator to consume in their pool thread.
+    The loop side ``await put(item)`` (one producer) waits while ``maxsize`` items are
+    unread, so a slow handler slows the reader of the request stream (and so HTTP/2 flow
+    control) instead of growing memory. Async handlers get an async iterator (a plain
+    object, not an async generator, so it is safe under any interleaving); sync handlers
+    get a blocking iterator to consume in their pool thread.
+
+    A reduce window has one feed per key, so the async side is a deque and two optional
+    futures rather than an ``asyncio.Queue`` and ``Semaphore`` (a few KiB each).
     """
 
     def __init__(self, maxsize: int, *, sync_consumer: bool) -> None:
-        self._sync = sync_consumer
         self._loop = asyncio.get_running_loop()
-        self._space = asyncio.Semaphore(maxsize)
-        self._async_queue: asyncio.Queue[Any] = asyncio.Queue()
-        self._thread_queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._maxsize = maxsize
+        self._unread = 0  # items put and not yet taken by the consumer
+        self._room: Optional[asyncio.Future[None]] = None  # put() waiting for room
+        self._arrived: Optional[asyncio.Future[None]] = None  # async consumer waiting
+        self._items: list[Any] = []  # at most maxsize + 2 long; a deque's block is 0.5 KiB
+        self._thread_queue: Optional[queue.SimpleQueue[Any]] = (
+            queue.SimpleQueue() if sync_consumer else None
+        )
         self._finished = False
         self._aborted = False
 
@@ -262,13 +332,12 @@ class Feed(Generic[_T]):
 
         After :meth:`abort` the item is dropped at once: nobody will read it.
         """
-        if self._aborted:
-            return
-        await self._space.acquire()
-        if self._aborted:
-            self._space.release()  # pass the wake-up on to the next put waiting for room
-            return
-        self._push(item)
+        while self._unread >= self._maxsize and not self._aborted:
+            self._room = self._loop.create_future()
+            await self._room
+        if not self._aborted:
+            self._unread += 1
+            self._push(item)
 
     def close(self) -> None:
         """Mark the end of input: the handler's iterator stops after the items sent."""
@@ -281,18 +350,37 @@ class Feed(Generic[_T]):
         self._finished = True
         self._aborted = True
         self._push(_ABORT)
-        self._space.release()  # wake a put waiting for room: its item is dropped
+        self._wake_put()  # its item is dropped
 
     def _push(self, item: Any) -> None:
-        if self._sync:
+        if self._thread_queue is not None:
             self._thread_queue.put(item)
-        else:
-            self._async_queue.put_nowait(item)
+            return
+        self._items.append(item)
+        if self._arrived is not None and not self._arrived.done():
+            self._arrived.set_result(None)
+
+    def _taken(self) -> None:
+        """On the loop: the consumer took an item, so there is room for one more."""
+        self._unread -= 1
+        self._wake_put()
+
+    def _wake_put(self) -> None:
+        if self._room is not None and not self._room.done():
+            self._room.set_result(None)
+
+    async def _next_async(self) -> Any:
+        while not self._items:
+            self._arrived = self._loop.create_future()
+            await self._arrived
+        return self._items.pop(0)
 
     @property
     def iterator(self) -> Union[AsyncIterator[_T], Iterator[_T]]:
         """What the handler iterates over (async or blocking, by handler kind)."""
-        return _ThreadFeedIterator(self) if self._sync else _AsyncFeedIterator(self)
+        if self._thread_queue is not None:
+            return _ThreadFeedIterator(self, self._thread_queue)
+        return _AsyncFeedIterator(self)
 
 
 class _AsyncFeedIterator(AsyncIterator[_T]):
@@ -303,32 +391,33 @@ class _AsyncFeedIterator(AsyncIterator[_T]):
     async def __anext__(self) -> _T:
         if self._done:
             raise StopAsyncIteration
-        item = await self._feed._async_queue.get()
+        item = await self._feed._next_async()
         if item is _END:
             self._done = True
             raise StopAsyncIteration
         if item is _ABORT:
             self._done = True
             raise FeedAborted("the call was abandoned")
-        self._feed._space.release()
+        self._feed._taken()
         return item  # type: ignore[no-any-return]
 
 
 class _ThreadFeedIterator(Iterator[_T]):
-    def __init__(self, feed: Feed[_T]) -> None:
+    def __init__(self, feed: Feed[_T], items: queue.SimpleQueue[Any]) -> None:
         self._feed = feed
+        self._items = items
         self._done = False
 
     def __next__(self) -> _T:
         if self._done:
             raise StopIteration
-        item = self._feed._thread_queue.get()
+        item = self._items.get()
         if item is _END:
             self._done = True
             raise StopIteration
         if item is _ABORT:
             self._done = True
             raise FeedAborted("the call was abandoned")
-        with contextlib.suppress(RuntimeError):  # loop closed: nobody waits for space
-            self._feed._loop.call_soon_threadsafe(self._feed._space.release)
+        with contextlib.suppress(RuntimeError):  # loop closed: nobody waits for room
+            self._feed._loop.call_soon_threadsafe(self._feed._taken)
         return item  # type: ignore[no-any-return]

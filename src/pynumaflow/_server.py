@@ -36,6 +36,7 @@ from grpclib.protocol import H2Protocol
 from h2.settings import SettingCodes
 
 from pynumaflow import __version__
+from pynumaflow._batched_writes import BatchedWrites
 from pynumaflow._errors import CodecError
 from pynumaflow._proto.google import rpc
 from pynumaflow._wire import check_message
@@ -187,6 +188,8 @@ class _H2Protocol(H2Protocol):
         self._transport: Optional[asyncio.BaseTransport] = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if isinstance(transport, asyncio.Transport):
+            transport = BatchedWrites(transport)
         super().connection_made(transport)
         self._transport = transport
         self._live.add(self)

@@ -60,6 +60,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--rate", type=int, default=250)
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--keys", type=int, default=10, help="reduce: keys in the window")
+    parser.add_argument("--datums", type=int, default=100_000, help="reduce: window size")
+    parser.add_argument("--batch", type=int, default=500, help="sink: datums per call")
+    parser.add_argument("--total", type=int, default=200_000, help="sink: datums in all")
     parser.add_argument("--out", default="/tmp/pnf-profile")
     args = parser.parse_args()
     out = Path(args.out)
@@ -68,7 +72,10 @@ def main() -> None:
     sock, info = out / "function.sock", out / "server-info"
     for p in (sock, info):
         p.unlink(missing_ok=True)
-    work = run.Workload("profile", args.rpc, args.size, args.inflight)
+    work = run.Workload(
+        "profile", args.rpc, args.size, args.inflight,
+        keys=args.keys, datums=args.datums, batch=args.batch, total=args.total,
+    )  # fmt: skip
     runner = run.Runner(sys.executable, None, stubs, out, args.seconds, 1.0)
     log = out / "server.log"
     with open(log, "w") as log_file:

@@ -181,11 +181,24 @@ class _StatusDetailsCodec(StatusDetailsCodecBase):
         return rpc.Status().parse(data)
 
 
-class _H2Protocol(H2Protocol):
+# Reads go into one reused buffer per connection. A plain Protocol makes asyncio call
+# recv(256 KiB), allocating and shrinking a 256 KiB bytes object per read: measured here
+# at ~50 us a read, more than h2 spends parsing what was read.
+_READ_BUFFER_SIZE = 64 * 1024
+
+
+class _H2Protocol(H2Protocol, asyncio.BufferedProtocol):
     def __init__(self, base: H2Protocol, live: set[_H2Protocol]) -> None:
         super().__init__(base.handler, base.config, base.h2_config)
         self._live = live
         self._transport: Optional[asyncio.BaseTransport] = None
+        self._read_buffer = memoryview(bytearray(_READ_BUFFER_SIZE))
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._read_buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(bytes(self._read_buffer[:nbytes]))
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if isinstance(transport, asyncio.Transport):

@@ -1,12 +1,14 @@
-"""The load client: one process, one grpcio channel (one HTTP/2 connection, as the
-platform uses), closed-loop calls over the server's Unix socket.
+"""The load client: one process, one HTTP/2 connection (as the platform uses) over the
+server's Unix socket.
 
 Started by run.py with a JSON spec; prints one JSON result line. It reads the server's
 CPU time from /proc/<pid>/stat over exactly the measured window, and its own CPU time,
 so the runner can show whether the client was the bottleneck.
 
-Each workload kind is one `drive_*` coroutine registered in DRIVERS: adding one
-(reduce, sink, ...) means writing its driver and its handler in server_udf.py.
+Each workload kind is one `drive_*` function registered in DRIVERS (grpcio; coroutines run
+on a grpc.aio channel). The streaming ones also have a driver in H2_DRIVERS, on the lean
+h2 client (h2client.py), used unless the spec says `"stream_client": "grpcio"`. Adding a
+workload kind means writing its driver(s) and its handler in server_udf.py.
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ import os
 import resource
 import sys
 import time
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import grpc
+import h2client
 from google.protobuf.timestamp_pb2 import Timestamp
 
 MiB = 1024 * 1024
@@ -126,10 +129,16 @@ class Window:
             self.latencies.append(now - started)
 
     def error(self, err: BaseException) -> None:
-        key = err.code().name if isinstance(err, grpc.RpcError) else type(err).__name__
+        if isinstance(err, grpc.RpcError):
+            self.fail(err.code().name, err.details())
+        else:
+            self.fail(type(err).__name__)
+
+    def fail(self, key: str, details: Optional[str] = None) -> None:
+        """Count one error under `key` (a gRPC status name or a check's name)."""
         self.errors[key] = self.errors.get(key, 0) + 1
-        if isinstance(err, grpc.RpcError) and not self.first_error:
-            self.first_error = f"{key}: {err.details()}"
+        if details is not None and not self.first_error:
+            self.first_error = f"{key}: {details}"
 
     def result(self, unit: str) -> Dict[str, Any]:
         lat = sorted(self.latencies)
@@ -235,67 +244,27 @@ async def drive_map_stream(
     return window.result("call")
 
 
-def sync_channel(spec: Dict[str, Any]) -> Any:
-    """A blocking grpcio channel: its request-iterator streaming runs in grpc's own thread,
-    about twice as fast per streamed message as grpc.aio's (measured), so the client
-    keeps up with the servers on the streaming workloads."""
-    channel = grpc.insecure_channel(f"unix://{spec['sock']}", options=CHANNEL_OPTIONS)
-    grpc.channel_ready_future(channel).result(timeout=10)
-    return channel
+REDUCE_METADATA = (
+    ("x-numaflow-win-start-time", "60000"),
+    ("x-numaflow-win-end-time", "120000"),
+)
+REDUCE_PATH = "/function.v1.UserDefinedFunction/ReduceFn"
+SINK_PATH = "/sink.v1.UserDefinedSink/SinkFn"
+MAP_STREAM_PATH = "/function.v1.UserDefinedFunction/MapStreamFn"
+STATUS_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
 
 
-def drive_reduce(spec: Dict[str, Any], stubs: Tuple[Any, ...]) -> Dict[str, Any]:
-    """One window of `datums` datums over `keys` keys, interleaved, as one ReduceFn stream."""
-    fn_pb2, fn_grpc, _, _ = stubs
-    metadata = (
-        ("x-numaflow-win-start-time", "60000"),
-        ("x-numaflow-win-end-time", "120000"),
-    )
-    value = b"x" * spec["size"]
-    nkeys = spec["keys"]
-
-    def requests(n: int) -> List[Any]:
-        return [datum_request(fn_pb2, value, [f"k{i % nkeys}"], i) for i in range(n)]
-
-    window = Window(spec["server_pid"])
-    with sync_channel(spec) as channel:
-        stub = fn_grpc.UserDefinedFunctionStub(channel)
-
-        def window_call(reqs: List[Any]) -> int:
-            groups = 0
-            for response in stub.ReduceFn(iter(reqs), metadata=metadata):
-                groups += len(response.elements) > 0
-            return groups
-
-        try:
-            window_call(requests(min(nkeys * 2, 2000)))  # warm-up window
-        except grpc.RpcError as err:
-            window.error(err)
-            window.empty()
-            return window.result("datum")
-        reqs = requests(spec["datums"])
-        window.begin()
-        started = time.perf_counter()
-        groups = window_call(reqs)
-        window.stop()
-        window.end()
-    window.latencies.append(time.perf_counter() - started)
-    window.done_before_stop = window.done_total = len(reqs)
-    window.items = groups
-    result = window.result("datum")
-    result["window_s"] = window.latencies[0]
-    result["key_groups"] = groups
-    if groups != nkeys:
-        result["errors"]["WRONG_GROUP_COUNT"] = groups
-    return result
+def reduce_requests(fn_pb2: Any, spec: Dict[str, Any], n: int) -> List[Any]:
+    """`n` datums over `spec["keys"]` keys, interleaved (datum i has key k{i % keys})."""
+    value, nkeys = b"x" * spec["size"], spec["keys"]
+    return [datum_request(fn_pb2, value, [f"k{i % nkeys}"], i) for i in range(n)]
 
 
-def drive_sink(spec: Dict[str, Any], stubs: Tuple[Any, ...]) -> Dict[str, Any]:
-    """`total` datums in client-streamed batches of `batch`, one batch at a time."""
-    _, _, sink_pb2, sink_grpc = stubs
+def sink_batch(sink_pb2: Any, spec: Dict[str, Any]) -> List[Any]:
+    """One SinkFn batch; every call of a cell sends this same batch."""
     now = time.time()
     value = b"x" * spec["size"]
-    batch = [
+    return [
         sink_pb2.DatumRequest(
             keys=["key"],
             value=value,
@@ -305,14 +274,98 @@ def drive_sink(spec: Dict[str, Any], stubs: Tuple[Any, ...]) -> Dict[str, Any]:
         )
         for i in range(spec["batch"])
     ]
+
+
+def reduce_result(window: Window, spec: Dict[str, Any], responses: List[Any]) -> Dict[str, Any]:
+    """The ReduceFn result, checked: one group per key, each counting that key's datums."""
+    nkeys, datums = spec["keys"], spec["datums"]
+    groups = sum(len(r.elements) > 0 for r in responses)
+    counts: Dict[str, int] = {}
+    for response in responses:
+        for element in response.elements:
+            key = element.keys[0] if element.keys else ""
+            counts[key] = counts.get(key, 0) + int(element.value)
+    expected = {f"k{k}": datums // nkeys + (k < datums % nkeys) for k in range(min(nkeys, datums))}
+    window.done_before_stop = window.done_total = datums
+    window.items = groups
+    result = window.result("datum")
+    result["window_s"] = window.latencies[0]
+    result["key_groups"] = groups
+    if groups != len(expected):
+        result["errors"]["WRONG_GROUP_COUNT"] = groups
+    wrong = sum(counts.get(key) != n for key, n in expected.items()) + len(counts.keys() - expected)
+    if wrong:
+        result["errors"]["WRONG_KEY_COUNTS"] = wrong
+    return result
+
+
+def check_sink(response: Any, batch: List[Any]) -> Optional[str]:
+    """Why a SinkFn response does not answer `batch` (one success per datum id), or None."""
+    if len(response.responses) != len(batch):
+        return f"{len(response.responses)} responses for {len(batch)} datums"
+    if sorted(r.id for r in response.responses) != sorted(d.id for d in batch):
+        return "response ids differ from the datum ids"
+    if not all(r.success for r in response.responses):
+        return "a datum failed"
+    return None
+
+
+def sink_result(window: Window) -> Dict[str, Any]:
+    result = window.result("datum")
+    # Units are datums: a batch is one "call" for latency, `batch` datums for the rest.
+    result["throughput"] = window.items / result["seconds"]
+    result["completed"] = window.items
+    result["server_cpu_per_unit_us"] = window.server_cpu / max(1, window.items) * 1e6
+    return result
+
+
+# --- grpcio streaming drivers (--stream-client grpcio) ---------------------------------
+
+
+def sync_channel(spec: Dict[str, Any]) -> Any:
+    """A blocking grpcio channel: its request-iterator streaming runs in grpc's own thread,
+    about twice as fast per streamed message as grpc.aio's (measured)."""
+    channel = grpc.insecure_channel(f"unix://{spec['sock']}", options=CHANNEL_OPTIONS)
+    grpc.channel_ready_future(channel).result(timeout=10)
+    return channel
+
+
+def drive_reduce(spec: Dict[str, Any], stubs: Tuple[Any, ...]) -> Dict[str, Any]:
+    """One window of `datums` datums over `keys` keys, interleaved, as one ReduceFn stream."""
+    fn_pb2, fn_grpc, _, _ = stubs
+    window = Window(spec["server_pid"])
+    with sync_channel(spec) as channel:
+        stub = fn_grpc.UserDefinedFunctionStub(channel)
+        warm = reduce_requests(fn_pb2, spec, min(spec["keys"] * 2, 2000))
+        try:  # warm-up window
+            list(stub.ReduceFn(iter(warm), metadata=REDUCE_METADATA))
+        except grpc.RpcError as err:
+            window.error(err)
+            window.empty()
+            return window.result("datum")
+        reqs = reduce_requests(fn_pb2, spec, spec["datums"])
+        window.begin()
+        started = time.perf_counter()
+        responses = list(stub.ReduceFn(iter(reqs), metadata=REDUCE_METADATA))
+        window.stop()
+        window.end()
+    window.latencies.append(time.perf_counter() - started)
+    return reduce_result(window, spec, responses)
+
+
+def drive_sink(spec: Dict[str, Any], stubs: Tuple[Any, ...]) -> Dict[str, Any]:
+    """`total` datums in client-streamed batches of `batch`, one batch at a time."""
+    _, _, sink_pb2, sink_grpc = stubs
+    batch = sink_batch(sink_pb2, spec)
     window = Window(spec["server_pid"])
     with sync_channel(spec) as channel:
         stub = sink_grpc.UserDefinedSinkStub(channel)
 
         def call() -> int:
             response = stub.SinkFn(iter(batch))
-            if len(response.responses) != len(batch):
-                raise RuntimeError(f"{len(response.responses)} responses for {len(batch)} datums")
+            wrong = check_sink(response, batch)
+            if wrong:
+                raise RuntimeError(wrong)
             return len(batch)
 
         try:
@@ -328,33 +381,144 @@ def drive_sink(spec: Dict[str, Any], stubs: Tuple[Any, ...]) -> Dict[str, Any]:
             window.record(started, call())
         window.stop()
         window.end()
-    result = window.result("datum")
-    # Units are datums: a batch is one "call" for latency, `batch` datums for the rest.
-    result["throughput"] = window.items / result["seconds"]
-    result["completed"] = window.items
-    result["server_cpu_per_unit_us"] = window.server_cpu / max(1, window.items) * 1e6
-    return result
+    return sink_result(window)
 
 
-DRIVERS = {
+# --- lean h2 streaming drivers (--stream-client h2, the default; see h2client.py) ------
+
+
+def h2_fail(window: Window, call: h2client.Call) -> None:
+    window.fail(STATUS_NAMES.get(call.status or 0, f"STATUS_{call.status}"), call.message)
+
+
+def framed(requests: List[Any]) -> List[bytes]:
+    """Protobuf requests, serialized and gRPC-framed (done before a measured window)."""
+    return [h2client.frame(r.SerializeToString()) for r in requests]
+
+
+def drive_reduce_h2(spec: Dict[str, Any], stubs: Tuple[Any, ...]) -> Dict[str, Any]:
+    """drive_reduce's window, its requests serialized and framed before the window opens."""
+    fn_pb2 = stubs[0]
+    warm = framed(reduce_requests(fn_pb2, spec, min(spec["keys"] * 2, 2000)))
+    window = Window(spec["server_pid"])
+    with h2client.Channel(spec["sock"]) as channel:
+        call = channel.call(REDUCE_PATH, warm, REDUCE_METADATA)
+        if not call.ok:
+            h2_fail(window, call)
+            window.empty()
+            return window.result("datum")
+        reqs = framed(reduce_requests(fn_pb2, spec, spec["datums"]))
+        window.begin()
+        call = channel.call(REDUCE_PATH, reqs, REDUCE_METADATA)
+        window.stop()
+        window.end()
+    window.latencies.append(call.finished - call.started)
+    if not call.ok:
+        h2_fail(window, call)
+    responses = [fn_pb2.DatumResponseList.FromString(m) for m in call.responses()]
+    return reduce_result(window, spec, responses)
+
+
+def drive_sink_h2(spec: Dict[str, Any], stubs: Tuple[Any, ...]) -> Dict[str, Any]:
+    """drive_sink's batches, serialized and framed once; responses checked after the window."""
+    sink_pb2 = stubs[2]
+    batch = sink_batch(sink_pb2, spec)
+    requests = framed(batch)
+    window = Window(spec["server_pid"])
+    with h2client.Channel(spec["sock"]) as channel:
+        for _ in range(3):  # warm-up
+            call = channel.call(SINK_PATH, requests)
+            if not call.ok:
+                h2_fail(window, call)
+                window.empty()
+                return window.result("datum")
+        calls = []
+        window.begin()
+        for _ in range(spec["total"] // spec["batch"]):
+            call = channel.call(SINK_PATH, requests)
+            calls.append(call)
+            if call.ok:
+                window.record(call.started, len(batch))
+        window.stop()
+        window.end()
+    for call in calls:
+        if not call.ok:
+            h2_fail(window, call)
+            continue
+        messages = call.responses()
+        wrong = f"{len(messages)} response messages" if len(messages) != 1 else None
+        wrong = wrong or check_sink(sink_pb2.ResponseList.FromString(messages[0]), batch)
+        if wrong:
+            window.fail("WRONG_SINK_RESPONSE", wrong)
+    return sink_result(window)
+
+
+def drive_map_stream_h2(spec: Dict[str, Any], stubs: Tuple[Any, ...]) -> Dict[str, Any]:
+    """drive_map_stream's closed loop (`inflight` calls, each 1 request -> `outputs` out)."""
+    request = framed([datum_request(stubs[0], b"x" * spec["size"], ["key"])])
+    window = Window(spec["server_pid"])
+    wrong_counts: List[int] = []
+    with h2client.Channel(spec["sock"]) as channel:
+
+        def on_done(call: h2client.Call) -> None:
+            if call.ok:
+                n = len(call.responses())
+                window.record(call.started, n)
+                if n != spec["outputs"]:
+                    wrong_counts.append(n)
+            else:
+                h2_fail(window, call)
+                if call.status == grpc.StatusCode.UNIMPLEMENTED.value[0]:
+                    window.stopping = True  # the server does not do this RPC: stop early
+            if not window.stopping and not channel.closed:
+                channel.start(MAP_STREAM_PATH, request, on_done=on_done)
+
+        for _ in range(spec["inflight"]):
+            channel.start(MAP_STREAM_PATH, request, on_done=on_done)
+        warm_end = time.perf_counter() + spec["warmup"]
+        channel.run_until(lambda: window.stopping or time.perf_counter() >= warm_end, 0.005)
+        if not window.stopping:
+            window.begin()
+            end = window.t_start + spec["duration"]
+            channel.run_until(lambda: time.perf_counter() >= end, 0.005)
+            window.stop()
+        channel.run_until(lambda: not channel.calls)  # drain
+        if window.measuring:
+            window.end()
+        else:  # stopped during warm-up (UNIMPLEMENTED)
+            window.empty()
+    for n in wrong_counts:
+        window.fail("WRONG_OUTPUT_COUNT", f"{n} outputs, expected {spec['outputs']}")
+    return window.result("call")
+
+
+DRIVERS: Dict[str, Callable[..., Any]] = {
     "map": drive_unary,
     "mapt": drive_unary,
     "mapstream": drive_map_stream,
     "reduce": drive_reduce,
     "sink": drive_sink,
 }
+H2_DRIVERS: Dict[str, Callable[..., Dict[str, Any]]] = {
+    "mapstream": drive_map_stream_h2,
+    "reduce": drive_reduce_h2,
+    "sink": drive_sink_h2,
+}
 
 
 async def amain(spec: Dict[str, Any], stubs: Tuple[Any, ...]) -> Dict[str, Any]:
     async with grpc.aio.insecure_channel(f"unix://{spec['sock']}", options=CHANNEL_OPTIONS) as ch:
         await asyncio.wait_for(ch.channel_ready(), 10)
-        return await DRIVERS[spec["rpc"]](spec, ch, stubs)
+        result: Dict[str, Any] = await DRIVERS[spec["rpc"]](spec, ch, stubs)
+        return result
 
 
 def main() -> None:
     spec = json.loads(sys.argv[1])
     stubs = load_stubs(spec["stubs"])
     driver = DRIVERS[spec["rpc"]]
+    if spec.get("stream_client", "h2") == "h2":
+        driver = H2_DRIVERS.get(spec["rpc"], driver)
     if asyncio.iscoroutinefunction(driver):
         result = asyncio.run(amain(spec, stubs))
     else:

@@ -81,7 +81,8 @@ def _size(n: int) -> str:
     return f"{n // KiB}KB" if n >= KiB else f"{n}B"
 
 
-def default_workloads() -> List[Workload]:
+def default_workloads(stream_datums: int = 100_000) -> List[Workload]:
+    """Every workload; `stream_datums` sizes the ReduceFn window and the SinkFn total."""
     out = []
     for size in (100, 10 * KiB):
         for inflight in (1, 64, 500):
@@ -90,24 +91,28 @@ def default_workloads() -> List[Workload]:
             )
     out.append(Workload("MapTFn 100B x64", "mapt", 100, 64))
     out.append(Workload("MapStreamFn 100B x64 (10 out)", "mapstream", 100, 64, unary=False))
+    n = stream_datums
+    count = f"{n // 1000}k" if n % 1000 == 0 else str(n)
     for keys in (10, 10_000):
         out.append(
             Workload(
-                f"ReduceFn 100k datums/{keys} keys",
+                f"ReduceFn {count} datums/{keys} keys",
                 "reduce",
                 keys=keys,
-                datums=100_000,
+                datums=n,
                 unary=False,
             )
         )
     out.append(
-        Workload(
-            "SinkFn 100k datums, batches of 500", "sink", batch=500, total=100_000, unary=False
-        )
+        Workload(f"SinkFn {count} datums, batches of 500", "sink", batch=500, total=n, unary=False)
     )
     return out
 
 
+STREAM_CLIENTS = {
+    "h2": "the lean h2 client (benchmarks/h2client.py: one DATA frame per message)",
+    "grpcio": "grpcio (blocking stub for ReduceFn and SinkFn, aio for MapStreamFn)",
+}
 APIS = ("sync", "async")
 IMPLS = ("ours", "original")
 API_LABEL = {
@@ -129,6 +134,7 @@ class Runner:
     workdir: Path
     duration: float
     warmup: float
+    stream_client: str = "h2"
     verbose: bool = False
     logs: List[str] = field(default_factory=list)
 
@@ -179,6 +185,7 @@ class Runner:
                     server_pid=proc.pid,
                     duration=self.duration,
                     warmup=self.warmup,
+                    stream_client=self.stream_client,
                 )
                 client_started = time.perf_counter()
                 client = subprocess.run(
@@ -288,6 +295,7 @@ def run_all(args: argparse.Namespace, workloads: List[Workload]) -> Dict[str, An
             workdir=Path(tmp),
             duration=args.duration,
             warmup=args.warmup,
+            stream_client=args.stream_client,
         )
         sink_ok = ours_has_sink(args.ours_python)
         impls = [i for i in IMPLS if i != "original" or args.original_python]
@@ -409,8 +417,9 @@ def summarise(data: Dict[str, Any], workloads: List[Workload], meta: Dict[str, s
         "Ours: `Server` with sync handlers, `AsyncServer` with async handlers (one core "
         "underneath). 0.4.2: its `Server` (grpcio, thread pool) with the same sync handlers, "
         "its `AsyncServer` (grpc.aio) with the same async handlers. Echo: bare grpclib MapFn, "
-        "no SDK (the transport's floor). Load: one grpcio (aio) client process, one HTTP/2 "
-        "connection, N calls in flight, closed loop.\n"
+        "no SDK (the transport's floor). Load: one client process, one HTTP/2 connection; "
+        "MapFn and MapTFn: grpcio (aio), N calls in flight, closed loop; MapStreamFn, "
+        f"ReduceFn, SinkFn: {STREAM_CLIENTS[meta.get('stream_client', 'grpcio')]}.\n"
     )
 
     def cell(work: str, api: str, impl: str) -> List[Dict[str, Any]]:
@@ -639,6 +648,8 @@ def machine(args: argparse.Namespace) -> Dict[str, str]:
         "warmup": f"{args.warmup:g}",
         "stream_rounds": str(min(args.stream_rounds, args.rounds)),
         "command": args.command_label,
+        "stream_client": args.stream_client,
+        "stream_datums": str(args.stream_datums),
     }
 
 
@@ -654,6 +665,19 @@ def main() -> None:
         help="rounds for ReduceFn/SinkFn (one 100k-datum stream is 15-25 s per cell here; "
         "3 rounds of them alone take ~10 minutes)",
     )
+    parser.add_argument(
+        "--stream-client",
+        choices=("h2", "grpcio"),
+        default="h2",
+        help="client for MapStreamFn, ReduceFn and SinkFn: the lean h2 one (h2client.py) "
+        "or grpcio's (which itself needs about a core on these workloads)",
+    )
+    parser.add_argument(
+        "--stream-datums",
+        type=int,
+        default=100_000,
+        help="datums per ReduceFn window and per SinkFn cell (smaller for a quick check)",
+    )
     parser.add_argument("--only", help="regex on workload names")
     parser.add_argument("--ours-python", default=sys.executable)
     parser.add_argument("--original-python", help="python of a venv with pynumaflow 0.4.2")
@@ -668,13 +692,15 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.duration, args.warmup = 1, 1.0, 0.3
-    workloads = default_workloads()
-    if args.only:
-        workloads = [w for w in workloads if re.search(args.only, w.name)]
     if args.from_json:
         data = json.loads(Path(args.from_json).read_text())
         meta = data["meta"]
-    else:
+        # The workload names of that run carry its stream size.
+        args.stream_datums = int(meta.get("stream_datums", 100_000))
+    workloads = default_workloads(args.stream_datums)
+    if args.only:
+        workloads = [w for w in workloads if re.search(args.only, w.name)]
+    if not args.from_json:
         if args.no_original:
             args.original_python = None
         elif not args.original_python:

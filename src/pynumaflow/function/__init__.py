@@ -1,6 +1,7 @@
 """User-defined functions: map, mapt, map stream and reduce (pynumaflow 0.4 API)."""
 
-from pynumaflow.function._multiproc import MultiProcServer
+from typing import TYPE_CHECKING, Any
+
 from pynumaflow.function._servers import AsyncServer, Server
 from pynumaflow.function._types import (
     DROP,
@@ -13,6 +14,9 @@ from pynumaflow.function._types import (
     MessageTs,
     Metadata,
 )
+
+if TYPE_CHECKING:
+    from pynumaflow.function._multiproc import MultiProcServer
 
 __all__ = [
     "DROP",
@@ -28,3 +32,13 @@ __all__ = [
     "MultiProcServer",
     "Server",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # MultiProcServer pulls in multiprocessing: imported on first use, not at start-up.
+    if name == "MultiProcServer":
+        from pynumaflow.function._multiproc import MultiProcServer
+
+        globals()[name] = MultiProcServer
+        return MultiProcServer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

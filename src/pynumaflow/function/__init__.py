@@ -1,8 +1,8 @@
 """User-defined functions: map, mapt, map stream and reduce (pynumaflow 0.4 API)."""
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from pynumaflow.function._servers import AsyncServer, Server
+from pynumaflow._lazy import lazy_exports
 from pynumaflow.function._types import (
     DROP,
     Datum,
@@ -17,6 +17,7 @@ from pynumaflow.function._types import (
 
 if TYPE_CHECKING:
     from pynumaflow.function._multiproc import MultiProcServer
+    from pynumaflow.function._servers import AsyncServer, Server
 
 __all__ = [
     "DROP",
@@ -33,12 +34,13 @@ __all__ = [
     "Server",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    # MultiProcServer pulls in multiprocessing: imported on first use, not at start-up.
-    if name == "MultiProcServer":
-        from pynumaflow.function._multiproc import MultiProcServer
-
-        globals()[name] = MultiProcServer
-        return MultiProcServer
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# The servers import on first use: the datatypes alone are what pynumaflow.sink needs,
+# and MultiProcServer would bring multiprocessing into every server's start-up.
+__getattr__, __dir__ = lazy_exports(
+    globals(),
+    {
+        "AsyncServer": "pynumaflow.function._servers",
+        "Server": "pynumaflow.function._servers",
+        "MultiProcServer": "pynumaflow.function._multiproc",
+    },
+)

@@ -1,8 +1,8 @@
 """User-defined functions: map, mapt, map stream and reduce (pynumaflow 0.4 API)."""
 
-from typing import TYPE_CHECKING
+import typing as _typing
 
-from pynumaflow._lazy import lazy_exports
+from pynumaflow import _lazy
 from pynumaflow.function._types import (
     DROP,
     Datum,
@@ -15,7 +15,7 @@ from pynumaflow.function._types import (
     Metadata,
 )
 
-if TYPE_CHECKING:
+if _typing.TYPE_CHECKING:
     from pynumaflow.function._multiproc import MultiProcServer
     from pynumaflow.function._servers import AsyncServer, Server
 
@@ -36,11 +36,12 @@ __all__ = [
 
 # The servers import on first use: the datatypes alone are what pynumaflow.sink needs,
 # and MultiProcServer would bring multiprocessing into every server's start-up.
-__getattr__, __dir__ = lazy_exports(
-    globals(),
-    {
-        "AsyncServer": "pynumaflow.function._servers",
-        "Server": "pynumaflow.function._servers",
-        "MultiProcServer": "pynumaflow.function._multiproc",
-    },
-)
+if not _typing.TYPE_CHECKING:  # type checkers see the imports above instead
+    __getattr__, __dir__ = _lazy.lazy_exports(
+        globals(),
+        {
+            "AsyncServer": "pynumaflow.function._servers",
+            "Server": "pynumaflow.function._servers",
+            "MultiProcServer": "pynumaflow.function._multiproc",
+        },
+    )

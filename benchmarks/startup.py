@@ -9,12 +9,12 @@ with a map handler and polls for the server-info file), here without the load cl
 so it can be repeated cheaply. Each `--ours LABEL=DIR` is our package from DIR (put on
 PYTHONPATH; "-" for the installed one). Every round runs every build once per API
 (Server / AsyncServer), in an order reversed from one round to the next; the machine is
-shared, so quote medians from one run. Bytecode is cached as in an installed package
-(PYTHONPYCACHEPREFIX in a temporary folder, filled by one untimed start per build):
-compiling our sources afresh at each start roughly doubles the import. `--importtime`
-instead runs `python -X importtime -c "from pynumaflow.function import Server,
-AsyncServer"` per build and round, and prints the import's median wall time and the
-median self and cumulative times of the biggest imports.
+shared, so quote medians and per-round ratios from one run. Bytecode is cached as in an
+installed package (PYTHONPYCACHEPREFIX in a temporary folder, filled by one untimed
+start per build): compiling our sources afresh at each start roughly doubles the
+import. `--importtime` instead runs `python -X importtime -c "from pynumaflow.function
+import Server, AsyncServer"` per build and round, and prints the import's median wall
+time and the median self and cumulative times of the biggest imports.
 """
 
 from __future__ import annotations
@@ -93,13 +93,20 @@ def measure_ready(builds: List[Build], apis: List[str], rounds: int, tmp: Option
             for build, api in cells if rnd % 2 == 0 else cells[::-1]:
                 times[(build.label, api)].append(ready_once(runner, build, api, Path(workdir)))
             print(f"round {rnd + 1}/{rounds} done", file=sys.stderr, flush=True)
+    # Ratios are taken within a round (the builds ran back to back), then the median.
+    base = next((b for b in builds if b.impl == "original"), builds[0])
     print(f"start-to-ready, {rounds} rounds (ms)\n")
-    print("| build | api | median | p90 | min |\n|---|---|---:|---:|---:|")
+    print(f"| build | api | median | p90 | min | / {base.label} |\n|---|---|---:|---:|---:|---:|")
     for build, api in cells:
-        ms = [t * 1e3 for t in times[(build.label, api)]]
+        own = times[(build.label, api)]
+        ms = [t * 1e3 for t in own]
+        ratio = ""
+        if build.impl != "echo":
+            pairs = zip(own, times[(base.label, api)], strict=True)
+            ratio = f"{statistics.median(t / b for t, b in pairs):.2f}"
         print(
             f"| {build.label} | {api} | {statistics.median(ms):.0f} | {p90(ms):.0f} "
-            f"| {min(ms):.0f} |"
+            f"| {min(ms):.0f} | {ratio} |"
         )
 
 

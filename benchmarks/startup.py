@@ -141,14 +141,17 @@ def measure_importtime(builds: List[Build], rounds: int, top: int, tmp: Optional
         for rnd in range(rounds):
             for build in builds if rnd % 2 == 0 else builds[::-1]:
                 runs[build.label].append(importtime_once(build, pycache))
+    base = next((b for b in builds if b.impl == "original"), builds[0])
+    base_walls = [wall for wall, _ in runs[base.label]]
     for build in builds:
         walls = [wall for wall, _ in runs[build.label]]
         samples = [modules for _, modules in runs[build.label]]
+        ratio = statistics.median(w / b for w, b in zip(walls, base_walls, strict=True))
         print(
             f"\n{build.label}: `{IMPORT}` over {rounds} runs: "
             f"{statistics.median(len(run) for run in samples):.0f} modules, "
             f"wall median {statistics.median(walls):.0f} ms (p90 {p90(walls):.0f}, "
-            f"min {min(walls):.0f})\n"
+            f"min {min(walls):.0f}; / {base.label} per round: {ratio:.2f})\n"
         )
         # A module missing from some runs counts as 0 there (imported earlier by another).
         # Modules imported with importlib.import_module (the lazy server classes) have no

@@ -30,6 +30,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
+from client import proc_cpu
 from run import Runner, Workload, stop
 
 IMPORT = "from pynumaflow.function import Server, AsyncServer"
@@ -58,8 +59,10 @@ class Build:
         return env
 
 
-def ready_once(runner: Runner, build: Build, api: str, workdir: Path) -> float:
-    """Seconds from Popen to the server-info file's end marker (run.Runner's clock)."""
+def ready_once(runner: Runner, build: Build, api: str, workdir: Path) -> Tuple[float, float]:
+    """Seconds from Popen to the server-info file's end marker (run.Runner's clock), and
+    the server's CPU seconds by then (in clock ticks: 10 ms steps, but load-independent).
+    """
     cell = workdir / f"{build.label}-{api}"
     cell.mkdir(exist_ok=True)
     sock, info, log_path = cell / "function.sock", cell / "server-info", cell / "server.log"
@@ -77,7 +80,7 @@ def ready_once(runner: Runner, build: Build, api: str, workdir: Path) -> float:
             stdin=subprocess.DEVNULL,
         )
         try:
-            return runner.wait_ready(proc, info, started, log_path)
+            return runner.wait_ready(proc, info, started, log_path), proc_cpu(proc.pid)
         finally:
             stop(proc, graceful=build.impl != "original")
 
@@ -85,28 +88,36 @@ def ready_once(runner: Runner, build: Build, api: str, workdir: Path) -> float:
 def measure_ready(builds: List[Build], apis: List[str], rounds: int, tmp: Optional[str]) -> None:
     cells = [(b, api) for b in builds for api in (apis if b.impl != "echo" else ["-"])]
     times: Dict[Tuple[str, str], List[float]] = defaultdict(list)
+    cpus: Dict[Tuple[str, str], List[float]] = defaultdict(list)
     with tempfile.TemporaryDirectory(prefix="pnf-startup-", dir=tmp) as workdir:
         runner = Runner("", None, "", Path(workdir), 0.0, 0.0)
         for build, api in cells:  # untimed: fills the bytecode cache
             ready_once(runner, build, api, Path(workdir))
         for rnd in range(rounds):
             for build, api in cells if rnd % 2 == 0 else cells[::-1]:
-                times[(build.label, api)].append(ready_once(runner, build, api, Path(workdir)))
+                wall, cpu = ready_once(runner, build, api, Path(workdir))
+                times[(build.label, api)].append(wall)
+                cpus[(build.label, api)].append(cpu)
             print(f"round {rnd + 1}/{rounds} done", file=sys.stderr, flush=True)
     # Ratios are taken within a round (the builds ran back to back), then the median.
     base = next((b for b in builds if b.impl == "original"), builds[0])
     print(f"start-to-ready, {rounds} rounds (ms)\n")
-    print(f"| build | api | median | p90 | min | / {base.label} |\n|---|---|---:|---:|---:|---:|")
+    print(
+        f"| build | api | median | p90 | min | / {base.label} | CPU median | CPU mean |\n"
+        "|---|---|---:|---:|---:|---:|---:|---:|"
+    )
     for build, api in cells:
         own = times[(build.label, api)]
         ms = [t * 1e3 for t in own]
+        cpu = [t * 1e3 for t in cpus[(build.label, api)]]
         ratio = ""
         if build.impl != "echo":
             pairs = zip(own, times[(base.label, api)], strict=True)
             ratio = f"{statistics.median(t / b for t, b in pairs):.2f}"
         print(
             f"| {build.label} | {api} | {statistics.median(ms):.0f} | {p90(ms):.0f} "
-            f"| {min(ms):.0f} | {ratio} |"
+            f"| {min(ms):.0f} | {ratio} | {statistics.median(cpu):.0f} "
+            f"| {statistics.mean(cpu):.0f} |"
         )
 
 

@@ -25,6 +25,7 @@ NOT_AT_STARTUP = [
     "betterproto",  # the generated messages: our codecs encode and decode the wire
     "pynumaflow._proto",
     "dateutil",  # by betterproto
+    "tempfile",  # the server-info file is written without it
 ]
 
 

@@ -84,7 +84,7 @@ def main() -> None:
             runner.command("ours", args.api, work, sock, info), stdout=log_file, stderr=log_file
         )
         try:
-            runner._wait_ready(server, info, started, log)
+            runner.wait_ready(server, info, started, log)
             spec = dict(
                 work.spec(), sock=str(sock), stubs=stubs, server_pid=server.pid,
                 duration=args.seconds + 1.5, warmup=0.5,

@@ -177,7 +177,7 @@ class Runner:
                 stdin=subprocess.DEVNULL,
             )
             try:
-                ready_s = self._wait_ready(proc, info, started, log_path)
+                ready_s = self.wait_ready(proc, info, started, log_path)
                 spec = dict(
                     work.spec(),
                     sock=str(sock),
@@ -220,7 +220,7 @@ class Runner:
         return result
 
     @staticmethod
-    def _wait_ready(
+    def wait_ready(
         proc: subprocess.Popen[bytes], info: Path, started: float, log_path: Path
     ) -> float:
         deadline = started + 60

@@ -469,3 +469,5 @@ def test_public_names() -> None:
         "Sink",
     ]
     assert all(hasattr(pynumaflow.sink, name) for name in pynumaflow.sink.__all__)
+    public = {n for n in dir(pynumaflow.sink) if not n.startswith("_")}
+    assert public == set(pynumaflow.sink.__all__)

@@ -38,7 +38,7 @@ def test_public_names_are_exactly_the_documented_ones() -> None:
             "Server",
         ]
     )
-    public = {n for n in vars(pynumaflow.function) if not n.startswith("_")}
+    public = {n for n in dir(pynumaflow.function) if not n.startswith("_")}
     assert public == set(pynumaflow.function.__all__)
 
 

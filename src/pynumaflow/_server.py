@@ -19,14 +19,12 @@ import os
 import signal
 import socket
 import stat
-import tempfile
 import threading
 from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Protocol
 
-import betterproto.lib.google.protobuf as betterproto_lib_google_protobuf
 import grpclib.const
 import grpclib.server
 from grpclib.const import Status
@@ -38,7 +36,7 @@ from h2.settings import SettingCodes
 from pynumaflow import __version__
 from pynumaflow._batched_writes import BatchedWrites
 from pynumaflow._errors import CodecError
-from pynumaflow._proto.google import rpc
+from pynumaflow._rpc import SERVICES, encode_status
 from pynumaflow._wire import check_message
 
 __all__ = [
@@ -72,30 +70,22 @@ RpcMethod = Callable[["grpclib.server.Stream[Any, Any]"], Awaitable[None]]
 
 
 def service_mapping(
-    generated_base: type, methods: Mapping[str, RpcMethod], raw: Sequence[str]
+    service: str, methods: Mapping[str, RpcMethod]
 ) -> Dict[str, grpclib.const.Handler]:
-    """Build a grpclib mapping from a betterproto-generated service base.
+    """Build a grpclib mapping for ``service`` (a full name in ``pynumaflow._rpc.SERVICES``).
 
-    The generated base supplies each method's path and cardinality, so the proto stays
-    the single source of the contract. ``methods`` implements every RPC by name; the
-    ones named in ``raw`` exchange bytes (decoded by ``pynumaflow._codec``) instead of
-    betterproto messages.
+    ``methods`` implements every RPC of the service by name; each exchanges bytes,
+    decoded and encoded by the hand-written codecs (``pynumaflow._codec*``).
     """
-    mapping = {}
-    generated = generated_base().__mapping__()
-    for path, spec in generated.items():
-        name = path.rsplit("/", 1)[1]
-        func = methods[name]  # a KeyError here means an RPC of the proto is not implemented
-        if name in raw:
-            mapping[path] = grpclib.const.Handler(func, spec.cardinality, bytes, bytes)
-        else:
-            mapping[path] = grpclib.const.Handler(
-                func, spec.cardinality, spec.request_type, spec.reply_type
-            )
-    unknown = set(methods) - {path.rsplit("/", 1)[1] for path in generated}
+    cardinalities = SERVICES[service]
+    unknown = set(methods) - set(cardinalities)
     if unknown:
         raise ValueError(f"methods not in the proto service: {sorted(unknown)}")
-    return mapping
+    # A KeyError here means an RPC of the proto is not implemented.
+    return {
+        f"/{service}/{name}": grpclib.const.Handler(methods[name], cardinality, bytes, bytes)
+        for name, cardinality in cardinalities.items()
+    }
 
 
 def is_ready_method(ready_response: bytes) -> RpcMethod:
@@ -133,34 +123,28 @@ def draining() -> asyncio.Event:
 
 
 class _Codec(CodecBase):
-    """Passes raw bytes through for the hot RPCs, betterproto for the rest; enforces size."""
+    """Passes every RPC's raw bytes through (our codecs decode them); enforces the size."""
 
     __content_subtype__ = "proto"
 
     def __init__(self, max_message_size: int) -> None:
         self._max = max_message_size
 
-    def encode(self, message: Any, message_type: Any) -> bytes:
-        data = message if message_type is bytes else bytes(message)
-        if len(data) > self._max:
+    def encode(self, message: bytes, message_type: Any) -> bytes:
+        if len(message) > self._max:
             raise GRPCError(
                 Status.RESOURCE_EXHAUSTED,
-                f"response of {len(data)} bytes exceeds max_message_size ({self._max})",
+                f"response of {len(message)} bytes exceeds max_message_size ({self._max})",
             )
-        return data
+        return message
 
-    def decode(self, data: bytes, message_type: Any) -> Any:
+    def decode(self, data: bytes, message_type: Any) -> bytes:
         if len(data) > self._max:
             raise GRPCError(
                 Status.RESOURCE_EXHAUSTED,
                 f"request of {len(data)} bytes exceeds max_message_size ({self._max})",
             )
-        if message_type is bytes:
-            return data
-        try:
-            return message_type().parse(data)
-        except Exception as err:
-            raise GRPCError(Status.INVALID_ARGUMENT, f"malformed request: {err}") from None
+        return data
 
 
 class _StatusDetailsCodec(StatusDetailsCodecBase):
@@ -171,13 +155,11 @@ class _StatusDetailsCodec(StatusDetailsCodecBase):
     """
 
     def encode(self, status: Status, message: Optional[str], details: Any) -> bytes:
-        debug = rpc.DebugInfo(detail=str(details))
-        packed = betterproto_lib_google_protobuf.Any(
-            type_url="type.googleapis.com/google.rpc.DebugInfo", value=bytes(debug)
-        )
-        return bytes(rpc.Status(code=status.value, message=message or "", details=[packed]))
+        return encode_status(status.value, message or "", str(details))
 
     def decode(self, status: Status, message: Optional[str], data: bytes) -> Any:
+        from pynumaflow._proto.google import rpc  # only a client decodes; off the server path
+
         return rpc.Status().parse(data)
 
 
@@ -361,13 +343,16 @@ def write_server_info(
     info["version"] = __version__
     info["metadata"] = dict(metadata)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    # Not tempfile.mkstemp: importing tempfile (shutil, random, bz2, lzma...) costs ~4 ms
+    # of start-up. One process writes one file at a time, so its pid makes the name unique.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
             out.write(json.dumps(info) + SERVER_INFO_END)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 

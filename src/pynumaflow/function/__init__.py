@@ -1,7 +1,8 @@
 """User-defined functions: map, mapt, map stream and reduce (pynumaflow 0.4 API)."""
 
-from pynumaflow.function._multiproc import MultiProcServer
-from pynumaflow.function._servers import AsyncServer, Server
+import typing as _typing
+
+from pynumaflow import _lazy
 from pynumaflow.function._types import (
     DROP,
     Datum,
@@ -13,6 +14,10 @@ from pynumaflow.function._types import (
     MessageTs,
     Metadata,
 )
+
+if _typing.TYPE_CHECKING:
+    from pynumaflow.function._multiproc import MultiProcServer
+    from pynumaflow.function._servers import AsyncServer, Server
 
 __all__ = [
     "DROP",
@@ -28,3 +33,15 @@ __all__ = [
     "MultiProcServer",
     "Server",
 ]
+
+# The servers import on first use: the datatypes alone are what pynumaflow.sink needs,
+# and MultiProcServer would bring multiprocessing into every server's start-up.
+if not _typing.TYPE_CHECKING:  # type checkers see the imports above instead
+    __getattr__, __dir__ = _lazy.lazy_exports(
+        globals(),
+        {
+            "AsyncServer": "pynumaflow.function._servers",
+            "Server": "pynumaflow.function._servers",
+            "MultiProcServer": "pynumaflow.function._multiproc",
+        },
+    )

@@ -23,7 +23,7 @@ from grpclib.exceptions import GRPCError
 from pynumaflow import _codec_map_v1
 from pynumaflow._errors import CodecError
 from pynumaflow._invoke import Handler, Invoker, handler_errors
-from pynumaflow._proto.map.v1 import MapBase, ReadyResponse
+from pynumaflow._rpc import READY
 from pynumaflow._server import is_ready_method, service_mapping
 from pynumaflow.function._types import Datum
 
@@ -175,9 +175,8 @@ class MapV1Service:
 
     def __mapping__(self) -> Dict[str, grpclib.const.Handler]:
         return service_mapping(
-            MapBase,
-            {"MapFn": self._map_fn, "IsReady": is_ready_method(bytes(ReadyResponse(ready=True)))},
-            raw=("MapFn", "IsReady"),
+            "map.v1.Map",
+            {"MapFn": self._map_fn, "IsReady": is_ready_method(READY)},
         )
 
     async def _map_fn(self, stream: RawStream) -> None:

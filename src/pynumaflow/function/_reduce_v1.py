@@ -32,7 +32,7 @@ from grpclib.exceptions import GRPCError
 from pynumaflow import _codec_reduce_v1 as _codec
 from pynumaflow._errors import CodecError
 from pynumaflow._invoke import Handler, Invoker
-from pynumaflow._proto.reduce.v1 import ReadyResponse, ReduceBase
+from pynumaflow._rpc import READY
 from pynumaflow._server import draining, is_ready_method, service_mapping
 from pynumaflow._wire import TimestampParts
 from pynumaflow.function._reduce import RawStream, ReduceStream
@@ -53,12 +53,11 @@ class ReduceV1Service:
 
     def __mapping__(self) -> Dict[str, grpclib.const.Handler]:
         return service_mapping(
-            ReduceBase,
+            "reduce.v1.Reduce",
             {
                 "ReduceFn": self._reduce_fn,
-                "IsReady": is_ready_method(bytes(ReadyResponse(ready=True))),
+                "IsReady": is_ready_method(READY),
             },
-            raw=("ReduceFn", "IsReady"),
         )
 
     async def _reduce_fn(self, stream: grpclib.server.Stream[bytes, bytes]) -> None:

@@ -15,7 +15,7 @@ from grpclib.exceptions import GRPCError
 from pynumaflow import _codec
 from pynumaflow._errors import CodecError
 from pynumaflow._invoke import Handler, Invoker, handler_errors
-from pynumaflow._proto.function.v1 import ReadyResponse, UserDefinedFunctionBase
+from pynumaflow._rpc import READY
 from pynumaflow._server import is_ready_method, service_mapping
 from pynumaflow.function._reduce import reduce_fn
 from pynumaflow.function._types import Datum
@@ -60,15 +60,14 @@ class FunctionService:
 
     def __mapping__(self) -> Dict[str, grpclib.const.Handler]:
         return service_mapping(
-            UserDefinedFunctionBase,
+            "function.v1.UserDefinedFunction",
             {
                 "MapFn": self._map_fn,
                 "MapTFn": self._map_t_fn,
                 "MapStreamFn": self._map_stream_fn,
                 "ReduceFn": self._reduce_fn,
-                "IsReady": is_ready_method(bytes(ReadyResponse(ready=True))),
+                "IsReady": is_ready_method(READY),
             },
-            raw=("MapFn", "MapTFn", "MapStreamFn", "ReduceFn", "IsReady"),
         )
 
     async def _map_fn(self, stream: RawStream) -> None:

@@ -15,7 +15,7 @@ import grpclib.server
 # A module import: the codecs import pynumaflow.function (see function._service).
 from pynumaflow import _codec_map_v1
 from pynumaflow._invoke import Handler, Invoker
-from pynumaflow._proto.sourcetransformer.v1 import ReadyResponse, SourceTransformBase
+from pynumaflow._rpc import READY
 from pynumaflow._server import is_ready_method, service_mapping
 from pynumaflow.function._map_v1 import serve_requests, unary_answer
 
@@ -32,12 +32,11 @@ class SourceTransformV1Service:
 
     def __mapping__(self) -> Dict[str, grpclib.const.Handler]:
         return service_mapping(
-            SourceTransformBase,
+            "sourcetransformer.v1.SourceTransform",
             {
                 "SourceTransformFn": self._transform_fn,
-                "IsReady": is_ready_method(bytes(ReadyResponse(ready=True))),
+                "IsReady": is_ready_method(READY),
             },
-            raw=("SourceTransformFn", "IsReady"),
         )
 
     async def _transform_fn(self, stream: grpclib.server.Stream[bytes, bytes]) -> None:

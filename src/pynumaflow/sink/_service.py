@@ -12,7 +12,7 @@ from grpclib.exceptions import GRPCError
 # A module import, not names: _codec imports this package's types (see function._service).
 from pynumaflow import _codec
 from pynumaflow._invoke import Handler, Invoker
-from pynumaflow._proto.sink.v1 import ReadyResponse, UserDefinedSinkBase
+from pynumaflow._rpc import READY
 from pynumaflow._server import is_ready_method, service_mapping
 from pynumaflow.sink._batch import OMITTED, BatchEngine
 from pynumaflow.sink._types import Datum
@@ -38,12 +38,11 @@ class SinkService:
 
     def __mapping__(self) -> Dict[str, grpclib.const.Handler]:
         return service_mapping(
-            UserDefinedSinkBase,
+            "sink.v1.UserDefinedSink",
             {
                 "SinkFn": self._sink_fn,
-                "IsReady": is_ready_method(bytes(ReadyResponse(ready=True))),
+                "IsReady": is_ready_method(READY),
             },
-            raw=("SinkFn", "IsReady"),
         )
 
     async def _sink_fn(self, stream: RawStream) -> None:

@@ -16,7 +16,7 @@ from pynumaflow import _codec_sink_v1 as codec
 from pynumaflow._config import DEFAULT_MAX_MESSAGE_SIZE
 from pynumaflow._errors import CodecError
 from pynumaflow._invoke import Handler, Invoker
-from pynumaflow._proto.sink.v1 import ReadyResponse, SinkBase
+from pynumaflow._rpc import READY
 from pynumaflow._server import is_ready_method, service_mapping
 from pynumaflow.sink._batch import Batch, BatchEngine
 from pynumaflow.sink._types import Datum, Response
@@ -60,9 +60,8 @@ class SinkV1Service:
 
     def __mapping__(self) -> Dict[str, grpclib.const.Handler]:
         return service_mapping(
-            SinkBase,
-            {"SinkFn": self._sink_fn, "IsReady": is_ready_method(bytes(ReadyResponse(ready=True)))},
-            raw=("SinkFn", "IsReady"),
+            "sink.v1.Sink",
+            {"SinkFn": self._sink_fn, "IsReady": is_ready_method(READY)},
         )
 
     async def _sink_fn(self, stream: RawStream) -> None:

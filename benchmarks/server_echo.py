@@ -16,7 +16,6 @@ import json
 import os
 import signal
 
-import _coalesce
 import _profile_hook
 import grpclib.const
 import grpclib.server
@@ -91,7 +90,6 @@ def main() -> None:
     parser.add_argument("--info", required=True)
     args, _ = parser.parse_known_args()
     _profile_hook.install()
-    _coalesce.install()
     asyncio.run(serve(args.sock, args.info))
 
 

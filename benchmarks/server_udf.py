@@ -8,9 +8,9 @@ interpreter it is started with decides which `pynumaflow` it imports (ours, or
     python server_udf.py --impl ours|original --api sync|async --rpc map \
         --sock /tmp/x/function.sock --info /tmp/x/server-info [--outputs 10]
 
-Experiments (our server only; the default run sets neither): BENCH_COALESCE=1 coalesces
-socket writes (see _coalesce.py); BENCH_LOOP=asyncio|uvloop runs our AsyncServer with
-asyncio.run or uvloop.run instead of aiorun.run (the documented way).
+Experiment (our server only; the default run does not set it): BENCH_LOOP=asyncio|uvloop
+runs our AsyncServer with asyncio.run or uvloop.run instead of aiorun.run (the documented
+way).
 
 Profiling hook (no change to src/): BENCH_PROFILE=cprofile:/path/out.pstats or
 yappi:/path/out.pstats profiles the whole server process until SIGTERM.
@@ -23,7 +23,6 @@ import asyncio
 import os
 import sys
 
-import _coalesce
 import _profile_hook
 
 RPCS = ("map", "mapt", "mapstream", "reduce", "sink")
@@ -167,8 +166,6 @@ def main() -> None:
     parser.add_argument("--outputs", type=int, default=10)
     args = parser.parse_args()
     _profile_hook.install()
-    if args.impl == "ours":
-        _coalesce.install()
     handlers = make_handlers(args.api, args.rpc, args.outputs)
     serve = serve_ours if args.impl == "ours" else serve_original
     serve(args.api, args.rpc, handlers, args.sock, args.info)

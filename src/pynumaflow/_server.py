@@ -4,7 +4,8 @@ It binds each endpoint's Unix socket (creating the directory, replacing a stale 
 file), or serves the connections an endpoint's own listener accepts; hosts the
 endpoint's services on grpclib, writes the server-info file atomically once the socket
 accepts connections, and on SIGTERM/SIGINT stops intake, lets calls in flight finish
-within a grace period, then closes and removes its files.
+within a grace period (long-lived v1 streams end as soon as they are idle, see
+:class:`IdleDrain`), then hangs up on its clients, closes and removes its files.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Protocol
 
+import anyio
 import grpclib.const
 import grpclib.server
 from grpclib.const import Status
@@ -40,7 +42,9 @@ from pynumaflow._rpc import SERVICES, encode_status
 from pynumaflow._wire import check_message
 
 __all__ = [
+    "SHUTTING_DOWN",
     "Endpoint",
+    "IdleDrain",
     "Listener",
     "ServerCore",
     "Service",
@@ -58,6 +62,11 @@ SERVER_INFO_END = "U+005C__END__"
 # 100 concurrent streams unless told otherwise, and grpclib leaves that as it is.
 MAX_CONCURRENT_STREAMS = 1024
 SOCKET_MODE = 0o660
+SHUTTING_DOWN = "server is shutting down"
+"""The details of the UNAVAILABLE status a call refused or cut short by the drain ends with."""
+# After the grace period, how long closing connections may take (flushing what is left
+# to send) before they are aborted: a client that does not read cannot hold the stop.
+_CLOSE_TIMEOUT = 1.0
 
 
 class Service(Protocol):
@@ -120,6 +129,77 @@ def draining() -> asyncio.Event:
         return _DRAINING.get()
     except LookupError:
         return asyncio.Event()
+
+
+class IdleDrain:
+    """Ends a long-lived stream promptly when the server drains while it is idle.
+
+    The v1 map, transformer and sink streams stay open for as long as the platform runs
+    and are half-closed only when it stops itself, so an idle one would hold the drain
+    for the whole grace period. A service reads its client's requests inside
+    :meth:`reading` and marks the work it owes the client with :meth:`busy` (a request
+    being answered, a batch up to its EOT). Once the server drains while nothing is in
+    progress, the reading is cancelled and :meth:`reading` exits quietly; the service
+    sends what it still owes, then calls :meth:`check`, which ends the stream
+    ``UNAVAILABLE``: the client stopped getting answers because the server stopped, not
+    because the conversation was over.
+    """
+
+    def __init__(self) -> None:
+        self._in_progress = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._scope = anyio.CancelScope()
+
+    def begin(self) -> None:
+        """One more piece of work is in progress."""
+        self._in_progress += 1
+        self._idle.clear()
+
+    def end(self) -> None:
+        """A piece of work :meth:`begin` announced is done (answered, or abandoned)."""
+        self._in_progress -= 1
+        if not self._in_progress:
+            self._idle.set()
+
+    @contextlib.contextmanager
+    def busy(self) -> Iterator[None]:
+        """The block is work in progress: the drain does not cut the stream during it."""
+        self.begin()
+        try:
+            yield
+        finally:
+            self.end()
+
+    @contextlib.asynccontextmanager
+    async def reading(self) -> AsyncIterator[None]:
+        """The block reading the client's requests; the drain cancels it while idle."""
+        watcher = asyncio.ensure_future(self._cut_when_idle(draining()))
+        try:
+            with self._scope:
+                yield
+        finally:
+            watcher.cancel()
+
+    def check(self) -> None:
+        """Raise ``UNAVAILABLE`` if the drain cut the reading.
+
+        Raises:
+            GRPCError: ``UNAVAILABLE`` (:data:`SHUTTING_DOWN`), once the drain cut it.
+
+        """
+        if self._scope.cancelled_caught:
+            raise GRPCError(Status.UNAVAILABLE, SHUTTING_DOWN)
+
+    async def _cut_when_idle(self, drain: asyncio.Event) -> None:
+        await drain.wait()
+        while True:
+            await self._idle.wait()
+            # A request that arrived in the same loop pass as the drain is read first.
+            await asyncio.sleep(0)
+            if self._idle.is_set():
+                break
+        self._scope.cancel()
 
 
 class _Codec(CodecBase):
@@ -205,6 +285,11 @@ class _H2Protocol(H2Protocol, asyncio.BufferedProtocol):
         if self._transport is not None:
             self._transport.close()
 
+    def abort(self) -> None:
+        """Drop the connection without flushing what is left to send."""
+        if isinstance(self._transport, asyncio.WriteTransport):
+            self._transport.abort()
+
 
 class Listener(Protocol):
     """Accepts connections for an endpoint, in place of a Unix socket the core binds.
@@ -264,9 +349,24 @@ class _GrpclibServer(grpclib.server.Server):
         if self._server is not None:
             self._server.close()
 
-    def hang_up(self) -> None:
+    async def wait_closed(self) -> None:
+        """Wait for the cancelled calls, hang up every connection, then wait for the close.
+
+        From Python 3.12, asyncio's ``Server.wait_closed`` waits until every connection
+        has closed, and a client keeps its connection open: hang up first, abort a
+        connection still open after :data:`_CLOSE_TIMEOUT`.
+        """
+        handlers = [asyncio.ensure_future(h.wait_closed()) for h in self._handlers]
+        if handlers:
+            await asyncio.wait(handlers)
         for protocol in list(getattr(self, "_live", ())):
             protocol.hang_up()
+        closed = asyncio.ensure_future(super().wait_closed())
+        done, _ = await asyncio.wait([closed], timeout=_CLOSE_TIMEOUT)
+        if not done:
+            for protocol in list(getattr(self, "_live", ())):
+                protocol.abort()
+        await closed
 
 
 class SocketPathError(OSError):
@@ -384,7 +484,7 @@ class ServerCore:
     def _tracked(self, method: RpcMethod) -> RpcMethod:
         async def tracked(stream: grpclib.server.Stream[Any, Any]) -> None:
             if self._draining:
-                raise GRPCError(Status.UNAVAILABLE, "server is shutting down")
+                raise GRPCError(Status.UNAVAILABLE, SHUTTING_DOWN)
             self._active += 1
             self._idle.clear()
             _DRAINING.set(self._drain_started)  # this call's task only: see draining()
@@ -462,7 +562,6 @@ class ServerCore:
             server.close()
         for server in self._servers:
             await server.wait_closed()
-            server.hang_up()
         self._servers.clear()
         for path in reversed(self._owned_files):
             path.unlink(missing_ok=True)

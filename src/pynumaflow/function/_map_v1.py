@@ -4,6 +4,8 @@ Both map.v1 and sourcetransformer.v1 are one long-lived bidi stream per componen
 client opens with a handshake, which the server answers first, then sends requests
 with many in flight and half-closes at shutdown. :func:`serve_requests` drives that
 conversation for both protocols; each service only says how one request is answered.
+When the server drains, a stream ends as soon as every request it has read is answered
+(see :class:`~pynumaflow._server.IdleDrain`).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from pynumaflow import _codec_map_v1
 from pynumaflow._errors import CodecError
 from pynumaflow._invoke import Handler, Invoker, handler_errors
 from pynumaflow._rpc import READY
-from pynumaflow._server import is_ready_method, service_mapping
+from pynumaflow._server import IdleDrain, is_ready_method, service_mapping
 from pynumaflow.function._types import Datum
 
 if TYPE_CHECKING:
@@ -50,7 +52,8 @@ async def serve_requests(
     Answers the client's handshake first, then answers every request with ``answer``
     in a task of its own, at most :data:`MAX_IN_FLIGHT` at once, responses in the order
     they are ready. Returns (status OK) once the client has half-closed and every
-    request is answered.
+    request is answered. Once the server drains, it stops reading as soon as no request
+    is being answered, and ends the stream ``UNAVAILABLE``.
 
     Args:
         stream: the grpclib stream, exchanging raw request and response bytes.
@@ -61,7 +64,8 @@ async def serve_requests(
     Raises:
         GRPCError: ``INVALID_ARGUMENT`` when the first message is not a handshake, a
             later one carries no request, or one is malformed; whatever ``answer``
-            raised (the first failure ends the stream, every other request is cancelled).
+            raised (the first failure ends the stream, every other request is cancelled);
+            ``UNAVAILABLE`` when the drain ended the stream.
 
     """
     await _Exchange(stream, decode, what).run(answer)
@@ -76,22 +80,15 @@ class _Exchange:
         # the other requests never cuts a response in half on the wire.
         self._send_lock = asyncio.Lock()
         self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
+        self._drain = IdleDrain()  # a request is in progress from its read to its answer
         self._failure: Optional[Exception] = None
 
     async def run(self, answer: Answer) -> None:
-        first = await self._stream.recv_message()
-        if first is None:
-            return
-        if not self._decode(first).handshake:
-            raise GRPCError(
-                Status.INVALID_ARGUMENT,
-                f"expected a handshake ({self._what} with handshake.sot true) first",
-            )
-        await self._stream.send_message(_codec_map_v1.HANDSHAKE_RESPONSE)
         async with anyio.create_task_group() as tasks:
             await self._guarded(self._read(tasks, answer), tasks.cancel_scope)
         if self._failure is not None:
             raise self._failure
+        self._drain.check()
 
     def _decode(self, data: bytes) -> Incoming:
         try:
@@ -100,21 +97,35 @@ class _Exchange:
             raise GRPCError(Status.INVALID_ARGUMENT, f"malformed {self._what}: {err}") from None
 
     async def _read(self, tasks: anyio.abc.TaskGroup, answer: Answer) -> None:
-        async for data in self._stream:
-            datum = self._decode(data).datum
-            if datum is None:
+        async with self._drain.reading():
+            first = await self._stream.recv_message()
+            if first is None:
+                return
+            if not self._decode(first).handshake:
                 raise GRPCError(
                     Status.INVALID_ARGUMENT,
-                    f"expected a request after the handshake, got a {self._what} without one",
+                    f"expected a handshake ({self._what} with handshake.sot true) first",
                 )
-            await self._slots.acquire()
-            tasks.start_soon(self._guarded, self._answer(answer, datum), tasks.cancel_scope)
+            await self._stream.send_message(_codec_map_v1.HANDSHAKE_RESPONSE)
+            async for data in self._stream:
+                datum = self._decode(data).datum
+                if datum is None:
+                    raise GRPCError(
+                        Status.INVALID_ARGUMENT,
+                        f"expected a request after the handshake, got a {self._what} without one",
+                    )
+                # Waits only while MAX_IN_FLIGHT requests are in progress: the drain cannot
+                # cut in between the read and begin().
+                await self._slots.acquire()
+                self._drain.begin()
+                tasks.start_soon(self._guarded, self._answer(answer, datum), tasks.cancel_scope)
 
     async def _answer(self, answer: Answer, datum: Datum) -> None:
         try:
             await answer(datum, self._send)
         finally:
             self._slots.release()
+            self._drain.end()
 
     async def _send(self, payload: bytes) -> None:
         async with self._send_lock:

@@ -17,7 +17,7 @@ from pynumaflow._config import DEFAULT_MAX_MESSAGE_SIZE
 from pynumaflow._errors import CodecError
 from pynumaflow._invoke import Handler, Invoker
 from pynumaflow._rpc import READY
-from pynumaflow._server import is_ready_method, service_mapping
+from pynumaflow._server import IdleDrain, is_ready_method, service_mapping
 from pynumaflow.sink._batch import Batch, BatchEngine
 from pynumaflow.sink._types import Datum, Response
 
@@ -43,7 +43,9 @@ class SinkV1Service:
     that raises fails the batch's datums, not the stream), in one or more SinkResponses,
     followed by an EOT. A bare EOT is answered with a bare EOT; a stream that ends in
     the middle of a batch has that batch answered. Only a malformed or out-of-order
-    request fails the stream (INVALID_ARGUMENT).
+    request fails the stream (INVALID_ARGUMENT). When the server drains, the stream
+    ends UNAVAILABLE between batches: at once if it is idle, else after the batch in
+    progress is answered up to its EOT.
     """
 
     def __init__(
@@ -65,7 +67,12 @@ class SinkV1Service:
         )
 
     async def _sink_fn(self, stream: RawStream) -> None:
-        reader = _BatchReader(stream)
+        drain = IdleDrain()  # busy from a batch's first request to its EOT response
+        async with drain.reading():
+            await self._converse(stream, _BatchReader(stream), drain)
+        drain.check()
+
+    async def _converse(self, stream: RawStream, reader: _BatchReader, drain: IdleDrain) -> None:
         if not await reader.handshake():
             return
         await stream.send_message(codec.HANDSHAKE_RESPONSE)
@@ -74,11 +81,12 @@ class SinkV1Service:
             first = await reader.next_datum()
             if first is None and reader.closed:
                 break
-            if first is not None:
-                batch = await self._engine.run(reader.next_datum, first)
-                for message in _messages(self._results(batch), self._max_message_size):
-                    await stream.send_message(message)
-            await stream.send_message(codec.EOT_RESPONSE)
+            with drain.busy():
+                if first is not None:
+                    batch = await self._engine.run(reader.next_datum, first)
+                    for message in _messages(self._results(batch), self._max_message_size):
+                        await stream.send_message(message)
+                await stream.send_message(codec.EOT_RESPONSE)
             if reader.closed:
                 break
         _LOGGER.debug("sink.v1 Sink (%s): stream closed by the client", self._container_type)

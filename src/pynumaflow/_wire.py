@@ -129,8 +129,26 @@ def fast_varint(data: bytes, pos: int, end: int) -> Tuple[int, int]:
 # --- google.protobuf.Timestamp -------------------------------------------------------
 
 
+# Decoded Timestamps by their bytes: within a stream, watermarks and event times repeat.
+_DECODED: dict[bytes, TimestampParts] = {}
+_DECODED_LIMIT = 1024
+
+
 def decode_timestamp(data: bytes, pos: int, end: int, parts: TimestampParts) -> TimestampParts:
     """Decode a google.protobuf.Timestamp from data[pos:end] over the parts seen so far."""
+    if parts != (0, 0):  # a repeated field merges into what came before: not cacheable
+        return _decode_timestamp(data, pos, end, parts)
+    raw = data[pos:end]
+    decoded = _DECODED.get(raw)
+    if decoded is None:
+        decoded = _decode_timestamp(data, pos, end, parts)
+        if len(_DECODED) >= _DECODED_LIMIT:
+            _DECODED.clear()
+        _DECODED[raw] = decoded
+    return decoded
+
+
+def _decode_timestamp(data: bytes, pos: int, end: int, parts: TimestampParts) -> TimestampParts:
     seconds, nanos = parts
     # Fast path for what encoders write: [08 seconds] [10 nanos], nothing else.
     cursor = pos

@@ -4,8 +4,10 @@ On each SIGUSR1 the server appends one JSON line of memory figures to ``$SOAK_ST
 RSS split into anonymous and file-backed pages, glibc's heap (``mallinfo2``), Python's
 own allocator (obmalloc arenas, blocks in use), objects, threads and tasks. With
 ``$SOAK_TRACEMALLOC`` set to a path, tracemalloc runs from start-up and each checkpoint
-also appends the top allocation differences, by traceback, against the first checkpoint
-and against the previous one.
+also appends the top allocation differences, by traceback, against the second checkpoint
+(the soak takes it after warm-up) and against the previous one. Under tracemalloc the
+obmalloc figures are missing (Python reports them only for its own allocator) and RSS
+includes tracemalloc's own memory: read ``traced`` and the differences instead.
 """
 
 from __future__ import annotations
@@ -119,7 +121,7 @@ class _Probe:
     def __init__(self, stats: Path, trace: Optional[Path]) -> None:
         self._stats = stats
         self._trace = trace
-        self._first: Optional[tracemalloc.Snapshot] = None
+        self._baseline: Optional[tracemalloc.Snapshot] = None
         self._previous: Optional[tracemalloc.Snapshot] = None
         self._count = 0
 
@@ -147,13 +149,13 @@ class _Probe:
             )
             record["traced"] = tracemalloc.get_traced_memory()[0]
             diffs = {"checkpoint": self._count}
-            if self._first is not None and self._previous is not None:
-                diffs["since_first"] = _top(snapshot, self._first, "traceback")
+            if self._baseline is not None and self._previous is not None:
+                diffs["since_warmup"] = _top(snapshot, self._baseline, "traceback")
                 diffs["since_previous"] = _top(snapshot, self._previous, "traceback")
             with self._trace.open("a") as out:
                 out.write(json.dumps(diffs) + "\n")
-            if self._first is None:
-                self._first = snapshot
+            if self._count == 1:
+                self._baseline = snapshot
             self._previous = snapshot
         with self._stats.open("a") as out:
             out.write(json.dumps(record) + "\n")

@@ -1,17 +1,32 @@
 """Soak: many MapFn calls and reduce windows against one server; RSS and error counts.
 
-Starts one server process (map and reduce handlers, legacy protocol), drives it with a
-grpcio client from this process, and prints the server's RSS after warm-up, in the
-middle and at the end, the growth after warm-up, and the number of failed calls.
+Starts one server process (async map and reduce handlers, legacy protocol) and drives it
+with a grpcio client from this process. The warm-up runs both workloads (map calls and
+reduce windows) before the baseline is taken, so that one-time costs (code paths run for
+the first time, caches filling, allocator high-water marks) are in the baseline. The run
+is then split into segments; each runs its share of map calls and reduce windows at the
+same time, so every part of the run has both. The server's RSS is read after every
+segment; it prints RSS at the baseline and at 25/50/75/100%, the growth, the failed
+calls and windows, error lines in the server's log, and the wall time.
+
+Map requests carry 10,000 distinct event times (1 ms apart) and one watermark, reduce
+datums event times within their window, as the platform sends them.
 
     python benchmarks/soak.py                      # 1,000,000 MapFn calls, 200 windows
-    python benchmarks/soak.py --calls 100000 --windows 20
+    python benchmarks/soak.py --calls 200000 --windows 40 --series /tmp/series.json
+    python benchmarks/soak.py --calls 0 --windows 40 --warmup 0   # reduce windows only
+
+Exits 1 if anything failed or RSS grew more than ``--max-growth`` (10%) after warm-up.
+``--stats FILE`` makes the server append memory figures (glibc heap, obmalloc arenas,
+objects, threads) at every sample, ``--tracemalloc FILE`` also the top-20 allocation
+differences (see ``_soak_probe.py``).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -19,6 +34,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -28,7 +44,13 @@ sys.path.insert(0, str(ROOT / "tests"))
 from procs import wait_for_server_info  # noqa: E402
 
 SERVER = """
+import asyncio, sys
+sys.path.insert(0, {bench!r})
+import _soak_probe
+import pynumaflow
 from pynumaflow.function import AsyncServer, Message, Messages
+
+print("pynumaflow from", pynumaflow.__file__, flush=True)
 
 async def echo(keys, datum):
     return Messages(Message(datum.value, keys=keys))
@@ -39,10 +61,17 @@ async def count(keys, datums, md):
         n += 1
     return Messages(Message(str(n).encode(), keys=keys))
 
+async def main():
+    _soak_probe.install()
+    await AsyncServer(map_handler=echo, reduce_handler=count, protocols=["legacy"]).start()
+
 if __name__ == "__main__":
-    import asyncio
-    asyncio.run(AsyncServer(map_handler=echo, reduce_handler=count, protocols=["legacy"]).start())
+    asyncio.run(main())
 """
+
+KEYS = 10
+EVENT_TIMES = 10_000
+VALUE = b"x" * 100
 
 
 def rss_mib(pid: int) -> float:
@@ -53,7 +82,7 @@ def rss_mib(pid: int) -> float:
     raise RuntimeError("no VmRSS")
 
 
-def stubs(out: Path) -> tuple[object, object]:
+def stubs(out: Path) -> tuple[Any, Any]:
     """grpcio stubs for function.v1, generated from protos/."""
     out.mkdir(parents=True, exist_ok=True)
     subprocess.run(
@@ -75,107 +104,269 @@ def stubs(out: Path) -> tuple[object, object]:
     return udfunction_pb2, udfunction_pb2_grpc
 
 
-async def run_calls(stub: object, pb2: object, count: int, in_flight: int) -> int:
-    """Make `count` MapFn calls, `in_flight` at a time; return how many failed."""
-    now = Timestamp()
-    now.GetCurrentTime()
-    request = pb2.DatumRequest(  # type: ignore[attr-defined]
-        keys=["k"],
-        value=b"x" * 100,
-        event_time=pb2.EventTime(event_time=now),  # type: ignore[attr-defined]
-        watermark=pb2.Watermark(watermark=now),  # type: ignore[attr-defined]
-    )
-    failed = 0
-    remaining = count
-
-    async def worker() -> None:
-        nonlocal failed, remaining
-        while remaining > 0:
-            remaining -= 1
-            try:
-                await stub.MapFn(request)  # type: ignore[attr-defined]
-            except grpc.aio.AioRpcError:
-                failed += 1
-
-    await asyncio.gather(*(worker() for _ in range(in_flight)))
-    return failed
+def millis(ms: int) -> Any:
+    stamp = Timestamp()
+    stamp.FromMilliseconds(ms)
+    return stamp
 
 
-async def run_windows(stub: object, pb2: object, windows: int, datums: int) -> int:
-    """Reduce `windows` windows of `datums` datums over 10 keys; return failed windows."""
-    failed = 0
-    for index in range(windows):
-        start = index * 60_000
-        headers = (
-            ("x-numaflow-win-start-time", str(start)),
-            ("x-numaflow-win-end-time", str(start + 60_000)),
-        )
-        requests = [
-            pb2.DatumRequest(keys=[f"k{i % 10}"], value=b"v")  # type: ignore[attr-defined]
-            for i in range(datums)
+class Driver:
+    """The client side: map calls and reduce windows over one channel, failures counted."""
+
+    def __init__(self, stub: Any, pb2: Any, in_flight: int, datums: int) -> None:
+        self.stub = stub
+        self.pb2 = pb2
+        self.in_flight = in_flight
+        self.datums = datums
+        self.failed_calls = 0
+        self.failed_windows = 0
+        self.windows_done = 0
+        base = int(time.time() * 1000)
+        watermark = pb2.Watermark(watermark=millis(base))
+        self.requests = [
+            pb2.DatumRequest(
+                keys=["k"],
+                value=VALUE,
+                event_time=pb2.EventTime(event_time=millis(base + i)),
+                watermark=watermark,
+            )
+            for i in range(EVENT_TIMES)
         ]
+        self.sent = 0
+
+    async def calls(self, count: int) -> None:
+        """Make `count` MapFn calls, `in_flight` at a time."""
+        remaining = count
+
+        async def worker() -> None:
+            nonlocal remaining
+            while remaining > 0:
+                remaining -= 1
+                request = self.requests[self.sent % EVENT_TIMES]
+                self.sent += 1
+                try:
+                    reply = await self.stub.MapFn(request)
+                except grpc.aio.AioRpcError:
+                    self.failed_calls += 1
+                    continue
+                if len(reply.elements) != 1 or reply.elements[0].value != VALUE:
+                    self.failed_calls += 1
+
+        await asyncio.gather(*(worker() for _ in range(self.in_flight)))
+
+    async def windows(self, count: int) -> None:
+        """Reduce `count` windows of `datums` datums over KEYS keys, one after another."""
+        for _ in range(count):
+            start = self.windows_done * 60_000
+            self.windows_done += 1
+            headers = (
+                ("x-numaflow-win-start-time", str(start)),
+                ("x-numaflow-win-end-time", str(start + 60_000)),
+            )
+            watermark = self.pb2.Watermark(watermark=millis(start))
+            requests = [
+                self.pb2.DatumRequest(
+                    keys=[f"k{i % KEYS}"],
+                    value=b"v",
+                    event_time=self.pb2.EventTime(event_time=millis(start + i)),
+                    watermark=watermark,
+                )
+                for i in range(self.datums)
+            ]
+            try:
+                replies = [r async for r in self.stub.ReduceFn(iter(requests), metadata=headers)]
+                total = sum(int(e.value) for r in replies for e in r.elements)
+                if total != self.datums:
+                    self.failed_windows += 1
+            except grpc.aio.AioRpcError:
+                self.failed_windows += 1
+
+    async def both(self, calls: int, windows: int) -> None:
+        await asyncio.gather(self.calls(calls), self.windows(windows))
+
+
+def shares(total: int, parts: int) -> list[int]:
+    """Split `total` into `parts` near-equal integers."""
+    return [total * (i + 1) // parts - total * i // parts for i in range(parts)]
+
+
+class Sampler:
+    """RSS of the server after each segment, and the server's own figures if asked."""
+
+    def __init__(self, pid: int, stats: Path | None) -> None:
+        self.pid = pid
+        self.stats = stats
+        self.rows: list[dict[str, Any]] = []
+
+    async def sample(self, label: str, calls: int, windows: int, elapsed: float) -> float:
+        rss = rss_mib(self.pid)
+        row: dict[str, Any] = {
+            "label": label,
+            "calls": calls,
+            "windows": windows,
+            "elapsed": round(elapsed, 1),
+            "rss_mib": round(rss, 2),
+        }
+        if self.stats is not None:
+            row["server"] = await self._server_figures()
+        self.rows.append(row)
+        return rss
+
+    async def _server_figures(self) -> dict[str, Any]:
+        assert self.stats is not None
+        before = self._lines()
+        os.kill(self.pid, signal.SIGUSR1)
+        deadline = time.monotonic() + 120
+        while len(lines := self._lines()) == len(before):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the server wrote no stats line")
+            await asyncio.sleep(0.05)
+        return json.loads(lines[-1])  # type: ignore[no-any-return]
+
+    def _lines(self) -> list[str]:
         try:
-            replies = [r async for r in stub.ReduceFn(iter(requests), metadata=headers)]  # type: ignore[attr-defined]
-            total = sum(int(e.value) for r in replies for e in r.elements)
-            if total != datums:
-                failed += 1
-        except grpc.aio.AioRpcError:
-            failed += 1
-    return failed
+            return [x for x in self.stats.read_text().splitlines() if x]  # type: ignore[union-attr]
+        except FileNotFoundError:
+            return []
 
 
-async def soak(args: argparse.Namespace) -> None:
-    """Run the soak and print the figures."""
+async def soak(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the soak; return the samples and counts."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         pb2, pb2_grpc = stubs(folder / "stubs")
-        (folder / "udf.py").write_text(SERVER)
-        proc = subprocess.Popen(  # noqa: ASYNC220 - started once, before the load
-            [sys.executable, str(folder / "udf.py")],
-            env=dict(os.environ, PYNUMAFLOW_RUN_DIR=str(folder)),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+        (folder / "udf.py").write_text(SERVER.format(bench=str(Path(__file__).parent)))
+        env = dict(os.environ, PYNUMAFLOW_RUN_DIR=str(folder))
+        if args.stats:
+            env["SOAK_STATS"] = args.stats
+        if args.tracemalloc:
+            env["SOAK_TRACEMALLOC"] = args.tracemalloc
+        log = folder / "server.log"
+        with log.open("w") as log_file:
+            proc = subprocess.Popen(  # noqa: ASYNC220 - started once, before the load
+                [sys.executable, str(folder / "udf.py")],
+                env=env,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
         wait_for_server_info(proc, folder / "server-info")
+        sampler = Sampler(proc.pid, Path(args.stats) if args.stats else None)
         options = [("grpc.max_receive_message_length", 64 << 20)]
         async with grpc.aio.insecure_channel(
             f"unix://{folder / 'function.sock'}", options=options
         ) as ch:
-            stub = pb2_grpc.UserDefinedFunctionStub(ch)  # type: ignore[attr-defined]
+            driver = Driver(pb2_grpc.UserDefinedFunctionStub(ch), pb2, args.in_flight, args.datums)
             started = time.monotonic()
-            failed = await run_calls(stub, pb2, args.warmup, args.in_flight)
-            after_warmup = rss_mib(proc.pid)
-            half = args.calls // 2
-            failed += await run_calls(stub, pb2, half, args.in_flight)
-            failed_windows = await run_windows(stub, pb2, args.windows // 2, args.datums)
-            middle = rss_mib(proc.pid)
-            failed += await run_calls(stub, pb2, args.calls - half, args.in_flight)
-            failed_windows += await run_windows(
-                stub, pb2, args.windows - args.windows // 2, args.datums
-            )
-            end = rss_mib(proc.pid)
+            await sampler.sample("start", 0, 0, 0.0)
+            for calls, windows in zip(
+                shares(args.warmup, args.segments // 10 or 1),
+                shares(args.warmup_windows, args.segments // 10 or 1),
+                strict=True,
+            ):
+                await driver.both(calls, windows)
+            await sampler.sample("warm-up", 0, 0, time.monotonic() - started)
+            done_calls = done_windows = 0
+            for calls, windows in zip(
+                shares(args.calls, args.segments), shares(args.windows, args.segments), strict=True
+            ):
+                await driver.both(calls, windows)
+                done_calls += calls
+                done_windows += windows
+                await sampler.sample(
+                    f"{len(sampler.rows) - 1}/{args.segments}",
+                    done_calls,
+                    done_windows,
+                    time.monotonic() - started,
+                )
             elapsed = time.monotonic() - started
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
-    growth = (end - after_warmup) / after_warmup * 100
-    print(f"MapFn calls: {args.calls} (+{args.warmup} warm-up), {args.in_flight} in flight")
-    print(f"reduce windows: {args.windows} of {args.datums} datums over 10 keys")
-    print(f"server RSS MiB: after warm-up {after_warmup:.1f}, middle {middle:.1f}, end {end:.1f}")
-    print(f"RSS growth after warm-up: {growth:+.1f}%")
-    print(f"failed calls: {failed}, failed windows: {failed_windows}")
-    print(f"elapsed: {elapsed:.0f} s; server exit code {proc.returncode}")
+        output = log.read_text()
+    error_lines = [x for x in output.splitlines() if "Traceback" in x or "ERROR" in x]
+    origin = [x for x in output.splitlines() if x.startswith("pynumaflow from")]
+    return {
+        "args": vars(args),
+        "samples": sampler.rows,
+        "failed_calls": driver.failed_calls,
+        "failed_windows": driver.failed_windows,
+        "server_error_lines": len(error_lines),
+        "server_exit_code": proc.returncode,
+        "server_package": origin[0].split(" ", 2)[2] if origin else "?",
+        "elapsed": elapsed,
+    }
+
+
+def report(result: dict[str, Any]) -> None:
+    """Print the figures of one run."""
+    args = result["args"]
+    rows = result["samples"]
+    base = rows[1]["rss_mib"]
+    run = rows[2:]
+    print(
+        f"MapFn calls: {args['calls']:,} (+{args['warmup']:,} warm-up), "
+        f"{args['in_flight']} in flight"
+    )
+    print(
+        f"reduce windows: {args['windows']} (+{args['warmup_windows']} warm-up) of "
+        f"{args['datums']:,} datums over {KEYS} keys; {args['segments']} segments, "
+        "each with its share of both"
+    )
+    print(f"server RSS MiB: at start-up {rows[0]['rss_mib']:.1f}, after warm-up {base:.1f}")
+    for quarter in (1, 2, 3, 4):
+        row = run[len(run) * quarter // 4 - 1]
+        growth = (row["rss_mib"] - base) / base * 100
+        print(
+            f"  {quarter * 25:3d}%: {row['rss_mib']:.1f} MiB ({growth:+.1f}%) after "
+            f"{row['calls']:,} calls, {row['windows']} windows, {row['elapsed']:.0f} s"
+        )
+    peak = max(run, key=lambda r: r["rss_mib"])
+    print(
+        f"RSS growth after warm-up: end {(run[-1]['rss_mib'] - base) / base * 100:+.1f}%, "
+        f"highest {(peak['rss_mib'] - base) / base * 100:+.1f}% (at {peak['label']})"
+    )
+    print(
+        f"errors: failed calls {result['failed_calls']}, failed windows "
+        f"{result['failed_windows']}, server log error lines {result['server_error_lines']}"
+    )
+    print(
+        f"wall time (warm-up included): {result['elapsed']:.0f} s; server exit code "
+        f"{result['server_exit_code']}; pynumaflow from {result['server_package']}"
+    )
 
 
 def main() -> None:
-    """Parse arguments and soak."""
-    parser = argparse.ArgumentParser(description=__doc__)
+    """Parse arguments, soak, print."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--calls", type=int, default=1_000_000)
-    parser.add_argument("--warmup", type=int, default=20_000)
-    parser.add_argument("--in-flight", type=int, default=64)
     parser.add_argument("--windows", type=int, default=200)
-    parser.add_argument("--datums", type=int, default=1_000)
-    asyncio.run(soak(parser.parse_args()))
+    parser.add_argument("--warmup", type=int, default=20_000, help="MapFn calls")
+    parser.add_argument("--warmup-windows", type=int, default=10)
+    parser.add_argument("--segments", type=int, default=100, help="RSS samples in the run")
+    parser.add_argument("--in-flight", type=int, default=64)
+    parser.add_argument("--datums", type=int, default=1_000, help="per window")
+    parser.add_argument("--max-growth", type=float, default=10.0, help="%% (exit 1 above it)")
+    parser.add_argument("--series", help="write every sample as JSON to this file")
+    parser.add_argument("--stats", help="server memory figures at every sample (JSON lines)")
+    parser.add_argument("--tracemalloc", help="top-20 allocation diffs per sample (JSON lines)")
+    args = parser.parse_args()
+    if args.tracemalloc and not args.stats:
+        parser.error("--tracemalloc needs --stats")
+    for name in ("stats", "tracemalloc"):
+        if getattr(args, name):
+            path = Path(getattr(args, name)).resolve()
+            path.unlink(missing_ok=True)
+            setattr(args, name, str(path))
+    result = asyncio.run(soak(args))
+    if args.series:
+        Path(args.series).write_text(json.dumps(result, indent=1))
+    report(result)
+    base, end = result["samples"][1]["rss_mib"], result["samples"][-1]["rss_mib"]
+    failed = result["failed_calls"] + result["failed_windows"] + result["server_error_lines"]
+    if failed or result["server_exit_code"] != 0 or (end - base) / base * 100 > args.max_growth:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ from h2.settings import SettingCodes
 from pynumaflow import __version__
 from pynumaflow._batched_writes import BatchedWrites
 from pynumaflow._errors import CodecError
+from pynumaflow._h2streams import remember_resets_only
 from pynumaflow._rpc import SERVICES, encode_status
 from pynumaflow._wire import check_message
 
@@ -268,9 +269,9 @@ class _H2Protocol(H2Protocol, asyncio.BufferedProtocol):
         super().connection_made(transport)
         self._transport = transport
         self._live.add(self)
-        self.connection._connection.update_settings(
-            {SettingCodes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS}
-        )
+        h2_connection = self.connection._connection
+        h2_connection.update_settings({SettingCodes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS})
+        remember_resets_only(h2_connection)
         self.connection.flush()
 
     def connection_lost(self, exc: Optional[BaseException]) -> None:

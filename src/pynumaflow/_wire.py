@@ -179,7 +179,9 @@ def _decode_timestamp(data: bytes, pos: int, end: int, parts: TimestampParts) ->
     return seconds, nanos
 
 
-@functools.lru_cache(maxsize=4096)  # watermarks and event times repeat across requests
+# Watermarks and event times repeat across requests, recent ones most: when full, 1,024
+# entries hold ~0.3 MiB (4,096 held 1.2 MiB).
+@functools.lru_cache(maxsize=1024)
 def naive_utc(parts: TimestampParts) -> datetime:
     """The naive UTC datetime of a timestamp, microsecond exact."""
     seconds, nanos = parts

@@ -591,6 +591,15 @@ def targets(
                     paired_ratio(o, g, "throughput"), limit, True,
                 ))  # fmt: skip
     for w in workloads:
+        if not w.streaming:
+            continue
+        for api in APIS:
+            o, g = _ok(recs, w.name, api, "ours"), _ok(recs, w.name, api, "original")
+            if o and g:
+                checks.append(Check(
+                    f"{w.name} throughput, {api}", paired_ratio(o, g, "throughput"), 2.5, True
+                ))  # fmt: skip
+    for w in workloads:
         if not w.unary:
             continue
         for api in APIS:

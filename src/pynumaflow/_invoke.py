@@ -19,6 +19,7 @@ import traceback
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any, Callable, Generic, Optional, TypeVar, Union
 
 from grpclib.const import Status
@@ -26,7 +27,7 @@ from grpclib.exceptions import GRPCError
 
 from pynumaflow._errors import ReturnTypeError
 
-__all__ = ["Feed", "FeedAborted", "Handler", "Invoker", "handler_errors", "inspect_handler"]
+__all__ = ["Feed", "FeedAborted", "Handler", "HandlerErrors", "Invoker", "inspect_handler"]
 
 _LOGGER = logging.getLogger("pynumaflow")
 
@@ -91,36 +92,53 @@ def inspect_handler(
     return Handler(name, func, is_async=_is_async(func, inspect.iscoroutinefunction))
 
 
-@contextlib.contextmanager
-def handler_errors(handler: Handler, *, v1_container: Optional[str] = None) -> Iterator[None]:
-    """Turn what a handler raises (or returns wrongly) into a gRPC status, logged once.
+class HandlerErrors:
+    """Turns what a handler raises (or returns wrongly) into a gRPC status, logged once.
 
-    For function.v1 and the 0.8-era sink.v1 the status is ``UNKNOWN`` with the error
-    text. For the v1 protocols (Numaflow >= 1.4, ``v1_container`` set to the container
-    type, e.g. ``"udf"``) it is what that platform parses: ``INTERNAL`` with
+    Use as ``with HandlerErrors(handler):`` around the call and the encoding of its
+    result. For function.v1 and the 0.8-era sink.v1 the status is ``UNKNOWN`` with the
+    error text. For the v1 protocols (Numaflow >= 1.4, ``v1_container`` set to the
+    container type, e.g. ``"udf"``) it is what that platform parses: ``INTERNAL`` with
     ``UDF_EXECUTION_ERROR(<container>): <repr(error)>`` and the traceback as
     ``google.rpc.DebugInfo`` in the status details.
+
+    It keeps no state between uses, so one instance can guard many calls at once.
     """
-    try:
-        yield
-    except (GRPCError, asyncio.CancelledError):
-        raise
-    except ReturnTypeError as err:
-        _LOGGER.error("%s returned a value that cannot be sent: %s", handler.name, err)
-        text = f"{handler.name} returned a wrong type: {err}"
-        if v1_container is None:
-            raise GRPCError(Status.UNKNOWN, text) from None
-        raise GRPCError(
-            Status.INTERNAL, f"UDF_EXECUTION_ERROR({v1_container}): {text}", text
-        ) from None
-    except Exception as err:
-        _LOGGER.exception("%s raised %s", handler.name, type(err).__name__)
-        if v1_container is None:
+
+    __slots__ = ("_handler", "_v1_container")
+
+    def __init__(self, handler: Handler, *, v1_container: Optional[str] = None) -> None:
+        self._handler = handler
+        self._v1_container = v1_container
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        kind: Optional[type[BaseException]],
+        err: Optional[BaseException],
+        trace: Optional[TracebackType],
+    ) -> None:
+        if err is None or not isinstance(err, Exception) or isinstance(err, GRPCError):
+            return  # success, cancellation, or already a status: let it through
+        name = self._handler.name
+        container = self._v1_container
+        if isinstance(err, ReturnTypeError):
+            _LOGGER.error("%s returned a value that cannot be sent: %s", name, err)
+            text = f"{name} returned a wrong type: {err}"
+            if container is None:
+                raise GRPCError(Status.UNKNOWN, text) from None
+            raise GRPCError(
+                Status.INTERNAL, f"UDF_EXECUTION_ERROR({container}): {text}", text
+            ) from None
+        _LOGGER.error("%s raised %s", name, type(err).__name__, exc_info=err)
+        if container is None:
             raise GRPCError(Status.UNKNOWN, f"{type(err).__name__}: {err}") from None
         raise GRPCError(
             Status.INTERNAL,
-            f"UDF_EXECUTION_ERROR({v1_container}): {err!r}",
-            traceback.format_exc(),
+            f"UDF_EXECUTION_ERROR({container}): {err!r}",
+            "".join(traceback.format_exception(kind, err, trace)),
         ) from None
 
 
@@ -192,11 +210,15 @@ class Invoker:
         self._pool = ThreadPoolExecutor(max_threads, thread_name_prefix="pynumaflow-handler")
         self._completions: Optional[_Completions] = None
 
-    async def call(self, handler: Handler, *args: Any) -> Any:
-        """Call a unary handler and return its result."""
+    def call(self, handler: Handler, *args: Any) -> Awaitable[Any]:
+        """Call a unary handler: the awaitable gives its result.
+
+        A plain function rather than a coroutine, so that a call waiting on its handler
+        is one coroutine (the handler's) rather than two.
+        """
         if handler.is_async:
-            return await handler.func(*args)
-        return await self.run_in_pool(handler.func, *args)
+            return handler.func(*args)  # type: ignore[no-any-return]
+        return self.run_in_pool(handler.func, *args)
 
     def run_in_pool(self, func: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
         """Run a plain function in the handler pool (with the current context)."""
@@ -273,13 +295,14 @@ class Invoker:
         """Run a stream handler, sending each item it yields, encoded, as soon as it comes.
 
         Its errors, and what ``encode`` rejects, become statuses as
-        :func:`handler_errors` says; items already sent stay sent.
+        :class:`HandlerErrors` says; items already sent stay sent.
         """
-        with handler_errors(handler, v1_container=v1_container):
+        errors = HandlerErrors(handler, v1_container=v1_container)
+        with errors:
             items = self.iterate(handler, *args)
         async with contextlib.aclosing(items):
             while True:
-                with handler_errors(handler, v1_container=v1_container):
+                with errors:
                     try:
                         item = await anext(items)
                     except StopAsyncIteration:
@@ -369,12 +392,6 @@ class Feed(Generic[_T]):
         if self._room is not None and not self._room.done():
             self._room.set_result(None)
 
-    async def _next_async(self) -> Any:
-        while not self._items:
-            self._arrived = self._loop.create_future()
-            await self._arrived
-        return self._items.pop(0)
-
     @property
     def iterator(self) -> Union[AsyncIterator[_T], Iterator[_T]]:
         """What the handler iterates over (async or blocking, by handler kind)."""
@@ -389,16 +406,22 @@ class _AsyncFeedIterator(AsyncIterator[_T]):
         self._done = False
 
     async def __anext__(self) -> _T:
+        # One coroutine between the handler and the future it waits on: a window of
+        # 10,000 keys has 10,000 of these suspended at once.
         if self._done:
             raise StopAsyncIteration
-        item = await self._feed._next_async()
+        feed = self._feed
+        while not feed._items:
+            feed._arrived = feed._loop.create_future()
+            await feed._arrived
+        item = feed._items.pop(0)
         if item is _END:
             self._done = True
             raise StopAsyncIteration
         if item is _ABORT:
             self._done = True
             raise FeedAborted("the call was abandoned")
-        self._feed._taken()
+        feed._taken()
         return item  # type: ignore[no-any-return]
 
 

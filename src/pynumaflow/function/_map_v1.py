@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Callable, Dict, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional
 
-import anyio
-import anyio.abc
 import grpclib.const
 import grpclib.server
 from grpclib.const import Status
@@ -24,9 +22,10 @@ from grpclib.exceptions import GRPCError
 # A module import: the codecs import pynumaflow.function (see function._service).
 from pynumaflow import _codec_map_v1
 from pynumaflow._errors import CodecError
-from pynumaflow._invoke import Handler, Invoker, handler_errors
+from pynumaflow._invoke import Handler, HandlerErrors, Invoker
 from pynumaflow._rpc import READY
 from pynumaflow._server import IdleDrain, is_ready_method, service_mapping
+from pynumaflow._tasks import StreamTasks
 from pynumaflow.function._types import Datum
 
 if TYPE_CHECKING:
@@ -82,10 +81,15 @@ class _Exchange:
         self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
         self._drain = IdleDrain()  # a request is in progress from its read to its answer
         self._failure: Optional[Exception] = None
+        self._tasks: Optional[StreamTasks] = None
 
     async def run(self, answer: Answer) -> None:
-        async with anyio.create_task_group() as tasks:
-            await self._guarded(self._read(tasks, answer), tasks.cancel_scope)
+        tasks = self._tasks = StreamTasks()
+        try:
+            tasks.start(self._guarded(self._read, tasks, answer))
+            await tasks.wait()
+        finally:
+            await tasks.close()
         if self._failure is not None:
             raise self._failure
         self._drain.check()
@@ -96,7 +100,7 @@ class _Exchange:
         except CodecError as err:
             raise GRPCError(Status.INVALID_ARGUMENT, f"malformed {self._what}: {err}") from None
 
-    async def _read(self, tasks: anyio.abc.TaskGroup, answer: Answer) -> None:
+    async def _read(self, tasks: StreamTasks, answer: Answer) -> None:
         async with self._drain.reading():
             first = await self._stream.recv_message()
             if first is None:
@@ -118,11 +122,14 @@ class _Exchange:
                 # cut in between the read and begin().
                 await self._slots.acquire()
                 self._drain.begin()
-                tasks.start_soon(self._guarded, self._answer(answer, datum), tasks.cancel_scope)
+                tasks.start(self._answer(answer, datum))
 
     async def _answer(self, answer: Answer, datum: Datum) -> None:
+        # One task per request in flight: one coroutine besides the answer's own.
         try:
             await answer(datum, self._send)
+        except Exception as err:
+            await self._fail(err)
         finally:
             self._slots.release()
             self._drain.end()
@@ -131,15 +138,24 @@ class _Exchange:
         async with self._send_lock:
             await self._stream.send_message(payload)
 
-    async def _guarded(self, work: Awaitable[None], scope: anyio.CancelScope) -> None:
-        """Await work; if it fails, keep the first failure and cancel everything else."""
+    async def _guarded(self, work: Callable[..., Awaitable[None]], *args: Any) -> None:
+        """Run ``work(*args)``; if it fails, fail the stream.
+
+        The work is created here, so that a task cancelled before it starts leaves no
+        coroutine never awaited.
+        """
         try:
-            await work
+            await work(*args)
         except Exception as err:
-            async with self._send_lock:
-                if self._failure is None:
-                    self._failure = err
-                scope.cancel()
+            await self._fail(err)
+
+    async def _fail(self, err: Exception) -> None:
+        """Keep the first failure and cancel everything else (never mid-response)."""
+        async with self._send_lock:
+            if self._failure is None:
+                self._failure = err
+            assert self._tasks is not None  # only while run() runs
+            self._tasks.cancel()
 
 
 def unary_answer(
@@ -153,9 +169,10 @@ def unary_answer(
     A handler that raises or returns a wrong type fails the stream with ``INTERNAL``
     ``UDF_EXECUTION_ERROR(<container_type>): ...``, as the v1 platform expects.
     """
+    errors = HandlerErrors(handler, v1_container=container_type)
 
     async def answer(datum: Datum, send: Send) -> None:
-        with handler_errors(handler, v1_container=container_type):
+        with errors:
             result = await invoker.call(handler, datum.keys, datum)
             payload = encode(result, datum)
         await send(payload)

@@ -55,8 +55,6 @@ from typing import (
     cast,
 )
 
-import anyio
-import anyio.abc
 import grpclib.server
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
@@ -64,7 +62,8 @@ from grpclib.exceptions import GRPCError
 # A module import: _codec imports this package's datatypes (see function._service).
 from pynumaflow import _codec
 from pynumaflow._errors import CodecError
-from pynumaflow._invoke import Feed, FeedAborted, Handler, Invoker, handler_errors
+from pynumaflow._invoke import Feed, FeedAborted, Handler, HandlerErrors, Invoker
+from pynumaflow._tasks import StreamTasks
 from pynumaflow.function._types import Datum, IntervalWindow, Metadata
 
 __all__ = [
@@ -143,8 +142,10 @@ class _Inbox(Protocol):
 
     def abort(self) -> None: ...
 
-    async def call(self, invoker: Invoker, handler: Handler, keys: List[str], md: Metadata) -> Any:
-        """Run the handler over this group's datums and return what it returns."""
+    def call(
+        self, invoker: Invoker, handler: Handler, keys: List[str], md: Metadata
+    ) -> Awaitable[Any]:
+        """Run the handler over this group's datums; the awaitable gives what it returns."""
 
 
 class _AsyncInbox:
@@ -162,8 +163,10 @@ class _AsyncInbox:
     def abort(self) -> None:
         self._feed.abort()
 
-    async def call(self, invoker: Invoker, handler: Handler, keys: List[str], md: Metadata) -> Any:
-        return await invoker.call(handler, keys, self._feed.iterator, md)
+    def call(
+        self, invoker: Invoker, handler: Handler, keys: List[str], md: Metadata
+    ) -> Awaitable[Any]:
+        return invoker.call(handler, keys, self._feed.iterator, md)
 
 
 class _ThreadInbox:
@@ -198,8 +201,10 @@ class _ThreadInbox:
             self._backlog.clear()
         self._feed.abort()
 
-    async def call(self, invoker: Invoker, handler: Handler, keys: List[str], md: Metadata) -> Any:
-        return await invoker.run_in_pool(self._run, handler.func, keys, md)
+    def call(
+        self, invoker: Invoker, handler: Handler, keys: List[str], md: Metadata
+    ) -> Awaitable[Any]:
+        return invoker.run_in_pool(self._run, handler.func, keys, md)
 
     def _run(self, func: Callable[..., Any], keys: List[str], md: Metadata) -> Any:
         """Run in the pool thread: take the backlog, then read the live feed."""
@@ -241,7 +246,8 @@ class ReduceStream(Generic[Group]):
         self._v1_container = v1_container
         self._new_inbox: Callable[[], _Inbox] = _AsyncInbox if handler.is_async else _ThreadInbox
         self._groups: Dict[Group, _Inbox] = {}
-        self._tasks: Optional[anyio.abc.TaskGroup] = None
+        self._tasks: Optional[StreamTasks] = None
+        self._errors = HandlerErrors(handler, v1_container=v1_container)
         self.input_ended = asyncio.Event()
         """Set once the client has half-closed and every group's input was closed."""
         # One answer at a time on the stream; a failure takes it too, so that cancelling
@@ -251,11 +257,14 @@ class ReduceStream(Generic[Group]):
 
     async def run(self) -> None:
         """Serve the stream to its end; raise the first failure (a GRPCError)."""
+        tasks = self._tasks = StreamTasks()
         try:
-            async with anyio.create_task_group() as tasks:
-                self._tasks = tasks
-                await self._guarded(self._read_all(), tasks.cancel_scope)
+            tasks.start(self._guarded(self._read_all))
+            await tasks.wait()
         finally:
+            # Cancelled calls end first: a pool thread freed by one must not pick up a
+            # call that is being abandoned (see _call).
+            await tasks.close()
             for inbox in self._groups.values():
                 inbox.abort()
             self._groups.clear()
@@ -287,7 +296,7 @@ class ReduceStream(Generic[Group]):
         inbox = self._groups.get(group)
         if inbox is None:
             inbox = self._groups[group] = self._new_inbox()
-            self._spawn(self._call(group, keys, md, inbox))
+            self._started().start(self._call(group, keys, md, inbox))
         await inbox.put(datum)
 
     def _end_groups(self, groups: Iterable[Group]) -> None:
@@ -295,10 +304,13 @@ class ReduceStream(Generic[Group]):
         for group in groups:
             self._groups[group].close()
 
-    def _spawn(self, work: Awaitable[None]) -> None:
-        """Run work beside the calls; its failure fails the stream like theirs."""
+    def _spawn(self, work: Callable[..., Awaitable[None]], *args: Any) -> asyncio.Task[None]:
+        """Run ``work(*args)`` beside the calls; its failure fails the stream like theirs."""
+        return self._started().start(self._guarded(work, *args))
+
+    def _started(self) -> StreamTasks:
         assert self._tasks is not None  # only while run() runs
-        self._tasks.start_soon(self._guarded, work, self._tasks.cancel_scope)
+        return self._tasks
 
     async def _send(self, *messages: bytes) -> None:
         """Send messages together: no other answer goes between them."""
@@ -308,15 +320,23 @@ class ReduceStream(Generic[Group]):
 
     # --- the engine ---------------------------------------------------------------------
 
-    async def _guarded(self, work: Awaitable[None], scope: anyio.CancelScope) -> None:
-        """Await work; if it fails, keep the first failure and cancel everything else."""
+    async def _guarded(self, work: Callable[..., Awaitable[None]], *args: Any) -> None:
+        """Run ``work(*args)``; if it fails, fail the stream.
+
+        The work is created here, so that a task cancelled before it starts leaves no
+        coroutine never awaited.
+        """
         try:
-            await work
+            await work(*args)
         except Exception as err:
-            async with self._send_lock:
-                if self._failure is None:
-                    self._failure = err
-                scope.cancel()
+            await self._fail(err)
+
+    async def _fail(self, err: Exception) -> None:
+        """Keep the first failure and cancel everything else (never mid-answer)."""
+        async with self._send_lock:
+            if self._failure is None:
+                self._failure = err
+            self._started().cancel()
 
     async def _read_all(self) -> None:
         await self._read()
@@ -325,18 +345,24 @@ class ReduceStream(Generic[Group]):
         self.input_ended.set()
 
     async def _call(self, group: Group, keys: List[str], md: Metadata, inbox: _Inbox) -> None:
+        # One task per key group, alive for the whole window: kept to one coroutine
+        # (no _guarded around it) and one reusable error handler.
         try:
-            with handler_errors(self._handler, v1_container=self._v1_container):
-                result = await inbox.call(self._invoker, self._handler, keys, md)
-                # The call is over: datums still arriving for it are dropped. (When it is
-                # cancelled, run() aborts every feed only once all calls are cancelled, so
-                # a freed pool thread cannot start a call that is being abandoned.)
-                inbox.abort()
-                answer = self._encode(group, result)
-        except GRPCError as err:
-            message = f"{err.message} (keys {list(keys)!r})"
-            raise GRPCError(err.status, message, err.details) from None
-        await self._answer(group, answer)
+            try:
+                with self._errors:
+                    result = await inbox.call(self._invoker, self._handler, keys, md)
+                    # The call is over: datums still arriving for it are dropped. (When it
+                    # is cancelled, run() aborts every feed only once all calls are
+                    # cancelled, so a freed pool thread cannot start a call that is being
+                    # abandoned.)
+                    inbox.abort()
+                    answer = self._encode(group, result)
+            except GRPCError as err:
+                message = f"{err.message} (keys {list(keys)!r})"
+                raise GRPCError(err.status, message, err.details) from None
+            await self._answer(group, answer)
+        except Exception as err:
+            await self._fail(err)
 
 
 class _LegacyReduce(ReduceStream[Tuple[str, ...]]):

@@ -22,7 +22,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Set, Tuple
 
-import anyio
 import grpclib.const
 import grpclib.server
 from grpclib.const import Status
@@ -88,10 +87,9 @@ class _ReduceV1Stream(ReduceStream[Group]):
         super().__init__(stream, handler, invoker, v1_container=container_type)
         self._windows: Dict[Bounds, _Window] = {}  # in the order first seen
         self._closed: Set[Bounds] = set()
-        self._reading = anyio.CancelScope()
 
     async def _read(self) -> None:
-        self._spawn(self._abandon_on_drain())
+        drain_watch = self._spawn(self._abandon_on_drain)
         try:
             async for data in self._stream:
                 request = _decode(data)
@@ -112,7 +110,7 @@ class _ReduceV1Stream(ReduceStream[Group]):
                         "fixed and sliding windows use OPEN, APPEND and CLOSE",
                     )
         finally:
-            self._reading.cancel()
+            drain_watch.cancel()
 
     async def _append(self, window: _codec.ReduceWindow, request: _codec.ReduceRequest) -> None:
         if window.bounds in self._closed:
@@ -134,13 +132,12 @@ class _ReduceV1Stream(ReduceStream[Group]):
             self._end_groups(known.groups)
 
     async def _abandon_on_drain(self) -> None:
-        with self._reading:
-            await draining().wait()
-            raise GRPCError(
-                Status.UNAVAILABLE,
-                "the server is shutting down and the window is still open; it is replayed "
-                "after the restart",
-            )
+        await draining().wait()
+        raise GRPCError(
+            Status.UNAVAILABLE,
+            "the server is shutting down and the window is still open; it is replayed "
+            "after the restart",
+        )
 
     def _encode(self, group: Group, result: Any) -> List[bytes]:
         return _codec.encode_reduce_results(result, self._windows[group[0]].window)

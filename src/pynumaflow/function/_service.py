@@ -14,7 +14,7 @@ from grpclib.exceptions import GRPCError
 # reaches here while it is still initialising (its names are looked up at call time).
 from pynumaflow import _codec
 from pynumaflow._errors import CodecError
-from pynumaflow._invoke import Handler, Invoker, handler_errors
+from pynumaflow._invoke import Handler, HandlerErrors, Invoker
 from pynumaflow._rpc import READY
 from pynumaflow._server import is_ready_method, service_mapping
 from pynumaflow.function._reduce import reduce_fn
@@ -73,7 +73,7 @@ class FunctionService:
     async def _map_fn(self, stream: RawStream) -> None:
         handler = _require(self._handlers.map, "map_handler")
         datum = await _recv_datum(stream)
-        with handler_errors(handler):
+        with HandlerErrors(handler):
             result = await self._invoker.call(handler, datum.keys, datum)
             payload = _codec.encode_datum_response_list(result)
         await stream.send_message(payload)
@@ -81,7 +81,7 @@ class FunctionService:
     async def _map_t_fn(self, stream: RawStream) -> None:
         handler = _require(self._handlers.mapt, "mapt_handler")
         datum = await _recv_datum(stream)
-        with handler_errors(handler):
+        with HandlerErrors(handler):
             result = await self._invoker.call(handler, datum.keys, datum)
             payload = _codec.encode_datum_response_t_list(result, datum.event_time, datum.watermark)
         await stream.send_message(payload)

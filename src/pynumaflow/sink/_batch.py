@@ -25,7 +25,7 @@ from grpclib.exceptions import GRPCError
 
 # A module import, not names: _codec imports this package's types (see function._service).
 from pynumaflow import _codec
-from pynumaflow._invoke import Feed, Handler, Invoker, handler_errors
+from pynumaflow._invoke import Feed, Handler, HandlerErrors, Invoker
 from pynumaflow.sink._types import Datum, Response
 
 __all__ = ["OMITTED", "Batch", "BatchEngine", "NextDatum"]
@@ -89,10 +89,10 @@ class BatchEngine:
 
     async def _call_handler(self, feed: Feed[Datum]) -> _Outcome:
         try:
-            with handler_errors(self._handler):
+            with HandlerErrors(self._handler):
                 result = await self._invoker.call(self._handler, feed.iterator)
                 return _codec.read_responses(result)
-        except GRPCError as err:  # handler_errors logged it once
+        except GRPCError as err:  # HandlerErrors logged it once
             return err.message or err.status.name
         finally:
             feed.abort()  # the handler stopped reading: drop what still arrives

@@ -1,0 +1,78 @@
+"""The tasks serving one stream: started together, cancelled together, awaited together.
+
+A reduce window runs one handler call per key and a map.v1 stream one task per request
+in flight, so a window of 10,000 keys has 10,000 tasks alive at once. anyio's task
+group gives each task a handle, a cancel scope and two events (anyio 4.14 and later):
+a dozen objects more per task for the garbage collector to scan again and again while
+the window lasts. These are plain asyncio tasks with a set around them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from typing import Any, Optional
+
+__all__ = ["StreamTasks"]
+
+_LOGGER = logging.getLogger("pynumaflow")
+
+
+class StreamTasks:
+    """A set of asyncio tasks one stream's handler waits for.
+
+    Each task is expected to handle its own failures (the streams keep the first failure
+    and call :meth:`cancel`); one that still raises is logged and cancels the others.
+    """
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._idle: Optional[asyncio.Future[None]] = None
+        self.cancelled = False
+        """Whether :meth:`cancel` was called; tasks started after it are cancelled at once."""
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def start(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run ``work`` in a new task of this set."""
+        task = self._loop.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
+        if self.cancelled:
+            task.cancel()  # before its first step: its body never runs
+        return task
+
+    def cancel(self) -> None:
+        """Cancel every task still running, and every task started from now on."""
+        self.cancelled = True
+        for task in self._tasks:
+            task.cancel()
+
+    async def wait(self) -> None:
+        """Wait until every task has finished, including those started meanwhile."""
+        while self._tasks:
+            self._idle = self._loop.create_future()
+            await self._idle
+
+    async def close(self) -> None:
+        """Cancel what still runs and wait for it, even if the caller is being cancelled."""
+        self.cancel()
+        while self._tasks:
+            try:
+                await self.wait()
+            except asyncio.CancelledError:
+                # Cancelled again while the tasks unwind: keep waiting for them (they are
+                # already cancelled), then let the cancellation through.
+                await asyncio.shield(self.wait())
+                raise
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            _LOGGER.error("a stream task failed", exc_info=task.exception())
+            self.cancel()
+        if not self._tasks and self._idle is not None and not self._idle.done():
+            self._idle.set_result(None)

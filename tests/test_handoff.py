@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import queue
 import socket
 import threading
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 import pytest
 
 from pynumaflow._batched_writes import BatchedWrites
-from pynumaflow._invoke import Invoker
+from pynumaflow._invoke import Feed, Invoker
 
 pytestmark = pytest.mark.anyio
 
@@ -151,3 +152,58 @@ async def test_writes_in_one_loop_pass_go_out_as_one_write_in_order() -> None:
     batched.close()
     await asyncio.wait_for(peer.closed, 5)
     assert bytes(peer.received) == b"HEADERS;DATA;TRAILERS;next passsaid before close"
+
+
+async def test_a_sync_consumer_gets_one_list_per_loop_pass_and_wakes_put_rarely() -> None:
+    """The items put in one loop pass cross to the thread together; put() is woken at half."""
+    maxsize = 64
+    feed: Feed[int] = Feed(maxsize, sync_consumer=True)
+    loop = asyncio.get_running_loop()
+    crossings = {"to_thread": 0, "to_loop": 0}
+    real_call_soon_threadsafe = loop.call_soon_threadsafe
+
+    class CountingQueue(queue.SimpleQueue):  # type: ignore[type-arg]
+        def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+            crossings["to_thread"] += 1
+            super().put(item, block, timeout)
+
+    feed._thread_queue = CountingQueue()
+
+    def counting_call_soon_threadsafe(*args: Any, **kwargs: Any) -> Any:
+        crossings["to_loop"] += 1
+        return real_call_soon_threadsafe(*args, **kwargs)
+
+    loop.call_soon_threadsafe = counting_call_soon_threadsafe  # type: ignore[method-assign,assignment]
+    received: list[int] = []
+    started = threading.Event()
+    release = threading.Event()
+
+    def consume() -> None:
+        iterator = feed.iterator
+        started.set()
+        release.wait(10)  # let the producer fill the feed first
+        received.extend(iterator)  # type: ignore[arg-type]
+
+    invoker = Invoker(1)
+    try:
+        consumer = invoker.run_in_pool(consume)
+        await asyncio.sleep(0)
+        for n in range(maxsize):  # fills the feed without waiting: one loop pass
+            await feed.put(n)
+        assert crossings["to_thread"] == 0  # not yet: sent once this pass ends
+        release.set()
+        for n in range(maxsize, 1000):
+            await feed.put(n)
+        feed.close()
+        await consumer
+    finally:
+        release.set()
+        feed.abort()  # a failed assertion must not leave the pool thread reading
+        loop.call_soon_threadsafe = real_call_soon_threadsafe  # type: ignore[method-assign]
+        invoker.shutdown()
+    assert started.is_set()
+    assert received == list(range(1000))
+    # Per item this would be 1000 crossings each way; a put() woken at half a feed is at
+    # most one wake per 32 items, plus the pool result.
+    assert crossings["to_loop"] <= 1000 // (maxsize // 2) + 2
+    assert crossings["to_thread"] <= crossings["to_loop"] + 3

@@ -9,6 +9,7 @@ statuses here, logged once with their traceback.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import contextvars
 import inspect
@@ -20,7 +21,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Callable, Generic, Optional, TypeVar, Union
+from typing import Any, Callable, Deque, Generic, Optional, TypeVar, Union
 
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
@@ -333,8 +334,12 @@ class Feed(Generic[_T]):
     object, not an async generator, so it is safe under any interleaving); sync handlers
     get a blocking iterator to consume in their pool thread.
 
-    A reduce window has one feed per key, so the async side is a deque and two optional
+    A reduce window has one feed per key, so the async side is a list and two optional
     futures rather than an ``asyncio.Queue`` and ``Semaphore`` (a few KiB each).
+
+    For a sync handler, crossing threads is what costs, so the feed crosses rarely: the
+    items put in one loop pass go to the thread as one list, and the thread wakes a
+    waiting ``put()`` only once it has read half of a full feed, not per item.
     """
 
     def __init__(self, maxsize: int, *, sync_consumer: bool) -> None:
@@ -344,53 +349,100 @@ class Feed(Generic[_T]):
         self._room: Optional[asyncio.Future[None]] = None  # put() waiting for room
         self._arrived: Optional[asyncio.Future[None]] = None  # async consumer waiting
         self._items: list[Any] = []  # at most maxsize + 2 long; a deque's block is 0.5 KiB
-        self._thread_queue: Optional[queue.SimpleQueue[Any]] = (
-            queue.SimpleQueue() if sync_consumer else None
-        )
         self._finished = False
         self._aborted = False
+        # A sync consumer's side: lists of items for the thread, and the items put in
+        # this loop pass, not yet sent. The lock guards _unread and _room.
+        self._thread_queue: Optional[queue.SimpleQueue[list[Any]]] = None
+        self._lock: Optional[threading.Lock] = None
+        if sync_consumer:
+            self._thread_queue = queue.SimpleQueue()
+            self._lock = threading.Lock()
+        self._flush_scheduled = False
 
     async def put(self, item: _T) -> None:
         """Hand one item to the handler, waiting while the feed is full.
 
         After :meth:`abort` the item is dropped at once: nobody will read it.
         """
-        while self._unread >= self._maxsize and not self._aborted:
-            self._room = self._loop.create_future()
-            await self._room
-        if not self._aborted:
-            self._unread += 1
-            self._push(item)
+        while not self._aborted:
+            room = self._reserve()
+            if room is None:
+                self._push(item)
+                return
+            await room
 
     def close(self) -> None:
         """Mark the end of input: the handler's iterator stops after the items sent."""
         if not self._finished:
             self._finished = True
             self._push(_END)
+            self._flush()
 
     def abort(self) -> None:
         """Abandon the call: a handler still reading gets FeedAborted; put() stops waiting."""
         self._finished = True
         self._aborted = True
         self._push(_ABORT)
+        self._flush()
         self._wake_put()  # its item is dropped
 
+    def _reserve(self) -> Optional[asyncio.Future[None]]:
+        """Count one more unread item, or return the future to wait on for room."""
+        if self._lock is None:
+            if self._unread < self._maxsize:
+                self._unread += 1
+                return None
+            self._room = self._loop.create_future()
+            return self._room
+        with self._lock:
+            if self._unread < self._maxsize:
+                self._unread += 1
+                return None
+            self._room = self._loop.create_future()
+            return self._room
+
     def _push(self, item: Any) -> None:
-        if self._thread_queue is not None:
-            self._thread_queue.put(item)
-            return
         self._items.append(item)
-        if self._arrived is not None and not self._arrived.done():
+        if self._thread_queue is not None:
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                self._loop.call_soon(self._flush)
+        elif self._arrived is not None and not self._arrived.done():
             self._arrived.set_result(None)
 
+    def _flush(self) -> None:
+        """Send the thread what was put since the last flush, as one list."""
+        self._flush_scheduled = False
+        if self._thread_queue is not None and self._items:
+            items, self._items = self._items, []
+            self._thread_queue.put(items)
+
     def _taken(self) -> None:
-        """On the loop: the consumer took an item, so there is room for one more."""
+        """On the loop: the async consumer took an item, so there is room for one more."""
         self._unread -= 1
         self._wake_put()
 
+    def _taken_in_thread(self) -> None:
+        """In the pool thread: the handler took an item; wake put() if half is free."""
+        assert self._lock is not None
+        with self._lock:
+            self._unread -= 1
+            room = self._room
+            if room is None or self._unread > self._maxsize // 2:
+                return
+            self._room = None
+        with contextlib.suppress(RuntimeError):  # loop closed: nobody waits for room
+            self._loop.call_soon_threadsafe(_settle, room)
+
     def _wake_put(self) -> None:
-        if self._room is not None and not self._room.done():
-            self._room.set_result(None)
+        if self._lock is None:
+            room = self._room
+        else:
+            with self._lock:
+                room, self._room = self._room, None
+        if room is not None:
+            _settle(room)
 
     @property
     def iterator(self) -> Union[AsyncIterator[_T], Iterator[_T]]:
@@ -398,6 +450,11 @@ class Feed(Generic[_T]):
         if self._thread_queue is not None:
             return _ThreadFeedIterator(self, self._thread_queue)
         return _AsyncFeedIterator(self)
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 class _AsyncFeedIterator(AsyncIterator[_T]):
@@ -426,21 +483,23 @@ class _AsyncFeedIterator(AsyncIterator[_T]):
 
 
 class _ThreadFeedIterator(Iterator[_T]):
-    def __init__(self, feed: Feed[_T], items: queue.SimpleQueue[Any]) -> None:
+    def __init__(self, feed: Feed[_T], items: queue.SimpleQueue[list[Any]]) -> None:
         self._feed = feed
-        self._items = items
+        self._queue = items
+        self._batch: Deque[Any] = collections.deque()
         self._done = False
 
     def __next__(self) -> _T:
         if self._done:
             raise StopIteration
-        item = self._items.get()
+        if not self._batch:
+            self._batch.extend(self._queue.get())
+        item = self._batch.popleft()
         if item is _END:
             self._done = True
             raise StopIteration
         if item is _ABORT:
             self._done = True
             raise FeedAborted("the call was abandoned")
-        with contextlib.suppress(RuntimeError):  # loop closed: nobody waits for room
-            self._feed._loop.call_soon_threadsafe(self._feed._taken)
+        self._feed._taken_in_thread()
         return item  # type: ignore[no-any-return]

@@ -10,6 +10,7 @@ the window lasts. These are plain asyncio tasks with a set around them.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections.abc import Coroutine
 from typing import Any, Optional
@@ -28,6 +29,10 @@ class StreamTasks:
 
     def __init__(self) -> None:
         self._loop = asyncio.get_running_loop()
+        # One bound method and one context for every task's done callback, instead of a
+        # new pair per task (add_done_callback copies the context by default).
+        self._on_done = self._finished
+        self._callback_context = contextvars.copy_context()
         self._tasks: set[asyncio.Task[None]] = set()
         self._idle: Optional[asyncio.Future[None]] = None
         self.cancelled = False
@@ -40,7 +45,7 @@ class StreamTasks:
         """Run ``work`` in a new task of this set."""
         task = self._loop.create_task(work)
         self._tasks.add(task)
-        task.add_done_callback(self._finished)
+        task.add_done_callback(self._on_done, context=self._callback_context)
         if self.cancelled:
             task.cancel()  # before its first step: its body never runs
         return task

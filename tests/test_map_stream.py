@@ -153,3 +153,32 @@ async def test_sync_map_stream_stops_when_client_cancels(
             break
         await asyncio.sleep(0.05)
     assert not [t for t in threading.enumerate() if t.name.startswith("pynumaflow-handler")]
+
+
+async def test_a_sync_map_stream_runs_a_bounded_distance_ahead_of_a_slow_client(
+    sock_path: str, info_path: str, fn_stub: Any, fn_pb2: ModuleType
+) -> None:
+    """While the client does not read, the generator is paused, not buffered without end."""
+    produced = 0
+
+    def endless(keys: list[str], datum: Datum) -> Iterator[Message]:
+        nonlocal produced
+        while True:
+            produced += 1
+            if produced > 5_000:  # far beyond the bound: stop rather than fill memory
+                return
+            yield Message(b"x" * 16_384)
+
+    async with serving(sock_path, info_path, map_stream_handler=endless):
+        call = fn_stub.MapStreamFn(datum_request(fn_pb2))
+        await call.read()
+        await asyncio.sleep(0.5)  # the client's flow-control window fills; the server waits
+        first = produced
+        await asyncio.sleep(0.3)
+        assert produced == first  # no progress without reads
+        # 64 ahead of the loop, plus what the HTTP/2 windows (grpcio grows its window to
+        # a few MiB) and the socket buffers hold: 370-440 messages of 16 KiB here.
+        assert produced < 1_000
+        for _ in range(10):
+            assert (await call.read()).value == b"x" * 16_384
+        call.cancel()

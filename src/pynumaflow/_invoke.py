@@ -203,6 +203,69 @@ class _Completions:
                 future.set_exception(error)
 
 
+_ITEM, _END_OF_ITEMS, _ERROR = "item", "end", "error"
+
+
+class _FromThread:
+    """A bounded channel from one pool thread to the event loop (a sync stream handler).
+
+    The thread wakes the loop only when the loop waits for an item, so while the loop
+    is busy, items pile up without a self-pipe write each; the loop wakes a thread
+    waiting for room only once half of ``limit`` is free.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, limit: int) -> None:
+        self._loop = loop
+        self._limit = limit
+        self._lock = threading.Lock()
+        self._room = threading.Condition(self._lock)
+        self._items: Deque[tuple[str, Any]] = collections.deque()
+        self._unread = 0
+        self._waiter: Optional[asyncio.Future[None]] = None  # the loop, waiting for items
+        self._producer_waits = False
+        self.stopped = False
+        """Set by :meth:`stop`: the loop side will read nothing more."""
+
+    def push(self, kind: str, item: Any) -> bool:
+        """In the thread: hand over one entry, waiting while ``limit`` items are unread.
+
+        Returns False, dropping the entry, once the loop side has stopped.
+        """
+        with self._lock:
+            while kind is _ITEM and self._unread >= self._limit and not self.stopped:
+                self._producer_waits = True
+                self._room.wait()
+            if self.stopped:
+                return False
+            self._items.append((kind, item))
+            self._unread += 1
+            waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody is listening
+                self._loop.call_soon_threadsafe(_settle, waiter)
+        return True
+
+    async def get(self) -> tuple[str, Any]:
+        """On the loop: the next entry, waiting for the thread if there is none yet."""
+        while True:
+            with self._lock:
+                if self._items:
+                    entry = self._items.popleft()
+                    self._unread -= 1
+                    if self._producer_waits and self._unread <= self._limit // 2:
+                        self._producer_waits = False
+                        self._room.notify()
+                    return entry
+                waiter = self._waiter = self._loop.create_future()
+            await waiter
+
+    def stop(self) -> None:
+        """On the loop: read nothing more; a producer waiting for room returns."""
+        with self._lock:
+            self.stopped = True
+            self._room.notify_all()
+
+
 class Invoker:
     """Calls handlers: awaits async ones, runs sync ones in a bounded thread pool."""
 
@@ -241,46 +304,35 @@ class Invoker:
         self, func: Callable[..., Any], args: tuple[Any, ...]
     ) -> AsyncGenerator[Any, None]:
         """Drive a sync iterable from one pool thread, at most _STREAM_AHEAD items ahead."""
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-        slots = threading.Semaphore(_STREAM_AHEAD)
-        stopped = threading.Event()
-
-        def push(kind: str, item: Any) -> None:
-            with contextlib.suppress(RuntimeError):  # the loop closed: nobody is listening
-                loop.call_soon_threadsafe(queue.put_nowait, (kind, item))
+        channel = _FromThread(asyncio.get_running_loop(), _STREAM_AHEAD)
 
         def produce() -> None:
             iterable = None
             try:
                 iterable = func(*args)
                 for item in iterable:
-                    slots.acquire()
-                    if stopped.is_set():
+                    if not channel.push(_ITEM, item):
                         return
-                    push("item", item)
-                push("end", None)
+                channel.push(_END_OF_ITEMS, None)
             except BaseException as err:
-                push("error", err)
+                channel.push(_ERROR, err)
             finally:
                 close: Optional[Callable[[], None]] = getattr(iterable, "close", None)
-                if stopped.is_set() and close is not None:
+                if channel.stopped and close is not None:
                     close()
 
         done = self.run_in_pool(produce)
         try:
             while True:
-                kind, item = await queue.get()
-                if kind == "item":
-                    slots.release()
+                kind, item = await channel.get()
+                if kind is _ITEM:
                     yield item
-                elif kind == "end":
+                elif kind is _END_OF_ITEMS:
                     return
                 else:
                     raise item
         finally:
-            stopped.set()
-            slots.release()  # wake the producer if it waits for room
+            channel.stop()  # wakes the producer if it waits for room
             if done.done():
                 done.result()
 

@@ -25,6 +25,12 @@ def tests(session: nox.Session) -> None:
     session.run("pytest", *session.posargs, env={"PYNUMAFLOW_CONSOLE_SCRIPT": "required"})
 
 
+@nox.session(name="tests-pythons", python=["3.10", "3.12", "3.13"])
+def tests_pythons(session: nox.Session) -> None:
+    """The suite on the other supported Pythons (CI runs 3.11; not a default session)."""
+    tests(session)
+
+
 @nox.session
 def lint(session: nox.Session) -> None:
     """Check style with ruff."""

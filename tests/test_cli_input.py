@@ -24,6 +24,9 @@ UTC = timezone.utc
         ("2024-05-06T07:08:09Z", datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)),
         ("2024-05-06T07:08:09.5z", datetime(2024, 5, 6, 7, 8, 9, 500000, tzinfo=UTC)),
         ("2024-05-06T09:08:09+02:00", datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)),
+        # any number of fraction digits (Python 3.10's fromisoformat takes only 3 or 6)
+        ("2024-05-06T07:08:09.12Z", datetime(2024, 5, 6, 7, 8, 9, 120000, tzinfo=UTC)),
+        ("2024-05-06T09:08:09.123456789+02:00", datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)),
         ("2024-05-06 07:08:09", datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)),
         (1714979289000, datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)),
         ("1714979289001", datetime(2024, 5, 6, 7, 8, 9, 1000, tzinfo=UTC)),

@@ -8,6 +8,7 @@ stubs generated from ``protos/``, so nothing here needs grpcio.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterable, Iterator
 from datetime import datetime, timedelta, timezone
@@ -144,7 +145,7 @@ def _call_errors() -> Iterator[None]:
         yield
     except GRPCError as err:
         raise CallError(err.status.name, err.message or "") from None
-    except TimeoutError:
+    except asyncio.TimeoutError:  # not the builtin TimeoutError before Python 3.11
         raise CallError("DEADLINE_EXCEEDED", "no answer before the deadline") from None
     except (OSError, StreamTerminatedError, ProtocolError) as err:
         raise CallError("UNAVAILABLE", f"connection failed: {err or type(err).__name__}") from None

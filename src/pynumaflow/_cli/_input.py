@@ -28,6 +28,7 @@ UTC = timezone.utc
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _FIELDS = frozenset({"value", "value_b64", "keys", "event_time", "watermark", "id"})
 _MILLIS = re.compile(r"-?[0-9]+")
+_FRACTION = re.compile(r"(?<=[0-9]{2}:[0-9]{2}:[0-9]{2})\.([0-9]+)")
 _DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)?")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
@@ -62,6 +63,9 @@ def parse_time(raw: object) -> datetime:
         return _EPOCH + timedelta(milliseconds=int(text))
     if text[-1:] in ("Z", "z"):
         text = text[:-1] + "+00:00"  # fromisoformat takes "Z" only from Python 3.11
+    # ... and fractions of other than 3 or 6 digits too: microseconds, then, as RFC 3339
+    # allows any number of digits.
+    text = _FRACTION.sub(lambda m: "." + (m.group(1) + "00000")[:6], text, count=1)
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:

@@ -1,7 +1,7 @@
 """Soak: many MapFn calls and reduce windows against one server; RSS and error counts.
 
-Starts one server process (async map and reduce handlers, legacy protocol) and drives it
-with a grpcio client from this process. The warm-up runs both workloads (map calls and
+Starts one server process (async map and reduce handlers, or sync ones with --handlers
+sync; legacy protocol) and drives it with a grpcio client from this process. The warm-up runs both workloads (map calls and
 reduce windows) before the baseline is taken, so that one-time costs (code paths run for
 the first time, caches filling, allocator high-water marks) are in the baseline. The run
 is then split into segments; each runs its share of map calls and reduce windows at the
@@ -51,7 +51,17 @@ import pynumaflow
 from pynumaflow.function import AsyncServer, Message, Messages
 
 print("pynumaflow from", pynumaflow.__file__, flush=True)
+{handlers}
+async def main():
+    _soak_probe.install()
+    await AsyncServer(map_handler=echo, reduce_handler=count, protocols=["legacy"]).start()
 
+if __name__ == "__main__":
+    asyncio.run(main())
+"""
+
+HANDLERS = {
+    "async": """
 async def echo(keys, datum):
     return Messages(Message(datum.value, keys=keys))
 
@@ -60,14 +70,15 @@ async def count(keys, datums, md):
     async for _ in datums:
         n += 1
     return Messages(Message(str(n).encode(), keys=keys))
+""",
+    "sync": """
+def echo(keys, datum):
+    return Messages(Message(datum.value, keys=keys))
 
-async def main():
-    _soak_probe.install()
-    await AsyncServer(map_handler=echo, reduce_handler=count, protocols=["legacy"]).start()
-
-if __name__ == "__main__":
-    asyncio.run(main())
-"""
+def count(keys, datums, md):
+    return Messages(Message(str(sum(1 for _ in datums)).encode(), keys=keys))
+""",
+}
 
 KEYS = 10
 EVENT_TIMES = 10_000
@@ -235,7 +246,8 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         pb2, pb2_grpc = stubs(folder / "stubs")
-        (folder / "udf.py").write_text(SERVER.format(bench=str(Path(__file__).parent)))
+        server = SERVER.format(bench=str(Path(__file__).parent), handlers=HANDLERS[args.handlers])
+        (folder / "udf.py").write_text(server)
         env = dict(os.environ, PYNUMAFLOW_RUN_DIR=str(folder))
         if args.stats:
             env["SOAK_STATS"] = args.stats
@@ -347,6 +359,9 @@ def main() -> None:
     parser.add_argument("--segments", type=int, default=100, help="RSS samples in the run")
     parser.add_argument("--in-flight", type=int, default=64)
     parser.add_argument("--datums", type=int, default=1_000, help="per window")
+    parser.add_argument(
+        "--handlers", choices=sorted(HANDLERS), default="async", help="the server's handlers"
+    )
     parser.add_argument("--max-growth", type=float, default=10.0, help="%% (exit 1 above it)")
     parser.add_argument("--series", help="write every sample as JSON to this file")
     parser.add_argument("--stats", help="server memory figures at every sample (JSON lines)")

@@ -243,7 +243,6 @@ class ReduceStream(Generic[Group]):
         self._stream = stream
         self._handler = handler
         self._invoker = invoker
-        self._v1_container = v1_container
         self._new_inbox: Callable[[], _Inbox] = _AsyncInbox if handler.is_async else _ThreadInbox
         self._groups: Dict[Group, _Inbox] = {}
         self._tasks: Optional[StreamTasks] = None

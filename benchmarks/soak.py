@@ -1,13 +1,14 @@
 """Soak: many MapFn calls and reduce windows against one server; RSS and error counts.
 
 Starts one server process (async map and reduce handlers, or sync ones with --handlers
-sync; legacy protocol) and drives it with a grpcio client from this process. The warm-up runs both workloads (map calls and
-reduce windows) before the baseline is taken, so that one-time costs (code paths run for
-the first time, caches filling, allocator high-water marks) are in the baseline. The run
-is then split into segments; each runs its share of map calls and reduce windows at the
-same time, so every part of the run has both. The server's RSS is read after every
-segment; it prints RSS at the baseline and at 25/50/75/100%, the growth, the failed
-calls and windows, error lines in the server's log, and the wall time.
+sync; legacy protocol) and drives it with a grpcio client from this process. The warm-up
+runs both workloads (map calls and reduce windows) before the baseline is taken, so that
+one-time costs (code paths run for the first time, caches filling, allocator high-water
+marks) are in the baseline. The run is then split into segments; each runs its share of
+map calls and reduce windows at the same time, so every part of the run has both. The
+server's RSS is read after every segment; it prints RSS at the baseline and at
+25/50/75/100%, the growth, the failed calls and windows, error lines in the server's
+log, and the wall time.
 
 Map requests carry 10,000 distinct event times (1 ms apart) and one watermark, reduce
 datums event times within their window, as the platform sends them.

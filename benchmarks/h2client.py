@@ -48,7 +48,11 @@ DEFAULT_WINDOW = 65_535
 MIN_MAX_FRAME = 16_384  # every HTTP/2 peer accepts DATA frames this large
 # Bytes of frames queued per write: grpc-go's default write buffer (WriteBufferSize).
 WRITE_BATCH = 32 * 1024
-READ_SIZE = 1024 * 1024
+# Small reads keep the client and the server working at the same time: with 1 MiB reads
+# the client took a whole burst of responses, answered it with a burst of new calls, and
+# the two processes took turns (each ~50% busy; MapStreamFn x64 ran at 770 calls/s
+# against 1,200-1,570 with 4-16 KiB reads, the same server).
+READ_SIZE = 16 * 1024
 INTERNAL, UNKNOWN, UNAVAILABLE = 13, 2, 14  # gRPC status codes used for transport errors
 
 Metadata = Sequence[Tuple[str, str]]

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.anyio
 
 
 async def test_wait_includes_tasks_started_while_waiting() -> None:
-    tasks = StreamTasks()
+    tasks = StreamTasks(asyncio.Lock())
     finished: list[str] = []
 
     async def child(name: str) -> None:
@@ -32,7 +32,7 @@ async def test_wait_includes_tasks_started_while_waiting() -> None:
 
 
 async def test_cancel_reaches_running_tasks_and_later_ones_never_run() -> None:
-    tasks = StreamTasks()
+    tasks = StreamTasks(asyncio.Lock())
     cleaned: list[str] = []
     ran: list[str] = []
 
@@ -59,7 +59,7 @@ async def test_cancel_reaches_running_tasks_and_later_ones_never_run() -> None:
 async def test_an_escaping_failure_is_logged_and_cancels_the_rest(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    tasks = StreamTasks()
+    tasks = StreamTasks(asyncio.Lock())
 
     async def fails() -> None:
         await asyncio.sleep(0)
@@ -76,7 +76,7 @@ async def test_an_escaping_failure_is_logged_and_cancels_the_rest(
 
 
 async def test_close_waits_for_cancelled_tasks_to_unwind_even_when_cancelled_again() -> None:
-    tasks = StreamTasks()
+    tasks = StreamTasks(asyncio.Lock())
     unwound = asyncio.Event()
 
     async def slow_to_unwind() -> None:
@@ -95,3 +95,30 @@ async def test_close_waits_for_cancelled_tasks_to_unwind_even_when_cancelled_aga
         await closer
     assert unwound.is_set()
     assert len(tasks) == 0
+
+
+async def test_the_first_reported_failure_is_kept_and_waits_for_a_send_in_progress() -> None:
+    send_lock = asyncio.Lock()
+    tasks = StreamTasks(send_lock)
+    sent: list[str] = []
+    sending = asyncio.Event()
+
+    async def sender() -> None:
+        async with send_lock:  # a message on its way: the failure must not cut it
+            sending.set()
+            await asyncio.sleep(0.05)
+            sent.append("whole message")
+        await asyncio.sleep(60)
+
+    async def fails(name: str) -> None:
+        await sending.wait()
+        raise ValueError(name)
+
+    tasks.start(sender())
+    tasks.start_guarded(fails, "first")
+    tasks.start_guarded(fails, "second")
+    await tasks.wait()
+    assert sent == ["whole message"]
+    assert isinstance(tasks.failure, ValueError)
+    assert str(tasks.failure) == "first"
+    assert tasks.cancelled

@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-from collections.abc import Coroutine
-from typing import Any, Optional
+from collections.abc import Awaitable, Coroutine
+from typing import Any, Callable, Optional
 
 __all__ = ["StreamTasks"]
 
@@ -23,11 +23,16 @@ _LOGGER = logging.getLogger("pynumaflow")
 class StreamTasks:
     """A set of asyncio tasks one stream's handler waits for.
 
-    Each task is expected to handle its own failures (the streams keep the first failure
-    and call :meth:`cancel`); one that still raises is logged and cancels the others.
+    The first failure a task reports with :meth:`fail` is kept as :attr:`failure` and
+    cancels every task. It is taken under the stream's send lock, so that cancelling
+    never cuts a message in half on the wire. A task that raises instead of reporting
+    is logged and cancels the others too.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, send_lock: asyncio.Lock) -> None:
+        self._send_lock = send_lock
+        self.failure: Optional[Exception] = None
+        """The first failure reported with :meth:`fail`."""
         self._loop = asyncio.get_running_loop()
         # One bound method and one context for every task's done callback, instead of a
         # new pair per task (add_done_callback copies the context by default).
@@ -49,6 +54,21 @@ class StreamTasks:
         if self.cancelled:
             task.cancel()  # before its first step: its body never runs
         return task
+
+    def start_guarded(self, work: Callable[..., Awaitable[None]], *args: Any) -> asyncio.Task[None]:
+        """Run ``work(*args)`` in a new task whose failure is reported with :meth:`fail`.
+
+        The work's coroutine is made in the task, so that a task cancelled before it
+        starts leaves no coroutine never awaited.
+        """
+        return self.start(self._guarded(work, *args))
+
+    async def fail(self, err: Exception) -> None:
+        """Keep ``err`` if it is the first failure, and cancel every task."""
+        async with self._send_lock:
+            if self.failure is None:
+                self.failure = err
+            self.cancel()
 
     def cancel(self) -> None:
         """Cancel every task still running, and every task started from now on."""
@@ -73,6 +93,12 @@ class StreamTasks:
                 # already cancelled), then let the cancellation through.
                 await asyncio.shield(self.wait())
                 raise
+
+    async def _guarded(self, work: Callable[..., Awaitable[None]], *args: Any) -> None:
+        try:
+            await work(*args)
+        except Exception as err:
+            await self.fail(err)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)

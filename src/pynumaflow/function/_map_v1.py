@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Any, Callable, Dict, Optional
+from typing import TYPE_CHECKING, Callable, Dict
 
 import grpclib.const
 import grpclib.server
@@ -80,18 +80,16 @@ class _Exchange:
         self._send_lock = asyncio.Lock()
         self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
         self._drain = IdleDrain()  # a request is in progress from its read to its answer
-        self._failure: Optional[Exception] = None
-        self._tasks: Optional[StreamTasks] = None
 
     async def run(self, answer: Answer) -> None:
-        tasks = self._tasks = StreamTasks()
+        tasks = StreamTasks(self._send_lock)
         try:
-            tasks.start(self._guarded(self._read, tasks, answer))
+            tasks.start_guarded(self._read, tasks, answer)
             await tasks.wait()
         finally:
             await tasks.close()
-        if self._failure is not None:
-            raise self._failure
+        if tasks.failure is not None:
+            raise tasks.failure
         self._drain.check()
 
     def _decode(self, data: bytes) -> Incoming:
@@ -122,14 +120,14 @@ class _Exchange:
                 # cut in between the read and begin().
                 await self._slots.acquire()
                 self._drain.begin()
-                tasks.start(self._answer(answer, datum))
+                tasks.start(self._answer(tasks, answer, datum))
 
-    async def _answer(self, answer: Answer, datum: Datum) -> None:
+    async def _answer(self, tasks: StreamTasks, answer: Answer, datum: Datum) -> None:
         # One task per request in flight: one coroutine besides the answer's own.
         try:
             await answer(datum, self._send)
         except Exception as err:
-            await self._fail(err)
+            await tasks.fail(err)
         finally:
             self._slots.release()
             self._drain.end()
@@ -137,25 +135,6 @@ class _Exchange:
     async def _send(self, payload: bytes) -> None:
         async with self._send_lock:
             await self._stream.send_message(payload)
-
-    async def _guarded(self, work: Callable[..., Awaitable[None]], *args: Any) -> None:
-        """Run ``work(*args)``; if it fails, fail the stream.
-
-        The work is created here, so that a task cancelled before it starts leaves no
-        coroutine never awaited.
-        """
-        try:
-            await work(*args)
-        except Exception as err:
-            await self._fail(err)
-
-    async def _fail(self, err: Exception) -> None:
-        """Keep the first failure and cancel everything else (never mid-response)."""
-        async with self._send_lock:
-            if self._failure is None:
-                self._failure = err
-            assert self._tasks is not None  # only while run() runs
-            self._tasks.cancel()
 
 
 def unary_answer(

@@ -252,13 +252,12 @@ class ReduceStream(Generic[Group]):
         # One answer at a time on the stream; a failure takes it too, so that cancelling
         # the other calls never cuts an answer in half on the wire.
         self._send_lock = asyncio.Lock()
-        self._failure: Optional[Exception] = None
 
     async def run(self) -> None:
         """Serve the stream to its end; raise the first failure (a GRPCError)."""
-        tasks = self._tasks = StreamTasks()
+        tasks = self._tasks = StreamTasks(self._send_lock)
         try:
-            tasks.start(self._guarded(self._read_all))
+            tasks.start_guarded(self._read_all)
             await tasks.wait()
         finally:
             # Cancelled calls end first: a pool thread freed by one must not pick up a
@@ -267,8 +266,8 @@ class ReduceStream(Generic[Group]):
             for inbox in self._groups.values():
                 inbox.abort()
             self._groups.clear()
-        if self._failure is not None:
-            raise self._failure
+        if tasks.failure is not None:
+            raise tasks.failure
         await self._finish()
 
     # --- what a protocol implements ----------------------------------------------------
@@ -305,7 +304,7 @@ class ReduceStream(Generic[Group]):
 
     def _spawn(self, work: Callable[..., Awaitable[None]], *args: Any) -> asyncio.Task[None]:
         """Run ``work(*args)`` beside the calls; its failure fails the stream like theirs."""
-        return self._started().start(self._guarded(work, *args))
+        return self._started().start_guarded(work, *args)
 
     def _started(self) -> StreamTasks:
         assert self._tasks is not None  # only while run() runs
@@ -319,24 +318,6 @@ class ReduceStream(Generic[Group]):
 
     # --- the engine ---------------------------------------------------------------------
 
-    async def _guarded(self, work: Callable[..., Awaitable[None]], *args: Any) -> None:
-        """Run ``work(*args)``; if it fails, fail the stream.
-
-        The work is created here, so that a task cancelled before it starts leaves no
-        coroutine never awaited.
-        """
-        try:
-            await work(*args)
-        except Exception as err:
-            await self._fail(err)
-
-    async def _fail(self, err: Exception) -> None:
-        """Keep the first failure and cancel everything else (never mid-answer)."""
-        async with self._send_lock:
-            if self._failure is None:
-                self._failure = err
-            self._started().cancel()
-
     async def _read_all(self) -> None:
         await self._read()
         for inbox in self._groups.values():
@@ -345,7 +326,7 @@ class ReduceStream(Generic[Group]):
 
     async def _call(self, group: Group, keys: List[str], md: Metadata, inbox: _Inbox) -> None:
         # One task per key group, alive for the whole window: kept to one coroutine
-        # (no _guarded around it) and one reusable error handler.
+        # (not start_guarded, which adds one) and one reusable error handler.
         try:
             try:
                 with self._errors:
@@ -361,7 +342,7 @@ class ReduceStream(Generic[Group]):
                 raise GRPCError(err.status, message, err.details) from None
             await self._answer(group, answer)
         except Exception as err:
-            await self._fail(err)
+            await self._started().fail(err)
 
 
 class _LegacyReduce(ReduceStream[Tuple[str, ...]]):

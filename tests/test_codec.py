@@ -9,14 +9,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pynumaflow._codec import (
-    CodecError,
+from pynumaflow._codec.legacy.function import (
     decode_datum_request,
     encode_datum_response,
     encode_datum_response_list,
     encode_datum_response_t_list,
 )
 from pynumaflow._proto.function import v1
+from pynumaflow._types.errors import CodecError
 from pynumaflow.function import DROP, Message, Messages, MessageT, MessageTs
 
 UTC = timezone.utc

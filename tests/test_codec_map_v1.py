@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pynumaflow._codec_map_v1 import (
+from pynumaflow._codec.v1.map import (
     HANDSHAKE_RESPONSE,
     decode_map_request,
     decode_transform_request,
@@ -20,11 +20,11 @@ from pynumaflow._codec_map_v1 import (
     encode_map_stream_response,
     encode_transform_response,
 )
-from pynumaflow._errors import CodecError, ReturnTypeError
+from pynumaflow._codec.wire import decode_timestamp
 from pynumaflow._proto import common
 from pynumaflow._proto.map import v1 as map_pb
 from pynumaflow._proto.sourcetransformer import v1 as st_pb
-from pynumaflow._wire import decode_timestamp
+from pynumaflow._types.errors import CodecError, ReturnTypeError
 from pynumaflow.function import DROP, Datum, DatumMetadata, Message, Messages, MessageT, MessageTs
 
 UTC = timezone.utc

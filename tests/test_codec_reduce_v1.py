@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_codec import _length_delimited, keys, moments, values
 
-from pynumaflow._codec_reduce_v1 import (
+from pynumaflow._codec.v1.reduce import (
     APPEND,
     CLOSE,
     OPEN,
@@ -20,9 +20,9 @@ from pynumaflow._codec_reduce_v1 import (
     encode_reduce_eof,
     encode_reduce_results,
 )
-from pynumaflow._errors import CodecError, ReturnTypeError
 from pynumaflow._proto import common
 from pynumaflow._proto.reduce import v1
+from pynumaflow._types.errors import CodecError, ReturnTypeError
 from pynumaflow.function import DROP, DatumMetadata, Message, Messages
 
 UTC = timezone.utc

@@ -11,16 +11,17 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from pynumaflow._codec import LEGACY_FALLBACK_ERR, encode_response_list, read_responses
-from pynumaflow._codec_sink_v1 import (
+from pynumaflow._codec.legacy.sink import LEGACY_FALLBACK_ERR, encode_response_list
+from pynumaflow._codec.results import read_responses
+from pynumaflow._codec.v1.sink import (
     EOT_RESPONSE,
     HANDSHAKE_RESPONSE,
     decode_sink_request,
     encode_result,
 )
-from pynumaflow._errors import CodecError, ReturnTypeError
 from pynumaflow._proto import common
 from pynumaflow._proto.sink import v1 as sink_pb
+from pynumaflow._types.errors import CodecError, ReturnTypeError
 from pynumaflow.sink import Response
 
 UTC = timezone.utc

@@ -21,7 +21,7 @@ from h2.events import ConnectionTerminated, DataReceived, StreamEnded, TrailersR
 from h2.stream import StreamClosedBy
 from hyperframe.frame import Frame, GoAwayFrame, HeadersFrame, RstStreamFrame
 
-from pynumaflow._h2streams import ResetStreams
+from pynumaflow._core.h2streams import ResetStreams
 from pynumaflow.function import Datum, Message, Messages
 
 from helpers import datum_request, serving

@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 
-from pynumaflow._batched_writes import BatchedWrites
-from pynumaflow._invoke import Feed, Invoker
+from pynumaflow._core.batched_writes import BatchedWrites
+from pynumaflow._engines.feed import Feed
+from pynumaflow._invoke import Invoker
 
 pytestmark = pytest.mark.anyio
 

@@ -17,7 +17,7 @@ import grpc
 import pytest
 
 from pynumaflow import __version__
-from pynumaflow._server import SocketPathError
+from pynumaflow.errors import SocketPathError
 from pynumaflow.function import AsyncServer, Datum, Message, Messages, Server
 
 from conftest import CHANNEL_OPTIONS, seed_examples

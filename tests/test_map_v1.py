@@ -14,8 +14,8 @@ from typing import Any
 import grpc
 import pytest
 
+from pynumaflow._engines import bidi
 from pynumaflow.function import DROP, Datum, Message, Messages
-from pynumaflow.function import _map_v1 as map_v1
 
 from conftest import CHANNEL_OPTIONS
 from helpers import converse, serving, v1_request_fields
@@ -244,7 +244,7 @@ async def test_requests_in_flight_are_bounded(
     sock_path: str, info_path: str, map_stub: Any, map_pb2: ModuleType, monkeypatch: Any
 ) -> None:
     """At most MAX_IN_FLIGHT requests of a stream run at once; the rest wait unread."""
-    monkeypatch.setattr(map_v1, "MAX_IN_FLIGHT", 3)
+    monkeypatch.setattr(bidi, "MAX_IN_FLIGHT", 3)
     running = 0
     peak = 0
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from pynumaflow._cli._kinds import Kind, served_kinds, wait_until_ready
-from pynumaflow._client import Connection
+from pynumaflow._client.legacy import Connection
 from pynumaflow.function import Datum, Message, Messages, Metadata
 from pynumaflow.sink import AsyncSink, Responses
 

@@ -15,8 +15,8 @@ from typing import Any, Callable
 import grpc
 import pytest
 
+from pynumaflow._engines.reduce import FEED_SIZE
 from pynumaflow.function import Datum, Message, Messages, Metadata
-from pynumaflow.function._reduce import FEED_SIZE
 
 from conftest import seed_examples
 from helpers import datum_request, serving

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from pynumaflow._engines.batch import OMITTED
 from pynumaflow.sink import AsyncSink, Datum, Response, Responses
-from pynumaflow.sink._batch import OMITTED
 
 reference = pytest.importorskip(
     "reference_client", reason="tests/reference_client.py (the 0.14.0 reference client) is absent"

@@ -1,4 +1,4 @@
-"""pynumaflow._rpc agrees with the generated betterproto code it stands in for."""
+"""pynumaflow._codec.rpc agrees with the generated betterproto code it stands in for."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pynumaflow._codec.rpc import DEBUG_INFO_TYPE_URL, READY, SERVICES, encode_status
 from pynumaflow._proto.function import v1 as function_v1
 from pynumaflow._proto.google import rpc
 from pynumaflow._proto.map import v1 as map_v1
 from pynumaflow._proto.reduce import v1 as reduce_v1
 from pynumaflow._proto.sink import v1 as sink_v1
 from pynumaflow._proto.sourcetransformer import v1 as transform_v1
-from pynumaflow._rpc import DEBUG_INFO_TYPE_URL, READY, SERVICES, encode_status
 
 GENERATED = [
     (function_v1.UserDefinedFunctionBase, function_v1.ReadyResponse),

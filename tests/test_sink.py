@@ -17,8 +17,8 @@ import grpc
 import pytest
 
 import pynumaflow.sink
+from pynumaflow._services.legacy.sink import OMITTED
 from pynumaflow.sink import AsyncSink, Datum, Response, Responses, Sink
-from pynumaflow.sink._service import OMITTED
 
 from conftest import seed_examples
 from helpers import timestamp

@@ -12,15 +12,12 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from pynumaflow._codec import (
-    CodecError,
-    decode_datum_request,
-    decode_sink_datum_request,
-    encode_response_list,
-    read_responses,
-)
+from pynumaflow._codec.legacy.function import decode_datum_request
+from pynumaflow._codec.legacy.sink import decode_sink_datum_request, encode_response_list
+from pynumaflow._codec.results import read_responses
 from pynumaflow._proto.function import v1 as fn_pb
 from pynumaflow._proto.sink import v1 as sink_pb
+from pynumaflow._types.errors import CodecError
 from pynumaflow.sink import Datum, Response, Responses
 
 UTC = timezone.utc

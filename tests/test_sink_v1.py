@@ -15,9 +15,9 @@ from typing import Any
 import grpc
 import pytest
 
-from pynumaflow._codec import LEGACY_FALLBACK_ERR
+from pynumaflow._codec.legacy.sink import LEGACY_FALLBACK_ERR
+from pynumaflow._engines.batch import OMITTED
 from pynumaflow.sink import AsyncSink, Datum, Response, Responses, Sink
-from pynumaflow.sink._batch import OMITTED
 
 from conftest import MiB, seed_examples
 from helpers import timestamp

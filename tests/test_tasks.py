@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from pynumaflow._tasks import StreamTasks
+from pynumaflow._engines.tasks import StreamTasks
 
 pytestmark = pytest.mark.anyio
 

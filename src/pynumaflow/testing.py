@@ -34,18 +34,18 @@ from typing import Any, Callable, Optional, Union
 
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
-from pynumaflow._client import CallError, Connection, epoch_millis
-from pynumaflow.function._servers import AsyncServer
-from pynumaflow.function._types import (
+from pynumaflow._client.legacy import CallError, Connection, epoch_millis
+from pynumaflow._types.function import (
     Datum,
     DatumMetadata,
     IntervalWindow,
     Messages,
     MessageTs,
 )
+from pynumaflow._types.sink import Datum as SinkDatum
+from pynumaflow._types.sink import Responses
+from pynumaflow.function._servers import AsyncServer
 from pynumaflow.sink._servers import AsyncSink
-from pynumaflow.sink._types import Datum as SinkDatum
-from pynumaflow.sink._types import Responses
 
 __all__ = [
     "CallError",

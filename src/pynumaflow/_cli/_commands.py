@@ -15,7 +15,7 @@ from pynumaflow._cli._kinds import Service, choose_kind, wait_until_ready
 from pynumaflow._cli._progress import Progress
 from pynumaflow._cli._script import Script
 from pynumaflow._cli._source import open_input, records_of
-from pynumaflow._client import Connection
+from pynumaflow._client.legacy import Connection
 
 __all__ = ["call_command", "run_command"]
 

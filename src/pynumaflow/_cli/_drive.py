@@ -22,9 +22,9 @@ from pynumaflow._cli._input import Record
 from pynumaflow._cli._kinds import Kind
 from pynumaflow._cli._output import message_line, response_line
 from pynumaflow._cli._progress import Progress
-from pynumaflow._client import CallError, Connection, epoch_millis
-from pynumaflow.function._types import Datum, DatumMetadata, IntervalWindow
-from pynumaflow.sink._types import Datum as SinkDatum
+from pynumaflow._client.legacy import CallError, Connection, epoch_millis
+from pynumaflow._types.function import Datum, DatumMetadata, IntervalWindow
+from pynumaflow._types.sink import Datum as SinkDatum
 
 __all__ = ["Options", "Tally", "drive"]
 

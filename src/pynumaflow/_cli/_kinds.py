@@ -8,7 +8,7 @@ from enum import Enum
 from typing import Literal, Optional, TextIO
 
 from pynumaflow._cli._errors import RunError, UsageError
-from pynumaflow._client import CallError, Connection, FunctionMethod
+from pynumaflow._client.legacy import CallError, Connection, FunctionMethod
 
 __all__ = ["Kind", "choose_kind", "wait_until_ready"]
 

@@ -7,12 +7,12 @@ import pickle
 from collections.abc import Sequence
 from typing import Optional, Union
 
-from pynumaflow._config import ServerOptions, process_count
+from pynumaflow._core.endpoint import Service
+from pynumaflow._core.multiproc import ProcessOptions, serve_in_processes
+from pynumaflow._core.options import ServerOptions, process_count
 from pynumaflow._invoke import Invoker
-from pynumaflow._multiproc import ProcessOptions, serve_in_processes
-from pynumaflow._server import Service
+from pynumaflow._services.legacy.function import FunctionHandlers, FunctionService
 from pynumaflow.function._servers import AnyHandler, function_handlers
-from pynumaflow.function._service import FunctionHandlers, FunctionService
 
 __all__ = ["MultiProcServer"]
 

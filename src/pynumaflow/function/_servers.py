@@ -5,14 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any, Callable, Optional
 
-from pynumaflow._config import LEGACY, V1, ServerOptions, ud_container_type
-from pynumaflow._facade import Facade
+from pynumaflow._core.endpoint import Endpoint, Service
+from pynumaflow._core.options import LEGACY, V1, ServerOptions, ud_container_type
+from pynumaflow._faces.facade import Facade
 from pynumaflow._invoke import Handler, Invoker, inspect_handler
-from pynumaflow._server import Endpoint, Service
-from pynumaflow.function._map_v1 import MapV1Service
-from pynumaflow.function._reduce_v1 import ReduceV1Service
-from pynumaflow.function._service import FunctionHandlers, FunctionService
-from pynumaflow.function._transform_v1 import SourceTransformV1Service
+from pynumaflow._services.legacy.function import FunctionHandlers, FunctionService
+from pynumaflow._services.v1.map import MapV1Service
+from pynumaflow._services.v1.reduce import ReduceV1Service
+from pynumaflow._services.v1.transform import SourceTransformV1Service
 
 __all__ = ["AsyncServer", "Server", "function_handlers"]
 

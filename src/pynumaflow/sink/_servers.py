@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any, Callable, Optional
 
-from pynumaflow._config import ServerOptions, ud_container_type
-from pynumaflow._facade import Facade
+from pynumaflow._core.endpoint import Endpoint, Service
+from pynumaflow._core.options import ServerOptions, ud_container_type
+from pynumaflow._faces.facade import Facade
 from pynumaflow._invoke import Invoker, inspect_handler
-from pynumaflow._server import Endpoint, Service
-from pynumaflow.sink._service import SinkService
-from pynumaflow.sink._service_v1 import SinkV1Service
+from pynumaflow._services.legacy.sink import SinkService
+from pynumaflow._services.v1.sink import SinkV1Service
 
 __all__ = ["AsyncSink", "Sink"]
 

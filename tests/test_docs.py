@@ -22,7 +22,9 @@ def test_api_reference_is_up_to_date() -> None:
     assert result.returncode == 0, result.stderr
 
 
-@pytest.mark.parametrize("module", ["pynumaflow.function", "pynumaflow.sink", "pynumaflow.testing"])
+@pytest.mark.parametrize(
+    "module", ["pynumaflow.function", "pynumaflow.sink", "pynumaflow.testing", "pynumaflow.errors"]
+)
 def test_every_public_name_is_documented(module: str) -> None:
     """Each name in a public module's __all__ has an entry in docs/api.md."""
     api = (ROOT / "docs" / "api.md").read_text(encoding="utf-8")

@@ -13,8 +13,10 @@ from typing import Any
 
 import pytest
 
-from pynumaflow._cli._kinds import Kind, served_kinds, wait_until_ready
+from pynumaflow._cli._kinds import served_kinds, wait_until_ready
 from pynumaflow._client.legacy import Connection
+from pynumaflow._faces import kinds as kind_table
+from pynumaflow._faces.kinds import Kind
 from pynumaflow.function import Datum, Message, Messages, Metadata
 from pynumaflow.sink import AsyncSink, Responses
 
@@ -46,10 +48,10 @@ async def reduce_handler(keys: list[str], datums: AsyncIterator[Datum], md: Meta
 
 
 HANDLERS: dict[Kind, tuple[str, Any]] = {
-    Kind.MAP: ("map_handler", map_handler),
-    Kind.MAPT: ("mapt_handler", mapt_handler),
-    Kind.MAP_STREAM: ("map_stream_handler", map_stream_handler),
-    Kind.REDUCE: ("reduce_handler", reduce_handler),
+    kind_table.MAP: ("map_handler", map_handler),
+    kind_table.MAPT: ("mapt_handler", mapt_handler),
+    kind_table.MAP_STREAM: ("map_stream_handler", map_stream_handler),
+    kind_table.REDUCE: ("reduce_handler", reduce_handler),
 }
 
 
@@ -63,14 +65,14 @@ def no_calls() -> Iterator[None]:
 @pytest.mark.parametrize(
     "kinds",
     [
-        [Kind.MAP],
-        [Kind.MAPT],
-        [Kind.MAP_STREAM],
-        [Kind.REDUCE],
-        [Kind.MAP, Kind.MAPT, Kind.MAP_STREAM, Kind.REDUCE],
-        [Kind.MAPT, Kind.REDUCE],
+        [kind_table.MAP],
+        [kind_table.MAPT],
+        [kind_table.MAP_STREAM],
+        [kind_table.REDUCE],
+        [kind_table.MAP, kind_table.MAPT, kind_table.MAP_STREAM, kind_table.REDUCE],
+        [kind_table.MAPT, kind_table.REDUCE],
     ],
-    ids=lambda kinds: "+".join(k.value for k in kinds),
+    ids=lambda kinds: "+".join(k.name for k in kinds),
 )
 async def test_probe_finds_exactly_the_served_kinds(
     kinds: list[Kind], sock_path: str, info_path: str

@@ -48,14 +48,12 @@ def _is_async(func: Callable[..., Any], predicate: Callable[[Any], bool]) -> boo
     return predicate(func) or predicate(getattr(func, "__call__", None))  # noqa: B004
 
 
-def inspect_handler(
-    name: str, func: Callable[..., Any], params: str, *, stream: bool = False
-) -> Handler:
+def inspect_handler(name: str, func: object, params: str, *, stream: bool = False) -> Handler:
     """Check a handler's shape and decide whether it is async.
 
     Args:
         name: the constructor keyword it came in by, used in error messages.
-        func: the handler.
+        func: the handler (anything: what is not callable is refused).
         params: its expected parameters, e.g. ``"keys, datum"``.
         stream: whether it produces a stream (map stream): then it must be an async
             generator function, or a sync callable returning an iterable.

@@ -49,7 +49,7 @@ async def _session(
     with Connection(str(target.sock), args.timeout) as connection:
         service = await wait_until_ready(connection, target.deadline, target.expect)
         kind = await choose_kind(connection, service, args.kind, err)
-        print(f"pynumaflow: {target.label} is ready; sending the input as {kind.value}", file=err)
+        print(f"pynumaflow: {target.label} is ready; sending the input as {kind.name}", file=err)
         typing = stream.isatty()
         if typing:
             print("pynumaflow: type input lines; end with Ctrl-D", file=err)

@@ -28,7 +28,7 @@ from multiprocessing.connection import wait as wait_for_any
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from types import FrameType
-from typing import Any, Callable, Dict, Final, Optional, Union
+from typing import Any, Callable, Dict, Final, NamedTuple, Optional, Union
 
 import grpclib.const
 import grpclib.server
@@ -37,10 +37,9 @@ from pynumaflow._core.balance import BalancedListener, LoadBoard
 from pynumaflow._core.endpoint import Endpoint, Service
 from pynumaflow._core.files import write_server_info
 from pynumaflow._core.server import ServerCore
-from pynumaflow._invoke import Invoker
 from pynumaflow._types.errors import WorkerExitedError
 
-__all__ = ["ProcessOptions", "WorkerExitedError", "serve_in_processes"]
+__all__ = ["ProcessOptions", "Serving", "WorkerExitedError", "serve_in_processes"]
 
 _LOGGER = logging.getLogger("pynumaflow")
 
@@ -51,7 +50,16 @@ BACKLOG = 128
 # Past the grace period, how long the parent still waits for a worker before killing it.
 KILL_MARGIN = 10.0
 
-ServicesFactory = Callable[[Invoker], Sequence[Service]]
+
+class Serving(NamedTuple):
+    """What a worker serves: its services, and what to call once it has stopped."""
+
+    services: Sequence[Service]
+    on_close: Callable[[], None]
+
+
+ServicesFactory = Callable[[int], Serving]
+"""Builds a worker's services, given the size of its sync handler pool."""
 
 
 @dataclass(frozen=True)
@@ -75,7 +83,8 @@ class ProcessOptions:
 def serve_in_processes(services: ServicesFactory, options: ProcessOptions) -> None:
     """Serve ``services`` in ``options.processes`` processes until SIGTERM/SIGINT.
 
-    ``services`` is called in each worker to build its services; with "spawn" it (and
+    ``services`` is called in each worker (with ``options.max_threads``) to build its
+    services; with "spawn" it (and
     every handler it holds) is pickled by reference, so it must be importable by name.
 
     Raises:
@@ -435,7 +444,7 @@ async def _serve_worker(
     report: _Report,
 ) -> None:
     loop = asyncio.get_running_loop()
-    invoker = Invoker(options.max_threads)
+    serving = services(options.max_threads)
     listener = BalancedListener(
         sock,
         board,
@@ -444,13 +453,13 @@ async def _serve_worker(
         on_start=functools.partial(report.send, "ready"),
     )
     endpoint = Endpoint(
-        None, None, [_CountedService(s, board, index) for s in services(invoker)], listener=listener
+        None, None, [_CountedService(s, board, index) for s in serving.services], listener=listener
     )
     core = ServerCore(
         [endpoint],
         max_message_size=options.max_message_size,
         shutdown_grace_period=options.shutdown_grace_period,
-        on_close=invoker.shutdown,
+        on_close=serving.on_close,
     )
 
     def parent_gone() -> None:

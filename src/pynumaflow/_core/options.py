@@ -103,30 +103,26 @@ class ServerOptions:
 
     The v1 sockets and server-info files live beside the legacy ones: in the folder of
     ``sock_path`` / ``server_info_file`` when those were given, else in the run folder.
+    A server with no legacy endpoint has no ``sock_path`` (and, unless one was given,
+    no ``server_info_file``).
     """
 
-    sock_path: Path
-    server_info_file: Path
+    sock_path: Optional[Path]
+    server_info_file: Optional[Path]
     max_message_size: int
     max_threads: int
     shutdown_grace_period: float
     protocols: frozenset[str] = ALL_PROTOCOLS
-
-    @property
-    def v1_sock_dir(self) -> Path:
-        """Where the v1 sockets (map.sock, sink.sock, ...) are bound."""
-        return self.sock_path.parent
-
-    @property
-    def v1_info_dir(self) -> Path:
-        """Where the v1 server-info files (mapper-server-info, ...) are written."""
-        return self.server_info_file.parent
+    v1_sock_dir: Path = Path(DEFAULT_RUN_DIR)
+    """Where the v1 sockets (map.sock, sink.sock, ...) are bound."""
+    v1_info_dir: Path = Path(DEFAULT_RUN_DIR)
+    """Where the v1 server-info files (mapper-server-info, ...) are written."""
 
     @classmethod
     def resolve(
         cls,
         *,
-        sock_name: str,
+        sock_name: Optional[str],
         sock_path: Optional[str],
         server_info_file: Optional[str],
         max_message_size: Optional[int],
@@ -134,7 +130,11 @@ class ServerOptions:
         shutdown_grace_period: Optional[float],
         protocols: Optional[Iterable[str]] = None,
     ) -> ServerOptions:
-        """Combine keyword arguments with the environment and defaults, validating each."""
+        """Combine keyword arguments with the environment and defaults, validating each.
+
+        ``sock_name`` is the legacy socket's default file name, None when the server
+        has no legacy endpoint.
+        """
         folder = run_dir()
         grace = DEFAULT_SHUTDOWN_GRACE_PERIOD
         if shutdown_grace_period is not None:
@@ -145,9 +145,17 @@ class ServerOptions:
             grace = float(shutdown_grace_period)
         if os.environ.get("PYTHONDEBUG"):
             logging.getLogger("pynumaflow").setLevel(logging.DEBUG)
+        legacy_sock = Path(sock_path) if sock_path else folder / sock_name if sock_name else None
+        info = (
+            Path(server_info_file)
+            if server_info_file
+            else folder / "server-info"
+            if sock_name
+            else None
+        )
         return cls(
-            sock_path=Path(sock_path) if sock_path else folder / sock_name,
-            server_info_file=Path(server_info_file) if server_info_file else folder / "server-info",
+            sock_path=legacy_sock,
+            server_info_file=info,
             max_message_size=_positive_int(
                 "max_message_size",
                 DEFAULT_MAX_MESSAGE_SIZE if max_message_size is None else max_message_size,
@@ -159,4 +167,6 @@ class ServerOptions:
             ),
             shutdown_grace_period=grace,
             protocols=resolve_protocols(protocols),
+            v1_sock_dir=legacy_sock.parent if legacy_sock is not None else folder,
+            v1_info_dir=info.parent if info is not None else folder,
         )

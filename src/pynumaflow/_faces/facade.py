@@ -1,16 +1,17 @@
-"""What every server facade shares: options, a fresh core per start, blocking or async start."""
+"""The server base every face configures: handlers by the kind table, options, a core per start."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Optional
+from collections.abc import AsyncIterator, Iterable, Mapping
+from typing import Any, Callable, ClassVar, Dict, List, Optional, Tuple
 
-from pynumaflow._core.endpoint import Endpoint, Service
-from pynumaflow._core.options import LEGACY, V1, ServerOptions
+from pynumaflow._core.endpoint import Endpoint
+from pynumaflow._core.options import LEGACY, V1, ServerOptions, ud_container_type
 from pynumaflow._core.server import ServerCore
-from pynumaflow._invoke import Invoker
+from pynumaflow._faces.kinds import Family, Kind, V1Endpoint, inspect_handlers
+from pynumaflow._invoke import Handler, Invoker
 
 __all__ = ["MINIMUM_NUMAFLOW_VERSION", "Facade"]
 
@@ -19,50 +20,103 @@ MINIMUM_NUMAFLOW_VERSION = "1.4.0-z"
 
 
 class Facade:
-    """Base of Server, AsyncServer, Sink and AsyncSink: builds the core they run on.
+    """Base of the public server classes: serves the handlers of one family of kinds.
 
-    A server serves each protocol generation its options enable: the legacy one on its
-    socket (function.sock, udsink.sock) and the v1 ones on a socket per kind.
+    A server serves each protocol generation its options enable: the family's legacy
+    socket (function.sock, udsink.sock), if it has one, and a v1 socket per kind given
+    a handler. A subclass sets :attr:`family` and calls :meth:`_configure`.
     """
 
+    family: ClassVar[Family]
     _options: ServerOptions
+    _handlers: Dict[str, Handler]
 
-    def _legacy_services(self, invoker: Invoker) -> Sequence[Service]:
-        """The services of the legacy socket (function.v1 or the 0.8-era sink.v1)."""
-        raise NotImplementedError
-
-    def _v1_endpoints(self, invoker: Invoker) -> Sequence[Endpoint]:
-        """One endpoint per v1 kind this server's handlers serve."""
-        return []
-
-    def _v1_endpoint(
+    def _configure(
         self,
-        sock_name: str,
-        info_name: str,
-        service: Service,
-        metadata: Optional[Mapping[str, str]] = None,
-    ) -> Endpoint:
-        """A v1 endpoint: its socket and server-info file beside the legacy ones."""
-        options = self._options
-        return Endpoint(
-            options.v1_sock_dir / sock_name,
-            options.v1_info_dir / info_name,
-            [service],
-            info_metadata=dict(metadata or {}),
-            minimum_numaflow_version=MINIMUM_NUMAFLOW_VERSION,
+        handlers: Mapping[str, Optional[Callable[..., Any]]],
+        *,
+        sock_path: Optional[str],
+        max_message_size: Optional[int],
+        max_threads: Optional[int],
+        server_info_file: Optional[str],
+        shutdown_grace_period: Optional[float],
+        protocols: Optional[Iterable[str]],
+    ) -> None:
+        """Inspect ``handlers`` (by keyword) and resolve the options."""
+        family = self.family
+        self._handlers = inspect_handlers(family, type(self).__name__, handlers)
+        self._options = ServerOptions.resolve(
+            sock_name=family.legacy.sock_name if family.legacy is not None else None,
+            sock_path=sock_path,
+            server_info_file=server_info_file,
+            max_message_size=max_message_size,
+            max_threads=max_threads,
+            shutdown_grace_period=shutdown_grace_period,
+            protocols=protocols,
         )
+        self._check_something_to_serve()
+        if V1 in self._options.protocols:
+            self._check_v1_files()
 
-    def _endpoints(self, invoker: Invoker) -> list[Endpoint]:
+    def _served(self) -> List[Kind]:
+        return [kind for kind in self.family.kinds if kind.name in self._handlers]
+
+    def _check_v1_files(self) -> None:
+        """Refuse two kinds that would announce themselves in the same v1 server-info file."""
+        seen: Dict[str, Tuple[Kind, V1Endpoint]] = {}
+        for kind in self._served():
+            if kind.v1 is None:
+                continue
+            info = kind.v1.files(ud_container_type(kind.v1.default_role))[1]
+            other, other_v1 = seen.setdefault(info, (kind, kind.v1))
+            if other is not kind:
+                keys = " and ".join(sorted({*other_v1.metadata, *kind.v1.metadata}))
+                raise ValueError(
+                    f"{other.keyword} and {kind.keyword} cannot be served together on "
+                    f"Numaflow >= 1.4: both announce themselves in {info}, which names one "
+                    f"{keys or 'kind'}. Give one of them, or serve only the 0.8-0.9 protocol "
+                    f"with protocols=[{LEGACY!r}]"
+                )
+
+    def _check_something_to_serve(self) -> None:
         options = self._options
+        legacy = LEGACY in options.protocols and self.family.legacy is not None
+        v1 = V1 in options.protocols and any(kind.v1 for kind in self._served())
+        if not (legacy or v1):
+            raise ValueError(
+                f"{type(self).__name__} has nothing to serve with protocols="
+                f"{sorted(options.protocols)!r}: its handlers have no endpoint there"
+            )
+
+    def _endpoints(self, invoker: Invoker) -> List[Endpoint]:
+        options = self._options
+        legacy = self.family.legacy
         endpoints = []
-        if LEGACY in options.protocols:
+        if LEGACY in options.protocols and legacy is not None:
+            assert options.sock_path is not None  # resolved from the family's sock_name
             endpoints.append(
                 Endpoint(
-                    options.sock_path, options.server_info_file, self._legacy_services(invoker)
+                    options.sock_path,
+                    options.server_info_file,
+                    [legacy.service(self._handlers, invoker)],
                 )
             )
         if V1 in options.protocols:
-            endpoints.extend(self._v1_endpoints(invoker))
+            for kind in self._served():
+                if kind.v1 is None:
+                    continue
+                role = ud_container_type(kind.v1.default_role)
+                sock_name, info_name = kind.v1.files(role)
+                service = kind.v1.service(self._handlers[kind.name], invoker, role, options)
+                endpoints.append(
+                    Endpoint(
+                        options.v1_sock_dir / sock_name,
+                        options.v1_info_dir / info_name,
+                        [service],
+                        info_metadata=dict(kind.v1.metadata),
+                        minimum_numaflow_version=MINIMUM_NUMAFLOW_VERSION,
+                    )
+                )
         return endpoints
 
     def _new_core(self) -> ServerCore:
@@ -77,13 +131,13 @@ class Facade:
 
     @property
     def sock_path(self) -> str:
-        """The Unix socket the server listens on."""
-        return str(self._options.sock_path)
+        """The Unix socket the server listens on (its legacy one; else the v1 folder)."""
+        return str(self._options.sock_path or self._options.v1_sock_dir)
 
     @property
     def server_info_file(self) -> str:
-        """The server-info file written once the server is listening."""
-        return str(self._options.server_info_file)
+        """The server-info file written once the server is listening (legacy protocol)."""
+        return str(self._options.server_info_file or self._options.v1_info_dir)
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:

@@ -2,50 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any, Callable, Optional
 
-from pynumaflow._core.endpoint import Endpoint, Service
-from pynumaflow._core.options import LEGACY, V1, ServerOptions, ud_container_type
 from pynumaflow._faces.facade import Facade
-from pynumaflow._invoke import Handler, Invoker, inspect_handler
-from pynumaflow._services.legacy.function import FunctionHandlers, FunctionService
-from pynumaflow._services.v1.map import MapV1Service
-from pynumaflow._services.v1.reduce import ReduceV1Service
-from pynumaflow._services.v1.transform import SourceTransformV1Service
+from pynumaflow._faces.kinds import FUNCTION
 
-__all__ = ["AsyncServer", "Server", "function_handlers"]
+__all__ = ["AnyHandler", "AsyncServer", "Server"]
 
 AnyHandler = Optional[Callable[..., Any]]
 
-_KEYWORDS = "map_handler, mapt_handler, map_stream_handler or reduce_handler"
-
-
-def _maybe(name: str, func: AnyHandler, params: str, *, stream: bool = False) -> Optional[Handler]:
-    return None if func is None else inspect_handler(name, func, params, stream=stream)
-
-
-def function_handlers(
-    owner: str,
-    *,
-    map_handler: AnyHandler,
-    mapt_handler: AnyHandler,
-    map_stream_handler: AnyHandler,
-    reduce_handler: AnyHandler,
-) -> FunctionHandlers:
-    """Inspect the handlers a function server was given (``owner`` names it in errors)."""
-    if all(h is None for h in (map_handler, mapt_handler, map_stream_handler, reduce_handler)):
-        raise ValueError(f"{owner} needs at least one handler: {_KEYWORDS}")
-    return FunctionHandlers(
-        map=_maybe("map_handler", map_handler, "keys, datum"),
-        mapt=_maybe("mapt_handler", mapt_handler, "keys, datum"),
-        map_stream=_maybe("map_stream_handler", map_stream_handler, "keys, datum", stream=True),
-        reduce=_maybe("reduce_handler", reduce_handler, "keys, datums, md"),
-    )
-
 
 class _FunctionServer(Facade):
-    def _configure(
+    family = FUNCTION
+
+    def _configure_function(
         self,
         *,
         map_handler: AnyHandler,
@@ -59,68 +30,20 @@ class _FunctionServer(Facade):
         shutdown_grace_period: Optional[float],
         protocols: Optional[Iterable[str]],
     ) -> None:
-        self._handlers = function_handlers(
-            type(self).__name__,
-            map_handler=map_handler,
-            mapt_handler=mapt_handler,
-            map_stream_handler=map_stream_handler,
-            reduce_handler=reduce_handler,
-        )
-        self._options = ServerOptions.resolve(
-            sock_name="function.sock",
+        self._configure(
+            {
+                "map_handler": map_handler,
+                "mapt_handler": mapt_handler,
+                "map_stream_handler": map_stream_handler,
+                "reduce_handler": reduce_handler,
+            },
             sock_path=sock_path,
-            server_info_file=server_info_file,
             max_message_size=max_message_size,
             max_threads=max_threads,
+            server_info_file=server_info_file,
             shutdown_grace_period=shutdown_grace_period,
             protocols=protocols,
         )
-        if (
-            V1 in self._options.protocols
-            and self._handlers.map is not None
-            and self._handlers.map_stream is not None
-        ):
-            raise ValueError(
-                "map_handler and map_stream_handler cannot be served together on Numaflow "
-                ">= 1.4: both announce themselves in mapper-server-info, which names one "
-                "MAP_MODE. Give one of them, or serve only the 0.8-0.9 protocol with "
-                f"protocols=[{LEGACY!r}]"
-            )
-
-    def _legacy_services(self, invoker: Invoker) -> Sequence[Service]:
-        return [FunctionService(self._handlers, invoker)]
-
-    def _v1_endpoints(self, invoker: Invoker) -> Sequence[Endpoint]:
-        handlers = self._handlers
-        udf = ud_container_type("udf")
-        endpoints = []
-        if handlers.map is not None:
-            service = MapV1Service(handlers.map, invoker, stream=False, container_type=udf)
-            endpoints.append(
-                self._v1_endpoint(
-                    "map.sock", "mapper-server-info", service, {"MAP_MODE": "unary-map"}
-                )
-            )
-        if handlers.map_stream is not None:
-            service = MapV1Service(handlers.map_stream, invoker, stream=True, container_type=udf)
-            endpoints.append(
-                self._v1_endpoint(
-                    "mapstream.sock", "mapper-server-info", service, {"MAP_MODE": "stream-map"}
-                )
-            )
-        if handlers.mapt is not None:
-            transformer = SourceTransformV1Service(
-                handlers.mapt, invoker, container_type=ud_container_type("transformer")
-            )
-            endpoints.append(
-                self._v1_endpoint(
-                    "sourcetransform.sock", "sourcetransformer-server-info", transformer
-                )
-            )
-        if handlers.reduce is not None:
-            reducer = ReduceV1Service(handlers.reduce, invoker, container_type=udf)
-            endpoints.append(self._v1_endpoint("reduce.sock", "reducer-server-info", reducer))
-        return endpoints
 
 
 class Server(_FunctionServer):
@@ -166,7 +89,7 @@ class Server(_FunctionServer):
         shutdown_grace_period: Optional[float] = None,
         protocols: Optional[Iterable[str]] = None,
     ) -> None:
-        self._configure(
+        self._configure_function(
             map_handler=map_handler,
             mapt_handler=mapt_handler,
             map_stream_handler=map_stream_handler,
@@ -206,7 +129,7 @@ class AsyncServer(_FunctionServer):
         shutdown_grace_period: Optional[float] = None,
         protocols: Optional[Iterable[str]] = None,
     ) -> None:
-        self._configure(
+        self._configure_function(
             map_handler=map_handler,
             mapt_handler=mapt_handler,
             map_stream_handler=map_stream_handler,

@@ -2,30 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any, Callable, Optional
 
-from pynumaflow._core.endpoint import Endpoint, Service
-from pynumaflow._core.options import ServerOptions, ud_container_type
 from pynumaflow._faces.facade import Facade
-from pynumaflow._invoke import Invoker, inspect_handler
-from pynumaflow._services.legacy.sink import SinkService
-from pynumaflow._services.v1.sink import SinkV1Service
+from pynumaflow._faces.kinds import SINK_SERVER
 
 __all__ = ["AsyncSink", "Sink"]
 
 
-# The platform runs one image as the primary, fallback or on-success sink and tells the
-# container which by $NUMAFLOW_UD_CONTAINER_TYPE; each role has its socket and file.
-_V1_SINK_FILES = {
-    "udsink": ("sink.sock", "sinker-server-info"),
-    "fb-udsink": ("fb-sink.sock", "fb-sinker-server-info"),
-    "ons-udsink": ("ons-sink.sock", "ons-sinker-server-info"),
-}
-
-
 class _SinkServer(Facade):
     """Serves a user-defined sink; see :class:`Sink` for the arguments."""
+
+    family = SINK_SERVER
 
     def __init__(
         self,
@@ -38,30 +27,15 @@ class _SinkServer(Facade):
         shutdown_grace_period: Optional[float] = None,
         protocols: Optional[Iterable[str]] = None,
     ) -> None:
-        self._handler = inspect_handler("sink_handler", sink_handler, "datums")
-        self._options = ServerOptions.resolve(
-            sock_name="udsink.sock",
+        self._configure(
+            {"sink_handler": sink_handler},
             sock_path=sock_path,
-            server_info_file=server_info_file,
             max_message_size=max_message_size,
             max_threads=max_threads,
+            server_info_file=server_info_file,
             shutdown_grace_period=shutdown_grace_period,
             protocols=protocols,
         )
-
-    def _legacy_services(self, invoker: Invoker) -> Sequence[Service]:
-        return [SinkService(self._handler, invoker)]
-
-    def _v1_endpoints(self, invoker: Invoker) -> Sequence[Endpoint]:
-        container = ud_container_type("udsink")
-        sock_name, info_name = _V1_SINK_FILES.get(container, _V1_SINK_FILES["udsink"])
-        service = SinkV1Service(
-            self._handler,
-            invoker,
-            container_type=container,
-            max_message_size=self._options.max_message_size,
-        )
-        return [self._v1_endpoint(sock_name, info_name, service)]
 
 
 class Sink(_SinkServer):

@@ -3,7 +3,7 @@
 Method paths and cardinalities of every service we serve, the IsReady answer, the
 google.rpc.Status error details, and the one answer to a malformed request
 (:func:`decode_or_refuse`). The generated code in ``pynumaflow._proto`` describes
-the same (tests/test_rpc.py checks that they agree, byte for byte where they encode),
+the same (tests/codec/test_rpc.py checks that they agree, byte for byte where they encode),
 but importing it costs betterproto and every message class: most of a server's start-up.
 """
 

@@ -8,6 +8,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from strategies import key_lists, length_delimited, moments, payloads
+from strategies import unknown_fields as unknown_fields_from
 
 from pynumaflow._codec.legacy.function import (
     decode_datum_request,
@@ -19,31 +21,9 @@ from pynumaflow._proto.function import v1
 from pynumaflow._types.errors import CodecError
 from pynumaflow.function import DROP, Message, Messages, MessageT, MessageTs
 
-UTC = timezone.utc
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-keys = st.lists(st.text(), max_size=8)
-values = st.binary(max_size=2048)
-# Whole microseconds from year 1 to 9999: what a datetime can hold.
-moments = st.integers(
-    min_value=(datetime(1, 1, 1, tzinfo=UTC) - EPOCH) // timedelta(microseconds=1),
-    max_value=(datetime(9999, 12, 31, tzinfo=UTC) - EPOCH) // timedelta(microseconds=1),
-).map(lambda us: EPOCH + timedelta(microseconds=us))
-unknown_fields = st.lists(
-    st.tuples(st.integers(min_value=6, max_value=2000), st.binary(max_size=16)), max_size=3
-)
-
-
-def _length_delimited(field: int, payload: bytes) -> bytes:
-    def varint(n: int) -> bytes:
-        out = bytearray()
-        while n >= 0x80:
-            out.append((n & 0x7F) | 0x80)
-            n >>= 7
-        out.append(n)
-        return bytes(out)
-
-    return varint(field << 3 | 2) + varint(len(payload)) + payload
+keys = key_lists(max_size=8)
+values = payloads(max_size=2048)
+unknown_fields = unknown_fields_from(6)
 
 
 @settings(max_examples=300, deadline=None)
@@ -73,7 +53,7 @@ def test_decode_datum_request_matches_betterproto(
         watermark=v1.Watermark(watermark),
         metadata=v1.Metadata(id=msg_id, num_delivered=num_delivered),
     )
-    data = bytes(message) + b"".join(_length_delimited(f, p) for f, p in extra)
+    data = bytes(message) + b"".join(length_delimited(f, p) for f, p in extra)
     datum = decode_datum_request(data)
     assert datum.keys() == keys
     assert datum.keys == keys

@@ -11,6 +11,16 @@ from typing import Any, Optional
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
+from strategies import (
+    U64,
+    field,
+    key_lists,
+    length_delimited,
+    optional_times,
+    seconds_in_range,
+    unknown_field_bytes,
+    varint,
+)
 
 from pynumaflow._codec.legacy.function import decode_datum_request
 from pynumaflow._codec.legacy.sink import decode_sink_datum_request, encode_response_list
@@ -22,43 +32,9 @@ from pynumaflow.sink import Datum, Response, Responses
 
 UTC = timezone.utc
 EPOCH = datetime(1970, 1, 1)
-U64 = 1 << 64
-
-keys_lists = st.lists(st.text(), max_size=20)
-times = st.none() | st.datetimes(timezones=st.just(UTC))
-# Timestamps datetime can hold (years 1..9999), with any nanos.
-seconds_in_range = st.integers(-62_135_596_800, 253_402_300_799)
-
-
-def varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        low, value = value & 0x7F, value >> 7
-        out.append(low | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
-def field(number: int, wire_type: int, payload: bytes) -> bytes:
-    return varint(number << 3 | wire_type) + payload
-
-
-def delimited(number: int, payload: bytes) -> bytes:
-    return field(number, 2, varint(len(payload)) + payload)
-
-
-unknown_fields = st.one_of(
-    st.builds(
-        lambda n, v: field(n, 0, varint(v)), st.integers(6, 2**29 - 1), st.integers(0, U64 - 1)
-    ),
-    st.builds(
-        lambda n, b: field(n, 1, b), st.integers(6, 2**29 - 1), st.binary(min_size=8, max_size=8)
-    ),
-    st.builds(delimited, st.integers(6, 2**29 - 1), st.binary(max_size=20)),
-    st.builds(
-        lambda n, b: field(n, 5, b), st.integers(6, 2**29 - 1), st.binary(min_size=4, max_size=4)
-    ),
-)
+keys_lists = key_lists(max_size=20)
+times = optional_times
+unknown_fields = unknown_field_bytes(6)
 
 
 def sink_request(
@@ -163,8 +139,8 @@ def test_decode_any_timestamp_like_betterproto(
     timestamp = bytes(
         sink_pb.betterproto_lib_google_protobuf.Timestamp(seconds=seconds, nanos=nanos)
     )
-    wrapper = b"".join(noise) + delimited(1, timestamp)
-    data = delimited(3, wrapper) + delimited(4, wrapper)
+    wrapper = b"".join(noise) + length_delimited(1, timestamp)
+    data = length_delimited(3, wrapper) + length_delimited(4, wrapper)
     assert fields_of(decode_sink_datum_request(data)) == betterproto_fields(data)
 
 
@@ -173,7 +149,7 @@ def test_decode_out_of_range_timestamp_is_codec_error(seconds: int) -> None:
     """A Timestamp outside datetime's range is a CodecError, not an OverflowError."""
     timestamp = field(1, 0, varint(seconds % U64))
     with pytest.raises(CodecError, match="outside datetime's range"):
-        decode_sink_datum_request(delimited(3, delimited(1, timestamp)))
+        decode_sink_datum_request(length_delimited(3, length_delimited(1, timestamp)))
 
 
 responses_st = st.lists(

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_codec import _length_delimited, keys, moments, values
+from strategies import EPOCH, UTC, key_lists, length_delimited, moments, payloads
+from strategies import unknown_fields as unknown_fields_from
 
 from pynumaflow._codec.v1.reduce import (
     APPEND,
@@ -25,11 +26,9 @@ from pynumaflow._proto.reduce import v1
 from pynumaflow._types.errors import CodecError, ReturnTypeError
 from pynumaflow.function import DROP, DatumMetadata, Message, Messages
 
-UTC = timezone.utc
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-unknown_fields = st.lists(
-    st.tuples(st.integers(min_value=7, max_value=2000), st.binary(max_size=16)), max_size=3
-)
+keys = key_lists(max_size=8)  # as the function.v1 codec tests draw them
+values = payloads(max_size=2048)
+unknown_fields = unknown_fields_from(7)
 windows = st.builds(
     lambda start, end, slot: v1.Window(start=start, end=end, slot=slot),
     moments,
@@ -50,7 +49,7 @@ metadata = st.builds(
 
 
 def _unknown(extra: list[tuple[int, bytes]]) -> bytes:
-    return b"".join(_length_delimited(f, p) for f, p in extra)
+    return b"".join(length_delimited(f, p) for f, p in extra)
 
 
 @settings(max_examples=300, deadline=None)
@@ -87,10 +86,10 @@ def test_decode_reduce_request_matches_betterproto(
     )
     encoded_windows = [bytes(w) + _unknown(extra) for w in request_windows]
     operation = bytes((0x08, event)) if event else b""
-    operation += b"".join(_length_delimited(2, w) for w in encoded_windows)
+    operation += b"".join(length_delimited(2, w) for w in encoded_windows)
     data = (
-        _length_delimited(1, bytes(payload) + _unknown(extra))
-        + _length_delimited(2, operation + _unknown(extra))
+        length_delimited(1, bytes(payload) + _unknown(extra))
+        + length_delimited(2, operation + _unknown(extra))
         + _unknown(extra)
     )
     expected = v1.ReduceRequest().parse(data)
@@ -122,7 +121,7 @@ def test_decode_grpcio_style_window_and_absent_parts() -> None:
     assert window.metadata.interval_window.end == EPOCH + timedelta(seconds=60)
     assert window.slot == "0"
     assert decode_window(raw) is window  # every request of a stream names the same window
-    headers = decode_reduce_request(_length_delimited(1, b"\x2a\x00\x2a\x06\x0a\x01h\x12\x01v"))
+    headers = decode_reduce_request(length_delimited(1, b"\x2a\x00\x2a\x06\x0a\x01h\x12\x01v"))
     assert headers.datum.headers == {"": "", "h": "v"}  # an all-default entry is an entry
     bare = decode_reduce_request(b"")
     assert (bare.event, bare.windows, bare.datum.keys, bare.datum.value) == (OPEN, (), [], b"")
@@ -136,10 +135,10 @@ def test_fields_occurring_twice_merge() -> None:
     window = bytes(v1.Window(end=EPOCH + timedelta(seconds=1), slot="0"))
     op = bytes(v1.ReduceRequestWindowOperation(event=v1.ReduceRequestWindowOperationEvent.APPEND))
     data = (
-        _length_delimited(1, first)
-        + _length_delimited(2, op + _length_delimited(2, window))
-        + _length_delimited(1, second)
-        + _length_delimited(2, _length_delimited(2, window))
+        length_delimited(1, first)
+        + length_delimited(2, op + length_delimited(2, window))
+        + length_delimited(1, second)
+        + length_delimited(2, length_delimited(2, window))
     )
     request = decode_reduce_request(data)
     assert request.datum.keys == ["a", "b"]
@@ -174,7 +173,7 @@ def test_encode_reduce_results_matches_betterproto(
         expected = bytes(v1.ReduceResponse(result=result, window=v1.Window().parse(raw)))
         if not extra:
             assert data == expected
-        assert data.endswith(_length_delimited(2, raw))
+        assert data.endswith(length_delimited(2, raw))
         parsed = v1.ReduceResponse().parse(data)
         assert (parsed.result.keys, parsed.result.value, parsed.result.tags) == (
             message.keys,

@@ -10,6 +10,7 @@ from typing import Any, Optional
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from strategies import optional_times
 
 from pynumaflow._codec.legacy.sink import LEGACY_FALLBACK_ERR, encode_response_list
 from pynumaflow._codec.results import read_responses
@@ -27,7 +28,7 @@ from pynumaflow.sink import Response
 UTC = timezone.utc
 EPOCH = datetime(1970, 1, 1)
 
-times = st.none() | st.datetimes(timezones=st.just(UTC))
+times = optional_times
 texts = st.text(max_size=12)
 groups = st.dictionaries(
     texts, st.dictionaries(texts, st.binary(max_size=8), max_size=3), max_size=3

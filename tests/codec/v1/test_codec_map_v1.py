@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import contextlib
-from datetime import datetime, time, timedelta, timezone
+from datetime import datetime, time
 from types import SimpleNamespace
 from typing import Any, Optional
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from strategies import EPOCH, UTC, key_lists, length_delimited, moments, payloads
+from strategies import unknown_fields as unknown_fields_from
 
 from pynumaflow._codec.v1.map import (
     HANDSHAKE_RESPONSE,
@@ -27,15 +29,8 @@ from pynumaflow._proto.sourcetransformer import v1 as st_pb
 from pynumaflow._types.errors import CodecError, ReturnTypeError
 from pynumaflow.function import DROP, Datum, DatumMetadata, Message, Messages, MessageT, MessageTs
 
-UTC = timezone.utc
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-keys = st.lists(st.text(), max_size=5)
-values = st.binary(max_size=512)
-moments = st.integers(
-    min_value=(datetime(1, 1, 1, tzinfo=UTC) - EPOCH) // timedelta(microseconds=1),
-    max_value=(datetime(9999, 12, 31, tzinfo=UTC) - EPOCH) // timedelta(microseconds=1),
-).map(lambda us: EPOCH + timedelta(microseconds=us))
+keys = key_lists(max_size=5)
+values = payloads(max_size=512)
 # betterproto leaves out map entries whose key and value are both defaults (protobuf
 # keeps them): test_default_map_entries covers those, with google protobuf's bytes.
 headers = st.dictionaries(st.text(min_size=1, max_size=8), st.text(max_size=8), max_size=4)
@@ -49,25 +44,11 @@ groups = st.dictionaries(
     ),
     max_size=3,
 )
-unknown_fields = st.lists(
-    st.tuples(st.integers(min_value=8, max_value=2000), st.binary(max_size=16)), max_size=3
-)
-
-
-def _length_delimited(field: int, payload: bytes) -> bytes:
-    def varint(n: int) -> bytes:
-        out = bytearray()
-        while n >= 0x80:
-            out.append((n & 0x7F) | 0x80)
-            n >>= 7
-        out.append(n)
-        return bytes(out)
-
-    return varint(field << 3 | 2) + varint(len(payload)) + payload
+unknown_fields = unknown_fields_from(8)
 
 
 def _unknown(extra: list[tuple[int, bytes]]) -> bytes:
-    return b"".join(_length_delimited(f, p) for f, p in extra)
+    return b"".join(length_delimited(f, p) for f, p in extra)
 
 
 def _check_datum(

@@ -16,13 +16,21 @@ from typing import Any, Callable
 import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
-from test_reduce import Running, count_async, count_sync, drain, eventually, held_open
 
 from pynumaflow._proto.google import rpc
 from pynumaflow.function import AsyncServer, Datum, Message, Messages, Metadata
 
 from conftest import CHANNEL_OPTIONS, seed_examples
-from helpers import datum_request, serving
+from helpers import (
+    Running,
+    count_async,
+    count_sync,
+    datum_request,
+    drain,
+    eventually,
+    held_open,
+    serving,
+)
 from procs import finish, start_script, wait_for_server_info
 
 pytestmark = pytest.mark.anyio

@@ -19,7 +19,16 @@ from pynumaflow._engines.reduce import FEED_SIZE
 from pynumaflow.function import Datum, Message, Messages, Metadata
 
 from conftest import seed_examples
-from helpers import datum_request, serving
+from helpers import (
+    Running,
+    count_async,
+    count_sync,
+    datum_request,
+    drain,
+    eventually,
+    held_open,
+    serving,
+)
 
 pytestmark = pytest.mark.anyio
 UTC = timezone.utc
@@ -40,62 +49,6 @@ async def reduce_call(
         for element in reply.elements:
             answers.setdefault(tuple(element.keys), []).append(element.value)
     return answers
-
-
-async def drain(call: Any, into: list[Any] | None = None) -> None:
-    """Read a call's replies to its end (keeping them in into)."""
-    async for reply in call:
-        if into is not None:
-            into.append(reply)
-
-
-async def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Wait until condition() holds (the server cleans up after the client has left)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.01)
-
-
-class Running:
-    """Counts handler calls in progress, in any thread."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.now = 0
-        self.started = 0
-
-    def __enter__(self) -> None:
-        with self._lock:
-            self.now += 1
-            self.started += 1
-
-    def __exit__(self, *exc: object) -> None:
-        with self._lock:
-            self.now -= 1
-
-
-async def count_async(keys: list[str], datums: AsyncIterator[Datum], md: Metadata) -> Messages:
-    values = [d.value async for d in datums]
-    return Messages(Message(describe(keys, values, md), keys=keys))
-
-
-def count_sync(keys: list[str], datums: Iterator[Datum], md: Metadata) -> Messages:
-    values = [d.value for d in datums]
-    return Messages(Message(describe(keys, values, md), keys=keys))
-
-
-def describe(keys: list[str], values: list[bytes], md: Metadata) -> bytes:
-    window = md.interval_window
-    return json.dumps(
-        {
-            "keys": list(keys),
-            "count": len(values),
-            "values": b"".join(values).decode(),
-            "start": window.start.isoformat(),
-            "end": window.end.isoformat(),
-        }
-    ).encode()
 
 
 COUNTERS = pytest.mark.parametrize("handler", [count_sync, count_async], ids=["sync", "async"])
@@ -260,22 +213,6 @@ async def test_reduce_malformed_datum_is_invalid_argument(
         stop.set()
     assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "truncated" in failure.value.details()
-
-
-async def held_open(
-    items: Iterable[Any], stop: asyncio.Event, sent: threading.Event | None = None
-) -> AsyncIterator[Any]:
-    """Send the items, set sent, then keep the stream open until stop is set.
-
-    Error tests write nothing once the server may have ended the call: grpcio aio
-    reports INTERNAL instead of the server's status when a write fails after the
-    status has arrived (grpc/grpc#36066).
-    """
-    for item in items:
-        yield item
-    if sent is not None:
-        sent.set()
-    await stop.wait()
 
 
 def one_per_key(pb2: ModuleType, keys: list[str]) -> list[Any]:

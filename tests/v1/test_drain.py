@@ -29,7 +29,6 @@ import h2.settings
 import pytest
 from test_map_v1 import handshake as map_handshake
 from test_map_v1 import request as map_request
-from test_reduce import eventually
 from test_sink_v1 import batch, eot
 from test_sink_v1 import request as sink_request
 from test_transform_v1 import handshake as transform_handshake
@@ -39,7 +38,7 @@ from pynumaflow.function import AsyncServer, Datum, Message, Messages, MessageT,
 from pynumaflow.sink import AsyncSink, Response, Responses
 
 from conftest import CHANNEL_OPTIONS
-from helpers import datum_request
+from helpers import datum_request, eventually
 from procs import finish, start_script, wait_for_server_info
 
 pytestmark = pytest.mark.anyio

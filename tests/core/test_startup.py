@@ -52,6 +52,22 @@ def test_server_imports_no_extras(statement: str, other_servers: str) -> None:
     assert not found, f"{statement!r} imports {found}"
 
 
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "from pynumaflow.function import Server, AsyncServer",
+        "from pynumaflow.sink import Sink, AsyncSink",
+        "import pynumaflow._cli",
+    ],
+)
+def test_the_kind_table_imports_no_service(statement: str) -> None:
+    """Its service factories import a service on first use: a server loads only its own."""
+    modules = imported_by(statement)
+    assert "pynumaflow._faces.kinds" in modules or statement.endswith("_cli")
+    found = sorted(m for m in modules if m.startswith("pynumaflow._services."))
+    assert not found, f"{statement!r} imports {found}"
+
+
 def test_multiprocserver_imports_on_first_use() -> None:
     modules = imported_by("from pynumaflow.function import MultiProcServer")
     assert "multiprocessing" in modules

@@ -18,11 +18,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple
 
-from pynumaflow._core.endpoint import Service
-from pynumaflow._core.options import ServerOptions
-from pynumaflow._invoke import Handler, Invoker, inspect_handler
-
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the command line reads the table without loading the server's parts
+    from pynumaflow._core.endpoint import Service
+    from pynumaflow._core.options import ServerOptions
+    from pynumaflow._invoke import Handler, Invoker
     from pynumaflow._services.legacy.function import FunctionHandlers
 
 __all__ = [
@@ -42,9 +41,9 @@ __all__ = [
     "inspect_handlers",
 ]
 
-V1Factory = Callable[[Handler, Invoker, str, ServerOptions], Service]
+V1Factory = Callable[["Handler", "Invoker", str, "ServerOptions"], "Service"]
 """Builds a kind's v1 service: ``(handler, invoker, role, options)``."""
-LegacyFactory = Callable[[Mapping[str, Handler], Invoker], Service]
+LegacyFactory = Callable[["Mapping[str, Handler]", "Invoker"], "Service"]
 """Builds a family's legacy service from its handlers by kind name."""
 
 
@@ -274,6 +273,8 @@ def inspect_handlers(
         TypeError: a handler is not callable or takes the wrong number of parameters.
 
     """
+    from pynumaflow._invoke import inspect_handler
+
     kinds: Sequence[Kind] = family.kinds
     if len(kinds) > 1 and all(given.get(kind.keyword) is None for kind in kinds):
         raise ValueError(f"{owner} needs at least one handler: {family.keywords}")

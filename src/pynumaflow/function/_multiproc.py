@@ -166,7 +166,8 @@ class MultiProcServer:
 
         Raises:
             OSError: the address cannot be listened on.
-            RuntimeError: a worker process ended unasked (the others were stopped).
+            WorkerExitedError: a worker process ended unasked (the others were stopped);
+                a ``RuntimeError``, from :mod:`pynumaflow.errors`.
 
         """
         serve_in_processes(functools.partial(_function_services, self._handlers), self._options)

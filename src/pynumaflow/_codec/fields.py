@@ -47,6 +47,7 @@ __all__ = [
     "headers_of",
     "new_datum",
     "new_sink_datum",
+    "read_length",
     "result_metadata",
     "user_metadata_of",
 ]
@@ -199,6 +200,7 @@ def decode_request(
             continue
         if wire_type != 2:
             raise CodecError(f"{name} field {field} has wire type {wire_type}, expected 2")
+        # read_length, inlined: this loop runs for every field of every request.
         length = data[pos] if pos < size else 0x80
         if length < 0x80:
             pos += 1
@@ -317,6 +319,24 @@ def new_sink_datum(fields: RequestFields) -> SinkDatum:
 
 
 # --- small messages -----------------------------------------------------------------------------
+
+
+def read_length(data: bytes, pos: int, size: int, what: str, field: int = 0) -> Tuple[int, int]:
+    """Read the length prefix at ``pos``: (start, end) of the value, which ends by ``size``.
+
+    Raises:
+        CodecError: the value runs past ``size`` ("<what> [field <field>] is truncated").
+
+    """
+    length = data[pos] if pos < size else 0x80
+    if length < 0x80:
+        pos += 1
+    else:
+        length, pos = read_varint(data, pos)
+    end = pos + length
+    if end > size:
+        raise CodecError(f"{what} field {field} is truncated" if field else f"{what} is truncated")
+    return pos, end
 
 
 def decode_flag(data: bytes, pos: int, end: int, value: bool, name: str) -> bool:

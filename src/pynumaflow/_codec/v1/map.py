@@ -38,6 +38,7 @@ from pynumaflow._codec.fields import (
     decode_flag,
     decode_request,
     new_datum,
+    read_length,
     result_metadata,
 )
 from pynumaflow._codec.wire import (
@@ -148,14 +149,7 @@ def _decode(data: bytes, layout: _Layout) -> Incoming:
                 raise CodecError(
                     f"{layout.name} field {field} has wire type {wire_type}, expected 2"
                 )
-            length = data[pos] if pos < size else 0x80
-            if length < 0x80:
-                pos += 1
-            else:
-                length, pos = read_varint(data, pos)
-            end = pos + length
-            if end > size:
-                raise CodecError(f"{layout.name} field {field} is truncated")
+            pos, end = read_length(data, pos, size, layout.name, field)
             if role == _REQUEST:
                 spans.append((pos, end))
             elif role == _ID:

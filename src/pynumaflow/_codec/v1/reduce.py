@@ -20,6 +20,7 @@ from pynumaflow._codec.fields import (
     RequestLayout,
     decode_request,
     new_datum,
+    read_length,
 )
 from pynumaflow._codec.results import MESSAGES, checked_iter, encode_strings, message_fields
 from pynumaflow._codec.wire import (
@@ -76,19 +77,6 @@ class ReduceRequest(NamedTuple):
     datum: Datum
 
 
-def _length_delimited(data: bytes, pos: int, what: str) -> Tuple[int, int]:
-    """Read a length prefix at pos; return (start, end) of the value."""
-    length = data[pos] if pos < len(data) else 0x80
-    if length < 0x80:
-        pos += 1
-    else:
-        length, pos = read_varint(data, pos)
-    end = pos + length
-    if end > len(data):
-        raise CodecError(f"{what} is truncated")
-    return pos, end
-
-
 def decode_reduce_request(data: bytes) -> ReduceRequest:
     """Decode a reduce.v1 ReduceRequest (unknown fields are skipped).
 
@@ -109,7 +97,7 @@ def decode_reduce_request(data: bytes) -> ReduceRequest:
         if field in (1, 2):
             if wire_type != 2:
                 raise CodecError(f"ReduceRequest field {field} has wire type {wire_type}")
-            start, pos = _length_delimited(data, pos, f"ReduceRequest field {field}")
+            start, pos = read_length(data, pos, size, "ReduceRequest", field)
             (payloads if field == 1 else operations).append((start, pos))
         else:
             pos = skip_field(data, pos, wire_type, field)
@@ -139,7 +127,7 @@ def _decode_operation(data: bytes, pos: int, end: int) -> Tuple[int, Tuple[Reduc
             raw, pos = read_varint(data, pos)
             event = to_int32(raw)
         elif field == 2 and wire_type == 2:
-            start, pos = _length_delimited(data, pos, "WindowOperation.windows")
+            start, pos = read_length(data, pos, len(data), "WindowOperation.windows")
             windows.append(decode_window(data[start:pos]))
         elif field in (1, 2):
             raise CodecError(f"WindowOperation field {field} has wire type {wire_type}")
@@ -165,7 +153,7 @@ def decode_window(encoded: bytes) -> ReduceWindow:
             if field in (1, 2, 3):
                 if wire_type != 2:
                     raise CodecError(f"Window field {field} has wire type {wire_type}")
-                value_start, pos = _length_delimited(encoded, pos, f"Window field {field}")
+                value_start, pos = read_length(encoded, pos, size, "Window", field)
                 if field == 1:
                     start = decode_timestamp(encoded, value_start, pos, start)
                 elif field == 2:

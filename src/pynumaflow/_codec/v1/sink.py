@@ -22,6 +22,7 @@ from pynumaflow._codec.fields import (
     decode_flag,
     decode_request,
     new_sink_datum,
+    read_length,
     result_metadata,
 )
 from pynumaflow._codec.wire import read_varint, skip_field, varint
@@ -76,10 +77,7 @@ def decode_sink_request(data: bytes) -> SinkRequest:
         if 1 <= field <= 3:
             if wire_type != 2:
                 raise CodecError(f"SinkRequest field {field} has wire type {wire_type}, expected 2")
-            length, pos = _read_small(data, pos)
-            end = pos + length
-            if end > size:
-                raise CodecError(f"SinkRequest field {field} is truncated")
+            pos, end = read_length(data, pos, size, "SinkRequest", field)
             if field == 1:
                 requests.append((pos, end))
             elif field == 2:

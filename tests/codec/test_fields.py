@@ -27,17 +27,17 @@ METADATA_ROLE = {function_pb.DatumRequest: fields.DELIVERY}
 # The reduce codec keeps no common.Metadata: the platform ignores a reduce result's.
 IGNORED = {reduce_pb.ReduceRequestPayload: {"metadata"}}
 
-LAYOUTS: list[tuple[fields.RequestLayout, Any, fields.TimeDecoder]] = [
-    (legacy_function._LAYOUT, function_pb.DatumRequest, fields.decode_time_wrapper),
-    (legacy_sink._LAYOUT, sink_pb.DatumRequest, fields.decode_time_wrapper),
-    (map_codec._MAP.request, map_pb.MapRequestRequest, fields.decode_bare_time),
+LAYOUTS: list[tuple[fields.RequestLayout, Any, bool]] = [
+    (legacy_function._LAYOUT, function_pb.DatumRequest, True),
+    (legacy_sink._LAYOUT, sink_pb.DatumRequest, True),
+    (map_codec._MAP.request, map_pb.MapRequestRequest, False),
     (
         map_codec._TRANSFORM.request,
         transform_pb.SourceTransformRequestRequest,
-        fields.decode_bare_time,
+        False,
     ),
-    (reduce_codec._PAYLOAD, reduce_pb.ReduceRequestPayload, fields.decode_bare_time),
-    (sink_codec._REQUEST, sink_pb.SinkRequestRequest, fields.decode_bare_time),
+    (reduce_codec._PAYLOAD, reduce_pb.ReduceRequestPayload, False),
+    (sink_codec._REQUEST, sink_pb.SinkRequestRequest, False),
 ]
 
 
@@ -49,10 +49,10 @@ def numbers(message: Any) -> dict[str, int]:
 
 
 @pytest.mark.parametrize(
-    ("layout", "message", "decode_time"), LAYOUTS, ids=[m.__qualname__ for _, m, _ in LAYOUTS]
+    ("layout", "message", "wrapped_times"), LAYOUTS, ids=[m.__qualname__ for _, m, _ in LAYOUTS]
 )
 def test_layout_matches_the_proto(
-    layout: fields.RequestLayout, message: Any, decode_time: fields.TimeDecoder
+    layout: fields.RequestLayout, message: Any, wrapped_times: bool
 ) -> None:
     """Fields 1-4 are shared; the layout names every later field of the request by its role."""
     by_name = numbers(message)
@@ -66,7 +66,7 @@ def test_layout_matches_the_proto(
     }
     assert dict(layout.extra) == expected
     assert layout.last == max(expected)
-    assert layout.decode_time is decode_time
+    assert layout.wrapped_times is wrapped_times
 
 
 def test_occurrences_of_a_request_merge() -> None:
@@ -78,7 +78,8 @@ def test_occurrences_of_a_request_merge() -> None:
     )
     decoded = fields.decode_request(first, layout)
     decoded = fields.decode_request(second, layout, fields=decoded)
-    assert (decoded.keys, decoded.value, decoded.msg_id, decoded.headers) == (
+    keys, value, _, _, msg_id, _, headers, _ = decoded
+    assert (keys, value, msg_id, headers) == (
         ["a", "b"],
         b"2",
         "x",

@@ -16,7 +16,7 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from pynumaflow._codec.wire import (
     U64,
@@ -39,12 +39,10 @@ __all__ = [
     "USER_METADATA",
     "RequestFields",
     "RequestLayout",
-    "decode_bare_time",
     "decode_flag",
     "decode_request",
     "decode_string_map_entry",
     "decode_time_wrapper",
-    "headers_of",
     "new_datum",
     "new_sink_datum",
     "read_length",
@@ -53,19 +51,6 @@ __all__ = [
 ]
 
 # --- times --------------------------------------------------------------------------------
-
-TimeDecoder = Callable[[bytes, int, int, TimestampParts, str], TimestampParts]
-"""Decodes a time field in data[pos:end] over the parts seen so far (name: for errors)."""
-
-
-def decode_bare_time(
-    data: bytes, pos: int, end: int, parts: TimestampParts, name: str
-) -> TimestampParts:
-    """Decode a google.protobuf.Timestamp field (as v1 requests carry their times).
-
-    The TimeDecoder signature (``name`` unused) lets it stand in for the wrapper decoder.
-    """
-    return decode_timestamp(data, pos, end, parts)
 
 
 def decode_time_wrapper(
@@ -114,43 +99,41 @@ class RequestLayout:
     Attributes:
         name: the request message's name, for errors.
         extra: field number -> ID, HEADER, USER_METADATA or DELIVERY.
-        decode_time: how fields 3 and 4 are encoded (bare Timestamps, or wrapped).
+        wrapped_times: fields 3 and 4 are EventTime/Watermark messages wrapping a
+            Timestamp (the legacy protocols), not bare Timestamps (v1).
 
     """
 
     name: str
     extra: Mapping[int, int]
-    decode_time: TimeDecoder = decode_bare_time
+    wrapped_times: bool = False
     last: int = dataclasses.field(init=False)
     """The highest field number the layout knows; higher ones are skipped."""
+    roles: Tuple[Optional[int], ...] = dataclasses.field(init=False)
+    """:attr:`extra` as a tuple indexed by field number (None: not used)."""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "last", max(self.extra, default=4))
+        last = max(self.extra, default=4)
+        object.__setattr__(self, "last", last)
+        object.__setattr__(self, "roles", tuple(self.extra.get(n) for n in range(last + 1)))
 
 
-class RequestFields:
-    """The request fields decoded so far (a message field may occur more than once)."""
+RequestFields = Tuple[
+    List[str], bytes, TimestampParts, TimestampParts, str, int, Optional[Dict[str, str]], bytes
+]
+"""The request fields decoded so far: keys, value, event time, watermark, id, delivery
+count, headers (None: none) and encoded user metadata. A plain tuple: it is built for
+every request."""
 
-    __slots__ = (
-        "event_time",
-        "headers",
-        "keys",
-        "msg_id",
-        "num_delivered",
-        "user_metadata",
-        "value",
-        "watermark",
-    )
-
-    def __init__(self) -> None:
-        self.keys: List[str] = []
-        self.value = b""
-        self.event_time: TimestampParts = (0, 0)
-        self.watermark: TimestampParts = (0, 0)
-        self.msg_id = ""
-        self.num_delivered = 0
-        self.headers: Optional[Dict[str, str]] = None
-        self.user_metadata = b""
+_NO_FIELDS_YET: Tuple[bytes, TimestampParts, TimestampParts, str, int, None, bytes] = (
+    b"",
+    (0, 0),
+    (0, 0),
+    "",
+    0,
+    None,
+    b"",
+)
 
 
 def decode_request(
@@ -172,19 +155,11 @@ def decode_request(
 
     """
     if fields is None:
-        fields = RequestFields()
-    keys = fields.keys
-    value = fields.value
-    event_time = fields.event_time
-    watermark = fields.watermark
-    msg_id = fields.msg_id
-    num_delivered = fields.num_delivered
-    headers = fields.headers
-    user_metadata = fields.user_metadata
-    name = layout.name
-    extra = layout.extra
-    last = layout.last
-    decode_time = layout.decode_time
+        keys: List[str] = []
+        value, event_time, watermark, msg_id, num_delivered, headers, user_metadata = _NO_FIELDS_YET
+    else:
+        keys, value, event_time, watermark, msg_id, num_delivered, headers, user_metadata = fields
+    name, roles, wrapped_times, last = layout.name, layout.roles, layout.wrapped_times, layout.last
     if size is None:
         size = len(data)
     while pos < size:
@@ -214,12 +189,20 @@ def decode_request(
         elif field == 2:
             value = data[pos:end]
         elif field == 3:
-            event_time = decode_time(data, pos, end, event_time, "EventTime")
+            if wrapped_times:
+                event_time = decode_time_wrapper(data, pos, end, event_time, "EventTime")
+            else:
+                event_time = decode_timestamp(data, pos, end, event_time)
         elif field == 4:
-            watermark = decode_time(data, pos, end, watermark, "Watermark")
+            if wrapped_times:
+                watermark = decode_time_wrapper(data, pos, end, watermark, "Watermark")
+            else:
+                watermark = decode_timestamp(data, pos, end, watermark)
         else:
-            role = extra.get(field)
-            if role == ID:
+            role = roles[field]
+            if role == DELIVERY:
+                msg_id, num_delivered = _decode_delivery(data, pos, end, msg_id, num_delivered)
+            elif role == ID:
                 msg_id = data[pos:end].decode()
             elif role == HEADER:
                 if headers is None:
@@ -227,20 +210,11 @@ def decode_request(
                 decode_string_map_entry(data, pos, end, headers)
             elif role == USER_METADATA:
                 user_metadata += user_metadata_of(data, pos, end)
-            elif role == DELIVERY:
-                msg_id, num_delivered = _decode_delivery(data, pos, end, msg_id, num_delivered)
             # else: a field between known ones that this layout does not use: skipped.
         pos = end
     if pos != size:  # an unknown field ran past the message's end
         raise CodecError(f"{name} overruns its enclosing message")
-    fields.value = value
-    fields.event_time = event_time
-    fields.watermark = watermark
-    fields.msg_id = msg_id
-    fields.num_delivered = num_delivered
-    fields.headers = headers
-    fields.user_metadata = user_metadata
-    return fields
+    return keys, value, event_time, watermark, msg_id, num_delivered, headers, user_metadata
 
 
 def _decode_delivery(
@@ -278,11 +252,6 @@ def _decode_delivery(
     return msg_id, num_delivered
 
 
-def headers_of(fields: RequestFields) -> Mapping[str, str]:
-    """The decoded headers, read-only (the shared empty mapping when there were none)."""
-    return MappingProxyType(fields.headers) if fields.headers else NO_HEADERS
-
-
 # --- datums -----------------------------------------------------------------------------------
 
 _new_object = object.__new__
@@ -294,27 +263,29 @@ def new_datum(fields: RequestFields, metadata: DatumMetadata) -> Datum:
     Its ``user_metadata`` is an encoded common.Metadata holding only the request's user
     metadata (see :func:`user_metadata_of`).
     """
+    keys, value, event_time, watermark, _, _, headers, user_metadata = fields
     datum = _new_object(Datum)
-    datum._keys = Keys(fields.keys)
-    datum._value = fields.value
-    datum._event_time = naive_utc(fields.event_time)
-    datum._watermark = naive_utc(fields.watermark)
+    datum._keys = Keys(keys)
+    datum._value = value
+    datum._event_time = naive_utc(event_time)
+    datum._watermark = naive_utc(watermark)
     datum._metadata = metadata
-    datum._headers = headers_of(fields)
-    datum._user_metadata = fields.user_metadata
+    datum._headers = MappingProxyType(headers) if headers else NO_HEADERS
+    datum._user_metadata = user_metadata
     return datum
 
 
 def new_sink_datum(fields: RequestFields) -> SinkDatum:
     """A sink Datum from decoded fields, built without Datum.__init__'s argument checks."""
+    keys, value, event_time, watermark, msg_id, _, headers, user_metadata = fields
     datum = _new_object(SinkDatum)
-    datum._keys = fields.keys
-    datum._id = fields.msg_id
-    datum._value = fields.value
-    datum._event_time = naive_utc(fields.event_time)
-    datum._watermark = naive_utc(fields.watermark)
-    datum._headers = headers_of(fields)
-    datum._user_metadata = fields.user_metadata
+    datum._keys = keys
+    datum._id = msg_id
+    datum._value = value
+    datum._event_time = naive_utc(event_time)
+    datum._watermark = naive_utc(watermark)
+    datum._headers = MappingProxyType(headers) if headers else NO_HEADERS
+    datum._user_metadata = user_metadata
     return datum
 
 

@@ -15,7 +15,6 @@ from pynumaflow._codec.fields import (
     DELIVERY,
     RequestLayout,
     decode_request,
-    decode_time_wrapper,
     new_datum,
 )
 from pynumaflow._codec.results import (
@@ -37,7 +36,7 @@ __all__ = [
     "encode_datum_response_t_list",
 ]
 
-_LAYOUT = RequestLayout("DatumRequest", {5: DELIVERY}, decode_time_wrapper)
+_LAYOUT = RequestLayout("DatumRequest", {5: DELIVERY}, wrapped_times=True)
 
 
 def decode_datum_request(data: bytes) -> Datum:
@@ -51,7 +50,7 @@ def decode_datum_request(data: bytes) -> Datum:
         fields = decode_request(data, _LAYOUT)
     except UnicodeDecodeError as err:
         raise CodecError(f"DatumRequest string is not valid UTF-8: {err}") from None
-    return new_datum(fields, DatumMetadata(fields.msg_id, fields.num_delivered))
+    return new_datum(fields, DatumMetadata(fields[4], fields[5]))
 
 
 def _encode_timestamp_wrapper(parts: TimestampParts) -> bytes:

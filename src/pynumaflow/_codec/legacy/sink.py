@@ -9,7 +9,6 @@ from pynumaflow._codec.fields import (
     ID,
     RequestLayout,
     decode_request,
-    decode_time_wrapper,
     new_sink_datum,
 )
 from pynumaflow._codec.wire import varint
@@ -18,7 +17,7 @@ from pynumaflow._types.sink import Datum, Response
 
 __all__ = ["LEGACY_FALLBACK_ERR", "decode_sink_datum_request", "encode_response_list"]
 
-_LAYOUT = RequestLayout("DatumRequest", {5: ID}, decode_time_wrapper)
+_LAYOUT = RequestLayout("DatumRequest", {5: ID}, wrapped_times=True)
 
 
 def decode_sink_datum_request(data: bytes) -> Datum:

@@ -38,7 +38,6 @@ from pynumaflow._codec.fields import (
     decode_flag,
     decode_request,
     new_datum,
-    read_length,
     result_metadata,
 )
 from pynumaflow._codec.wire import (
@@ -149,7 +148,15 @@ def _decode(data: bytes, layout: _Layout) -> Incoming:
                 raise CodecError(
                     f"{layout.name} field {field} has wire type {wire_type}, expected 2"
                 )
-            pos, end = read_length(data, pos, size, layout.name, field)
+            # read_length, inlined: the hot path of every map.v1 request.
+            length = data[pos] if pos < size else 0x80
+            if length < 0x80:
+                pos += 1
+            else:
+                length, pos = read_varint(data, pos)
+            end = pos + length
+            if end > size:
+                raise CodecError(f"{layout.name} field {field} is truncated")
             if role == _REQUEST:
                 spans.append((pos, end))
             elif role == _ID:
@@ -171,11 +178,13 @@ def _decode_request(
     data: bytes, spans: List[Tuple[int, int]], layout: _Layout, msg_id: str
 ) -> Datum:
     """Decode the ``Request`` occurrences at ``spans`` (merged) into a Datum."""
-    fields = RequestFields()
-    fields.msg_id = msg_id
+    fields: Optional[RequestFields] = None
     for pos, end in spans:
-        decode_request(data, layout.request, pos, end, fields)
-    return new_datum(fields, DatumMetadata(fields.msg_id, 0))
+        fields = decode_request(data, layout.request, pos, end, fields)
+    if fields is None:  # no Request at all: an all-default one
+        fields = decode_request(b"", layout.request)
+    request_id = fields[4]
+    return new_datum(fields, DatumMetadata(request_id or msg_id, 0))
 
 
 # --- responses ---------------------------------------------------------------------------

@@ -105,3 +105,22 @@ def bench(session: nox.Session) -> None:
         "benchmarks/RESULTS.md",
         *session.posargs,
     )
+
+
+@nox.session(name="bench-v1")
+def bench_v1(session: nox.Session) -> None:
+    """Benchmark the v1 protocols against pynumaflow 0.14.0 (benchmarks/README.md)."""
+    session.install(".", "grpcio>=1.60", "grpcio-tools>=1.60")
+    # 0.14.0 is also called `pynumaflow`: its own virtualenv, as 0.4.2's.
+    reference = Path(session.virtualenv.location).parent / "bench-original-0.14.0"
+    session.run(
+        "python",
+        "benchmarks/run.py",
+        "--suite",
+        "v1",
+        "--original-venv",
+        str(reference),
+        "--results",
+        "benchmarks/RESULTS.md",
+        *session.posargs,
+    )

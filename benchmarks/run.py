@@ -790,7 +790,8 @@ def summarise_v1(data: Dict[str, Any], workloads: List[Workload], meta: Dict[str
     )
     out.append(
         "| workload | ours vs 0.14.0 | ours /s | 0.14.0 /s | ratio | ours CPU µs/unit "
-        "| 0.14.0 CPU µs/unit | ours p50 ms | 0.14.0 p50 ms | ours p99 ms | 0.14.0 p99 ms "
+        "| 0.14.0 CPU µs/unit | CPU ratio 0.14.0/ours | ours p50 ms | 0.14.0 p50 ms "
+        "| ours p99 ms | 0.14.0 p99 ms "
         "| p99 ratio | ours RSS MiB | 0.14.0 RSS MiB | client CPU % (max) | other load % "
         "| rounds |"
     )
@@ -802,7 +803,7 @@ def summarise_v1(data: Dict[str, Any], workloads: List[Workload], meta: Dict[str
             o, g = _ok(recs, w.name, api, "ours"), v1_reference(recs, w, api)
             if not o and not g:
                 reason = na.get((w.name, api, "ours")) or "no result"
-                out.append(f"| {w.name} | {api}: n/a ({reason}) |" + " |" * 15)
+                out.append(f"| {w.name} | {api}: n/a ({reason}) |" + " |" * 16)
                 continue
             lat = w.rpc != "reduce"
             clients = [r["client_cpu_pct"] for r in o + g]
@@ -813,6 +814,7 @@ def summarise_v1(data: Dict[str, Any], workloads: List[Workload], meta: Dict[str
                 f"| {fmt(paired_ratio(o, g, 'throughput'), 2, 'x')} "
                 f"| {fmt(median_of(o, 'server_cpu_per_unit_us'), 1)} "
                 f"| {fmt(median_of(g, 'server_cpu_per_unit_us'), 1)} "
+                f"| {fmt(paired_ratio(g, o, 'server_cpu_per_unit_us'), 2, 'x')} "
                 f"| {fmt(median_of(o, 'p50_ms'), 2) if lat else '-'} "
                 f"| {fmt(median_of(g, 'p50_ms'), 2) if lat else '-'} "
                 f"| {fmt(median_of(o, 'p99_ms'), 2) if lat else '-'} "
@@ -830,7 +832,10 @@ def summarise_v1(data: Dict[str, Any], workloads: List[Workload], meta: Dict[str
         "of a request = from when the client queued it to when its answer (map stream: its "
         f"EOT) had been read, in the paced phase ({paced}); for the sink, per batch of 500. "
         "Peak RSS = VmHWM after the cell. Where 0.14.0 has no sync server (map stream, "
-        "reduce) our sync cell is compared with its async one.\n"
+        "reduce) our sync cell is compared with its async one. The CPU ratio depends less on "
+        "how much of the second core other work left free than the throughput ratio does "
+        "(ours runs on one core; 0.14.0's grpcio threads use both when they can). The "
+        "sleeping cell's CPU is 1-4 clock ticks (10 ms each): not a measurement.\n"
     )
     sleepers = [w for w in workloads if w.sleep_ms]
     for w in sleepers:

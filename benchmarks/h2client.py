@@ -32,7 +32,7 @@ import select
 import socket
 import struct
 import time
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Self, Sequence, Tuple
 from urllib.parse import unquote
 
 import h2.config
@@ -81,6 +81,19 @@ def unframe(body: bytes | bytearray) -> List[bytes]:
     return out
 
 
+def request_headers(path: str, authority: bytes, metadata: Metadata) -> List[Tuple[bytes, bytes]]:
+    """The HEADERS of a gRPC call."""
+    return [
+        (b":method", b"POST"),
+        (b":scheme", b"http"),
+        (b":path", path.encode()),
+        (b":authority", authority),
+        (b"content-type", b"application/grpc"),
+        (b"te", b"trailers"),
+        *((k.encode(), v.encode()) for k, v in metadata),
+    ]
+
+
 class Call:
     """One RPC on the channel: its framed requests going out, its response coming in."""
 
@@ -116,15 +129,79 @@ class Call:
                 self.message = unquote(value.decode("utf-8", "replace"))
 
 
-class Channel:
-    """One HTTP/2 connection to a gRPC server on a Unix socket; not thread-safe."""
+class _Pump:
+    """A non-blocking Unix-socket connection, pumped by `run_until` (both channels)."""
 
-    def __init__(self, path: str, authority: str = "localhost", timeout: float = 300.0) -> None:
-        self.authority = authority.encode()
+    read_size = READ_SIZE
+
+    def __init__(self, path: str, timeout: float) -> None:
         self.timeout = timeout  # for one `run_until`
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.connect(path)
         self.sock.setblocking(False)
+        self.out = bytearray()  # bytes queued for the socket
+        self.closed = ""  # why the connection ended, once it has
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def run_until(self, done: Callable[[], bool], poll: float = 0.05) -> None:
+        """Pump the connection until `done()`; `poll` bounds each wait for the socket."""
+        deadline = time.perf_counter() + self.timeout
+        while not done():
+            if self.closed:
+                raise ConnectionError(f"connection closed: {self.closed}")
+            if time.perf_counter() > deadline:
+                raise TimeoutError(f"no completion within {self.timeout} s")
+            self._queue_frames()
+            self._io(poll)
+
+    def _queue_frames(self) -> None:
+        """Queue into `out` what the calls may send now."""
+        raise NotImplementedError
+
+    def _received(self, data: bytes) -> None:
+        """Handle bytes read from the socket."""
+        raise NotImplementedError
+
+    def _lose(self, why: str) -> None:
+        """The connection is gone: fail every open call with `why`."""
+        raise NotImplementedError
+
+    def _io(self, timeout: float) -> None:
+        """Wait for the socket; write what is queued; hand on what came in."""
+        readable, writable, _ = select.select(
+            [self.sock], [self.sock] if self.out else [], [], timeout
+        )
+        try:
+            if writable:
+                del self.out[: self.sock.send(self.out)]
+            data = self.sock.recv(self.read_size) if readable else None
+        except BlockingIOError:
+            return
+        except ConnectionError as err:  # reset, broken pipe
+            self._lose(f"{type(err).__name__}: {err}")
+            return
+        if data is None:
+            return
+        if not data:
+            self._lose("the server closed the connection")
+            return
+        self._received(data)
+
+
+class Channel(_Pump):
+    """One HTTP/2 connection to a gRPC server on a Unix socket; not thread-safe."""
+
+    def __init__(self, path: str, authority: str = "localhost", timeout: float = 300.0) -> None:
+        super().__init__(path, timeout)
+        self.authority = authority.encode()
         config = h2.config.H2Configuration(client_side=True, header_encoding=None)
         self.conn = h2.connection.H2Connection(config)
         self.conn.initiate_connection()
@@ -135,15 +212,8 @@ class Channel:
             }
         )
         self.conn.increment_flow_control_window(MAX_WINDOW - DEFAULT_WINDOW)
-        self.out = bytearray(self.conn.data_to_send())
+        self.out += self.conn.data_to_send()
         self.calls: Dict[int, Call] = {}
-        self.closed = ""  # why the connection ended, once it has
-
-    def __enter__(self) -> Channel:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def close(self) -> None:
         if not self.closed:
@@ -168,15 +238,7 @@ class Channel:
         if any(len(m) > MIN_MAX_FRAME for m in messages):
             raise ValueError(f"messages over {MIN_MAX_FRAME} bytes need more than one frame")
         stream_id = self.conn.get_next_available_stream_id()
-        headers = [
-            (b":method", b"POST"),
-            (b":scheme", b"http"),
-            (b":path", path.encode()),
-            (b":authority", self.authority),
-            (b"content-type", b"application/grpc"),
-            (b"te", b"trailers"),
-            *((k.encode(), v.encode()) for k, v in metadata),
-        ]
+        headers = request_headers(path, self.authority, metadata)
         call = Call(stream_id, messages, on_done)
         self.conn.send_headers(stream_id, headers, end_stream=not messages)
         call.half_closed = not messages
@@ -188,17 +250,6 @@ class Channel:
         call = self.start(path, messages, metadata)
         self.run_until(lambda: call.done)
         return call
-
-    def run_until(self, done: Callable[[], bool], poll: float = 0.05) -> None:
-        """Pump the connection until `done()`; `poll` bounds each wait for the socket."""
-        deadline = time.perf_counter() + self.timeout
-        while not done():
-            if self.closed:
-                raise ConnectionError(f"connection closed: {self.closed}")
-            if time.perf_counter() > deadline:
-                raise TimeoutError(f"no completion within {self.timeout} s")
-            self._queue_frames()
-            self._io(poll)
 
     # --- the pump ----------------------------------------------------------------------
 
@@ -224,27 +275,10 @@ class Channel:
                 call.half_closed = True
         self.out += self.conn.data_to_send()
 
-    def _io(self, timeout: float) -> None:
-        """Wait for the socket; write what is queued; read and dispatch what came in."""
-        readable, writable, _ = select.select(
-            [self.sock], [self.sock] if self.out else [], [], timeout
-        )
-        try:
-            if writable:
-                del self.out[: self.sock.send(self.out)]
-            data = self.sock.recv(READ_SIZE) if readable else None
-        except BlockingIOError:
-            return
-        except ConnectionError as err:  # reset, broken pipe
-            self._lose(f"{type(err).__name__}: {err}")
-            return
-        if data is not None:
-            if not data:
-                self._lose("the server closed the connection")
-                return
-            for event in self.conn.receive_data(data):
-                self._dispatch(event)
-            self.out += self.conn.data_to_send()
+    def _received(self, data: bytes) -> None:
+        for event in self.conn.receive_data(data):
+            self._dispatch(event)
+        self.out += self.conn.data_to_send()
 
     def _dispatch(self, event: h2.events.Event) -> None:
         if isinstance(event, h2.events.DataReceived):
@@ -367,18 +401,17 @@ class RawCall:
         return out
 
 
-class RawChannel:
+class RawChannel(_Pump):
     """One HTTP/2 connection to a gRPC server on a Unix socket, frames handled by hand."""
+
+    read_size = RAW_READ_SIZE
 
     def __init__(self, path: str, authority: str = "localhost", timeout: float = 300.0) -> None:
         import hpack  # h2's own dependency
 
-        self.timeout = timeout
+        super().__init__(path, timeout)
         self.authority = authority.encode()
         self.encoder, self.decoder = hpack.Encoder(), hpack.Decoder()
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.connect(path)
-        self.sock.setblocking(False)
         self.send_window = DEFAULT_WINDOW  # connection-level, what the server allows
         self.peer_initial_window = DEFAULT_WINDOW
         self.max_frame = MIN_MAX_FRAME
@@ -389,16 +422,9 @@ class RawChannel:
         self.header_end_stream = False
         self.next_id = 1
         self.calls: Dict[int, RawCall] = {}
-        self.closed = ""
         settings = struct.pack(">HIHI", 0x2, 0, 0x4, MAX_WINDOW)  # no push, big windows
-        self.out = bytearray(PREFACE + _frame(_SETTINGS, 0, 0, settings))
+        self.out += PREFACE + _frame(_SETTINGS, 0, 0, settings)
         self.out += _frame(_WINDOW, 0, 0, struct.pack(">I", MAX_WINDOW - DEFAULT_WINDOW))
-
-    def __enter__(self) -> RawChannel:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def close(self) -> None:
         if not self.closed:
@@ -412,15 +438,7 @@ class RawChannel:
         if self.closed:
             raise ConnectionError(f"connection closed: {self.closed}")
         sid, self.next_id = self.next_id, self.next_id + 2
-        headers = [
-            (b":method", b"POST"),
-            (b":scheme", b"http"),
-            (b":path", path.encode()),
-            (b":authority", self.authority),
-            (b"content-type", b"application/grpc"),
-            (b"te", b"trailers"),
-            *((k.encode(), v.encode()) for k, v in metadata),
-        ]
+        headers = request_headers(path, self.authority, metadata)
         self.out += _frame(_HEADERS, _END_HEADERS, sid, self.encoder.encode(headers))
         call = RawCall(sid, self.peer_initial_window)
         self.calls[sid] = call
@@ -436,17 +454,6 @@ class RawChannel:
     def end(self, call: RawCall) -> None:
         """Half-close the call once everything queued is sent."""
         call.end_requested = True
-
-    def run_until(self, done: Callable[[], bool], poll: float = 0.05) -> None:
-        """Pump the connection until `done()`; `poll` bounds each wait for the socket."""
-        deadline = time.perf_counter() + self.timeout
-        while not done():
-            if self.closed:
-                raise ConnectionError(f"connection closed: {self.closed}")
-            if time.perf_counter() > deadline:
-                raise TimeoutError(f"no completion within {self.timeout} s")
-            self._queue_frames()
-            self._io(poll)
 
     # --- the pump ----------------------------------------------------------------------
 
@@ -473,24 +480,7 @@ class RawChannel:
                 out += _frame(_DATA, _END_STREAM, call.stream_id)
                 call.half_closed = True
 
-    def _io(self, timeout: float) -> None:
-        readable, writable, _ = select.select(
-            [self.sock], [self.sock] if self.out else [], [], timeout
-        )
-        try:
-            if writable:
-                del self.out[: self.sock.send(self.out)]
-            data = self.sock.recv(RAW_READ_SIZE) if readable else None
-        except BlockingIOError:
-            return
-        except ConnectionError as err:
-            self._lose(f"{type(err).__name__}: {err}")
-            return
-        if data is None:
-            return
-        if not data:
-            self._lose("the server closed the connection")
-            return
+    def _received(self, data: bytes) -> None:
         self.inbuf += data
         self._parse()
 

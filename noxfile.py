@@ -89,19 +89,31 @@ def audit(session: nox.Session) -> None:
         )
 
 
-@nox.session
-def bench(session: nox.Session) -> None:
-    """Benchmark against pynumaflow 0.4.2 and a bare grpclib echo (benchmarks/README.md)."""
+def _bench(session: nox.Session, reference: str, *args: str) -> None:
+    """benchmarks/run.py against pynumaflow `reference`, in a virtualenv of its own."""
     # Ours, installed as users get it, plus the grpcio load client (a benchmark-only dep).
     session.install(".", "grpcio>=1.60", "grpcio-tools>=1.60")
-    # 0.4.2 is also called `pynumaflow`: it gets a virtualenv of its own beside this one.
-    original = Path(session.virtualenv.location).parent / "bench-original-0.4.2"
+    # The reference is also called `pynumaflow`: it gets a virtualenv of its own beside this.
+    venv = Path(session.virtualenv.location).parent / f"bench-original-{reference}"
     session.run(
         "python",
         "benchmarks/run.py",
+        *args,
         "--original-venv",
-        str(original),
+        str(venv),
         "--results",
         "benchmarks/RESULTS.md",
         *session.posargs,
     )
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmark against pynumaflow 0.4.2 and a bare grpclib echo (benchmarks/README.md)."""
+    _bench(session, "0.4.2")
+
+
+@nox.session(name="bench-v1")
+def bench_v1(session: nox.Session) -> None:
+    """Benchmark the v1 protocols against pynumaflow 0.14.0 (benchmarks/README.md)."""
+    _bench(session, "0.14.0", "--suite", "v1")

@@ -14,7 +14,6 @@ from pynumaflow._codec.legacy import function as _codec
 from pynumaflow._codec.rpc import READY, decode_or_refuse
 from pynumaflow._invoke import Handler, HandlerErrors, Invoker
 from pynumaflow._services.base import is_ready_method, service_mapping
-from pynumaflow._services.legacy.reduce import reduce_fn
 from pynumaflow._types.function import Datum
 
 __all__ = ["FunctionHandlers", "FunctionService"]
@@ -89,4 +88,7 @@ class FunctionService:
 
     async def _reduce_fn(self, stream: RawStream) -> None:
         handler = _require(self._handlers.reduce, "reduce_handler")
+        # Imported on first use: a server without a reduce handler never loads the engine.
+        from pynumaflow._services.legacy.reduce import reduce_fn
+
         await reduce_fn(stream, handler, self._invoker)

@@ -43,6 +43,8 @@ __all__ = [
     "decode_request",
     "decode_string_map_entry",
     "decode_time_wrapper",
+    "decode_user_metadata",
+    "encode_user_metadata",
     "new_datum",
     "new_sink_datum",
     "read_length",
@@ -380,3 +382,81 @@ def result_metadata(tag: bytes, user_metadata: bytes) -> bytes:
     if not user_metadata:
         return b""
     return tag + varint(len(user_metadata)) + user_metadata
+
+
+def decode_user_metadata(raw: bytes) -> Dict[str, Dict[str, bytes]]:
+    """The groups of user metadata that :func:`user_metadata_of` kept, decoded.
+
+    Each entry is ``map<string, KeyValueGroup>``'s ``{1 group, 2 KeyValueGroup{1
+    key_value: map<string, bytes>}}``.
+
+    Raises:
+        CodecError: the bytes are not such entries.
+
+    """
+    groups: Dict[str, Dict[str, bytes]] = {}
+    pos, size = 0, len(raw)
+    try:
+        while pos < size:
+            tag, pos = read_varint(raw, pos)
+            if tag != 0x1A:  # user_metadata_of keeps nothing else
+                pos = skip_field(raw, pos, tag & 7, tag >> 3)
+                continue
+            start, end = read_length(raw, pos, size, "Metadata.user_metadata")
+            pos = end
+            name, values = "", {}
+            for field, body in _length_fields(raw, start, end, "user_metadata entry"):
+                if field == 1:
+                    name = body.decode()
+                elif field == 2:
+                    values = _decode_key_values(body)
+            groups.setdefault(name, {}).update(values)
+    except UnicodeDecodeError as err:
+        raise CodecError(f"user metadata is not valid UTF-8: {err}") from None
+    return groups
+
+
+def _decode_key_values(body: bytes) -> Dict[str, bytes]:
+    """KeyValueGroup{1 key_value: map<string, bytes>}."""
+    values: Dict[str, bytes] = {}
+    for field, entry in _length_fields(body, 0, len(body), "KeyValueGroup"):
+        if field == 1:
+            key, value = "", b""
+            for entry_field, part in _length_fields(entry, 0, len(entry), "key_value entry"):
+                if entry_field == 1:
+                    key = part.decode()
+                elif entry_field == 2:
+                    value = part
+            values[key] = value
+    return values
+
+
+def _length_fields(data: bytes, pos: int, end: int, what: str) -> List[Tuple[int, bytes]]:
+    """The length-delimited fields of the message in data[pos:end]; others are skipped."""
+    found = []
+    while pos < end:
+        tag, pos = read_varint(data, pos)
+        if tag & 7 != 2:
+            pos = skip_field(data, pos, tag & 7, tag >> 3)
+            continue
+        start, pos = read_length(data, pos, end, what)
+        found.append((tag >> 3, data[start:pos]))
+    if pos != end:
+        raise CodecError(f"{what} overruns its enclosing message")
+    return found
+
+
+def encode_user_metadata(groups: Mapping[str, Mapping[str, bytes]]) -> bytes:
+    """Encode user metadata groups as a common.Metadata body (its field 3 entries)."""
+    out: List[bytes] = []
+    for name, values in groups.items():
+        group = b"".join(
+            _entry(b"\x0a", _entry(b"\x0a", key.encode()) + _entry(b"\x12", value))
+            for key, value in values.items()
+        )
+        out.append(_entry(b"\x1a", _entry(b"\x0a", name.encode()) + _entry(b"\x12", group)))
+    return b"".join(out)
+
+
+def _entry(tag: bytes, body: bytes) -> bytes:
+    return tag + varint(len(body)) + body

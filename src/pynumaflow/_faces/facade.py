@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterable, Mapping
+from pathlib import Path
 from typing import Any, Callable, ClassVar, Dict, List, Optional, Tuple
 
 from pynumaflow._core.endpoint import Endpoint
@@ -43,8 +44,30 @@ class Facade:
         protocols: Optional[Iterable[str]],
     ) -> None:
         """Inspect ``handlers`` (by keyword) and resolve the options."""
+        self._configure_inspected(
+            inspect_handlers(self.family, type(self).__name__, handlers),
+            sock_path=sock_path,
+            max_message_size=max_message_size,
+            max_threads=max_threads,
+            server_info_file=server_info_file,
+            shutdown_grace_period=shutdown_grace_period,
+            protocols=protocols,
+        )
+
+    def _configure_inspected(
+        self,
+        handlers: Dict[str, Handler],
+        *,
+        sock_path: Optional[str],
+        max_message_size: Optional[int],
+        max_threads: Optional[int],
+        server_info_file: Optional[str],
+        shutdown_grace_period: Optional[float],
+        protocols: Optional[Iterable[str]],
+    ) -> None:
+        """Take handlers already inspected (by kind name) and resolve the options."""
         family = self.family
-        self._handlers = inspect_handlers(family, type(self).__name__, handlers)
+        self._handlers = handlers
         self._options = ServerOptions.resolve(
             sock_name=family.legacy.sock_name if family.legacy is not None else None,
             sock_path=sock_path,
@@ -106,18 +129,23 @@ class Facade:
                 if kind.v1 is None:
                     continue
                 role = ud_container_type(kind.v1.default_role)
-                sock_name, info_name = kind.v1.files(role)
+                sock, info = self._v1_files(kind.v1, role)
                 service = kind.v1.service(self._handlers[kind.name], invoker, role, options)
                 endpoints.append(
                     Endpoint(
-                        options.v1_sock_dir / sock_name,
-                        options.v1_info_dir / info_name,
+                        sock,
+                        info,
                         [service],
                         info_metadata=dict(kind.v1.metadata),
                         minimum_numaflow_version=MINIMUM_NUMAFLOW_VERSION,
                     )
                 )
         return endpoints
+
+    def _v1_files(self, v1: V1Endpoint, role: str) -> Tuple[Path, Path]:
+        """The socket and server-info file of a v1 endpoint in ``role``."""
+        sock_name, info_name = v1.files(role)
+        return self._options.v1_sock_dir / sock_name, self._options.v1_info_dir / info_name
 
     def _new_core(self) -> ServerCore:
         options = self._options

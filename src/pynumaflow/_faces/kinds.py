@@ -29,11 +29,17 @@ __all__ = [
     "FUNCTION",
     "KINDS",
     "MAP",
+    "MAPPER",
     "MAPT",
     "MAP_STREAM",
+    "MAP_STREAMER",
+    "MODERN_FAMILIES",
     "REDUCE",
+    "REDUCER",
     "SINK",
+    "SINKER",
     "SINK_SERVER",
+    "SOURCE_TRANSFORMER",
     "Family",
     "Kind",
     "LegacyEndpoint",
@@ -258,7 +264,17 @@ FUNCTION = Family(
 SINK_SERVER = Family("sink", (SINK,), LegacyEndpoint("udsink.sock", "sink", _sink_legacy))
 
 FAMILIES: Tuple[Family, ...] = (FUNCTION, SINK_SERVER)
+"""The 0.4 API's families; together they hold every kind once."""
 KINDS: Tuple[Kind, ...] = tuple(kind for family in FAMILIES for kind in family.kinds)
+
+# The modern API (pynumaflow 0.9-0.14): a server class per kind, served on v1 only.
+MAPPER = Family("mapper", (MAP,), None)
+MAP_STREAMER = Family("mapstreamer", (MAP_STREAM,), None)
+SOURCE_TRANSFORMER = Family("sourcetransformer", (MAPT,), None)
+REDUCER = Family("reducer", (REDUCE,), None)
+SINKER = Family("sinker", (SINK,), None)
+MODERN_FAMILIES: Tuple[Family, ...] = (MAPPER, MAP_STREAMER, SOURCE_TRANSFORMER, REDUCER, SINKER)
+"""The modern API's families, each named as its module (``pynumaflow.<name>``)."""
 
 
 def inspect_handlers(

@@ -57,8 +57,11 @@ __all__ = [
     "decode_transform_request",
     "encode_map_eot",
     "encode_map_response",
+    "encode_map_response_own",
     "encode_map_stream_response",
+    "encode_map_stream_response_own",
     "encode_transform_response",
+    "encode_transform_response_own",
 ]
 
 HANDSHAKE_RESPONSE = b"\x1a\x02\x08\x01"
@@ -217,6 +220,16 @@ def encode_map_response(result: object, datum: Datum) -> bytes:
     return encoded + _id_field(datum)
 
 
+def encode_map_response_own(result: object, datum: Datum) -> bytes:
+    """:func:`encode_map_response` for the modern API: each result carries its own metadata."""
+    encoded = results.encode_list(
+        result,
+        results.MESSAGES,
+        lambda message: _map_result(message, results.own_user_metadata(message)),
+    )
+    return encoded + _id_field(datum)
+
+
 def encode_map_stream_response(message: object, datum: Datum) -> bytes:
     """Encode one Message a map stream handler yielded: ``MapResponse{id, results: [r]}``.
 
@@ -226,6 +239,13 @@ def encode_map_stream_response(message: object, datum: Datum) -> bytes:
     """
     results.check_yielded(message)
     result = _map_result(message, datum._user_metadata)
+    return b"\x0a" + varint(len(result)) + result + _id_field(datum)
+
+
+def encode_map_stream_response_own(message: object, datum: Datum) -> bytes:
+    """:func:`encode_map_stream_response` for the modern API: the message's own metadata."""
+    results.check_yielded(message)
+    result = _map_result(message, results.own_user_metadata(message))
     return b"\x0a" + varint(len(result)) + result + _id_field(datum)
 
 
@@ -245,14 +265,24 @@ def encode_transform_response(result: object, datum: Datum) -> bytes:
         ReturnTypeError: ``result`` is not an iterable of MessageT.
 
     """
+    return _encode_transform(result, datum, own=False)
+
+
+def encode_transform_response_own(result: object, datum: Datum) -> bytes:
+    """:func:`encode_transform_response` for the modern API: each result's own metadata."""
+    return _encode_transform(result, datum, own=True)
+
+
+def _encode_transform(result: object, datum: Datum, *, own: bool) -> bytes:
     request_date = datum.event_time.date()
     user_metadata = datum._user_metadata
 
     def body(message: Any) -> bytes:
         moment = results.message_event_time(message, request_date)
         event_time = encode_timestamp(timestamp_parts(moment))
+        metadata = results.own_user_metadata(message) if own else user_metadata
         return results.response_body(message, event_time, None, b"\x22") + result_metadata(
-            b"\x2a", user_metadata
+            b"\x2a", metadata
         )
 
     return results.encode_list(result, results.MESSAGE_TS, body) + _id_field(datum)

@@ -25,8 +25,10 @@ from pynumaflow._codec.fields import (
     read_length,
     result_metadata,
 )
+from pynumaflow._codec.results import own_user_metadata
 from pynumaflow._codec.wire import read_varint, skip_field, varint
 from pynumaflow._types.errors import CodecError
+from pynumaflow._types.modern import MetadataResponse
 from pynumaflow._types.sink import Datum, Response
 
 __all__ = [
@@ -134,6 +136,8 @@ def encode_result(response: Response, user_metadata: bytes = b"") -> bytes:
     if value is not None and status == "serve":
         out += (b"\x22", varint(len(value)), value)
     elif value is not None and status == "on_success":
+        if isinstance(response, MetadataResponse):  # the modern API's: its own metadata
+            user_metadata = own_user_metadata(response)
         message = _on_success_message(value, response.keys or (), user_metadata)
         out += (b"\x2a", varint(len(message)), message)
     body = b"".join(out)

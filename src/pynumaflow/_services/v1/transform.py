@@ -25,9 +25,12 @@ class SourceTransformV1Service:
     """Serves SourceTransformFn and IsReady with one (mapt) handler."""
 
     def __init__(self, handler: Handler, invoker: Invoker, *, container_type: str) -> None:
-        self._answer = unary_answer(
-            handler, invoker, container_type, codec.encode_transform_response
+        encode = (
+            codec.encode_transform_response_own
+            if handler.own_metadata
+            else codec.encode_transform_response
         )
+        self._answer = unary_answer(handler, invoker, container_type, encode)
 
     def __mapping__(self) -> Dict[str, grpclib.const.Handler]:
         return service_mapping(

@@ -4,10 +4,11 @@ Runs only in the reference virtualenv that ``reference_client.py`` builds (``pyt
 never imported into the test process, where our own ``pynumaflow`` lives). Reads one
 JSON object on stdin::
 
-    {"service": "map" | "sourcetransform" | "reduce" | "sink",
+    {"service": "map" | "sourcetransform" | "reduce" | "accumulator" | "sink",
      "socket": "/path/to/map.sock",
      "requests": [<request message in proto JSON>, ...],
      "await_first": true,        # wait for the first response before sending the rest
+     "read_before_close": 0,     # responses to read after the requests, before half-closing
      "metadata": [["key", "value"], ...],
      "timeout": 30}
 
@@ -43,6 +44,12 @@ SERVICES = {
         "SourceTransformRequest",
     ),
     "reduce": ("pynumaflow.proto.reducer.reduce", "ReduceStub", "ReduceFn", "ReduceRequest"),
+    "accumulator": (
+        "pynumaflow.proto.accumulator.accumulator",
+        "AccumulatorStub",
+        "AccumulateFn",
+        "AccumulatorRequest",
+    ),
     "sink": ("pynumaflow.proto.sinker.sink", "SinkStub", "SinkFn", "SinkRequest"),
 }
 MAX_MESSAGE = 64 * 1024 * 1024
@@ -93,6 +100,11 @@ async def converse(spec):
                     responses.append(first)
             for request in requests:
                 await call.write(request)
+            for _ in range(spec.get("read_before_close", 0)):
+                response = await call.read()
+                if response is grpc.aio.EOF:
+                    break
+                responses.append(response)
             await call.done_writing()
         except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
             pass  # the server ended the call: its status says why

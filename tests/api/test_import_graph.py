@@ -24,6 +24,9 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         (
             "pynumaflow.function",
             "pynumaflow.sink",
+            "pynumaflow.reducestreamer",
+            "pynumaflow.accumulator",
+            "pynumaflow.sessionreducer",
             "pynumaflow.testing",
             "pynumaflow.errors",
             "pynumaflow.__main__",

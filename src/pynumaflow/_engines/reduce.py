@@ -35,6 +35,7 @@ same clean-up.
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 from collections import deque
 from collections.abc import Awaitable, Hashable, Iterable, Iterator
@@ -98,6 +99,11 @@ class _AsyncInbox:
 
     def abort(self) -> None:
         self._feed.abort()
+
+    @property
+    def datums(self) -> Any:
+        """The async iterator the handler reads."""
+        return self._feed.iterator
 
     def call(
         self, invoker: Invoker, handler: Handler, keys: List[str], md: Metadata
@@ -183,11 +189,15 @@ class ReduceStream(Generic[Group]):
         self._groups: Dict[Group, _Inbox] = {}
         self._tasks: Optional[StreamTasks] = None
         self._errors = HandlerErrors(handler, v1_container=v1_container)
+        self._v1_container = v1_container
         self.input_ended = asyncio.Event()
         """Set once the client has half-closed and every group's input was closed."""
         # One answer at a time on the stream; a failure takes it too, so that cancelling
         # the other calls never cuts an answer in half on the wire.
         self._send_lock = asyncio.Lock()
+
+    streaming = False
+    """The handler is a streaming one (async only): what it yields is sent at once."""
 
     async def run(self) -> None:
         """Serve the stream to its end; raise the first failure (a GRPCError)."""
@@ -216,6 +226,13 @@ class ReduceStream(Generic[Group]):
         """Encode a call's result (a ReturnTypeError here fails the call)."""
         raise NotImplementedError
 
+    def _encode_item(self, group: Group, item: Any) -> bytes:
+        """Encode one item a streaming handler yielded (streaming protocols only)."""
+        raise NotImplementedError
+
+    async def _ended(self, group: Group) -> None:
+        """A streaming group's call has returned and every item of it was sent."""
+
     async def _answer(self, group: Group, answer: Any) -> None:
         """Send what :meth:`_encode` made of a group's result."""
         raise NotImplementedError
@@ -237,6 +254,17 @@ class ReduceStream(Generic[Group]):
         """End these groups' input: their calls' iterators stop after what they were fed."""
         for group in groups:
             self._groups[group].close()
+
+    def _forget_group(self, group: Group) -> bool:
+        """End a group's input and forget it: its next datum starts a new call.
+
+        Returns whether the group was known.
+        """
+        inbox = self._groups.pop(group, None)
+        if inbox is None:
+            return False
+        inbox.close()
+        return True
 
     def _spawn(self, work: Callable[..., Awaitable[None]], *args: Any) -> asyncio.Task[None]:
         """Run ``work(*args)`` beside the calls; its failure fails the stream like theirs."""
@@ -265,6 +293,9 @@ class ReduceStream(Generic[Group]):
         # (not start_guarded, which adds one) and one reusable error handler.
         try:
             try:
+                if self.streaming:
+                    await self._relay(group, keys, md, inbox)
+                    return
                 with self._errors:
                     result = await inbox.call(self._invoker, self._handler, keys, md)
                     # The call is over: datums still arriving for it are dropped. (When it
@@ -279,3 +310,16 @@ class ReduceStream(Generic[Group]):
             await self._answer(group, answer)
         except Exception as err:
             await self._started().fail(err)
+
+    async def _relay(self, group: Group, keys: List[str], md: Metadata, inbox: _Inbox) -> None:
+        """Run a streaming handler over the group's datums, sending each item it yields."""
+        assert isinstance(inbox, _AsyncInbox)  # the streaming faces take async handlers only
+        await self._invoker.relay(
+            self._handler,
+            (keys, inbox.datums, md),
+            functools.partial(self._encode_item, group),
+            self._send,
+            v1_container=self._v1_container,
+        )
+        inbox.abort()  # the call is over: datums still arriving for it are dropped
+        await self._ended(group)

@@ -36,6 +36,8 @@ __all__ = [
     "MODERN_FAMILIES",
     "REDUCE",
     "REDUCER",
+    "REDUCE_STREAM",
+    "REDUCE_STREAMER",
     "SINK",
     "SINKER",
     "SINK_SERVER",
@@ -165,6 +167,14 @@ def _reduce_v1(handler: Handler, invoker: Invoker, role: str, options: ServerOpt
     return ReduceV1Service(handler, invoker, container_type=role)
 
 
+def _reduce_stream_v1(
+    handler: Handler, invoker: Invoker, role: str, options: ServerOptions
+) -> Service:
+    from pynumaflow._services.v1.reduce import ReduceV1Service
+
+    return ReduceV1Service(handler, invoker, container_type=role, stream=True)
+
+
 def _sink_v1(handler: Handler, invoker: Invoker, role: str, options: ServerOptions) -> Service:
     from pynumaflow._services.v1.sink import SinkV1Service
 
@@ -238,6 +248,16 @@ REDUCE = Kind(
     legacy_method="ReduceFn",
     v1=V1Endpoint({"udf": ("reduce.sock", "reducer-server-info")}, _reduce_v1),
 )
+# The modern API's streaming kinds (no 0.4 keyword, no legacy RPC): the handler writes
+# to an ``output`` it is given; the face turns that into a stream the service relays.
+REDUCE_STREAM = Kind(
+    "reduce-stream",
+    "reduce_stream_handler",
+    "keys, datums, output, md",
+    stream=True,
+    legacy_method=None,
+    v1=V1Endpoint({"udf": ("reducestream.sock", "reducestreamer-server-info")}, _reduce_stream_v1),
+)
 # The platform runs one sink image as the primary, fallback or on-success sink and tells
 # the container which by $NUMAFLOW_UD_CONTAINER_TYPE; each role has its socket and file.
 SINK = Kind(
@@ -272,8 +292,16 @@ MAPPER = Family("mapper", (MAP,), None)
 MAP_STREAMER = Family("mapstreamer", (MAP_STREAM,), None)
 SOURCE_TRANSFORMER = Family("sourcetransformer", (MAPT,), None)
 REDUCER = Family("reducer", (REDUCE,), None)
+REDUCE_STREAMER = Family("reducestreamer", (REDUCE_STREAM,), None)
 SINKER = Family("sinker", (SINK,), None)
-MODERN_FAMILIES: Tuple[Family, ...] = (MAPPER, MAP_STREAMER, SOURCE_TRANSFORMER, REDUCER, SINKER)
+MODERN_FAMILIES: Tuple[Family, ...] = (
+    MAPPER,
+    MAP_STREAMER,
+    SOURCE_TRANSFORMER,
+    REDUCER,
+    REDUCE_STREAMER,
+    SINKER,
+)
 """The modern API's families, each named as its module (``pynumaflow.<name>``)."""
 
 

@@ -12,6 +12,7 @@ request), and sink responses are translated into the internal ones.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import inspect
 import logging
@@ -22,9 +23,10 @@ from typing import Any, Callable, List, Optional, Tuple
 from pynumaflow._codec.fields import decode_user_metadata
 from pynumaflow._core.options import V1
 from pynumaflow._faces.facade import Facade
-from pynumaflow._faces.kinds import REDUCE, SINK, Kind, V1Endpoint
+from pynumaflow._faces.kinds import REDUCE, REDUCE_STREAM, SINK, Kind, V1Endpoint
 from pynumaflow._invoke import Handler, inspect_handler
 from pynumaflow._types import function, sink
+from pynumaflow._types.asynciter import STREAM_EOF, NonBlockingIterator
 from pynumaflow._types.modern import (
     Datum,
     MetadataResponse,
@@ -35,6 +37,7 @@ from pynumaflow._types.modern import (
     UserMetadata,
     _HandlerClass,
 )
+from pynumaflow._types.windowed import ReduceStreamer
 
 __all__ = ["ModernServer"]
 
@@ -80,6 +83,44 @@ def _views(datums: Any) -> Any:
 def _reduce(make: Callable[[], Callable[..., Any]]) -> Callable[..., Any]:
     def call(keys: List[str], datums: Any, md: function.Metadata) -> Any:
         return make()(keys, _views(datums), md)
+
+    return call
+
+
+# How many messages a streaming handler may put ahead of the stream that sends them.
+OUTPUT_SIZE = 64
+
+
+async def streamed(run: Callable[[NonBlockingIterator[Any]], Awaitable[Any]]) -> Any:
+    """Run a handler that writes to an ``output`` as an async generator of what it puts.
+
+    ``run(output)`` calls the handler. Its error is raised after the messages it put
+    before failing; if the stream stops reading (it failed), the handler is cancelled.
+    """
+    output: NonBlockingIterator[Any] = NonBlockingIterator(OUTPUT_SIZE)
+
+    async def produce() -> None:
+        try:
+            await run(output)
+        finally:
+            await output.put(STREAM_EOF)
+
+    task = asyncio.ensure_future(produce())
+    try:
+        async for item in output.read_iterator():
+            yield item
+        await task
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+
+
+def _reduce_stream(make: Callable[[], Callable[..., Any]]) -> Callable[..., Any]:
+    def call(keys: List[str], datums: Any, md: function.Metadata) -> Any:
+        user = make()
+        return streamed(lambda output: user(keys, _views(datums), output, md))
 
     return call
 
@@ -160,34 +201,58 @@ def modern_handler(
 
     """
     kwargs = dict(init_kwargs or {})
-    if kind is REDUCE and isinstance(handler, type):
-        if not issubclass(handler, Reducer):
-            raise TypeError(f"{handler.__name__} is not a subclass of Reducer")
-        cls = handler
+    per_call = _PER_CALL.get(kind)
+    if per_call is not None and isinstance(handler, type):
+        base, adapter = per_call
+        if not issubclass(handler, base):
+            raise TypeError(f"{handler.__name__} is not a subclass of {base.__name__}")
+        cls: type[_HandlerClass] = handler
         # Its shape and asyncness, without an instance (one is made per key and window).
         target: object = functools.partial(cls.handler, None)  # type: ignore[arg-type]
-        return inspect_handler(
-            kind.keyword,
-            target,
-            kind.params,
-            call=_reduce(lambda: cls(*init_args, **kwargs).handler),
-            own_metadata=True,
+        make: Callable[[], Callable[..., Any]] = lambda: cls(*init_args, **kwargs).handler  # noqa: E731
+        return _checked(
+            kind,
+            inspect_handler(
+                kind.keyword, target, kind.params, call=adapter(make), own_metadata=True
+            ),
         )
     if init_args or kwargs:
-        raise TypeError("init_args and init_kwargs need a Reducer class as the handler")
+        raise TypeError("init_args and init_kwargs need a handler class as the handler")
     target = _target(handler)
     if not callable(target):
         raise TypeError(f"{kind.keyword} must be callable ({kind.params})")
     func: Callable[..., Any] = target
-    if kind is REDUCE:
-        call = _reduce(lambda: func)
+    if per_call is not None:
+        call = per_call[1](lambda: func)
     elif kind is SINK:
         call = _sink(func)
     else:
         call = _unary(func)
-    return inspect_handler(
-        kind.keyword, func, kind.params, stream=kind.stream, call=call, own_metadata=True
+    # A streaming window kind's handler is a coroutine writing to its output, not a generator.
+    stream = kind.stream and kind not in _WRITES_OUTPUT
+    return _checked(
+        kind,
+        inspect_handler(
+            kind.keyword, func, kind.params, stream=stream, call=call, own_metadata=True
+        ),
     )
+
+
+def _checked(kind: Kind, handler: Handler) -> Handler:
+    if kind in _WRITES_OUTPUT and not handler.is_async:
+        raise TypeError(f"{kind.keyword} must be an async function (async def)")
+    return handler
+
+
+# The kinds whose handler may be a class, instantiated per call: its base and adapter.
+_PER_CALL: Mapping[
+    Kind,
+    Tuple[type[_HandlerClass], Callable[[Callable[[], Callable[..., Any]]], Callable[..., Any]]],
+] = {
+    REDUCE: (Reducer, _reduce),
+    REDUCE_STREAM: (ReduceStreamer, _reduce_stream),
+}
+_WRITES_OUTPUT = frozenset({REDUCE_STREAM})
 
 
 class ModernServer(Facade):

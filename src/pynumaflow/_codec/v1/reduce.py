@@ -22,7 +22,13 @@ from pynumaflow._codec.fields import (
     new_datum,
     read_length,
 )
-from pynumaflow._codec.results import MESSAGES, checked_iter, encode_strings, message_fields
+from pynumaflow._codec.results import (
+    MESSAGES,
+    check_yielded,
+    checked_iter,
+    encode_strings,
+    message_fields,
+)
 from pynumaflow._codec.wire import (
     TimestampParts,
     decode_timestamp,
@@ -43,6 +49,7 @@ __all__ = [
     "ReduceWindow",
     "decode_reduce_request",
     "encode_reduce_eof",
+    "encode_reduce_result",
     "encode_reduce_results",
 ]
 
@@ -185,17 +192,29 @@ def _window_field(window: ReduceWindow) -> bytes:
 def encode_reduce_results(result: object, window: ReduceWindow) -> List[bytes]:
     """Encode a reduce handler's Messages: one ReduceResponse per message, each with window."""
     window_field = _window_field(window)
-    responses = []
-    for message in checked_iter(result, MESSAGES):
-        keys, value, tags = message_fields(message)
-        body: List[bytes] = []
-        encode_strings(b"\x0a", keys, body, "keys")
-        if value:
-            body += (b"\x12", varint(len(value)), value)
-        encode_strings(b"\x1a", tags, body, "tags")
-        encoded = b"".join(body)
-        responses.append(b"\x0a" + varint(len(encoded)) + encoded + window_field)
-    return responses
+    return [_response(message, window_field) for message in checked_iter(result, MESSAGES)]
+
+
+def encode_reduce_result(message: object, window: ReduceWindow) -> bytes:
+    """Encode one Message a reduce stream handler emitted as a ReduceResponse with window.
+
+    Raises:
+        ReturnTypeError: ``message`` is not a Message.
+
+    """
+    check_yielded(message)
+    return _response(message, _window_field(window))
+
+
+def _response(message: object, window_field: bytes) -> bytes:
+    keys, value, tags = message_fields(message)
+    body: List[bytes] = []
+    encode_strings(b"\x0a", keys, body, "keys")
+    if value:
+        body += (b"\x12", varint(len(value)), value)
+    encode_strings(b"\x1a", tags, body, "tags")
+    encoded = b"".join(body)
+    return b"\x0a" + varint(len(encoded)) + encoded + window_field
 
 
 def encode_reduce_eof(window: ReduceWindow) -> bytes:

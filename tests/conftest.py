@@ -49,6 +49,8 @@ def stubs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Module
         "map/v1/map.proto",
         "sourcetransformer/v1/transform.proto",
         "reduce/v1/reduce.proto",
+        "sessionreduce/v1/sessionreduce.proto",
+        "accumulator/v1/accumulator.proto",
         "sink/v1/sink.proto",
     ]
     subprocess.run(
@@ -78,6 +80,10 @@ def stubs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Module
             "transform_grpc": importlib.import_module("sourcetransformer.v1.transform_pb2_grpc"),
             "reduce_pb2": importlib.import_module("reduce.v1.reduce_pb2"),
             "reduce_grpc": importlib.import_module("reduce.v1.reduce_pb2_grpc"),
+            "session_pb2": importlib.import_module("sessionreduce.v1.sessionreduce_pb2"),
+            "session_grpc": importlib.import_module("sessionreduce.v1.sessionreduce_pb2_grpc"),
+            "accumulator_pb2": importlib.import_module("accumulator.v1.accumulator_pb2"),
+            "accumulator_grpc": importlib.import_module("accumulator.v1.accumulator_pb2_grpc"),
             "sinkv1_pb2": importlib.import_module("sink.v1.sink_pb2"),
             "sinkv1_grpc": importlib.import_module("sink.v1.sink_pb2_grpc"),
             "common_pb2": importlib.import_module("common.metadata_pb2"),

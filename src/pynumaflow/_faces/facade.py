@@ -137,7 +137,8 @@ class Facade:
                         info,
                         [service],
                         info_metadata=dict(kind.v1.metadata),
-                        minimum_numaflow_version=MINIMUM_NUMAFLOW_VERSION,
+                        minimum_numaflow_version=kind.v1.minimum_numaflow_version
+                        or MINIMUM_NUMAFLOW_VERSION,
                     )
                 )
         return endpoints

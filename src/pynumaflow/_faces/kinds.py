@@ -25,6 +25,8 @@ if TYPE_CHECKING:  # the command line reads the table without loading the server
     from pynumaflow._services.legacy.function import FunctionHandlers
 
 __all__ = [
+    "ACCUMULATE",
+    "ACCUMULATOR",
     "FAMILIES",
     "FUNCTION",
     "KINDS",
@@ -64,12 +66,15 @@ class V1Endpoint:
             names; the first role is the default (also for a role not listed).
         service: builds the service.
         metadata: what the server-info file's ``metadata`` holds.
+        minimum_numaflow_version: what the server-info file asks of the platform, when
+            more than the v1 protocols' 1.4.
 
     """
 
     sockets: Mapping[str, Tuple[str, str]]
     service: V1Factory
     metadata: Mapping[str, str] = field(default_factory=dict)
+    minimum_numaflow_version: Optional[str] = None
 
     @property
     def default_role(self) -> str:
@@ -175,6 +180,14 @@ def _reduce_stream_v1(
     return ReduceV1Service(handler, invoker, container_type=role, stream=True)
 
 
+def _accumulator_v1(
+    handler: Handler, invoker: Invoker, role: str, options: ServerOptions
+) -> Service:
+    from pynumaflow._services.v1.accumulator import AccumulatorV1Service
+
+    return AccumulatorV1Service(handler, invoker, container_type=role)
+
+
 def _sink_v1(handler: Handler, invoker: Invoker, role: str, options: ServerOptions) -> Service:
     from pynumaflow._services.v1.sink import SinkV1Service
 
@@ -258,6 +271,19 @@ REDUCE_STREAM = Kind(
     legacy_method=None,
     v1=V1Endpoint({"udf": ("reducestream.sock", "reducestreamer-server-info")}, _reduce_stream_v1),
 )
+ACCUMULATE = Kind(
+    "accumulator",
+    "accumulator_handler",
+    "datums, output",
+    stream=True,
+    legacy_method=None,
+    # Its wire shape (EOF at field 4) is Numaflow 1.6's (spec section 15.3).
+    v1=V1Endpoint(
+        {"udf": ("accumulator.sock", "accumulator-server-info")},
+        _accumulator_v1,
+        minimum_numaflow_version="1.6.0-z",
+    ),
+)
 # The platform runs one sink image as the primary, fallback or on-success sink and tells
 # the container which by $NUMAFLOW_UD_CONTAINER_TYPE; each role has its socket and file.
 SINK = Kind(
@@ -293,6 +319,7 @@ MAP_STREAMER = Family("mapstreamer", (MAP_STREAM,), None)
 SOURCE_TRANSFORMER = Family("sourcetransformer", (MAPT,), None)
 REDUCER = Family("reducer", (REDUCE,), None)
 REDUCE_STREAMER = Family("reducestreamer", (REDUCE_STREAM,), None)
+ACCUMULATOR = Family("accumulator", (ACCUMULATE,), None)
 SINKER = Family("sinker", (SINK,), None)
 MODERN_FAMILIES: Tuple[Family, ...] = (
     MAPPER,
@@ -300,6 +327,7 @@ MODERN_FAMILIES: Tuple[Family, ...] = (
     SOURCE_TRANSFORMER,
     REDUCER,
     REDUCE_STREAMER,
+    ACCUMULATOR,
     SINKER,
 )
 """The modern API's families, each named as its module (``pynumaflow.<name>``)."""

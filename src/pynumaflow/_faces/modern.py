@@ -23,7 +23,7 @@ from typing import Any, Callable, List, Optional, Tuple
 from pynumaflow._codec.fields import decode_user_metadata
 from pynumaflow._core.options import V1
 from pynumaflow._faces.facade import Facade
-from pynumaflow._faces.kinds import REDUCE, REDUCE_STREAM, SINK, Kind, V1Endpoint
+from pynumaflow._faces.kinds import ACCUMULATE, REDUCE, REDUCE_STREAM, SINK, Kind, V1Endpoint
 from pynumaflow._invoke import Handler, inspect_handler
 from pynumaflow._types import function, sink
 from pynumaflow._types.asynciter import STREAM_EOF, NonBlockingIterator
@@ -37,7 +37,7 @@ from pynumaflow._types.modern import (
     UserMetadata,
     _HandlerClass,
 )
-from pynumaflow._types.windowed import ReduceStreamer
+from pynumaflow._types.windowed import Accumulator, AccumulatorDatum, ReduceStreamer
 
 __all__ = ["ModernServer"]
 
@@ -121,6 +121,21 @@ def _reduce_stream(make: Callable[[], Callable[..., Any]]) -> Callable[..., Any]
     def call(keys: List[str], datums: Any, md: function.Metadata) -> Any:
         user = make()
         return streamed(lambda output: user(keys, _views(datums), output, md))
+
+    return call
+
+
+async def _accumulator_views(datums: AsyncIterable[function.Datum]) -> Any:
+    async for inner in datums:
+        yield AccumulatorDatum._view(
+            inner, _user_metadata(inner._user_metadata), _NO_SYSTEM_METADATA
+        )
+
+
+def _accumulate(make: Callable[[], Callable[..., Any]]) -> Callable[..., Any]:
+    def call(keys: List[str], datums: Any, md: function.Metadata) -> Any:
+        user = make()
+        return streamed(lambda output: user(_accumulator_views(datums), output))
 
     return call
 
@@ -251,8 +266,9 @@ _PER_CALL: Mapping[
 ] = {
     REDUCE: (Reducer, _reduce),
     REDUCE_STREAM: (ReduceStreamer, _reduce_stream),
+    ACCUMULATE: (Accumulator, _accumulate),
 }
-_WRITES_OUTPUT = frozenset({REDUCE_STREAM})
+_WRITES_OUTPUT = frozenset({REDUCE_STREAM, ACCUMULATE})
 
 
 class ModernServer(Facade):

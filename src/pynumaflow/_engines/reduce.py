@@ -227,11 +227,18 @@ class ReduceStream(Generic[Group]):
         raise NotImplementedError
 
     def _encode_item(self, group: Group, item: Any) -> bytes:
-        """Encode one item a streaming handler yielded (streaming protocols only)."""
+        """Encode one item a streaming handler yielded (streaming protocols only).
+
+        Empty bytes: the item is dropped (a session merged away sends nothing more).
+        """
         raise NotImplementedError
 
     async def _ended(self, group: Group) -> None:
         """A streaming group's call has returned and every item of it was sent."""
+
+    def _call_args(self, group: Group, keys: List[str], datums: Any, md: Metadata) -> Any:
+        """What a streaming group's handler is called with (default: keys, datums, md)."""
+        return (keys, datums, md)
 
     async def _answer(self, group: Group, answer: Any) -> None:
         """Send what :meth:`_encode` made of a group's result."""
@@ -246,9 +253,14 @@ class ReduceStream(Generic[Group]):
         """Hand a datum to its group's call, starting the call if the group is new."""
         inbox = self._groups.get(group)
         if inbox is None:
-            inbox = self._groups[group] = self._new_inbox()
-            self._started().start(self._call(group, keys, md, inbox))
+            inbox = self._open_group(group, keys, md)
         await inbox.put(datum)
+
+    def _open_group(self, group: Group, keys: List[str], md: Metadata) -> _Inbox:
+        """Start a group's call before its first datum (or with none, if it ends first)."""
+        inbox = self._groups[group] = self._new_inbox()
+        self._started().start(self._call(group, keys, md, inbox))
+        return inbox
 
     def _end_groups(self, groups: Iterable[Group]) -> None:
         """End these groups' input: their calls' iterators stop after what they were fed."""
@@ -273,6 +285,11 @@ class ReduceStream(Generic[Group]):
     def _started(self) -> StreamTasks:
         assert self._tasks is not None  # only while run() runs
         return self._tasks
+
+    async def _send_item(self, message: bytes) -> None:
+        """Send what :meth:`_encode_item` made of an item; nothing if it made nothing."""
+        if message:
+            await self._send(message)
 
     async def _send(self, *messages: bytes) -> None:
         """Send messages together: no other answer goes between them."""
@@ -316,9 +333,9 @@ class ReduceStream(Generic[Group]):
         assert isinstance(inbox, _AsyncInbox)  # the streaming faces take async handlers only
         await self._invoker.relay(
             self._handler,
-            (keys, inbox.datums, md),
+            self._call_args(group, keys, inbox.datums, md),
             functools.partial(self._encode_item, group),
-            self._send,
+            self._send_item,
             v1_container=self._v1_container,
         )
         inbox.abort()  # the call is over: datums still arriving for it are dropped

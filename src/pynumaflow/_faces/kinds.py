@@ -40,6 +40,8 @@ __all__ = [
     "REDUCER",
     "REDUCE_STREAM",
     "REDUCE_STREAMER",
+    "SESSION_REDUCE",
+    "SESSION_REDUCER",
     "SINK",
     "SINKER",
     "SINK_SERVER",
@@ -188,6 +190,14 @@ def _accumulator_v1(
     return AccumulatorV1Service(handler, invoker, container_type=role)
 
 
+def _session_reduce_v1(
+    handler: Handler, invoker: Invoker, role: str, options: ServerOptions
+) -> Service:
+    from pynumaflow._services.v1.session import SessionReduceV1Service
+
+    return SessionReduceV1Service(handler, invoker, container_type=role)
+
+
 def _sink_v1(handler: Handler, invoker: Invoker, role: str, options: ServerOptions) -> Service:
     from pynumaflow._services.v1.sink import SinkV1Service
 
@@ -271,6 +281,16 @@ REDUCE_STREAM = Kind(
     legacy_method=None,
     v1=V1Endpoint({"udf": ("reducestream.sock", "reducestreamer-server-info")}, _reduce_stream_v1),
 )
+SESSION_REDUCE = Kind(
+    "session-reduce",
+    "session_reducer",
+    "keys, datums, output",
+    stream=True,
+    legacy_method=None,
+    v1=V1Endpoint(
+        {"udf": ("sessionreduce.sock", "sessionreducer-server-info")}, _session_reduce_v1
+    ),
+)
 ACCUMULATE = Kind(
     "accumulator",
     "accumulator_handler",
@@ -320,6 +340,7 @@ SOURCE_TRANSFORMER = Family("sourcetransformer", (MAPT,), None)
 REDUCER = Family("reducer", (REDUCE,), None)
 REDUCE_STREAMER = Family("reducestreamer", (REDUCE_STREAM,), None)
 ACCUMULATOR = Family("accumulator", (ACCUMULATE,), None)
+SESSION_REDUCER = Family("sessionreducer", (SESSION_REDUCE,), None)
 SINKER = Family("sinker", (SINK,), None)
 MODERN_FAMILIES: Tuple[Family, ...] = (
     MAPPER,
@@ -328,6 +349,7 @@ MODERN_FAMILIES: Tuple[Family, ...] = (
     REDUCER,
     REDUCE_STREAMER,
     ACCUMULATOR,
+    SESSION_REDUCER,
     SINKER,
 )
 """The modern API's families, each named as its module (``pynumaflow.<name>``)."""

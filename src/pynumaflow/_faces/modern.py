@@ -23,10 +23,19 @@ from typing import Any, Callable, List, Optional, Tuple
 from pynumaflow._codec.fields import decode_user_metadata
 from pynumaflow._core.options import V1
 from pynumaflow._faces.facade import Facade
-from pynumaflow._faces.kinds import ACCUMULATE, REDUCE, REDUCE_STREAM, SINK, Kind, V1Endpoint
+from pynumaflow._faces.kinds import (
+    ACCUMULATE,
+    REDUCE,
+    REDUCE_STREAM,
+    SESSION_REDUCE,
+    SINK,
+    Kind,
+    V1Endpoint,
+)
 from pynumaflow._invoke import Handler, inspect_handler
 from pynumaflow._types import function, sink
 from pynumaflow._types.asynciter import STREAM_EOF, NonBlockingIterator
+from pynumaflow._types.errors import ReturnTypeError
 from pynumaflow._types.modern import (
     Datum,
     MetadataResponse,
@@ -37,7 +46,12 @@ from pynumaflow._types.modern import (
     UserMetadata,
     _HandlerClass,
 )
-from pynumaflow._types.windowed import Accumulator, AccumulatorDatum, ReduceStreamer
+from pynumaflow._types.windowed import (
+    Accumulator,
+    AccumulatorDatum,
+    ReduceStreamer,
+    SessionReducer,
+)
 
 __all__ = ["ModernServer"]
 
@@ -140,6 +154,54 @@ def _accumulate(make: Callable[[], Callable[..., Any]]) -> Callable[..., Any]:
     return call
 
 
+async def _settled(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value
+
+
+def _session_reduce(make: Callable[[], SessionReducer]) -> Callable[..., Any]:
+    """Adapt a SessionReducer class: ``call(keys, datums, session)`` (see the service)."""
+
+    def call(keys: List[str], datums: Any, session: Any) -> Any:
+        reducer = make()
+
+        async def accumulator() -> bytes:
+            state = await _settled(reducer.accumulator())
+            if not isinstance(state, bytes):
+                raise ReturnTypeError(
+                    f"accumulator() must return bytes, returned {type(state).__name__}"
+                )
+            return state
+
+        async def run(output: NonBlockingIterator[Any]) -> None:
+            for state in session.merged_states:
+                await _settled(reducer.merge_accumulator(state))
+            await reducer.session_reduce(keys, _views(datums), output)
+
+        session.accumulator = accumulator
+        return streamed(run)
+
+    return call
+
+
+def _session_handler(
+    kind: Kind, handler: object, init_args: Tuple[Any, ...], kwargs: Any
+) -> Handler:
+    if not (isinstance(handler, type) and issubclass(handler, SessionReducer)):
+        raise TypeError(f"{kind.keyword} must be a SessionReducer subclass (the class itself)")
+    cls = handler
+    target = functools.partial(cls.session_reduce, None)  # type: ignore[arg-type]
+    return _checked(
+        kind,
+        inspect_handler(
+            kind.keyword,
+            target,
+            kind.params,
+            call=_session_reduce(lambda: cls(*init_args, **kwargs)),
+            own_metadata=True,
+        ),
+    )
+
+
 def internal_responses(result: object) -> object:
     """Translate the sink responses of the modern API into the internal ones.
 
@@ -216,6 +278,8 @@ def modern_handler(
 
     """
     kwargs = dict(init_kwargs or {})
+    if kind is SESSION_REDUCE:
+        return _session_handler(kind, handler, init_args, kwargs)
     per_call = _PER_CALL.get(kind)
     if per_call is not None and isinstance(handler, type):
         base, adapter = per_call
@@ -268,7 +332,7 @@ _PER_CALL: Mapping[
     REDUCE_STREAM: (ReduceStreamer, _reduce_stream),
     ACCUMULATE: (Accumulator, _accumulate),
 }
-_WRITES_OUTPUT = frozenset({REDUCE_STREAM, ACCUMULATE})
+_WRITES_OUTPUT = frozenset({REDUCE_STREAM, ACCUMULATE, SESSION_REDUCE})
 
 
 class ModernServer(Facade):

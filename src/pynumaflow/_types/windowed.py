@@ -1,4 +1,4 @@
-"""The datatypes of the modern API's streaming window kinds: reduce stream and accumulator.
+"""The modern API's streaming window kinds: reduce stream, accumulator, session reduce.
 
 Their handlers write their output to an ``output`` they are given (a
 :class:`~pynumaflow.shared.asynciter.NonBlockingIterator`, as in pynumaflow 0.14.0)
@@ -7,8 +7,10 @@ instead of returning it; the faces relay each message as it is put.
 
 from __future__ import annotations
 
+from abc import ABCMeta, abstractmethod
+from collections.abc import AsyncIterable
 from datetime import datetime
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 from pynumaflow._types import function
 from pynumaflow._types.modern import Datum, Message, UserMetadata, _HandlerClass
@@ -19,6 +21,7 @@ __all__ = [
     "AccumulatorMessage",
     "KeyedWindow",
     "ReduceStreamer",
+    "SessionReducer",
 ]
 
 
@@ -37,6 +40,34 @@ class Accumulator(_HandlerClass):
     It reads a key's datums as they come and puts messages on ``output`` whenever it
     likes (typically in event-time order as the watermark progresses).
     """
+
+
+class SessionReducer(metaclass=ABCMeta):
+    """Base of a session reducer: one instance per session (a new one for a merged session).
+
+    Give the class (with ``init_args``/``init_kwargs``) to ``SessionReduceAsyncServer``.
+    ``accumulator`` and ``merge_accumulator`` may be plain or ``async`` methods.
+    """
+
+    @abstractmethod
+    async def session_reduce(
+        self, keys: List[str], datums: AsyncIterable[Datum], output: Any
+    ) -> None:
+        """Read the session's datums; put each result on ``output`` (sent at once)."""
+
+    @abstractmethod
+    def accumulator(self) -> Any:
+        """The session's state as bytes, once ``session_reduce`` has returned.
+
+        Called when the session is merged into another; may be ``async``.
+        """
+
+    @abstractmethod
+    def merge_accumulator(self, accumulator: bytes) -> Any:
+        """Take in the state of a session merged into this one (before its first datum).
+
+        May be ``async``.
+        """
 
 
 class AccumulatorDatum(Datum):

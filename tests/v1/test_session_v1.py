@@ -152,8 +152,11 @@ async def test_expand_renames_the_session(stubs: dict[str, ModuleType], sock_dir
 async def test_merge_hands_state_on_and_the_merged_away_sessions_stay_silent(
     stubs: dict[str, ModuleType], sock_dir: Path
 ) -> None:
-    """The close-time pattern: MERGE of two closing sessions, then MERGE [merged, open
-    session], then CLOSE of the result: one result and one EOF, for the final window."""
+    """The close-time pattern: MERGE, MERGE again, CLOSE.
+
+    MERGE of two closing sessions, then MERGE [merged, open session], then CLOSE of the
+    result: one result and one EOF, for the final window.
+    """
     pb2 = stubs["session_pb2"]
     a, b, c = window(pb2, 100, 110), window(pb2, 105, 120), window(pb2, 118, 130)
     merged_ab = window(pb2, 100, 120)

@@ -232,7 +232,7 @@ def _internal(item: object) -> object:
             "on_success",
             message.value,
             message.keys,
-            message.user_metadata or UserMetadata(),
+            message.user_metadata,
         )
     return sink.Response.as_failure(item.id, item.err or "")
 

@@ -206,6 +206,13 @@ def _map_result(message: Any, user_metadata: bytes) -> bytes:
     )
 
 
+def _own_map_result(message: Any) -> bytes:
+    """A MapResponse.Result body carrying the message's own metadata (the modern API)."""
+    return results.response_body(message, None, None, b"\x1a") + results.own_metadata_field(
+        b"\x22", message
+    )
+
+
 def encode_map_response(result: object, datum: Datum) -> bytes:
     """Encode a map handler's Messages as the MapResponse answering ``datum``'s request.
 
@@ -225,7 +232,7 @@ def encode_map_response_own(result: object, datum: Datum) -> bytes:
     encoded = results.encode_list(
         result,
         results.MESSAGES,
-        lambda message: _map_result(message, results.own_user_metadata(message)),
+        lambda message: _own_map_result(message),
     )
     return encoded + _id_field(datum)
 
@@ -245,7 +252,7 @@ def encode_map_stream_response(message: object, datum: Datum) -> bytes:
 def encode_map_stream_response_own(message: object, datum: Datum) -> bytes:
     """:func:`encode_map_stream_response` for the modern API: the message's own metadata."""
     results.check_yielded(message)
-    result = _map_result(message, results.own_user_metadata(message))
+    result = _own_map_result(message)
     return b"\x0a" + varint(len(result)) + result + _id_field(datum)
 
 
@@ -280,9 +287,9 @@ def _encode_transform(result: object, datum: Datum, *, own: bool) -> bytes:
     def body(message: Any) -> bytes:
         moment = results.message_event_time(message, request_date)
         event_time = encode_timestamp(timestamp_parts(moment))
-        metadata = results.own_user_metadata(message) if own else user_metadata
-        return results.response_body(message, event_time, None, b"\x22") + result_metadata(
-            b"\x2a", metadata
-        )
+        body = results.response_body(message, event_time, None, b"\x22")
+        if own:
+            return body + results.own_metadata_field(b"\x2a", message)
+        return body + result_metadata(b"\x2a", user_metadata)
 
     return results.encode_list(result, results.MESSAGE_TS, body) + _id_field(datum)

@@ -24,6 +24,9 @@ MODULES = [
     "pynumaflow.mapstreamer",
     "pynumaflow.sourcetransformer",
     "pynumaflow.reducer",
+    "pynumaflow.reducestreamer",
+    "pynumaflow.accumulator",
+    "pynumaflow.sessionreducer",
     "pynumaflow.sinker",
     "pynumaflow.shared",
 ]

@@ -271,13 +271,14 @@ REDUCE = Kind(
     legacy_method="ReduceFn",
     v1=V1Endpoint({"udf": ("reduce.sock", "reducer-server-info")}, _reduce_v1),
 )
-# The modern API's streaming kinds (no 0.4 keyword, no legacy RPC): the handler writes
-# to an ``output`` it is given; the face turns that into a stream the service relays.
+# The modern API's streaming window kinds (no 0.4 keyword, no legacy RPC): the handler
+# does not yield but writes to an ``output`` it is given; the face turns that into a
+# stream the service relays.
 REDUCE_STREAM = Kind(
     "reduce-stream",
     "reduce_stream_handler",
     "keys, datums, output, md",
-    stream=True,
+    stream=False,
     legacy_method=None,
     v1=V1Endpoint({"udf": ("reducestream.sock", "reducestreamer-server-info")}, _reduce_stream_v1),
 )
@@ -285,7 +286,7 @@ SESSION_REDUCE = Kind(
     "session-reduce",
     "session_reducer",
     "keys, datums, output",
-    stream=True,
+    stream=False,
     legacy_method=None,
     v1=V1Endpoint(
         {"udf": ("sessionreduce.sock", "sessionreducer-server-info")}, _session_reduce_v1
@@ -295,7 +296,7 @@ ACCUMULATE = Kind(
     "accumulator",
     "accumulator_handler",
     "datums, output",
-    stream=True,
+    stream=False,
     legacy_method=None,
     # Its wire shape (EOF at field 4) is Numaflow 1.6's (spec section 15.3).
     v1=V1Endpoint(

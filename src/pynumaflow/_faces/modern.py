@@ -307,12 +307,10 @@ def modern_handler(
         call = _sink(func)
     else:
         call = _unary(func)
-    # A streaming window kind's handler is a coroutine writing to its output, not a generator.
-    stream = kind.stream and kind not in _WRITES_OUTPUT
     return _checked(
         kind,
         inspect_handler(
-            kind.keyword, func, kind.params, stream=stream, call=call, own_metadata=True
+            kind.keyword, func, kind.params, stream=kind.stream, call=call, own_metadata=True
         ),
     )
 

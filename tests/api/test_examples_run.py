@@ -16,7 +16,13 @@ import pytest
 
 from conftest import ROOT
 
-EXAMPLES = sorted(p.parent for p in (ROOT / "examples").glob("*/*/expected.jsonl"))
+# `pynumaflow run` does not drive the window kinds yet: test_examples_windows.py runs those.
+WINDOW_KINDS = ("reducestreamer", "accumulator", "sessionreducer")
+EXAMPLES = sorted(
+    p.parent
+    for p in (ROOT / "examples").glob("*/*/expected.jsonl")
+    if p.parent.parent.name not in WINDOW_KINDS
+)
 IDS = [str(p.relative_to(ROOT / "examples")) for p in EXAMPLES]
 
 

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import signal
+import time
 from collections.abc import AsyncIterable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
+import grpc
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from pynumaflow.reducestreamer import (
     Datum,
@@ -19,6 +26,9 @@ from pynumaflow.reducestreamer import (
     ReduceStreamer,
 )
 
+from conftest import CHANNEL_OPTIONS
+from helpers import eventually
+from procs import finish, start_script, wait_for_server_info
 from reference_client import ReferenceClient, b64, rfc3339, unb64
 
 pytestmark = [pytest.mark.anyio, pytest.mark.reference, pytest.mark.timeout(600)]
@@ -203,3 +213,65 @@ async def test_a_handler_that_puts_many_is_relayed_in_full(
     *results, eof = talk["responses"]
     assert [int(unb64(r["result"]["value"])) for r in results] == list(range(sent))
     assert eof["EOF"] is True
+
+
+SCRIPT = """
+from pathlib import Path
+from pynumaflow.reducestreamer import Message, ReduceStreamAsyncServer
+
+async def handler(keys, datums, output, md):
+    async for d in datums:
+        Path(__file__).with_name("started").touch()
+        await output.put(Message(d.value, keys=keys))
+
+ReduceStreamAsyncServer(handler, shutdown_grace_period=30).start()
+"""
+
+
+async def test_sigterm_ends_an_open_window_unavailable_and_exits(
+    tmp_path: Path, stubs: dict[str, ModuleType]
+) -> None:
+    """A window still open cannot complete: UNAVAILABLE at once (it is replayed), exit 0.
+
+    What was put before the signal was sent; the files are the reduce stream's.
+    """
+    pb2 = stubs["reduce_pb2"]
+    proc = start_script(SCRIPT, tmp_path)
+    try:
+        info = await asyncio.to_thread(
+            wait_for_server_info, proc, tmp_path / "reducestreamer-server-info"
+        )
+        target = f"unix://{tmp_path / 'reducestream.sock'}"
+        async with grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS) as channel:
+            call = stubs["reduce_grpc"].ReduceStub(channel).ReduceFn()
+            op = pb2.ReduceRequest.WindowOperation
+            window = pb2.Window(start=Timestamp(seconds=60), end=Timestamp(seconds=120))
+            await call.write(
+                pb2.ReduceRequest(
+                    payload=pb2.ReduceRequest.Payload(keys=["k"], value=b"early"),
+                    operation=op(event=op.OPEN, windows=[window]),
+                )
+            )
+            early = await call.read()
+            await eventually((tmp_path / "started").exists, 10)
+            signalled = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            rest = []
+            with contextlib.suppress(grpc.aio.AioRpcError):  # read() raises the status
+                while (reply := await call.read()) is not grpc.aio.EOF:
+                    rest.append(reply)
+            code = await call.code()
+            details = await call.details()
+            ended = time.monotonic()
+        exit_code, output = await asyncio.to_thread(finish, proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert info["metadata"] == {}
+    assert early.result.value == b"early"
+    assert early.window == window
+    assert rest == []
+    assert code == grpc.StatusCode.UNAVAILABLE
+    assert "window is still open" in details
+    assert ended - signalled < 10  # not the 30 s grace period
+    assert exit_code == 0, output

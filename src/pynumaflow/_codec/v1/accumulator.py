@@ -27,13 +27,13 @@ from pynumaflow._codec.fields import (
     read_length,
 )
 from pynumaflow._codec.results import check_yielded, encode_strings, message_fields
+from pynumaflow._codec.v1.reduce import decode_operation, split_window_request
 from pynumaflow._codec.wire import (
     TimestampParts,
     encode_timestamp,
     read_varint,
     skip_field,
     timestamp_parts,
-    to_int32,
     varint,
 )
 from pynumaflow._types.errors import CodecError, ReturnTypeError
@@ -76,48 +76,14 @@ class AccumulatorRequest(NamedTuple):
 
 
 def decode_accumulator_request(data: bytes) -> AccumulatorRequest:
-    """Decode an accumulator.v1 AccumulatorRequest (unknown fields are skipped)."""
-    payload: Optional[Tuple[int, int]] = None
-    event = OPEN
-    window = KeyedWindow((), b"")
-    pos = 0
-    size = len(data)
-    while pos < size:
-        tag, pos = read_varint(data, pos)
-        field, wire_type = tag >> 3, tag & 7
-        if field in (1, 2):
-            if wire_type != 2:
-                raise CodecError(f"AccumulatorRequest field {field} has wire type {wire_type}")
-            start, pos = read_length(data, pos, size, "AccumulatorRequest", field)
-            if field == 1:
-                payload = (start, pos)
-            else:
-                event, window = _decode_operation(data, start, pos, event, window)
-        else:
-            pos = skip_field(data, pos, wire_type, field)
-    datum = None if payload is None else _decode_payload(data, *payload)
-    return AccumulatorRequest(event, window, datum)
+    """Decode an accumulator.v1 AccumulatorRequest (unknown fields are skipped).
 
-
-def _decode_operation(
-    data: bytes, pos: int, end: int, event: int, window: KeyedWindow
-) -> Tuple[int, KeyedWindow]:
-    while pos < end:
-        tag, pos = read_varint(data, pos)
-        field, wire_type = tag >> 3, tag & 7
-        if field == 1 and wire_type == 0:
-            raw, pos = read_varint(data, pos)
-            event = to_int32(raw)
-        elif field == 2 and wire_type == 2:
-            start, pos = read_length(data, pos, end, "WindowOperation.keyedWindow")
-            window = decode_keyed_window(data[start:pos])
-        elif field in (1, 2):
-            raise CodecError(f"WindowOperation field {field} has wire type {wire_type}")
-        else:
-            pos = skip_field(data, pos, wire_type, field)
-    if pos != end:
-        raise CodecError("WindowOperation overruns its enclosing message")
-    return event, window
+    The operation names one window; if it names more, the last counts (protobuf).
+    """
+    payload, operation = split_window_request(data, "AccumulatorRequest")
+    event, windows = decode_operation(*operation, decode_keyed_window)
+    window = windows[-1] if windows else KeyedWindow((), b"")
+    return AccumulatorRequest(event, window, None if payload is None else _decode_payload(*payload))
 
 
 @functools.lru_cache(maxsize=1024)  # a key's requests name the same window

@@ -22,13 +22,13 @@ from pynumaflow._codec.fields import (
     read_length,
 )
 from pynumaflow._codec.results import check_yielded, encode_strings, message_fields
+from pynumaflow._codec.v1.reduce import decode_operation, split_window_request
 from pynumaflow._codec.wire import (
     TimestampParts,
     decode_timestamp,
     encode_timestamp,
     read_varint,
     skip_field,
-    to_int32,
     varint,
 )
 from pynumaflow._types.errors import CodecError
@@ -91,49 +91,12 @@ def decode_session_request(data: bytes) -> SessionRequest:
     A payload with no fields (Go 1.4-1.5 sends ``Payload{}`` with MERGE and CLOSE)
     counts as none.
     """
-    payload: Optional[Tuple[int, int]] = None
-    event = OPEN
-    windows: List[SessionWindow] = []
-    pos = 0
-    size = len(data)
-    while pos < size:
-        tag, pos = read_varint(data, pos)
-        field, wire_type = tag >> 3, tag & 7
-        if field in (1, 2):
-            if wire_type != 2:
-                raise CodecError(f"SessionReduceRequest field {field} has wire type {wire_type}")
-            start, pos = read_length(data, pos, size, "SessionReduceRequest", field)
-            if field == 1:
-                payload = (start, pos)
-            else:
-                event = _decode_operation(data, start, pos, event, windows)
-        else:
-            pos = skip_field(data, pos, wire_type, field)
+    payload, operation = split_window_request(data, "SessionReduceRequest")
+    event, windows = decode_operation(*operation, decode_session_window)
     datum = None
-    if payload is not None and payload[0] < payload[1]:
-        datum = _decode_payload(data, *payload)
+    if payload is not None and payload[1] < payload[2]:
+        datum = _decode_payload(*payload)
     return SessionRequest(event, tuple(windows), datum)
-
-
-def _decode_operation(
-    data: bytes, pos: int, end: int, event: int, windows: List[SessionWindow]
-) -> int:
-    while pos < end:
-        tag, pos = read_varint(data, pos)
-        field, wire_type = tag >> 3, tag & 7
-        if field == 1 and wire_type == 0:
-            raw, pos = read_varint(data, pos)
-            event = to_int32(raw)
-        elif field == 2 and wire_type == 2:
-            start, pos = read_length(data, pos, end, "WindowOperation.keyedWindows")
-            windows.append(decode_session_window(data[start:pos]))
-        elif field in (1, 2):
-            raise CodecError(f"WindowOperation field {field} has wire type {wire_type}")
-        else:
-            pos = skip_field(data, pos, wire_type, field)
-    if pos != end:
-        raise CodecError("WindowOperation overruns its enclosing message")
-    return event
 
 
 @functools.lru_cache(maxsize=1024)  # a session's requests name the same window

@@ -148,11 +148,12 @@ def _target(handler: object) -> object:
 
 def modern_handler(
     kind: Kind,
+    name: str,
     handler: object,
     init_args: Tuple[Any, ...] = (),
     init_kwargs: Optional[Mapping[str, Any]] = None,
 ) -> Handler:
-    """Inspect a modern API handler of ``kind`` and adapt it for the server.
+    """Inspect a modern API handler of ``kind`` (given as ``name``) and adapt it.
 
     Raises:
         TypeError: the handler has the wrong shape, or ``init_args``/``init_kwargs`` come
@@ -167,7 +168,7 @@ def modern_handler(
         # Its shape and asyncness, without an instance (one is made per key and window).
         target: object = functools.partial(cls.handler, None)  # type: ignore[arg-type]
         return inspect_handler(
-            kind.keyword,
+            name,
             target,
             kind.params,
             call=_reduce(lambda: cls(*init_args, **kwargs).handler),
@@ -177,7 +178,7 @@ def modern_handler(
         raise TypeError("init_args and init_kwargs need a Reducer class as the handler")
     target = _target(handler)
     if not callable(target):
-        raise TypeError(f"{kind.keyword} must be callable ({kind.params})")
+        raise TypeError(f"{name} must be callable ({kind.params})")
     func: Callable[..., Any] = target
     if kind is REDUCE:
         call = _reduce(lambda: func)
@@ -186,7 +187,7 @@ def modern_handler(
     else:
         call = _unary(func)
     return inspect_handler(
-        kind.keyword, func, kind.params, stream=kind.stream, call=call, own_metadata=True
+        name, func, kind.params, stream=kind.stream, call=call, own_metadata=True
     )
 
 
@@ -216,8 +217,10 @@ class ModernServer(Facade):
         init_kwargs: Optional[Mapping[str, Any]] = None,
     ) -> None:
         self._shutdown_callback = shutdown_callback
+        # The handler's parameter name as the server class spells it (mapper_instance, ...).
+        name = list(inspect.signature(type(self).__init__).parameters)[1]
         self._configure_inspected(
-            {kind.name: modern_handler(kind, handler, init_args, init_kwargs)},
+            {kind.name: modern_handler(kind, name, handler, init_args, init_kwargs)},
             sock_path=sock_path,
             max_message_size=max_message_size,
             max_threads=max_threads,

@@ -1,9 +1,9 @@
 """The one place that knows how to call a user handler.
 
 Whether a handler is async is decided once, when the server is constructed. Async
-handlers are awaited on the event loop; sync handlers run in one bounded thread pool
-(``max_threads``) with the caller's context variables. Handler failures become gRPC
-statuses here, logged once with their traceback.
+handlers are awaited on the event loop; sync handlers run in one bounded pool of daemon
+threads (``max_threads``) with the caller's context variables. Handler failures become
+gRPC statuses here, logged once with their traceback.
 """
 
 from __future__ import annotations
@@ -12,13 +12,14 @@ import asyncio
 import collections
 import contextlib
 import contextvars
+import functools
 import inspect
 import logging
 import queue
 import threading
+import time
 import traceback
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Callable, Deque, Generic, Optional, TypeVar, Union
@@ -26,6 +27,7 @@ from typing import Any, Callable, Deque, Generic, Optional, TypeVar, Union
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
+from pynumaflow._config import pool_stall_after
 from pynumaflow._errors import ReturnTypeError
 
 __all__ = ["Feed", "FeedAborted", "Handler", "HandlerErrors", "Invoker", "inspect_handler"]
@@ -34,6 +36,9 @@ _LOGGER = logging.getLogger("pynumaflow")
 
 # How many items a sync generator may run ahead of the stream that sends them.
 _STREAM_AHEAD = 64
+# Errors a handler raises that Python does not derive from Exception but that are the
+# handler's failure all the same (see docs/reliability.md): they fail the call.
+_HANDLER_EXITS = (SystemExit, KeyboardInterrupt)
 
 
 @dataclass(frozen=True)
@@ -121,8 +126,10 @@ class HandlerErrors:
         err: Optional[BaseException],
         trace: Optional[TracebackType],
     ) -> None:
-        if err is None or not isinstance(err, Exception) or isinstance(err, GRPCError):
-            return  # success, cancellation, or already a status: let it through
+        if err is None or isinstance(err, GRPCError):
+            return  # success, or already a status: let it through
+        if not isinstance(err, (Exception, *_HANDLER_EXITS)):
+            return  # cancellation, GeneratorExit: not the handler's failure
         name = self._handler.name
         container = self._v1_container
         if isinstance(err, ReturnTypeError):
@@ -240,6 +247,7 @@ class _FromThread:
             self._items.append((kind, item))
             self._unread += 1
             waiter, self._waiter = self._waiter, None
+        _note_progress()
         if waiter is not None:
             with contextlib.suppress(RuntimeError):  # the loop closed: nobody is listening
                 self._loop.call_soon_threadsafe(_settle, waiter)
@@ -266,13 +274,108 @@ class _FromThread:
             self._room.notify_all()
 
 
-class Invoker:
-    """Calls handlers: awaits async ones, runs sync ones in a bounded thread pool."""
+_WORKER = threading.local()  # .pool: the _Pool whose thread this is
 
-    def __init__(self, max_threads: int) -> None:
+
+def _note_progress() -> None:
+    """In a pool thread: the handler it runs moved (took an input or gave an output)."""
+    pool: Optional[_Pool] = getattr(_WORKER, "pool", None)
+    if pool is not None:
+        pool.progress = time.monotonic()
+
+
+class _Pool:
+    """Up to ``max_threads`` daemon threads, started on demand, running queued jobs.
+
+    Daemon threads, so that a handler stuck for good cannot keep the process alive once
+    the server has stopped: Python joins a ``ThreadPoolExecutor``'s threads at exit, and
+    a pod would sit running but not serving until the kubelet killed it. The pool also
+    records when it last made progress, for :meth:`Invoker.stalled`.
+    """
+
+    def __init__(self, max_threads: int, name: str) -> None:
+        self._max = max_threads
+        self._name = name
+        self._jobs: queue.SimpleQueue[Optional[Callable[[], None]]] = queue.SimpleQueue()
+        self._idle = threading.Semaphore(0)
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._running: dict[threading.Thread, float] = {}  # busy thread -> job start
+        self.waiting = 0
+        """Jobs queued and not yet started."""
+        self.progress = time.monotonic()
+        """When a job last started or ended, or a handler last took or gave an item."""
+        self._closed = False
+
+    def submit(self, job: Callable[[], None]) -> None:
+        with self._lock:
+            self.waiting += 1
+        self._jobs.put(job)
+        if self._idle.acquire(blocking=False):
+            return
+        with self._lock:
+            if len(self._threads) < self._max and not self._closed:
+                thread = threading.Thread(
+                    target=self._work, name=f"{self._name}_{len(self._threads)}", daemon=True
+                )
+                self._threads.append(thread)
+                thread.start()
+
+    def _work(self) -> None:
+        _WORKER.pool = self
+        me = threading.current_thread()
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            with self._lock:
+                self.waiting -= 1
+                self._running[me] = self.progress = time.monotonic()
+            try:
+                job()
+            finally:
+                with self._lock:
+                    del self._running[me]
+                    self.progress = time.monotonic()
+            self._idle.release()
+
+    def close(self) -> list[tuple[str, float]]:
+        """Drop the queued jobs and let idle threads end; return (name, seconds) of busy ones."""
+        with self._lock:
+            self._closed = True
+            threads = len(self._threads)
+            now = time.monotonic()
+            busy = [(t.name, now - started) for t, started in self._running.items()]
+        while True:
+            try:
+                if self._jobs.get_nowait() is not None:
+                    with self._lock:
+                        self.waiting -= 1
+            except queue.Empty:
+                break
+        for _ in range(threads):
+            self._jobs.put(None)
+        return busy
+
+
+class Invoker:
+    """Calls handlers: awaits async ones, runs sync ones in a bounded thread pool.
+
+    Sync stream handlers (map stream generators) hold a thread for as long as their
+    stream lasts, so together they get at most half of the pool (at least one thread):
+    a stream beyond that waits for one to end, and the other half keeps serving the
+    other calls however slowly the streams' clients read.
+    """
+
+    def __init__(self, max_threads: int, *, stall_after: Optional[float] = None) -> None:
         self.max_threads = max_threads
-        self._pool = ThreadPoolExecutor(max_threads, thread_name_prefix="pynumaflow-handler")
+        self.stream_threads = max(1, max_threads // 2)
+        """How many pool threads sync stream handlers may hold at once."""
+        self.stall_after = pool_stall_after() if stall_after is None else stall_after
+        """Seconds without progress after which a pool with calls waiting is stalled."""
+        self._pool = _Pool(max_threads, "pynumaflow-handler")
         self._completions: Optional[_Completions] = None
+        self._stream_slots: Optional[tuple[asyncio.AbstractEventLoop, asyncio.Semaphore]] = None
 
     def call(self, handler: Handler, *args: Any) -> Awaitable[Any]:
         """Call a unary handler: the awaitable gives its result.
@@ -291,8 +394,31 @@ class Invoker:
         if completions is None or completions.loop is not loop:
             completions = self._completions = _Completions(loop)
         future = loop.create_future()
-        self._pool.submit(completions.runner(future, contextvars.copy_context(), func), *args)
+        run = completions.runner(future, contextvars.copy_context(), func)
+        self._pool.submit(functools.partial(run, *args))
         return future
+
+    def stalled(self) -> Optional[str]:
+        """Why the pool is stalled, or None: calls wait for a thread and none moved lately.
+
+        Every thread is then busy with a call that neither ended, nor took an input or
+        gave an output for :attr:`stall_after` seconds, while other calls queue behind
+        them. IsReady reports not ready meanwhile (docs/reliability.md).
+        """
+        pool = self._pool
+        idle_for = time.monotonic() - pool.progress
+        if pool.waiting > 0 and idle_for > self.stall_after:
+            return (
+                f"{pool.waiting} call(s) wait for a handler thread and none of the "
+                f"{self.max_threads} made progress for {idle_for:.0f} s"
+            )
+        return None
+
+    def _stream_slot(self) -> asyncio.Semaphore:
+        loop = asyncio.get_running_loop()
+        if self._stream_slots is None or self._stream_slots[0] is not loop:
+            self._stream_slots = (loop, asyncio.Semaphore(self.stream_threads))
+        return self._stream_slots[1]
 
     def iterate(self, handler: Handler, *args: Any) -> AsyncGenerator[Any, None]:
         """Iterate a stream handler: an async generator, or a sync iterable in the pool."""
@@ -303,7 +429,13 @@ class Invoker:
     async def _iterate_in_thread(
         self, func: Callable[..., Any], args: tuple[Any, ...]
     ) -> AsyncGenerator[Any, None]:
-        """Drive a sync iterable from one pool thread, at most _STREAM_AHEAD items ahead."""
+        """Drive a sync iterable from one pool thread, at most _STREAM_AHEAD items ahead.
+
+        The thread is one of the :attr:`stream_threads` stream handlers may hold: the
+        slot is taken before it starts and given back once it has returned.
+        """
+        slot = self._stream_slot()
+        await slot.acquire()
         channel = _FromThread(asyncio.get_running_loop(), _STREAM_AHEAD)
 
         def produce() -> None:
@@ -322,6 +454,7 @@ class Invoker:
                     close()
 
         done = self.run_in_pool(produce)
+        done.add_done_callback(lambda _: slot.release())
         try:
             while True:
                 kind, item = await channel.get()
@@ -364,8 +497,18 @@ class Invoker:
                 await send(payload)
 
     def shutdown(self) -> None:
-        """Stop the pool without waiting for handlers still running (they cannot be interrupted)."""
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        """Stop the pool without waiting for handlers still running (they cannot be interrupted).
+
+        Their threads are abandoned, named in the log: being daemon threads, they do not
+        keep the process from exiting.
+        """
+        busy = self._pool.close()
+        if busy:
+            _LOGGER.warning(
+                "abandoning %d handler thread(s) still running: %s",
+                len(busy),
+                ", ".join(f"{name} (for {seconds:.1f} s)" for name, seconds in busy),
+            )
 
 
 _T = TypeVar("_T")
@@ -478,6 +621,7 @@ class Feed(Generic[_T]):
     def _taken_in_thread(self) -> None:
         """In the pool thread: the handler took an item; wake put() if half is free."""
         assert self._lock is not None
+        _note_progress()
         with self._lock:
             self._unread -= 1
             room = self._room

@@ -14,10 +14,13 @@ from typing import Any
 import grpc
 import pytest
 
+from pynumaflow import _codec, _codec_map_v1, _codec_reduce_v1, _codec_sink_v1
+from pynumaflow._errors import CodecError
+from pynumaflow._wire import check_message
 from pynumaflow.function import Datum, Message, Messages
 
 from conftest import CHANNEL_OPTIONS
-from helpers import datum_request, serving
+from helpers import converse, datum_request, serving, v1_request_fields
 from procs import END, finish, start_script, wait_for_server_info
 
 FN = "/function.v1.UserDefinedFunction/"
@@ -26,6 +29,7 @@ BROKEN = [
     b"\x0a\xff\xff\xff\xff\x0f",  # a length far past the end
     b"\x80\x80\x80",  # a truncated varint tag
     b"\x0f",  # wire type 7
+    b"\x00\x01",  # field number 0, which protobuf parsers reject
 ]
 # Well-formed protobuf that is not a valid DatumRequest.
 NOT_A_DATUM_REQUEST = [
@@ -248,3 +252,192 @@ def test_server_info_is_never_seen_half_written(tmp_path: Path) -> None:
         reader.join()
     assert seen, "the reader never saw the file"
     assert all(text.endswith(END) and text.startswith("{") for text in seen)
+
+
+DECODERS = {
+    "function.v1 DatumRequest": _codec.decode_datum_request,
+    "sink.v1 DatumRequest (legacy)": _codec.decode_sink_datum_request,
+    "map.v1 MapRequest": _codec_map_v1.decode_map_request,
+    "sourcetransformer.v1 request": _codec_map_v1.decode_transform_request,
+    "reduce.v1 ReduceRequest": _codec_reduce_v1.decode_reduce_request,
+    "sink.v1 SinkRequest": _codec_sink_v1.decode_sink_request,
+    "Empty": check_message,
+}
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+@pytest.mark.parametrize("field0", [b"\x00\x01", b"\x02\x00", b"\x05\x00\x00\x00\x00"])
+def test_field_number_zero_is_refused_by_every_request_decoder(decoder: str, field0: bytes) -> None:
+    """Field 0 (any wire type) is invalid protobuf: CodecError, so INVALID_ARGUMENT."""
+    with pytest.raises(CodecError, match="field number 0"):
+        DECODERS[decoder](field0)
+
+
+# Error texts from os.fsdecode or surrogateescape decoding hold lone surrogates.
+SURROGATE = "bad \udcff name"
+WINDOW = (("x-numaflow-win-start-time", "0"), ("x-numaflow-win-end-time", "60000"))
+
+
+def _raise_surrogate(*args: Any) -> Any:
+    raise ValueError(SURROGATE)
+
+
+async def _raise_surrogate_async(*args: Any) -> Any:
+    raise ValueError(SURROGATE)
+
+
+def _stream_then_raise(keys: list[str], datum: Datum) -> Any:
+    yield Message(b"first")
+    raise ValueError(SURROGATE)
+
+
+async def _reduce_raise(keys: list[str], datums: Any, md: Any) -> Any:
+    async for _ in datums:
+        pass
+    raise ValueError(SURROGATE)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "rpc", ["MapFn sync", "MapTFn async", "MapStreamFn sync", "ReduceFn async"]
+)
+async def test_a_lone_surrogate_in_an_error_text_still_ends_the_legacy_call(
+    rpc: str, sock_path: str, info_path: str, fn_stub: Any, fn_pb2: ModuleType
+) -> None:
+    """The status goes out with the surrogate backslash-escaped, instead of never."""
+    request = datum_request(fn_pb2, b"x")
+    async with serving(
+        sock_path,
+        info_path,
+        map_handler=_raise_surrogate,
+        mapt_handler=_raise_surrogate_async,
+        map_stream_handler=_stream_then_raise,
+        reduce_handler=_reduce_raise,
+        protocols=["legacy"],
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as failure:
+            if rpc == "MapFn sync":
+                await fn_stub.MapFn(request, timeout=10)
+            elif rpc == "MapTFn async":
+                await fn_stub.MapTFn(request, timeout=10)
+            elif rpc == "MapStreamFn sync":
+                _ = [r async for r in fn_stub.MapStreamFn(request, timeout=10)]
+            else:
+                call = fn_stub.ReduceFn(iter([request]), metadata=WINDOW, timeout=10)
+                _ = [r async for r in call]
+        reply = await fn_stub.IsReady(fn_pb2.google_dot_protobuf_dot_empty__pb2.Empty(), timeout=5)
+    assert failure.value.code() == grpc.StatusCode.UNKNOWN
+    assert "bad \\udcff name" in (failure.value.details() or "")
+    assert reply.ready
+
+
+@pytest.mark.anyio
+async def test_a_lone_surrogate_in_a_v1_traceback_still_ends_the_stream(
+    sock_dir: Path,
+    sock_path: str,
+    info_path: str,
+    stubs: dict[str, ModuleType],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """v1: INTERNAL, with the traceback (surrogate escaped) as google.rpc.DebugInfo."""
+    monkeypatch.delenv("NUMAFLOW_UD_CONTAINER_TYPE", raising=False)
+    pb2 = stubs["map_pb2"]
+    requests = [
+        pb2.MapRequest(handshake=pb2.Handshake(sot=True)),
+        pb2.MapRequest(id="1", request=pb2.MapRequest.Request(**v1_request_fields(b"x"))),
+    ]
+    target = f"unix://{sock_dir / 'map.sock'}"
+    async with (
+        serving(sock_path, info_path, map_handler=_raise_surrogate, protocols=["v1"]),
+        grpc.aio.insecure_channel(target) as channel,
+    ):
+        stub = stubs["map_grpc"].MapStub(channel)
+        ended = await asyncio.wait_for(converse(stub.MapFn(), requests), 10)
+    assert ended.code == grpc.StatusCode.INTERNAL
+    debug_info = ended.status_details().details[0].value
+    assert b"bad \\udcff name" in debug_info
+    assert b"Traceback" in debug_info
+
+
+STUCK = """
+import threading
+from pynumaflow.function import Server, Message, Messages
+
+def handler(keys, datum):
+    if datum.value == b"hang":
+        threading.Event().wait()  # stuck for good
+    if datum.value == b"exit":
+        raise SystemExit(3)
+    return Messages(Message(datum.value))
+
+Server(map_handler=handler, max_threads=2, shutdown_grace_period=1).start()
+"""
+
+
+def test_sigterm_exits_past_the_grace_period_although_a_sync_handler_is_stuck(
+    tmp_path: Path, stubs: dict[str, ModuleType]
+) -> None:
+    """SystemExit fails its call only; SIGTERM then exits 0, naming the abandoned thread."""
+    proc = start_script(STUCK, tmp_path)
+    wait_for_server_info(proc, tmp_path / "server-info")
+    pb2 = stubs["fn_pb2"]
+    with grpc.insecure_channel(f"unix://{tmp_path / 'function.sock'}") as ch:
+        stub = stubs["fn_grpc"].UserDefinedFunctionStub(ch)
+        with pytest.raises(grpc.RpcError) as exited:
+            stub.MapFn(datum_request(pb2, b"exit"), timeout=10)
+        after = stub.MapFn(datum_request(pb2, b"ok"), timeout=10)
+        hung = stub.MapFn.future(datum_request(pb2, b"hang"))
+        time.sleep(0.5)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        code, output = finish(proc, timeout=20)
+        took = time.monotonic() - started
+        hung_error = hung.exception(timeout=10)
+    assert exited.value.code() == grpc.StatusCode.UNKNOWN
+    assert "SystemExit: 3" in (exited.value.details() or "")
+    assert after.elements[0].value == b"ok"
+    assert code == 0, output
+    assert took < 10, f"exited {took:.1f} s after SIGTERM"
+    assert "abandoning 1 handler thread(s) still running: pynumaflow-handler_" in output
+    assert hung_error is not None
+    assert not (tmp_path / "function.sock").exists()
+
+
+@pytest.mark.anyio
+async def test_is_ready_reports_not_ready_while_the_pool_makes_no_progress(
+    sock_path: str,
+    info_path: str,
+    fn_stub: Any,
+    fn_pb2: ModuleType,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Every thread hung with calls queued behind them: not ready after the stall time."""
+    monkeypatch.setenv("PYNUMAFLOW_POOL_STALL_AFTER", "0.5")
+    release = threading.Event()
+    empty = fn_pb2.google_dot_protobuf_dot_empty__pb2.Empty()
+
+    def handler(keys: list[str], datum: Datum) -> Messages:
+        if datum.value == b"hang":
+            release.wait(30)
+        return Messages(Message(datum.value))
+
+    async with serving(sock_path, info_path, map_handler=handler, max_threads=2):
+        ready_before = (await fn_stub.IsReady(empty, timeout=5)).ready
+        hung = [
+            asyncio.ensure_future(fn_stub.MapFn(datum_request(fn_pb2, b"hang"))) for _ in range(2)
+        ]
+        await asyncio.sleep(0.2)
+        queued = asyncio.ensure_future(fn_stub.MapFn(datum_request(fn_pb2, b"queued")))
+        await asyncio.sleep(0.2)
+        ready_soon = (await fn_stub.IsReady(empty, timeout=5)).ready  # not stalled long enough
+        await asyncio.sleep(1.0)
+        ready_stalled = (await fn_stub.IsReady(empty, timeout=5)).ready
+        release.set()
+        answers = await asyncio.gather(*hung, queued)
+        ready_after = (await fn_stub.IsReady(empty, timeout=5)).ready
+    assert (ready_before, ready_soon, ready_stalled, ready_after) == (True, True, False, True)
+    assert [a.elements[0].value for a in answers] == [b"hang", b"hang", b"queued"]
+    warnings = [r.getMessage() for r in caplog.records if "reporting not ready" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "1 call(s) wait for a handler thread" in warnings[0]

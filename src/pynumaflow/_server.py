@@ -435,12 +435,22 @@ class _H2Protocol(H2Protocol, asyncio.BufferedProtocol):
         super().connection_lost(exc)
 
     def hang_up(self) -> None:
-        """Say GOAWAY and close the connection (after its calls have ended)."""
+        """Say GOAWAY and stop sending (after the connection's calls have ended).
+
+        Only our side is shut: a client that writes while it reads the last answers (its
+        flow-control updates) would otherwise hit a closed socket, and grpcio then fails
+        the calls whose answers it has received but not yet handed over. The client
+        closes the connection on the GOAWAY; :meth:`_GrpclibServer.wait_closed` aborts
+        it if it does not.
+        """
         with contextlib.suppress(Exception):
             self.connection._connection.close_connection()
             self.connection.flush()
-        if self._transport is not None:
-            self._transport.close()
+        transport = self._transport
+        if isinstance(transport, asyncio.WriteTransport) and transport.can_write_eof():
+            transport.write_eof()
+        elif transport is not None:
+            transport.close()
 
     def abort(self) -> None:
         """Drop the connection without flushing what is left to send."""
@@ -525,20 +535,20 @@ class _GrpclibServer(grpclib.server.Server):
         """Wait for the cancelled calls, hang up every connection, then wait for the close.
 
         From Python 3.12, asyncio's ``Server.wait_closed`` waits until every connection
-        has closed, and a client keeps its connection open: hang up first, abort a
-        connection still open after :data:`_CLOSE_TIMEOUT`.
+        has closed, and a client keeps its connection open: hang up first, and abort a
+        connection its client has not closed after :data:`_CLOSE_TIMEOUT`.
         """
         handlers = [asyncio.ensure_future(h.wait_closed()) for h in self._handlers]
         if handlers:
             await asyncio.wait(handlers)
         for protocol in list(self._live):
             protocol.hang_up()
-        closed = asyncio.ensure_future(super().wait_closed())
-        done, _ = await asyncio.wait([closed], timeout=_CLOSE_TIMEOUT)
-        if not done:
-            for protocol in list(self._live):
-                protocol.abort()
-        await closed
+        deadline = self._loop.time() + _CLOSE_TIMEOUT
+        while self._live and self._loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        for protocol in list(self._live):
+            protocol.abort()
+        await super().wait_closed()
 
 
 class SocketPathError(OSError):

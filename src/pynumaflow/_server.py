@@ -382,6 +382,8 @@ class _H2Protocol(H2Protocol, asyncio.BufferedProtocol):
         self._read_buffer = read_buffer
         self._received = 0
         self._stall_timer: Optional[asyncio.TimerHandle] = None
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        """Done once the connection is lost."""
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self._read_buffer
@@ -429,6 +431,8 @@ class _H2Protocol(H2Protocol, asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Optional[BaseException]) -> None:
         self._live.discard(self)
+        if not self.closed.done():
+            self.closed.set_result(None)
         if self._stall_timer is not None:
             self._stall_timer.cancel()
             self._stall_timer = None
@@ -543,9 +547,8 @@ class _GrpclibServer(grpclib.server.Server):
             await asyncio.wait(handlers)
         for protocol in list(self._live):
             protocol.hang_up()
-        deadline = self._loop.time() + _CLOSE_TIMEOUT
-        while self._live and self._loop.time() < deadline:
-            await asyncio.sleep(0.01)
+        if self._live:
+            await asyncio.wait([p.closed for p in self._live], timeout=_CLOSE_TIMEOUT)
         for protocol in list(self._live):
             protocol.abort()
         await super().wait_closed()

@@ -60,6 +60,7 @@ class RawConnection:
     def flush(self) -> None:
         data = self.conn.data_to_send()
         if data:
+            self.sock.settimeout(30)  # pump() leaves its own, maybe tiny, timeout
             self.sock.sendall(data)
 
     def open(self, path: str, *, end_stream: bool = False) -> int:

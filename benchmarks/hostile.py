@@ -28,7 +28,7 @@ import h2.errors
 import h2.exceptions
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from rawh2 import RawConnection, frame  # noqa: E402
+from rawh2 import RawConnection, frame
 
 SERVER = """
 import asyncio
@@ -159,6 +159,7 @@ def main() -> None:
             finally:
                 server.send_signal(signal.SIGTERM)
                 server.wait(30)
+
 
 if __name__ == "__main__":
     main()

@@ -254,7 +254,7 @@ class _StatusDetailsCodec(StatusDetailsCodecBase):
     """
 
     def encode(self, status: Status, message: Optional[str], details: Any) -> bytes:
-        return encode_status(status.value, message or "", wire_safe(str(details)))
+        return encode_status(status.value, message or "", str(details))
 
     def decode(self, status: Status, message: Optional[str], data: bytes) -> Any:
         from pynumaflow._proto.google import rpc  # only a client decodes; off the server path

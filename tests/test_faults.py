@@ -7,6 +7,7 @@ import contextlib
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -18,6 +19,8 @@ from pynumaflow import _codec, _codec_map_v1, _codec_reduce_v1, _codec_sink_v1
 from pynumaflow._errors import CodecError
 from pynumaflow._wire import check_message
 from pynumaflow.function import Datum, Message, Messages
+from pynumaflow.sink import Response as SinkResponse
+from pynumaflow.sink import Responses, Sink
 
 from conftest import CHANNEL_OPTIONS
 from helpers import converse, datum_request, serving, v1_request_fields
@@ -374,16 +377,21 @@ Server(map_handler=handler, max_threads=2, shutdown_grace_period=1).start()
 """
 
 
+@contextlib.contextmanager
+def _stuck_script(tmp_path: Path, stubs: dict[str, ModuleType]) -> Iterator[tuple[Any, Any]]:
+    """Run STUCK in a subprocess; yield it and a MapFn stub on its socket."""
+    proc = start_script(STUCK, tmp_path)
+    wait_for_server_info(proc, tmp_path / "server-info")
+    with grpc.insecure_channel(f"unix://{tmp_path / 'function.sock'}") as ch:
+        yield proc, stubs["fn_grpc"].UserDefinedFunctionStub(ch)
+
+
 def test_sigterm_exits_past_the_grace_period_although_a_sync_handler_is_stuck(
     tmp_path: Path, stubs: dict[str, ModuleType]
 ) -> None:
     """The stuck thread is abandoned, named in the log; the process exits 0."""
-    proc = start_script(STUCK, tmp_path)
-    wait_for_server_info(proc, tmp_path / "server-info")
-    pb2 = stubs["fn_pb2"]
-    with grpc.insecure_channel(f"unix://{tmp_path / 'function.sock'}") as ch:
-        stub = stubs["fn_grpc"].UserDefinedFunctionStub(ch)
-        hung = stub.MapFn.future(datum_request(pb2, b"hang"))
+    with _stuck_script(tmp_path, stubs) as (proc, stub):
+        hung = stub.MapFn.future(datum_request(stubs["fn_pb2"], b"hang"))
         time.sleep(0.5)
         started = time.monotonic()
         proc.send_signal(signal.SIGTERM)
@@ -402,11 +410,8 @@ def test_system_exit_in_a_handler_fails_only_its_call(
     tmp_path: Path, stubs: dict[str, ModuleType]
 ) -> None:
     """SystemExit from a handler is that call's failure, like any error; the server serves on."""
-    proc = start_script(STUCK, tmp_path)
-    wait_for_server_info(proc, tmp_path / "server-info")
     pb2 = stubs["fn_pb2"]
-    with grpc.insecure_channel(f"unix://{tmp_path / 'function.sock'}") as ch:
-        stub = stubs["fn_grpc"].UserDefinedFunctionStub(ch)
+    with _stuck_script(tmp_path, stubs) as (proc, stub):
         with pytest.raises(grpc.RpcError) as exited:
             stub.MapFn(datum_request(pb2, b"exit"), timeout=10)
         after = stub.MapFn(datum_request(pb2, b"ok"), timeout=10)
@@ -417,6 +422,26 @@ def test_system_exit_in_a_handler_fails_only_its_call(
     assert after.elements[0].value == b"ok"
     assert code == 0, output
     assert output.count("map_handler raised SystemExit") == 1
+
+
+async def _interrupted(keys: list[str], datum: Datum) -> Messages:
+    if datum.value == b"x":
+        raise KeyboardInterrupt
+    return Messages(Message(datum.value))
+
+
+@pytest.mark.anyio
+async def test_keyboard_interrupt_in_an_async_handler_fails_only_its_call(
+    sock_path: str, info_path: str, fn_stub: Any, fn_pb2: ModuleType
+) -> None:
+    """On the event loop too: KeyboardInterrupt is the call's failure, not the server's."""
+    async with serving(sock_path, info_path, map_handler=_interrupted):
+        with pytest.raises(grpc.aio.AioRpcError) as failure:
+            await fn_stub.MapFn(datum_request(fn_pb2, b"x"), timeout=10)
+        after = await fn_stub.MapFn(datum_request(fn_pb2, b"ok"), timeout=10)
+    assert failure.value.code() == grpc.StatusCode.UNKNOWN
+    assert "KeyboardInterrupt" in (failure.value.details() or "")
+    assert after.elements[0].value == b"ok"
 
 
 @pytest.mark.anyio
@@ -457,3 +482,35 @@ async def test_is_ready_reports_not_ready_while_the_pool_makes_no_progress(
     warnings = [r.getMessage() for r in caplog.records if "reporting not ready" in r.getMessage()]
     assert len(warnings) == 1
     assert "1 call(s) wait for a handler thread" in warnings[0]
+
+
+@pytest.mark.anyio
+async def test_is_ready_reports_not_ready_while_sync_sink_handlers_are_all_stuck(
+    sock_dir: Path, stubs: dict[str, ModuleType], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same for sync sink handlers: two stuck batches, a third waiting for a thread."""
+    monkeypatch.setenv("PYNUMAFLOW_POOL_STALL_AFTER", "0.5")
+    release = threading.Event()
+    pb2 = stubs["sink_pb2"]
+
+    def stuck(datums: Any) -> Responses:
+        ids = [d.id for d in datums]
+        release.wait(30)
+        return Responses(*(SinkResponse.as_success(i) for i in ids))
+
+    path = str(sock_dir / "udsink.sock")
+    server = Sink(stuck, sock_path=path, server_info_file=str(sock_dir / "info"), max_threads=2)
+    async with server.running(), grpc.aio.insecure_channel(f"unix://{path}") as channel:
+        stub = stubs["sink_grpc"].UserDefinedSinkStub(channel)
+        empty = pb2.google_dot_protobuf_dot_empty__pb2.Empty()
+        batches = [
+            asyncio.ensure_future(stub.SinkFn(iter([pb2.DatumRequest(id=f"id-{i}")])))
+            for i in range(3)
+        ]
+        await asyncio.sleep(1.2)
+        stalled = (await stub.IsReady(empty, timeout=5)).ready
+        release.set()
+        replies = await asyncio.gather(*batches)
+        after = (await stub.IsReady(empty, timeout=5)).ready
+    assert (stalled, after) == (False, True)
+    assert sorted(r.responses[0].id for r in replies) == ["id-0", "id-1", "id-2"]

@@ -454,7 +454,7 @@ async def test_is_ready_reports_not_ready_while_the_pool_makes_no_progress(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Every thread hung with calls queued behind them: not ready after the stall time."""
-    monkeypatch.setenv("PYNUMAFLOW_POOL_STALL_AFTER", "0.5")
+    monkeypatch.setenv("PYNUMAFLOW_POOL_STALL_AFTER", "1.5")
     release = threading.Event()
     empty = fn_pb2.google_dot_protobuf_dot_empty__pb2.Empty()
 
@@ -472,7 +472,7 @@ async def test_is_ready_reports_not_ready_while_the_pool_makes_no_progress(
         queued = asyncio.ensure_future(fn_stub.MapFn(datum_request(fn_pb2, b"queued")))
         await asyncio.sleep(0.2)
         ready_soon = (await fn_stub.IsReady(empty, timeout=5)).ready  # not stalled long enough
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(1.6)
         ready_stalled = (await fn_stub.IsReady(empty, timeout=5)).ready
         release.set()
         answers = await asyncio.gather(*hung, queued)
@@ -507,7 +507,7 @@ async def test_is_ready_reports_not_ready_while_sync_sink_handlers_are_all_stuck
             asyncio.ensure_future(stub.SinkFn(iter([pb2.DatumRequest(id=f"id-{i}")])))
             for i in range(3)
         ]
-        await asyncio.sleep(1.2)
+        await asyncio.sleep(2.0)
         stalled = (await stub.IsReady(empty, timeout=5)).ready
         release.set()
         replies = await asyncio.gather(*batches)

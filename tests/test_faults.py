@@ -363,11 +363,12 @@ async def test_a_lone_surrogate_in_a_v1_traceback_still_ends_the_stream(
 
 
 STUCK = """
-import threading
+import os, pathlib, threading
 from pynumaflow.function import Server, Message, Messages
 
 def handler(keys, datum):
     if datum.value == b"hang":
+        (pathlib.Path(os.environ["PYNUMAFLOW_RUN_DIR"]) / "hanging").touch()
         threading.Event().wait()  # stuck for good
     if datum.value == b"exit":
         raise SystemExit(3)
@@ -392,7 +393,9 @@ def test_sigterm_exits_past_the_grace_period_although_a_sync_handler_is_stuck(
     """The stuck thread is abandoned, named in the log; the process exits 0."""
     with _stuck_script(tmp_path, stubs) as (proc, stub):
         hung = stub.MapFn.future(datum_request(stubs["fn_pb2"], b"hang"))
-        time.sleep(0.5)
+        deadline = time.monotonic() + 10
+        while not (tmp_path / "hanging").exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
         started = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         code, output = finish(proc, timeout=20)

@@ -214,34 +214,33 @@ _ITEM, _END_OF_ITEMS, _ERROR = "item", "end", "error"
 
 
 class _FromThread:
-    """A bounded channel from one pool thread to the event loop (a sync stream handler).
+    """A bounded channel from a sync stream handler, run in the pool, to the event loop.
 
-    The thread wakes the loop only when the loop waits for an item, so while the loop
-    is busy, items pile up without a self-pipe write each; the loop wakes a thread
-    waiting for room only once half of ``limit`` is free.
+    The producer never waits for room: once ``limit`` items are unread it pauses
+    (:meth:`pause`), giving its pool thread back, and the loop calls ``resume`` (which
+    runs the producer again in the pool) once half of them are read. So a stream whose
+    client reads slowly holds no thread. The thread wakes the loop only when the loop
+    waits for an item, so while the loop is busy, items pile up without a self-pipe
+    write each.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, limit: int) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, limit: int, resume: Callable[[], object]
+    ) -> None:
         self._loop = loop
         self._limit = limit
+        self._resume = resume
         self._lock = threading.Lock()
-        self._room = threading.Condition(self._lock)
         self._items: Deque[tuple[str, Any]] = collections.deque()
         self._unread = 0
         self._waiter: Optional[asyncio.Future[None]] = None  # the loop, waiting for items
-        self._producer_waits = False
+        self._paused = False
         self.stopped = False
         """Set by :meth:`stop`: the loop side will read nothing more."""
 
     def push(self, kind: str, item: Any) -> bool:
-        """In the thread: hand over one entry, waiting while ``limit`` items are unread.
-
-        Returns False, dropping the entry, once the loop side has stopped.
-        """
+        """In the thread: hand over one entry; False (dropping it) once the loop stopped."""
         with self._lock:
-            while kind is _ITEM and self._unread >= self._limit and not self.stopped:
-                self._producer_waits = True
-                self._room.wait()
             if self.stopped:
                 return False
             self._items.append((kind, item))
@@ -253,6 +252,16 @@ class _FromThread:
                 self._loop.call_soon_threadsafe(_settle, waiter)
         return True
 
+    def pause(self) -> bool:
+        """In the thread: True if the producer should return now and wait to be resumed.
+
+        That is while ``limit`` items are unread, unless the loop side has stopped (the
+        producer then sees it on its next push and closes the handler itself).
+        """
+        with self._lock:
+            self._paused = self._unread >= self._limit and not self.stopped
+            return self._paused
+
     async def get(self) -> tuple[str, Any]:
         """On the loop: the next entry, waiting for the thread if there is none yet."""
         while True:
@@ -260,18 +269,22 @@ class _FromThread:
                 if self._items:
                     entry = self._items.popleft()
                     self._unread -= 1
-                    if self._producer_waits and self._unread <= self._limit // 2:
-                        self._producer_waits = False
-                        self._room.notify()
-                    return entry
+                    resume = self._paused and self._unread <= self._limit // 2
+                    if resume:
+                        self._paused = False
+                    break
                 waiter = self._waiter = self._loop.create_future()
             await waiter
+        if resume:
+            self._resume()
+        return entry
 
-    def stop(self) -> None:
-        """On the loop: read nothing more; a producer waiting for room returns."""
+    def stop(self) -> bool:
+        """On the loop: read nothing more. True if the producer is paused (nobody runs it)."""
         with self._lock:
             self.stopped = True
-            self._room.notify_all()
+            paused, self._paused = self._paused, False
+            return paused
 
 
 _WORKER = threading.local()  # .pool: the _Pool whose thread this is
@@ -361,16 +374,15 @@ class _Pool:
 class Invoker:
     """Calls handlers: awaits async ones, runs sync ones in a bounded thread pool.
 
-    Sync stream handlers (map stream generators) hold a thread for as long as their
-    stream lasts, so together they get at most half of the pool (at least one thread):
-    a stream beyond that waits for one to end, and the other half keeps serving the
-    other calls however slowly the streams' clients read.
+    A sync stream handler (a map stream generator) holds a pool thread only while it
+    produces, not while its client is slow to read (see :meth:`iterate`), so streams
+    whose clients never read cannot take the pool from the other calls. At most
+    ``max_threads`` of them are under way at once (as many as could run), which bounds
+    what they hold ahead of their streams to ``max_threads`` x 64 items.
     """
 
     def __init__(self, max_threads: int, *, stall_after: Optional[float] = None) -> None:
         self.max_threads = max_threads
-        self.stream_threads = max(1, max_threads // 2)
-        """How many pool threads sync stream handlers may hold at once."""
         self.stall_after = pool_stall_after() if stall_after is None else stall_after
         """Seconds without progress after which a pool with calls waiting is stalled."""
         self._pool = _Pool(max_threads, "pynumaflow-handler")
@@ -389,12 +401,17 @@ class Invoker:
 
     def run_in_pool(self, func: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
         """Run a plain function in the handler pool (with the current context)."""
+        return self._submit(contextvars.copy_context(), func, *args)
+
+    def _submit(
+        self, context: contextvars.Context, func: Callable[..., Any], *args: Any
+    ) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
         completions = self._completions
         if completions is None or completions.loop is not loop:
             completions = self._completions = _Completions(loop)
         future = loop.create_future()
-        run = completions.runner(future, contextvars.copy_context(), func)
+        run = completions.runner(future, context, func)
         self._pool.submit(functools.partial(run, *args))
         return future
 
@@ -417,7 +434,7 @@ class Invoker:
     def _stream_slot(self) -> asyncio.Semaphore:
         loop = asyncio.get_running_loop()
         if self._stream_slots is None or self._stream_slots[0] is not loop:
-            self._stream_slots = (loop, asyncio.Semaphore(self.stream_threads))
+            self._stream_slots = (loop, asyncio.Semaphore(self.max_threads))
         return self._stream_slots[1]
 
     def iterate(self, handler: Handler, *args: Any) -> AsyncGenerator[Any, None]:
@@ -429,33 +446,50 @@ class Invoker:
     async def _iterate_in_thread(
         self, func: Callable[..., Any], args: tuple[Any, ...]
     ) -> AsyncGenerator[Any, None]:
-        """Drive a sync iterable from one pool thread, at most _STREAM_AHEAD items ahead.
+        """Drive a sync iterable in the pool, at most _STREAM_AHEAD items ahead.
 
-        The thread is one of the :attr:`stream_threads` stream handlers may hold: the
-        slot is taken before it starts and given back once it has returned.
+        It runs in a pool thread only while it produces: once its stream is
+        _STREAM_AHEAD items behind, it gives the thread back, and continues in the pool
+        once the stream has sent half of them. A generator may be resumed in any thread,
+        never in two at once. Each run gets a copy of the caller's context (one context
+        cannot be entered by a thread still leaving it and by the next at once). It
+        starts once one of ``max_threads`` stream slots is free, and frees it when its
+        stream stops reading it.
         """
         slot = self._stream_slot()
         await slot.acquire()
-        channel = _FromThread(asyncio.get_running_loop(), _STREAM_AHEAD)
+        context = contextvars.copy_context()
+        iterator: Optional[Iterator[Any]] = None
 
         def produce() -> None:
-            iterable = None
+            nonlocal iterator
             try:
-                iterable = func(*args)
-                for item in iterable:
-                    if not channel.push(_ITEM, item):
+                if iterator is None:
+                    iterator = iter(func(*args))
+                while not channel.pause():
+                    for item in iterator:
+                        if not channel.push(_ITEM, item):
+                            close()
+                            return
+                        break
+                    else:
+                        channel.push(_END_OF_ITEMS, None)
                         return
-                channel.push(_END_OF_ITEMS, None)
             except BaseException as err:
                 channel.push(_ERROR, err)
-            finally:
-                close: Optional[Callable[[], None]] = getattr(iterable, "close", None)
-                if channel.stopped and close is not None:
-                    close()
 
-        done = self.run_in_pool(produce)
-        done.add_done_callback(lambda _: slot.release())
+        def close() -> None:
+            closer: Optional[Callable[[], None]] = getattr(iterator, "close", None)
+            if closer is not None:
+                closer()
+
+        channel = _FromThread(
+            asyncio.get_running_loop(),
+            _STREAM_AHEAD,
+            lambda: self._submit(context.copy(), produce),
+        )
         try:
+            self._submit(context.copy(), produce)
             while True:
                 kind, item = await channel.get()
                 if kind is _ITEM:
@@ -465,9 +499,9 @@ class Invoker:
                 else:
                     raise item
         finally:
-            channel.stop()  # wakes the producer if it waits for room
-            if done.done():
-                done.result()
+            if channel.stop():  # paused: close it in the pool, where it runs
+                self._submit(context.copy(), close)
+            slot.release()
 
     async def relay(
         self,

@@ -238,19 +238,23 @@ class _FromThread:
         self.stopped = False
         """Set by :meth:`stop`: the loop side will read nothing more."""
 
-    def push(self, kind: str, item: Any) -> bool:
-        """In the thread: hand over one entry; False (dropping it) once the loop stopped."""
+    def push(self, kind: str, item: Any) -> Optional[bool]:
+        """In the thread: hand over one entry; return whether ``limit`` items are unread.
+
+        Returns None, dropping the entry, once the loop side has stopped.
+        """
         with self._lock:
             if self.stopped:
-                return False
+                return None
             self._items.append((kind, item))
             self._unread += 1
+            full = self._unread >= self._limit
             waiter, self._waiter = self._waiter, None
         _note_progress()
         if waiter is not None:
             with contextlib.suppress(RuntimeError):  # the loop closed: nobody is listening
                 self._loop.call_soon_threadsafe(_settle, waiter)
-        return True
+        return full
 
     def pause(self) -> bool:
         """In the thread: True if the producer should return now and wait to be resumed.
@@ -371,6 +375,37 @@ class _Pool:
         return busy
 
 
+class _StreamSlots:
+    """At most ``limit`` sync stream handlers under way; the others parked, in order.
+
+    A handler's first run goes through :meth:`start` instead of straight to the pool;
+    its thread calls :meth:`release` once the handler is over, which hands the slot to
+    the next parked handler directly, without a round trip through the event loop.
+    """
+
+    def __init__(self, pool: _Pool, limit: int) -> None:
+        self._pool = pool
+        self._lock = threading.Lock()
+        self._free = limit
+        self._parked: Deque[Callable[[], None]] = collections.deque()
+
+    def start(self, job: Callable[[], None]) -> None:
+        with self._lock:
+            if not self._free:
+                self._parked.append(job)
+                return
+            self._free -= 1
+        self._pool.submit(job)
+
+    def release(self) -> None:
+        with self._lock:
+            if not self._parked:
+                self._free += 1
+                return
+            job = self._parked.popleft()
+        self._pool.submit(job)
+
+
 class Invoker:
     """Calls handlers: awaits async ones, runs sync ones in a bounded thread pool.
 
@@ -387,7 +422,7 @@ class Invoker:
         """Seconds without progress after which a pool with calls waiting is stalled."""
         self._pool = _Pool(max_threads, "pynumaflow-handler")
         self._completions: Optional[_Completions] = None
-        self._stream_slots: Optional[tuple[asyncio.AbstractEventLoop, asyncio.Semaphore]] = None
+        self._stream_slots = _StreamSlots(self._pool, max_threads)
 
     def call(self, handler: Handler, *args: Any) -> Awaitable[Any]:
         """Call a unary handler: the awaitable gives its result.
@@ -404,15 +439,20 @@ class Invoker:
         return self._submit(contextvars.copy_context(), func, *args)
 
     def _submit(
-        self, context: contextvars.Context, func: Callable[..., Any], *args: Any
+        self,
+        context: contextvars.Context,
+        func: Callable[..., Any],
+        *args: Any,
+        via: Optional[Callable[[Callable[[], None]], None]] = None,
     ) -> asyncio.Future[Any]:
+        """Run ``func(*args)`` in ``context`` in the pool (or hand the job to ``via``)."""
         loop = asyncio.get_running_loop()
         completions = self._completions
         if completions is None or completions.loop is not loop:
             completions = self._completions = _Completions(loop)
         future = loop.create_future()
         run = completions.runner(future, context, func)
-        self._pool.submit(functools.partial(run, *args))
+        (via or self._pool.submit)(functools.partial(run, *args))
         return future
 
     def stalled(self) -> Optional[str]:
@@ -431,12 +471,6 @@ class Invoker:
             )
         return None
 
-    def _stream_slot(self) -> asyncio.Semaphore:
-        loop = asyncio.get_running_loop()
-        if self._stream_slots is None or self._stream_slots[0] is not loop:
-            self._stream_slots = (loop, asyncio.Semaphore(self.max_threads))
-        return self._stream_slots[1]
-
     def iterate(self, handler: Handler, *args: Any) -> AsyncGenerator[Any, None]:
         """Iterate a stream handler: an async generator, or a sync iterable in the pool."""
         if handler.is_async:
@@ -453,11 +487,10 @@ class Invoker:
         once the stream has sent half of them. A generator may be resumed in any thread,
         never in two at once. Each run gets a copy of the caller's context (one context
         cannot be entered by a thread still leaving it and by the next at once). It
-        starts once one of ``max_threads`` stream slots is free, and frees it when its
-        stream stops reading it.
+        starts once one of ``max_threads`` stream slots is free (:class:`_StreamSlots`),
+        and frees it once it has ended or been closed.
         """
-        slot = self._stream_slot()
-        await slot.acquire()
+        slots = self._stream_slots
         context = contextvars.copy_context()
         iterator: Optional[Iterator[Any]] = None
 
@@ -466,30 +499,36 @@ class Invoker:
             try:
                 if iterator is None:
                     iterator = iter(func(*args))
-                while not channel.pause():
-                    for item in iterator:
-                        if not channel.push(_ITEM, item):
-                            close()
-                            return
-                        break
-                    else:
-                        channel.push(_END_OF_ITEMS, None)
+                if channel.pause():
+                    return  # resumed in the pool once half is read
+                for item in iterator:
+                    full = channel.push(_ITEM, item)
+                    if full is None:  # the stream stopped reading
+                        close()
                         return
+                    if full and channel.pause():
+                        return
+                channel.push(_END_OF_ITEMS, None)
             except BaseException as err:
                 channel.push(_ERROR, err)
+            slots.release()
 
         def close() -> None:
             closer: Optional[Callable[[], None]] = getattr(iterator, "close", None)
-            if closer is not None:
-                closer()
+            try:
+                if closer is not None:
+                    closer()
+            except Exception as err:
+                _LOGGER.error("the stream handler failed while closing: %r", err, exc_info=err)
+            slots.release()
 
         channel = _FromThread(
             asyncio.get_running_loop(),
             _STREAM_AHEAD,
             lambda: self._submit(context.copy(), produce),
         )
+        self._submit(context.copy(), produce, via=slots.start)
         try:
-            self._submit(context.copy(), produce)
             while True:
                 kind, item = await channel.get()
                 if kind is _ITEM:
@@ -501,7 +540,6 @@ class Invoker:
         finally:
             if channel.stop():  # paused: close it in the pool, where it runs
                 self._submit(context.copy(), close)
-            slot.release()
 
     async def relay(
         self,

@@ -301,30 +301,27 @@ class _MessageBuffer(Buffer):
         self._body: Optional[int] = None  # the length of the message whose prefix was read
 
     async def read(self, size: int) -> bytes:
-        if self._body is None:
-            prefix = await self._read_exactly(size, "a message prefix", may_end=True)
-            if prefix:
-                flag, length = _PREFIX.unpack(prefix)
-                if flag:
-                    self._refuse(Status.UNIMPLEMENTED, "compressed messages are not supported")
-                if length > self._max:
-                    self._refuse(
-                        Status.RESOURCE_EXHAUSTED,
-                        f"request of {length} bytes exceeds max_message_size ({self._max})",
-                    )
-                self._body = length
-            return prefix
-        self._body = None
-        return await self._read_exactly(size, "a message", may_end=False)
-
-    async def _read_exactly(self, size: int, what: str, *, may_end: bool) -> bytes:
-        """``size`` bytes, or (``may_end``) none at the end of the stream."""
         try:
-            data = await super().read(size)
+            data: Optional[bytes] = await super().read(size)
         except AssertionError:  # grpclib's Buffer: the stream ended before `size` bytes
             data = None
-        if data is None or (len(data) != size and not (may_end and not data)):
-            self._refuse(Status.INTERNAL, f"the request stream ended inside {what}")
+        if self._body is not None:  # the message whose prefix came last
+            self._body = None
+            if data is None or len(data) != size:
+                self._refuse(Status.INTERNAL, "the request stream ended inside a message")
+            return data
+        if data is None or (data and len(data) != size):
+            self._refuse(Status.INTERNAL, "the request stream ended inside a message prefix")
+        if data:  # nothing at all is the end of the stream
+            flag, length = _PREFIX.unpack(data)
+            if flag:
+                self._refuse(Status.UNIMPLEMENTED, "compressed messages are not supported")
+            if length > self._max:
+                self._refuse(
+                    Status.RESOURCE_EXHAUSTED,
+                    f"request of {length} bytes exceeds max_message_size ({self._max})",
+                )
+            self._body = length
         return data
 
     def _refuse(self, status: Status, text: str) -> NoReturn:

@@ -103,7 +103,11 @@ async def test_map_stream_mode_and_v1_only(tmp_path: Path, monkeypatch: pytest.M
 async def test_sink_role_from_container_type(
     container: str | None, sock: str, info: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The v1 sink socket and info file follow $NUMAFLOW_UD_CONTAINER_TYPE, as the platform's."""
+    """The v1 sink socket and info file follow $NUMAFLOW_UD_CONTAINER_TYPE, as the platform's.
+
+    Only Numaflow >= 1.2 sets the variable, and it never dials udsink.sock: with a role,
+    no legacy file is touched.
+    """
     monkeypatch.setenv("PYNUMAFLOW_RUN_DIR", str(tmp_path))
     if container is None:
         monkeypatch.delenv("NUMAFLOW_UD_CONTAINER_TYPE", raising=False)
@@ -111,11 +115,12 @@ async def test_sink_role_from_container_type(
         monkeypatch.setenv("NUMAFLOW_UD_CONTAINER_TYPE", container)
     async with AsyncSink(sink).running():
         files = _files(tmp_path)
-    assert files == {"udsink.sock", "server-info", sock, info}
+    legacy = {"udsink.sock", "server-info"} if container is None else set()
+    assert files == {*legacy, sock, info}
 
 
 def test_protocol_choice_errors(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Unknown generations and map + map stream on v1 fail at construction, naming the fix."""
+    """Unknown generations and map modes fail at construction, naming the fix."""
 
     async def split(keys: list[str], datum: Datum) -> Any:
         yield Message(datum.value)
@@ -126,6 +131,8 @@ def test_protocol_choice_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ValueError, match="PYNUMAFLOW_PROTOCOLS must name"):
         AsyncServer(map_handler=echo)
     monkeypatch.delenv("PYNUMAFLOW_PROTOCOLS")
-    with pytest.raises(ValueError, match=r"cannot be served together on Numaflow >= 1\.4"):
+    with pytest.raises(ValueError, match="map_mode must be 'unary-map'"):
+        AsyncServer(map_handler=echo, map_stream_handler=split, map_mode="stream")
+    monkeypatch.setenv("PYNUMAFLOW_MAP_MODE", "unary")
+    with pytest.raises(ValueError, match="PYNUMAFLOW_MAP_MODE must be 'unary-map'"):
         AsyncServer(map_handler=echo, map_stream_handler=split)
-    AsyncServer(map_handler=echo, map_stream_handler=split, protocols=["legacy"])

@@ -554,9 +554,6 @@ class ServerCore:
         codec = _Codec(self._max_message_size)
         try:
             for endpoint in self._endpoints:
-                if endpoint.server_info_file is not None:
-                    self._claims.append(_InfoClaim(endpoint.server_info_file))
-            for endpoint in self._endpoints:
                 mapping: Dict[str, grpclib.const.Handler] = {}
                 for service in endpoint.services:
                     for path, spec in service.__mapping__().items():
@@ -577,6 +574,9 @@ class ServerCore:
                 self._servers.append(server)
                 self._owned_files.append(endpoint.sock_path)
                 os.chmod(endpoint.sock_path, SOCKET_MODE)
+            for endpoint in self._endpoints:
+                if endpoint.server_info_file is not None:
+                    self._claims.append(_InfoClaim(endpoint.server_info_file))
             for endpoint in self._endpoints:
                 if endpoint.server_info_file is not None:
                     try:

@@ -208,9 +208,12 @@ class ServerOptions:
     def serves_legacy(self) -> bool:
         """Whether to serve the legacy socket: asked for, and no role says otherwise.
 
-        Only Numaflow >= 1.2 sets the container type, and it never dials the legacy one.
+        Only Numaflow >= 1.2 sets the container type, and it never dials the legacy
+        socket: with a role, it is served only when asked for alone (``protocols``).
         """
-        return LEGACY in self.protocols and self.container_type is None
+        return LEGACY in self.protocols and (
+            self.container_type is None or V1 not in self.protocols
+        )
 
     def v1_kind(self, *candidates: str) -> Optional[V1Kind]:
         """The first of the ``candidates`` (V1_KINDS names) this container's role serves.

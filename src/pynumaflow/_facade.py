@@ -58,12 +58,6 @@ class Facade:
             return
         owner = type(self).__name__
         role = options.container_type
-        if V1 not in options.protocols:
-            raise ValueError(
-                f"{CONTAINER_TYPE_ENV}={role} is set only by Numaflow >= 1.2, which never "
-                f"dials the legacy socket, and {owner} was told to serve only the legacy "
-                f"protocol: allow {V1!r} in protocols (or $PYNUMAFLOW_PROTOCOLS)"
-            )
         wanted = sorted(k.name for k in V1_KINDS.values() if k.container_type == role)
         offered = sorted({V1_KINDS[names[0]].container_type for names in self._v1_candidates()})
         raise ValueError(

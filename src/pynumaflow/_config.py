@@ -115,14 +115,21 @@ class V1Kind:
     """What its server-info file's ``metadata`` holds."""
 
 
+MAP_MODE_ENV = "PYNUMAFLOW_MAP_MODE"
+UNARY_MAP = "unary-map"
+STREAM_MAP = "stream-map"
+MAP_MODES = {UNARY_MAP: "map", STREAM_MAP: "map stream"}
+"""The MAP_MODE words of mapper-server-info, and the v1 kind each announces."""
+
+
 # Numaflow >= 1.2 tells each UD container its role by $NUMAFLOW_UD_CONTAINER_TYPE; a
 # container binds only the sockets and writes only the server-info files of its role.
 # Numaflow 0.8-0.9 never set the variable (v0.9.3 pkg/apis/numaflow/v1alpha1/udf.go,
 # sink.go and source.go pass only the user's env; v1.2.0 const.go adds it), so when it is
 # unset the server is in a 0.8-0.9 pod or a local run: it serves the legacy socket and
 # every v1 endpoint its handlers call for.
-_UNARY = (("MAP_MODE", "unary-map"),)
-_STREAM = (("MAP_MODE", "stream-map"),)
+_UNARY = (("MAP_MODE", UNARY_MAP),)
+_STREAM = (("MAP_MODE", STREAM_MAP),)
 V1_KINDS = {
     kind.name: kind
     for kind in (
@@ -139,12 +146,6 @@ V1_KINDS = {
     )
 }
 """Every v1 kind the servers serve (design.md's kind table will grow from it)."""
-
-MAP_MODE_ENV = "PYNUMAFLOW_MAP_MODE"
-UNARY_MAP = "unary-map"
-STREAM_MAP = "stream-map"
-MAP_MODES = {UNARY_MAP: "map", STREAM_MAP: "map stream"}
-"""The MAP_MODE words of mapper-server-info, and the v1 kind each announces."""
 
 
 def ud_container_type() -> Optional[str]:

@@ -31,6 +31,39 @@ def tests_pythons(session: nox.Session) -> None:
     tests(session)
 
 
+# The betterproto range pyproject.toml declares (>=2.0.0b7,<2.1), by its two ends: the
+# lowest version and the newest one the range admits. Found by installing each release:
+# 2.0.0b3-b5 import pkg_resources without requiring setuptools (ModuleNotFoundError in
+# a fresh virtualenv); 2.0.0b6 converts timestamps before 1970 off by a second (10 of
+# the byte-for-byte codec tests fail). Servers never import betterproto; the generated
+# classes, the client of the CLI and pynumaflow.testing do.
+BETTERPROTO_BOUNDS = {"lowest": "betterproto==2.0.0b7", "newest": "betterproto>=2.0.0b7,<2.1"}
+BETTERPROTO_TESTS = (
+    "tests/test_codec.py",
+    "tests/test_codec_map_v1.py",
+    "tests/test_codec_reduce_v1.py",
+    "tests/test_codec_sink_v1.py",
+    "tests/test_sink_codec.py",
+    "tests/test_rpc.py",
+    "tests/test_imports.py",
+    "tests/test_startup.py",
+    "tests/test_testing_kit.py",
+    "tests/test_cli_run.py",
+    "tests/test_probe.py",
+    "examples/testing",
+)
+
+
+@nox.session(name="betterproto-bounds")
+@nox.parametrize("end", list(BETTERPROTO_BOUNDS))
+def betterproto_bounds(session: nox.Session, end: str) -> None:
+    """The tests that use betterproto, at each end of its declared range (not a default)."""
+    session.install("-e", ".[test]")
+    session.install("--upgrade", "--pre", BETTERPROTO_BOUNDS[end])
+    session.run("python", "-c", "import importlib.metadata as m; print(m.version('betterproto'))")
+    session.run("pytest", "-q", *BETTERPROTO_TESTS, *session.posargs)
+
+
 @nox.session
 def lint(session: nox.Session) -> None:
     """Check style with ruff."""
@@ -89,19 +122,31 @@ def audit(session: nox.Session) -> None:
         )
 
 
-@nox.session
-def bench(session: nox.Session) -> None:
-    """Benchmark against pynumaflow 0.4.2 and a bare grpclib echo (benchmarks/README.md)."""
+def _bench(session: nox.Session, reference: str, *args: str) -> None:
+    """benchmarks/run.py against pynumaflow `reference`, in a virtualenv of its own."""
     # Ours, installed as users get it, plus the grpcio load client (a benchmark-only dep).
     session.install(".", "grpcio>=1.60", "grpcio-tools>=1.60")
-    # 0.4.2 is also called `pynumaflow`: it gets a virtualenv of its own beside this one.
-    original = Path(session.virtualenv.location).parent / "bench-original-0.4.2"
+    # The reference is also called `pynumaflow`: it gets a virtualenv of its own beside this.
+    venv = Path(session.virtualenv.location).parent / f"bench-original-{reference}"
     session.run(
         "python",
         "benchmarks/run.py",
+        *args,
         "--original-venv",
-        str(original),
+        str(venv),
         "--results",
         "benchmarks/RESULTS.md",
         *session.posargs,
     )
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmark against pynumaflow 0.4.2 and a bare grpclib echo (benchmarks/README.md)."""
+    _bench(session, "0.4.2")
+
+
+@nox.session(name="bench-v1")
+def bench_v1(session: nox.Session) -> None:
+    """Benchmark the v1 protocols against pynumaflow 0.14.0 (benchmarks/README.md)."""
+    _bench(session, "0.14.0", "--suite", "v1")

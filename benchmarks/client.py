@@ -20,6 +20,7 @@ import os
 import resource
 import sys
 import time
+from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import grpc
@@ -492,6 +493,357 @@ def drive_map_stream_h2(spec: Dict[str, Any], stubs: Tuple[Any, ...]) -> Dict[st
     return window.result("call")
 
 
+# --- v1 drivers (Numaflow >= 1.4: one long bidi stream, h2client.RawChannel) -----------
+
+END = "U+005C__END__"
+# rpc -> (server-info file, socket, bidi path); map's socket follows MAP_MODE, as the
+# platform picks it (spec: wire-protocol-v1.md section 1.2).
+V1_SERVICES = {
+    "map": ("mapper-server-info", "map.sock", "/map.v1.Map/MapFn"),
+    "mapstream": ("mapper-server-info", "mapstream.sock", "/map.v1.Map/MapFn"),
+    "mapt": (
+        "sourcetransformer-server-info",
+        "sourcetransform.sock",
+        "/sourcetransformer.v1.SourceTransform/SourceTransformFn",
+    ),
+    "reduce": ("reducer-server-info", "reduce.sock", "/reduce.v1.Reduce/ReduceFn"),
+    "sink": ("sinker-server-info", "sink.sock", "/sink.v1.Sink/SinkFn"),
+}
+MAP_MODE_SOCKETS = {"unary-map": "map.sock", "stream-map": "mapstream.sock"}
+
+
+def v1_socket(run_dir: str, rpc: str) -> str:
+    """The socket the platform dials: the kind's server-info file, for map its MAP_MODE."""
+    info_name, sock, _ = V1_SERVICES[rpc]
+    text = (Path(run_dir) / info_name).read_text(encoding="utf-8")
+    info = json.loads(text[: -len(END)])
+    if rpc in ("map", "mapstream"):
+        mode = info.get("metadata", {}).get("MAP_MODE") or "unary-map"
+        if MAP_MODE_SOCKETS.get(mode) != sock:
+            raise RuntimeError(f"{info_name} announces MAP_MODE {mode!r}, not for {rpc}")
+    return str(Path(run_dir) / sock)
+
+
+def load_v1(stubs_dir: str) -> Dict[str, Any]:
+    """The v1 message modules generated from protos/ (by run.make_stubs)."""
+    if stubs_dir not in sys.path:
+        sys.path.insert(0, stubs_dir)
+    names = {
+        "map": "map.v1.map_pb2",
+        "mapt": "sourcetransformer.v1.transform_pb2",
+        "reduce": "reduce.v1.reduce_pb2",
+        "sink": "sink.v1.sink_pb2",
+    }
+    return {rpc: importlib.import_module(name) for rpc, name in names.items()}
+
+
+class V1Map:
+    """Requests and answer checks of map.v1 (unary and stream) and sourcetransformer.v1.
+
+    Every answer is decoded as it arrives: an id answered twice, an unknown id, a wrong
+    number of results, a wrong payload, or an id never answered is an error of the cell.
+    """
+
+    def __init__(self, spec: Dict[str, Any], pb2: Dict[str, Any]) -> None:
+        self.rpc = spec["rpc"]
+        self.stream = self.rpc == "mapstream"
+        self.outputs = spec["outputs"] if self.stream else 1
+        self.value = b"x" * spec["size"]
+        now = time.time()
+        times = {"event_time": timestamp(now), "watermark": timestamp(now - 1)}
+        if self.rpc == "mapt":
+            pb = pb2["mapt"]
+            self.response = pb.SourceTransformResponse
+            self.template = pb.SourceTransformRequest(
+                request=pb.SourceTransformRequest.Request(keys=["key"], value=self.value, **times)
+            )
+            self.template_id = self.template.request
+            hello = pb.SourceTransformRequest(handshake=pb.Handshake(sot=True))
+        else:
+            pb = pb2["map"]
+            self.response = pb.MapResponse
+            self.template = pb.MapRequest(
+                request=pb.MapRequest.Request(keys=["key"], value=self.value, **times)
+            )
+            self.template_id = self.template
+            hello = pb.MapRequest(handshake=pb.Handshake(sot=True))
+        self.hello = h2client.frame(hello.SerializeToString())
+        self.done_at: Dict[str, float] = {}  # id -> when its answer was complete
+        self.results: Dict[str, int] = {}  # id -> results received
+        self.handshake = False
+        self.errors: Dict[str, int] = {}
+        self.first_error = ""
+
+    def requests(self, prefix: str, n: int) -> Tuple[List[str], List[bytes]]:
+        """`n` framed requests with ids prefix0.. (serialized before any window opens)."""
+        ids, frames = [], []
+        for i in range(n):
+            rid = f"{prefix}{i}"
+            self.template_id.id = rid
+            ids.append(rid)
+            frames.append(h2client.frame(self.template.SerializeToString()))
+        return ids, frames
+
+    def error(self, key: str, details: str) -> None:
+        self.errors[key] = self.errors.get(key, 0) + 1
+        self.first_error = self.first_error or f"{key}: {details}"
+
+    def feed(self, messages: List[bytes]) -> int:
+        """Check the answers that just arrived; return how many ids are answered."""
+        now = time.perf_counter()
+        for message in messages:
+            r = self.response.FromString(message)
+            if r.HasField("handshake"):
+                if self.handshake or self.results:
+                    self.error("EXTRA_HANDSHAKE", "a handshake answer after the first")
+                self.handshake = True
+                continue
+            if not self.handshake:
+                self.error("NO_HANDSHAKE_FIRST", "the first answer is not the handshake")
+            rid = r.id
+            if rid in self.done_at:
+                self.error("DUPLICATE_ANSWER", f"id {rid} answered again")
+                continue
+            for result in r.results:
+                if result.value != self.value:
+                    self.error("WRONG_PAYLOAD", f"id {rid}: {result.value[:20]!r}")
+                if self.rpc == "mapt" and not result.HasField("event_time"):
+                    self.error("NO_EVENT_TIME", f"id {rid}: a result without event_time")
+            self.results[rid] = self.results.get(rid, 0) + len(r.results)
+            if not self.stream or (r.HasField("status") and r.status.eot):
+                self.done_at[rid] = now
+        return len(self.done_at)
+
+    def check(self, sent: List[str]) -> None:
+        """After the stream: every id sent answered once with its number of results."""
+        expected = set(sent)
+        for rid in sent:
+            if rid not in self.done_at:
+                self.error("MISSING_ANSWER", f"id {rid} never answered")
+            elif self.results.get(rid, 0) != self.outputs:
+                self.error(
+                    "WRONG_OUTPUT_COUNT", f"id {rid}: {self.results.get(rid)} != {self.outputs}"
+                )
+        for rid in self.done_at.keys() - expected:
+            self.error("UNKNOWN_ID", f"answer for id {rid} never sent")
+
+
+def v1_result(window: Window, units: int, errors: Dict[str, int], first: str) -> Dict[str, Any]:
+    """Window.result, with `units` (messages, outputs or datums) done in the window."""
+    window.done_before_stop = window.done_total = units
+    result = window.result("message")
+    for key, n in errors.items():
+        result["errors"][key] = result["errors"].get(key, 0) + n
+    result["first_error"] = result["first_error"] or first
+    return result
+
+
+def drive_map_v1(spec: Dict[str, Any], pb2: Dict[str, Any]) -> Dict[str, Any]:
+    """map.v1 (unary or stream) and sourcetransformer.v1 on one long bidi stream.
+
+    The handshake; `warm` requests (not measured); then the measured window: `requests`
+    requests sent at once, pre-encoded, while the answers are read; then the paced phase
+    (latency): `rate` requests/s for `paced_s` s, each sent when due (the loop wakes at
+    least every ms), its latency from that moment to the moment its answer (for map
+    stream: its EOT) was read. Then the half-close, and the call must end OK.
+    """
+    m = V1Map(spec, pb2)
+    packed = spec.get("framing", "packed") == "packed"
+    warm_ids, warm = m.requests("w", spec["warm"])
+    ids, frames = m.requests("t", spec["requests"])
+    paced_n = int(spec["rate"] * spec["paced_s"])
+    paced_ids, paced = m.requests("p", paced_n)
+    window = Window(spec["server_pid"])
+    with h2client.RawChannel(v1_socket(spec["run_dir"], spec["rpc"])) as ch:
+        call = ch.open(V1_SERVICES[spec["rpc"]][2])
+
+        def feed() -> int:
+            return m.feed(call.take())
+
+        ch.send(call, [m.hello], packed)
+        ch.run_until(lambda: (feed() >= 0 and m.handshake) or call.done)
+        target = len(warm)
+        ch.send(call, warm, packed)
+        ch.run_until(lambda: feed() >= target or call.done)
+        window.begin()
+        target += len(frames)
+        ch.send(call, frames, packed)
+        ch.run_until(lambda: feed() >= target or call.done)
+        window.stop()
+        window.end()
+        sent_at: List[float] = []
+        target += paced_n
+        t0 = time.perf_counter()
+
+        def step() -> bool:
+            now = time.perf_counter()
+            due = min(paced_n, int((now - t0) * spec["rate"]) + 1)
+            if due > len(sent_at):
+                ch.send(call, paced[len(sent_at) : due], packed)
+                sent_at.extend([now] * (due - len(sent_at)))
+            return (feed() >= target and len(sent_at) == paced_n) or call.done
+
+        if paced_n:
+            ch.run_until(step, 0.001)
+        ch.end(call)
+        ch.run_until(lambda: feed() >= 0 and call.done)
+    if not call.ok:
+        h2_fail(window, call)
+    m.check(warm_ids + ids + paced_ids)
+    window.latencies = [
+        m.done_at[rid] - t for rid, t in zip(paced_ids, sent_at, strict=False) if rid in m.done_at
+    ]
+    result = v1_result(window, len(frames) * m.outputs, m.errors, m.first_error)
+    result["requests"] = len(frames)
+    return result
+
+
+def drive_sink_v1(spec: Dict[str, Any], pb2: Dict[str, Any]) -> Dict[str, Any]:
+    """sink.v1: the handshake, then batches of `batch` datums + EOT, one at a time (the
+    platform waits for a batch's EOT before the next); each batch's answer checked (one
+    SUCCESS per id, then the EOT); latency per batch."""
+    pb = pb2["sink"]
+    packed = spec.get("framing", "packed") == "packed"
+    now = time.time()
+    request = pb.SinkRequest(
+        request=pb.SinkRequest.Request(
+            keys=["key"],
+            value=b"x" * spec["size"],
+            event_time=timestamp(now),
+            watermark=timestamp(now - 1),
+        )
+    )
+    eot = h2client.frame(pb.SinkRequest(status=pb.TransmissionStatus(eot=True)).SerializeToString())
+    hello = h2client.frame(pb.SinkRequest(handshake=pb.Handshake(sot=True)).SerializeToString())
+    n_batches = spec["total"] // spec["batch"]
+    batches: List[Tuple[List[str], List[bytes]]] = []
+    for b in range(3 + n_batches):  # 3 warm-up batches first
+        ids, frames = [], []
+        for i in range(spec["batch"]):
+            request.request.id = rid = f"{b}-{i}"
+            ids.append(rid)
+            frames.append(h2client.frame(request.SerializeToString()))
+        batches.append((ids, [*frames, eot]))
+    window = Window(spec["server_pid"])
+    got: Dict[str, int] = {}
+    state = {"eots": 0, "handshake": 0}
+
+    def feed(call: h2client.RawCall) -> int:
+        for message in call.take():
+            r = pb.SinkResponse.FromString(message)
+            if r.HasField("handshake"):
+                state["handshake"] += 1
+                continue
+            for res in r.results:
+                if res.id in got:
+                    window.fail("WRONG_SINK_RESPONSE", f"id {res.id} answered twice")
+                got[res.id] = res.status
+            if r.HasField("status") and r.status.eot:
+                state["eots"] += 1
+        return state["eots"]
+
+    with h2client.RawChannel(v1_socket(spec["run_dir"], "sink")) as ch:
+        call = ch.open(V1_SERVICES["sink"][2])
+        ch.send(call, [hello], packed)
+        ch.run_until(lambda: (feed(call) >= 0 and state["handshake"] > 0) or call.done)
+        for b, (ids, frames) in enumerate(batches):
+            if b == 3:
+                window.begin()
+            started = time.perf_counter()
+            ch.send(call, frames, packed)
+            ch.run_until(lambda: feed(call) > b or call.done)  # noqa: B023 - used at once
+            if call.done:
+                break
+            if b >= 3:
+                window.latencies.append(time.perf_counter() - started)
+            if sorted(got) != sorted(ids) or any(got.values()):  # SUCCESS is 0
+                window.fail("WRONG_SINK_RESPONSE", f"batch {b}: wrong ids or not SUCCESS")
+            got.clear()
+        window.stop()
+        window.end()
+        ch.end(call)
+        ch.run_until(lambda: feed(call) >= 0 and call.done)
+    if not call.ok:
+        h2_fail(window, call)
+    if state["handshake"] != 1:
+        window.fail("WRONG_HANDSHAKE", f"{state['handshake']} handshake answers")
+    return v1_result(window, n_batches * spec["batch"], {}, "")
+
+
+def drive_reduce_v1(spec: Dict[str, Any], pb2: Dict[str, Any]) -> Dict[str, Any]:
+    """reduce.v1: one stream per window (OPEN, then APPEND), half-closed as the platform
+    closes a fixed window; checked: one result per key counting its datums, each with the
+    window, then one EOF."""
+    pb = pb2["reduce"]
+    packed = spec.get("framing", "packed") == "packed"
+    win = pb.Window(start=timestamp(60), end=timestamp(120), slot="0")
+    now = time.time()
+    value, nkeys = b"x" * spec["size"], spec["keys"]
+    op = pb.ReduceRequest.WindowOperation
+
+    def requests(n: int) -> List[bytes]:
+        out = []
+        for i in range(n):
+            r = pb.ReduceRequest(
+                payload=pb.ReduceRequest.Payload(
+                    keys=[f"k{i % nkeys}"],
+                    value=value,
+                    event_time=timestamp(now),
+                    watermark=timestamp(now - 1),
+                ),
+                operation=op(event=op.OPEN if i == 0 else op.APPEND, windows=[win]),
+            )
+            out.append(h2client.frame(r.SerializeToString()))
+        return out
+
+    warm = requests(min(nkeys * 2, 2000))
+    frames = requests(spec["datums"])
+    window = Window(spec["server_pid"])
+    with h2client.RawChannel(v1_socket(spec["run_dir"], "reduce")) as ch:
+        call = ch.open(V1_SERVICES["reduce"][2])
+        ch.send(call, warm, packed)
+        ch.end(call)
+        ch.run_until(lambda: call.done)
+        call.take()
+        if not call.ok:
+            h2_fail(window, call)
+            window.empty()
+            return window.result("datum")
+        window.begin()
+        call = ch.open(V1_SERVICES["reduce"][2])
+        ch.send(call, frames, packed)
+        ch.end(call)
+        ch.run_until(lambda: call.done)
+        window.stop()
+        window.end()
+    window.latencies.append(window.t_stop - window.t_start)
+    if not call.ok:
+        h2_fail(window, call)
+    counts: Dict[str, int] = {}
+    responses = [pb.ReduceResponse.FromString(m) for m in call.take()]
+    for r in responses[:-1]:
+        if r.EOF or r.window != win:
+            window.fail("WRONG_REDUCE_RESPONSE", "an early EOF or a wrong window")
+        key = r.result.keys[0] if r.result.keys else ""
+        counts[key] = counts.get(key, 0) + int(r.result.value)
+    if not responses or not responses[-1].EOF:
+        window.fail("WRONG_REDUCE_RESPONSE", "no EOF at the end")
+    n = spec["datums"]
+    expected = {f"k{k}": n // nkeys + (k < n % nkeys) for k in range(min(nkeys, n))}
+    if counts != expected or len(responses) != len(expected) + 1:
+        window.fail("WRONG_KEY_COUNTS", f"{len(responses)} responses, counts {counts}")
+    return v1_result(window, n, {}, "")
+
+
+V1_DRIVERS: Dict[str, Callable[[Dict[str, Any], Dict[str, Any]], Dict[str, Any]]] = {
+    "map": drive_map_v1,
+    "mapt": drive_map_v1,
+    "mapstream": drive_map_v1,
+    "sink": drive_sink_v1,
+    "reduce": drive_reduce_v1,
+}
+
+
 DRIVERS: Dict[str, Callable[..., Any]] = {
     "map": drive_unary,
     "mapt": drive_unary,
@@ -515,6 +867,9 @@ async def amain(spec: Dict[str, Any], stubs: Tuple[Any, ...]) -> Dict[str, Any]:
 
 def main() -> None:
     spec = json.loads(sys.argv[1])
+    if spec.get("protocol") == "v1":
+        print(json.dumps(V1_DRIVERS[spec["rpc"]](spec, load_v1(spec["stubs"]))), flush=True)
+        return
     stubs = load_stubs(spec["stubs"])
     driver = DRIVERS[spec["rpc"]]
     if spec.get("stream_client", "h2") == "h2":

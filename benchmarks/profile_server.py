@@ -3,7 +3,11 @@
     python benchmarks/profile_server.py --py-spy /path/to/py-spy --api async --rpc map \
         --size 100 --inflight 64 --seconds 8 --out /tmp/prof
 
-Starts our server (server_udf.py, this interpreter), drives it with client.py, records
+    python benchmarks/profile_server.py --py-spy /path/to/py-spy --protocol v1 --rpc map \
+        --api async --requests 300000 --seconds 5
+
+Starts our server (server_udf.py, this interpreter), drives it with client.py (v1: one
+burst of `--requests` requests on one map.v1 / sourcetransformer.v1 stream), records
 `py-spy record --format raw` for the measured window, then prints the top functions by
 own (leaf) samples and by inclusive samples, as percentages of all samples. Without
 py-spy, BENCH_PROFILE=cprofile:... on the server script is the fallback (see
@@ -64,30 +68,40 @@ def main() -> None:
     parser.add_argument("--datums", type=int, default=100_000, help="reduce: window size")
     parser.add_argument("--batch", type=int, default=500, help="sink: datums per call")
     parser.add_argument("--total", type=int, default=200_000, help="sink: datums in all")
+    parser.add_argument("--protocol", default="legacy", choices=("legacy", "v1"))
+    parser.add_argument("--requests", type=int, default=300_000, help="v1: burst size")
     parser.add_argument("--out", default="/tmp/pnf-profile")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stubs = run.make_stubs(out / "stubs")
+    v1 = args.protocol == "v1"
     sock, info = out / "function.sock", out / "server-info"
-    for p in (sock, info):
+    if v1:
+        info = out / run.V1_INFO_FILES[args.rpc]
+    for p in (sock, info, *out.glob("*.sock")):
         p.unlink(missing_ok=True)
     work = run.Workload(
         "profile", args.rpc, args.size, args.inflight,
         keys=args.keys, datums=args.datums, batch=args.batch, total=args.total,
+        protocol=args.protocol, requests=args.requests,
     )  # fmt: skip
     runner = run.Runner(sys.executable, None, stubs, out, args.seconds, 1.0)
     log = out / "server.log"
     with open(log, "w") as log_file:
         started = time.perf_counter()
         server = subprocess.Popen(
-            runner.command("ours", args.api, work, sock, info), stdout=log_file, stderr=log_file
+            runner.command("ours", args.api, work, sock, info),
+            env=runner.env("ours", work, out),
+            stdout=log_file,
+            stderr=log_file,
         )
         try:
             runner.wait_ready(server, info, started, log)
             spec = dict(
                 work.spec(), sock=str(sock), stubs=stubs, server_pid=server.pid,
                 duration=args.seconds + 1.5, warmup=0.5,
+                run_dir=str(out), warm=1000, paced_s=0, framing="packed",
             )  # fmt: skip
             client = subprocess.Popen([sys.executable, str(HERE / "client.py"), json.dumps(spec)],
                                       stdout=subprocess.PIPE, text=True)  # fmt: skip

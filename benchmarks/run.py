@@ -54,14 +54,23 @@ class Workload:
     total: int = 0  # sink: datums in all
     echo: bool = False  # also run the bare grpclib echo (MapFn only)
     unary: bool = True  # p50/p99 per call are meaningful and targeted
+    protocol: str = "legacy"  # or "v1" (Numaflow >= 1.4, against pynumaflow 0.14.0)
+    requests: int = 0  # v1 map/transformer/map stream: requests in the measured burst
+    rate: float = 0  # v1 map kinds: requests/s of the paced (latency) phase
+    sleep_ms: int = 0  # the map handler sleeps this long (the concurrency check)
+    apis: Tuple[str, ...] = ("sync", "async")
 
     @property
     def streaming(self) -> bool:
         """One long stream per cell (reduce, sink): ~15-25 s each here, so fewer rounds."""
-        return self.rpc in ("reduce", "sink")
+        return self.protocol == "legacy" and self.rpc in ("reduce", "sink")
 
     @property
     def unit(self) -> str:
+        if self.protocol == "v1":
+            return {"reduce": "datum", "sink": "datum", "mapstream": "output"}.get(
+                self.rpc, "message"
+            )
         return "datum" if self.rpc in ("reduce", "sink") else "call"
 
     def spec(self) -> Dict[str, Any]:
@@ -74,6 +83,9 @@ class Workload:
             "datums": self.datums,
             "batch": self.batch,
             "total": self.total,
+            "protocol": self.protocol,
+            "requests": self.requests,
+            "rate": self.rate,
         }
 
 
@@ -109,6 +121,48 @@ def default_workloads(stream_datums: int = 100_000) -> List[Workload]:
     return out
 
 
+def v1_workloads(requests: int = 20_000, stream_datums: int = 100_000) -> List[Workload]:
+    """The Numaflow >= 1.4 workloads, each one long bidi stream (client.V1_DRIVERS)."""
+    n = stream_datums
+    count = f"{n // 1000}k" if n % 1000 == 0 else str(n)
+    v1 = "v1"
+    return [
+        Workload("map.v1 100B", "map", requests=requests, rate=1000, protocol=v1),
+        Workload("sourcetransformer.v1 100B", "mapt", requests=requests, rate=1000, protocol=v1),
+        Workload(
+            "map.v1 stream 100B (10 out)",
+            "mapstream",
+            requests=requests // 10,
+            rate=100,
+            protocol=v1,
+        ),
+        Workload(
+            f"sink.v1 {count} datums, batches of 500", "sink", batch=500, total=n, protocol=v1
+        ),
+        Workload(
+            f"reduce.v1 {count} datums/10 keys", "reduce", keys=10, datums=n, unary=False,
+            protocol=v1,
+        ),
+        Workload(
+            "map.v1 500 requests, handler sleeps 50 ms", "map", requests=500, sleep_ms=50,
+            protocol=v1, apis=("async",),
+        ),
+    ]  # fmt: skip
+
+
+# 0.14.0 serves map stream and reduce only with async handlers (MapStreamAsyncServer,
+# ReduceAsyncServer): our sync cells of these are compared with those.
+V014_SYNC_MISSING = ("mapstream", "reduce")
+V1_INFO_FILES = {
+    "map": "mapper-server-info",
+    "mapstream": "mapper-server-info",
+    "mapt": "sourcetransformer-server-info",
+    "reduce": "reducer-server-info",
+    "sink": "sinker-server-info",
+}
+CONTAINER_TYPES = {"sink": "udsink", "mapt": "transformer"}  # else "udf"
+
+
 STREAM_CLIENTS = {
     "h2": "the lean h2 client (benchmarks/h2client.py: one DATA frame per message)",
     "grpcio": "grpcio (blocking stub for ReduceFn and SinkFn, aio for MapStreamFn)",
@@ -135,6 +189,8 @@ class Runner:
     duration: float
     warmup: float
     stream_client: str = "h2"
+    paced_s: float = 2.0  # v1: seconds of the paced (latency) phase
+    framing: str = "packed"  # v1: DATA frames packed with messages, or one per message
     verbose: bool = False
     logs: List[str] = field(default_factory=list)
 
@@ -144,14 +200,25 @@ class Runner:
             return [self.ours_python, str(script), "--sock", str(sock), "--info", str(info)]
         python = self.ours_python if impl == "ours" else self.original_python
         assert python is not None
+        if work.protocol == "v1":
+            return [
+                python, str(HERE / "server_udf.py"), "--impl", impl, "--api", api,
+                "--rpc", work.rpc, "--protocol", "v1", "--run-dir", str(sock.parent),
+                "--outputs", str(work.outputs), "--sleep-ms", str(work.sleep_ms),
+            ]  # fmt: skip
         return [
             python, str(HERE / "server_udf.py"), "--impl", impl, "--api", api,
             "--rpc", work.rpc, "--sock", str(sock), "--info", str(info),
             "--outputs", str(work.outputs),
         ]  # fmt: skip
 
-    def env(self, impl: str) -> Dict[str, str]:
+    def env(self, impl: str, work: Workload, cell: Path) -> Dict[str, str]:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
+        if work.protocol == "v1":
+            # As in a pod: the container type; ours finds its v1 sockets in the run dir.
+            env["NUMAFLOW_UD_CONTAINER_TYPE"] = CONTAINER_TYPES.get(work.rpc, "udf")
+            if impl == "ours":
+                env.update(PYNUMAFLOW_RUN_DIR=str(cell), PYNUMAFLOW_PROTOCOLS="v1")
         if impl == "original":
             # Never let our package (PYTHONPATH=src for quick runs) leak into 0.4.2's process.
             env.pop("PYTHONPATH", None)
@@ -162,16 +229,20 @@ class Runner:
     def run(self, impl: str, api: str, work: Workload) -> Dict[str, Any]:
         cell = self.workdir / f"{impl}-{api}-{work.rpc}"
         cell.mkdir(parents=True, exist_ok=True)
-        sock = cell / ("udsink.sock" if work.rpc == "sink" else "function.sock")
-        info = cell / "server-info"
-        for path in (sock, info):
-            path.unlink(missing_ok=True)
+        if work.protocol == "v1":  # the client finds the socket from the server-info
+            info = cell / V1_INFO_FILES[work.rpc]
+            sock = cell / "v1.sock"  # not used: only its folder is
+        else:
+            sock = cell / ("udsink.sock" if work.rpc == "sink" else "function.sock")
+            info = cell / "server-info"
+        for path in cell.iterdir():
+            path.unlink()
         log_path = cell / "server.log"
         with open(log_path, "w") as log:
             started = time.perf_counter()
             proc = subprocess.Popen(
                 self.command(impl, api, work, sock, info),
-                env=self.env(impl),
+                env=self.env(impl, work, cell),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -186,6 +257,10 @@ class Runner:
                     duration=self.duration,
                     warmup=self.warmup,
                     stream_client=self.stream_client,
+                    run_dir=str(cell),
+                    warm=min(1000, work.requests),
+                    paced_s=self.paced_s if work.rate and not work.sleep_ms else 0,
+                    framing=self.framing,
                 )
                 client_started = time.perf_counter()
                 client = subprocess.run(
@@ -272,6 +347,8 @@ def make_stubs(out: Path) -> str:
             sys.executable, "-m", "grpc_tools.protoc", "-I", str(ROOT / "protos"),
             f"--python_out={out}", f"--grpc_python_out={out}",
             "function/v1/udfunction.proto", "sink/v1/udsink.proto",
+            "sink/v1/sink.proto", "map/v1/map.proto", "sourcetransformer/v1/transform.proto",
+            "reduce/v1/reduce.proto", "common/metadata.proto", "common/nack_options.proto",
         ],
         check=True,
     )  # fmt: skip
@@ -296,6 +373,8 @@ def run_all(args: argparse.Namespace, workloads: List[Workload]) -> Dict[str, An
             duration=args.duration,
             warmup=args.warmup,
             stream_client=args.stream_client,
+            paced_s=args.paced_s,
+            framing=args.framing,
         )
         sink_ok = ours_has_sink(args.ours_python)
         impls = [i for i in IMPLS if i != "original" or args.original_python]
@@ -306,7 +385,7 @@ def run_all(args: argparse.Namespace, workloads: List[Workload]) -> Dict[str, An
                 if work.streaming and rnd >= args.stream_rounds:
                     continue
                 cells: List[Tuple[str, str]] = []
-                for api in APIS:
+                for api in work.apis:
                     cells += [(impl, api) for impl in order]
                 if work.echo:
                     cells.insert(0 if rnd % 2 else len(cells), ("echo", "-"))
@@ -316,6 +395,14 @@ def run_all(args: argparse.Namespace, workloads: List[Workload]) -> Dict[str, An
                         continue
                     if impl == "ours" and work.rpc == "sink" and not sink_ok:
                         na[key] = "not in this build"
+                        continue
+                    if (
+                        work.protocol == "v1"
+                        and impl == "original"
+                        and api == "sync"
+                        and work.rpc in V014_SYNC_MISSING
+                    ):
+                        na[key] = "0.14.0 has no sync server"
                         continue
                     try:
                         result = runner.run(impl, api, work)
@@ -384,6 +471,7 @@ class Check:
     ratio: Optional[float]
     limit: float
     higher_is_better: bool
+    unit: str = "x"  # "x": a ratio; else an absolute value in this unit
 
     @property
     def verdict(self) -> str:
@@ -394,8 +482,10 @@ class Check:
 
     def line(self) -> str:
         op = ">=" if self.higher_is_better else "<="
+        digits = 2 if self.unit == "x" else 1
         return (
-            f"| {self.what} | {fmt(self.ratio, 2, 'x')} | {op} {self.limit:g}x | {self.verdict} |"
+            f"| {self.what} | {fmt(self.ratio, digits, self.unit)} | {op} {self.limit:g}"
+            f"{self.unit} | {self.verdict} |"
         )
 
 
@@ -641,6 +731,164 @@ def targets(
     return checks
 
 
+# --- the v1 suite (Numaflow >= 1.4 protocols, against pynumaflow 0.14.0) ----------------
+
+V1_CLASSES = {  # rpc -> (ours sync, ours async, 0.14.0 sync, 0.14.0 async)
+    "map": ("Server", "AsyncServer", "MapServer", "MapAsyncServer"),
+    "mapt": ("Server", "AsyncServer", "SourceTransformServer", "SourceTransformAsyncServer"),
+    "mapstream": ("Server", "AsyncServer", "-", "MapStreamAsyncServer"),
+    "reduce": ("Server", "AsyncServer", "-", "ReduceAsyncServer"),
+    "sink": ("Sink", "AsyncSink", "SinkServer", "SinkAsyncServer"),
+}
+V1_CPU_LIMIT_US = 20.0  # issue 18: server CPU per echoed message (map kinds)
+V1_SLEEP_LIMIT_S = 0.5  # issue 18: "well under a second" for 500 x 50 ms
+
+
+def v1_reference(recs: List[Dict[str, Any]], w: Workload, api: str) -> List[Dict[str, Any]]:
+    """0.14.0's records to compare our `api` cell with: its server of the same kind of
+    handlers, or its async one where it has no sync server (map stream, reduce)."""
+    if api == "sync" and w.rpc in V014_SYNC_MISSING:
+        api = "async"
+    return _ok(recs, w.name, api, "original")
+
+
+def v1_classes(w: Workload, api: str) -> str:
+    ours_sync, ours_async, ref_sync, ref_async = V1_CLASSES[w.rpc]
+    ref = ref_sync if api == "sync" and ref_sync != "-" else ref_async
+    return f"{ours_sync if api == 'sync' else ours_async} vs {ref}"
+
+
+def summarise_v1(data: Dict[str, Any], workloads: List[Workload], meta: Dict[str, str]) -> str:
+    recs = data["records"]
+    na = {tuple(k.split("|")): v for k, v in data["na"].items()}
+    rounds = 1 + max((r["round"] for r in recs), default=0)
+    loads = [r["other_cpu_pct"] for r in recs if "other_cpu_pct" in r]
+    out: List[str] = []
+    out.append("## v1 (Numaflow >= 1.4): ours vs pynumaflow 0.14.0\n")
+    out.append(
+        f"Machine: {meta['nproc']} CPUs ({meta['cpu']}), Python {meta['python']}, "
+        f"{meta['date']}. {rounds} round(s); the two servers of a cell ran back to back, "
+        f"which went first alternating per round; medians over rounds, ratios are medians of "
+        f"per-round ratios (ours/0.14.0). Other load on the machine during the measured "
+        f"windows: median {fmt(statistics.median(loads) if loads else None)}%, max "
+        f"{fmt(max(loads) if loads else None)}% of one core (`other load %` below: CPU "
+        f"that processes other than the server and the client used). Whole run: "
+        f"{data['elapsed'] / 60:.1f} min. Command: `{meta['command']}`.\n"
+    )
+    out.append(
+        "Ours serves only v1 (`PYNUMAFLOW_PROTOCOLS=v1`, sockets in `PYNUMAFLOW_RUN_DIR`); "
+        "0.14.0 runs its own servers in its own virtualenv (its async ones under aiorun with "
+        "uvloop, as it starts them; ours under aiorun without). The client reads the "
+        "kind's server-info file, dials the socket it names, opens one bidi stream, sends "
+        "the handshake and then the pre-encoded requests packed into DATA frames as large "
+        f"as the server allows (`--framing {meta.get('framing', 'packed')}`; "
+        "`benchmarks/README.md`). map kinds: the measured window is a burst of N requests "
+        "sent at once (throughput, CPU); p50/p99 come from the paced phase after it on the "
+        f"same stream ({meta.get('paced_s', '?')} s at the workload's rate, see below). "
+        "Sink: batches of 500 + EOT, each answered before the next (p50/p99 per batch). "
+        "Reduce: one window, one stream.\n"
+    )
+    out.append(
+        "| workload | ours vs 0.14.0 | ours /s | 0.14.0 /s | ratio | ours CPU µs/unit "
+        "| 0.14.0 CPU µs/unit | CPU ratio 0.14.0/ours | ours p50 ms | 0.14.0 p50 ms "
+        "| ours p99 ms | 0.14.0 p99 ms "
+        "| p99 ratio | ours RSS MiB | 0.14.0 RSS MiB | client CPU % (max) | other load % "
+        "| rounds |"
+    )
+    out.append(
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    )
+    for w in workloads:
+        for api in w.apis:
+            o, g = _ok(recs, w.name, api, "ours"), v1_reference(recs, w, api)
+            if not o and not g:
+                reason = na.get((w.name, api, "ours")) or "no result"
+                out.append(f"| {w.name} | {api}: n/a ({reason}) |" + " |" * 16)
+                continue
+            lat = w.rpc != "reduce"
+            clients = [r["client_cpu_pct"] for r in o + g]
+            unit = f"{w.unit}s" if not w.sleep_ms else "requests"
+            out.append(
+                f"| {w.name} ({unit}) | {v1_classes(w, api)} "
+                f"| {fmt(median_of(o, 'throughput'))} | {fmt(median_of(g, 'throughput'))} "
+                f"| {fmt(paired_ratio(o, g, 'throughput'), 2, 'x')} "
+                f"| {fmt(median_of(o, 'server_cpu_per_unit_us'), 1)} "
+                f"| {fmt(median_of(g, 'server_cpu_per_unit_us'), 1)} "
+                f"| {fmt(paired_ratio(g, o, 'server_cpu_per_unit_us'), 2, 'x')} "
+                f"| {fmt(median_of(o, 'p50_ms'), 2) if lat else '-'} "
+                f"| {fmt(median_of(g, 'p50_ms'), 2) if lat else '-'} "
+                f"| {fmt(median_of(o, 'p99_ms'), 2) if lat else '-'} "
+                f"| {fmt(median_of(g, 'p99_ms'), 2) if lat else '-'} "
+                f"| {fmt(paired_ratio(o, g, 'p99_ms'), 2, 'x') if lat else '-'} "
+                f"| {fmt(median_of(o, 'rss_mib'), 1)} | {fmt(median_of(g, 'rss_mib'), 1)} "
+                f"| {fmt(max(clients) if clients else None)} "
+                f"| {fmt(median_of(o + g, 'other_cpu_pct'))} | {len(o)}/{len(g)} |"
+            )
+    paced = ", ".join(f"{w.name} {w.rate:g}/s" for w in workloads if w.rate and not w.sleep_ms)
+    out.append(
+        "\nUnits: map.v1 and sourcetransformer.v1 count requests (= echoed messages), map "
+        "stream counts output messages (10 per request), sink and reduce datums. CPU = the "
+        "server's utime+stime (/proc/<pid>/stat) over the measured window / units. Latency "
+        "of a request = from when the client queued it to when its answer (map stream: its "
+        f"EOT) had been read, in the paced phase ({paced}); for the sink, per batch of 500. "
+        "Peak RSS = VmHWM after the cell. Where 0.14.0 has no sync server (map stream, "
+        "reduce) our sync cell is compared with its async one. The CPU ratio depends less on "
+        "how much of the second core other work left free than the throughput ratio does "
+        "(ours runs on one core; 0.14.0's grpcio threads use both when they can). The "
+        "sleeping cell's CPU is 1-4 clock ticks (10 ms each): not a measurement.\n"
+    )
+    sleepers = [w for w in workloads if w.sleep_ms]
+    for w in sleepers:
+        for api in w.apis:
+            o, g = _ok(recs, w.name, api, "ours"), v1_reference(recs, w, api)
+            out.append(
+                f"Concurrency ({w.name}, {api} handlers, all sent at once): ours "
+                f"{fmt(median_of(o, 'seconds') and median_of(o, 'seconds') * 1e3)} ms, 0.14.0 "
+                f"{fmt(median_of(g, 'seconds') and median_of(g, 'seconds') * 1e3)} ms.\n"
+            )
+    out.append("### v1 targets (issue 18)\n")
+    out.append("| target | measured | limit | verdict |")
+    out.append("|---|---:|---:|---|")
+    checks = targets_v1(recs, workloads)
+    out.extend(c.line() for c in checks)
+    misses = [c for c in checks if c.verdict == "MISS"]
+    out.append(
+        f"\n{sum(c.verdict == 'PASS' for c in checks)} of {len(checks)} targets met"
+        + (f"; missed: {', '.join(c.what for c in misses)}." if misses else ".")
+    )
+    return "\n".join(out) + "\n"
+
+
+def targets_v1(recs: List[Dict[str, Any]], workloads: List[Workload]) -> List[Check]:
+    checks: List[Check] = []
+    for w in workloads:
+        for api in w.apis:
+            o, g = _ok(recs, w.name, api, "ours"), v1_reference(recs, w, api)
+            label = f"{w.name}, {v1_classes(w, api)}"
+            if w.sleep_ms:
+                took = median_of(o, "seconds")
+                checks.append(Check(
+                    f"{label}: 500 requests done in", took and took * 1e3,
+                    V1_SLEEP_LIMIT_S * 1e3, False, " ms",
+                ))  # fmt: skip
+                continue
+            limit = 5.0 if w.rpc in ("sink", "reduce") else 3.0
+            checks.append(
+                Check(f"{label}: throughput", paired_ratio(o, g, "throughput"), limit, True)
+            )
+            if w.rpc in ("map", "mapt", "mapstream"):
+                checks.append(Check(
+                    f"{label}: server CPU per {w.unit}", median_of(o, "server_cpu_per_unit_us"),
+                    V1_CPU_LIMIT_US, False, " µs",
+                ))  # fmt: skip
+                checks.append(
+                    Check(
+                        f"{label}: p99 at the paced load", paired_ratio(o, g, "p99_ms"), 1.0, False
+                    )
+                )
+    return checks
+
+
 def machine(args: argparse.Namespace) -> Dict[str, str]:
     cpu = "unknown CPU"
     with open("/proc/cpuinfo", encoding="utf-8") as f:
@@ -656,9 +904,15 @@ def machine(args: argparse.Namespace) -> Dict[str, str]:
         "duration": f"{args.duration:g}",
         "warmup": f"{args.warmup:g}",
         "stream_rounds": str(min(args.stream_rounds, args.rounds)),
-        "command": args.command_label,
+        "command": args.command_label
+        if args.suite == "legacy" or args.command_label != "nox -s bench"
+        else "nox -s bench-v1",
         "stream_client": args.stream_client,
         "stream_datums": str(args.stream_datums),
+        "suite": args.suite,
+        "framing": args.framing,
+        "paced_s": f"{args.paced_s:g}",
+        "v1_requests": str(args.v1_requests),
     }
 
 
@@ -687,10 +941,30 @@ def main() -> None:
         default=100_000,
         help="datums per ReduceFn window and per SinkFn cell (smaller for a quick check)",
     )
+    parser.add_argument(
+        "--suite",
+        choices=("legacy", "v1"),
+        default="legacy",
+        help="legacy: Numaflow 0.8-0.9 protocols vs pynumaflow 0.4.2; v1: Numaflow >= 1.4 "
+        "protocols vs pynumaflow 0.14.0 (its own section of --results)",
+    )
+    parser.add_argument(
+        "--v1-requests", type=int, default=20_000, help="v1 map kinds: requests per burst"
+    )
+    parser.add_argument("--paced-s", type=float, default=2.0, help="v1: paced phase, seconds")
+    parser.add_argument(
+        "--framing",
+        choices=("packed", "per-message"),
+        default="packed",
+        help="v1: messages packed into large DATA frames (as Numaflow's Rust client) or one "
+        "DATA frame per message (as grpc-go)",
+    )
     parser.add_argument("--only", help="regex on workload names")
     parser.add_argument("--ours-python", default=sys.executable)
-    parser.add_argument("--original-python", help="python of a venv with pynumaflow 0.4.2")
-    parser.add_argument("--original-venv", help="create/reuse the 0.4.2 venv here")
+    parser.add_argument(
+        "--original-python", help="python of a venv with pynumaflow 0.4.2 (v1: 0.14.0)"
+    )
+    parser.add_argument("--original-venv", help="create/reuse that venv here")
     parser.add_argument("--no-original", action="store_true")
     parser.add_argument("--results", help="write the markdown tables here")
     parser.add_argument("--json", help="write every measurement here")
@@ -706,7 +980,12 @@ def main() -> None:
         meta = data["meta"]
         # The workload names of that run carry its stream size.
         args.stream_datums = int(meta.get("stream_datums", 100_000))
-    workloads = default_workloads(args.stream_datums)
+        args.suite = meta.get("suite", "legacy")
+        args.v1_requests = int(meta.get("v1_requests", 20_000))
+    if args.suite == "v1":
+        workloads = v1_workloads(args.v1_requests, args.stream_datums)
+    else:
+        workloads = default_workloads(args.stream_datums)
     if args.only:
         workloads = [w for w in workloads if re.search(args.only, w.name)]
     if not args.from_json:
@@ -718,10 +997,12 @@ def main() -> None:
             sys.path.insert(0, str(HERE))
             import original_env
 
-            args.original_python = original_env.ensure(Path(args.original_venv).resolve())
+            args.original_python = original_env.ensure(
+                Path(args.original_venv).resolve(), REFERENCE[args.suite]
+            )
         meta = machine(args)
         print(
-            f"ours: {args.ours_python}\n0.4.2: {args.original_python}\n"
+            f"ours: {args.ours_python}\n{REFERENCE[args.suite]}: {args.original_python}\n"
             f"{meta['nproc']} CPUs, {meta['cpu']}, Python {meta['python']}",
             flush=True,
         )
@@ -729,10 +1010,33 @@ def main() -> None:
         data["meta"] = meta
         if args.json:
             Path(args.json).write_text(json.dumps(data, indent=1))
-    report = summarise(data, workloads, meta)
+    summary = summarise_v1 if args.suite == "v1" else summarise
+    report = summary(data, workloads, meta)
     print("\n" + report)
     if args.results:
-        Path(args.results).write_text(report)
+        write_results(Path(args.results), report, args.suite)
+
+
+REFERENCE = {"legacy": "0.4.2", "v1": "0.14.0"}
+V1_BEGIN = "<!-- v1 section: written by `run.py --suite v1`, kept by the legacy suite -->"
+V1_END = "<!-- end of the v1 section -->"
+
+
+def write_results(path: Path, report: str, suite: str) -> None:
+    """The legacy suite writes the file, the v1 suite its own section; each keeps the other's."""
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    head, v1 = text, ""
+    if V1_BEGIN in text:
+        head, rest = text.split(V1_BEGIN, 1)
+        v1 = rest.split(V1_END, 1)[0].strip("\n")
+    if suite == "v1":
+        v1 = report.strip("\n")
+    else:
+        head = report
+    text = head.rstrip("\n") + "\n"
+    if v1:
+        text += f"\n{V1_BEGIN}\n\n{v1}\n\n{V1_END}\n"
+    path.write_text(text, encoding="utf-8")
 
 
 if __name__ == "__main__":

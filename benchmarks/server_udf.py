@@ -1,4 +1,4 @@
-"""A benchmark UDF server: the same handlers, run by our SDK or by pynumaflow 0.4.2.
+"""A benchmark UDF server: the same handlers, run by our SDK or by the SDK it replaces.
 
 Both SDKs expose the same public names, so this one file serves both: the
 interpreter it is started with decides which `pynumaflow` it imports (ours, or
@@ -7,6 +7,13 @@ interpreter it is started with decides which `pynumaflow` it imports (ours, or
 
     python server_udf.py --impl ours|original --api sync|async --rpc map \
         --sock /tmp/x/function.sock --info /tmp/x/server-info [--outputs 10]
+
+`--protocol v1` serves Numaflow >= 1.4's protocols instead (map.v1, sourcetransformer.v1,
+reduce.v1, sink.v1): ours with `protocols=["v1"]`, its sockets and server-info files found
+in `$PYNUMAFLOW_RUN_DIR` (set by run.py), or, as `--impl original`, pynumaflow 0.14.0's
+own servers (`MapServer`, `MapAsyncServer`, ...; 0.14.0 renamed its API, so its handlers
+are written here again in its style) with the same socket and server-info names in
+`--run-dir`. `--sleep-ms N` makes the map handler sleep N ms (asyncio.sleep when async).
 
 Experiment (our server only; the default run does not set it): BENCH_LOOP=asyncio|uvloop
 runs our AsyncServer with asyncio.run or uvloop.run instead of aiorun.run (the documented
@@ -22,13 +29,14 @@ import argparse
 import asyncio
 import os
 import sys
+import time
 
 import _profile_hook
 
 RPCS = ("map", "mapt", "mapstream", "reduce", "sink")
 
 
-def make_handlers(api: str, rpc: str, outputs: int):
+def make_handlers(api: str, rpc: str, outputs: int, sleep_ms: int = 0):
     """The user handlers: identical code for both SDKs (as the 0.4 README writes them)."""
     if rpc == "sink":
         from pynumaflow.sink import Response, Responses
@@ -56,6 +64,8 @@ def make_handlers(api: str, rpc: str, outputs: int):
     if api == "sync":
 
         def map_handler(keys, datum):
+            if sleep_ms:
+                time.sleep(sleep_ms / 1000)
             return Messages(Message(datum.value, keys=keys))
 
         def mapt_handler(keys, datum):
@@ -75,6 +85,8 @@ def make_handlers(api: str, rpc: str, outputs: int):
     else:
 
         async def map_handler(keys, datum):
+            if sleep_ms:
+                await asyncio.sleep(sleep_ms / 1000)
             return Messages(Message(datum.value, keys=keys))
 
         async def mapt_handler(keys, datum):
@@ -99,7 +111,7 @@ def make_handlers(api: str, rpc: str, outputs: int):
     }[rpc]
 
 
-def serve_ours(api: str, rpc: str, handlers: dict, sock: str, info: str) -> None:
+def serve_ours(api: str, rpc: str, handlers: dict, sock: str, info: str, v1: bool) -> None:
     if rpc == "sink":
         from pynumaflow.sink import AsyncSink, Sink
 
@@ -108,7 +120,10 @@ def serve_ours(api: str, rpc: str, handlers: dict, sock: str, info: str) -> None
         from pynumaflow.function import AsyncServer, Server
 
         cls = Server if api == "sync" else AsyncServer
-    server = cls(**handlers, sock_path=sock, server_info_file=info)
+    if v1:  # the v1 sockets and server-info files, in $PYNUMAFLOW_RUN_DIR
+        server = cls(**handlers, protocols=["v1"])
+    else:
+        server = cls(**handlers, sock_path=sock, server_info_file=info)
     if api == "sync":
         server.start()
     elif os.environ.get("BENCH_LOOP") == "asyncio":  # experiment: without aiorun
@@ -156,19 +171,124 @@ def serve_original(api: str, rpc: str, handlers: dict, sock: str, info: str) -> 
         aiorun.run(server.start(), stop_on_unhandled_errors=True)
 
 
+# rpc -> (0.14.0 module, sync server or None, async server, keyword, socket, server-info)
+V014_SERVERS = {
+    "map": ("mapper", "MapServer", "MapAsyncServer", "mapper_instance",
+            "map.sock", "mapper-server-info"),
+    "mapt": ("sourcetransformer", "SourceTransformServer", "SourceTransformAsyncServer",
+             "source_transform_instance", "sourcetransform.sock",
+             "sourcetransformer-server-info"),
+    "mapstream": ("mapstreamer", None, "MapStreamAsyncServer", "map_stream_instance",
+                  "mapstream.sock", "mapper-server-info"),
+    "reduce": ("reducer", None, "ReduceAsyncServer", "reducer_instance",
+               "reduce.sock", "reducer-server-info"),
+    "sink": ("sinker", "SinkServer", "SinkAsyncServer", "sinker_instance",
+             "sink.sock", "sinker-server-info"),
+}  # fmt: skip
+
+
+def v014_handler(api: str, rpc: str, outputs: int, sleep_ms: int):
+    """The same echo / count handlers, in pynumaflow 0.14.0's API."""
+    import importlib
+
+    mod = importlib.import_module(f"pynumaflow.{V014_SERVERS[rpc][0]}")
+    if rpc == "sink":
+        Response, Responses = mod.Response, mod.Responses  # noqa: N806 - its class names
+
+        def sink(datums):
+            responses = Responses()
+            for d in datums:
+                responses.append(Response.as_success(d.id))
+            return responses
+
+        async def async_sink(datums):
+            responses = Responses()
+            async for d in datums:
+                responses.append(Response.as_success(d.id))
+            return responses
+
+        return sink if api == "sync" else async_sink
+    Message, Messages = mod.Message, mod.Messages  # noqa: N806 - its class names
+    if rpc == "map":
+
+        def map_(keys, datum):
+            if sleep_ms:
+                time.sleep(sleep_ms / 1000)
+            return Messages(Message(datum.value, keys=keys))
+
+        async def async_map(keys, datum):
+            if sleep_ms:
+                await asyncio.sleep(sleep_ms / 1000)
+            return Messages(Message(datum.value, keys=keys))
+
+        return map_ if api == "sync" else async_map
+    if rpc == "mapt":
+
+        def mapt(keys, datum):
+            return Messages(Message(datum.value, datum.event_time, keys=keys))
+
+        async def async_mapt(keys, datum):
+            return Messages(Message(datum.value, datum.event_time, keys=keys))
+
+        return mapt if api == "sync" else async_mapt
+    if rpc == "mapstream":
+
+        async def map_stream(keys, datum):
+            value = datum.value
+            for _ in range(outputs):
+                yield Message(value, keys=keys)
+
+        return map_stream
+
+    async def reduce(keys, datums, md):
+        count = 0
+        async for _ in datums:
+            count += 1
+        return Messages(Message(str(count).encode(), keys=keys))
+
+    return reduce
+
+
+def serve_v014(api: str, rpc: str, outputs: int, sleep_ms: int, run_dir: str) -> None:
+    """pynumaflow 0.14.0's own server for `rpc` (it has no sync map stream or reduce)."""
+    import importlib
+
+    module, sync_cls, async_cls, keyword, sock, info = V014_SERVERS[rpc]
+    name = sync_cls if api == "sync" else async_cls
+    if name is None:
+        sys.exit(f"UNIMPLEMENTED: pynumaflow 0.14.0 has no sync server for {rpc}")
+    cls = getattr(importlib.import_module(f"pynumaflow.{module}"), name)
+    handler = v014_handler(api, rpc, outputs, sleep_ms)
+    server = cls(
+        **{keyword: handler},
+        sock_path=os.path.join(run_dir, sock),
+        server_info_file=os.path.join(run_dir, info),
+    )
+    server.start()  # its async servers run themselves under aiorun (with uvloop)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--impl", choices=("ours", "original"), required=True)
     parser.add_argument("--api", choices=("sync", "async"), required=True)
     parser.add_argument("--rpc", choices=RPCS, required=True)
-    parser.add_argument("--sock", required=True)
-    parser.add_argument("--info", required=True)
+    parser.add_argument("--sock", default="", help="legacy: the socket")
+    parser.add_argument("--info", default="", help="legacy: the server-info file")
     parser.add_argument("--outputs", type=int, default=10)
+    parser.add_argument("--protocol", choices=("legacy", "v1"), default="legacy")
+    parser.add_argument("--run-dir", help="v1: the folder of the sockets and server-info")
+    parser.add_argument("--sleep-ms", type=int, default=0, help="map handler sleeps this long")
     args = parser.parse_args()
     _profile_hook.install()
-    handlers = make_handlers(args.api, args.rpc, args.outputs)
-    serve = serve_ours if args.impl == "ours" else serve_original
-    serve(args.api, args.rpc, handlers, args.sock, args.info)
+    v1 = args.protocol == "v1"
+    if v1 and args.impl == "original":
+        serve_v014(args.api, args.rpc, args.outputs, args.sleep_ms, args.run_dir)
+        return
+    handlers = make_handlers(args.api, args.rpc, args.outputs, args.sleep_ms)
+    if args.impl == "ours":
+        serve_ours(args.api, args.rpc, handlers, args.sock, args.info, v1)
+    else:
+        serve_original(args.api, args.rpc, handlers, args.sock, args.info)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +91,33 @@ def process_count() -> int:
     return 1
 
 
+class _UntilConfigured(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to stderr only while the root logger has no handler (logging unconfigured)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not logging.getLogger().handlers:
+            super().emit(record)
+
+
+def configure_logging() -> None:
+    """Show the server's own log lines by default, never overriding the application's.
+
+    While the application has configured no logging (the root logger has no handler),
+    records of the ``pynumaflow`` logger from INFO up go to stderr; once it has, they
+    reach its handlers as any library's do, and the logger's level is left as the
+    application set it. ``$PYTHONDEBUG`` (or ``python -d``) lowers the level to DEBUG.
+    """
+    logger = logging.getLogger("pynumaflow")
+    if not any(isinstance(h, _UntilConfigured) for h in logger.handlers):
+        handler = _UntilConfigured()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+    if os.environ.get("PYTHONDEBUG") or sys.flags.debug:
+        logger.setLevel(logging.DEBUG)
+    elif logger.level == logging.NOTSET and not logging.getLogger().handlers:
+        logger.setLevel(logging.INFO)
+
+
 PROTOCOLS_ENV = "PYNUMAFLOW_PROTOCOLS"
 LEGACY = "legacy"
 """function.v1 and the UserDefinedSink sink.v1 of Numaflow 0.8-0.9 (function.sock, udsink.sock)."""
@@ -98,9 +126,72 @@ V1 = "v1"
 ALL_PROTOCOLS = frozenset({LEGACY, V1})
 
 
-def ud_container_type(default: str) -> str:
-    """The container type the platform set ($NUMAFLOW_UD_CONTAINER_TYPE), else ``default``."""
-    return os.environ.get("NUMAFLOW_UD_CONTAINER_TYPE") or default
+CONTAINER_TYPE_ENV = "NUMAFLOW_UD_CONTAINER_TYPE"
+
+
+@dataclass(frozen=True)
+class V1Kind:
+    """One v1 endpoint a handler can be served on, and the container role that serves it."""
+
+    name: str
+    container_type: str
+    """The ``$NUMAFLOW_UD_CONTAINER_TYPE`` the platform gives the containers serving it."""
+    sock_name: str
+    info_name: str
+    metadata: tuple[tuple[str, str], ...] = ()
+    """What its server-info file's ``metadata`` holds."""
+
+
+MAP_MODE_ENV = "PYNUMAFLOW_MAP_MODE"
+UNARY_MAP = "unary-map"
+STREAM_MAP = "stream-map"
+MAP_MODES = {UNARY_MAP: "map", STREAM_MAP: "map stream"}
+"""The MAP_MODE words of mapper-server-info, and the v1 kind each announces."""
+
+
+# Numaflow >= 1.2 tells each UD container its role by $NUMAFLOW_UD_CONTAINER_TYPE; a
+# container binds only the sockets and writes only the server-info files of its role.
+# Numaflow 0.8-0.9 never set the variable (v0.9.3 pkg/apis/numaflow/v1alpha1/udf.go,
+# sink.go and source.go pass only the user's env; v1.2.0 const.go adds it), so when it is
+# unset the server is in a 0.8-0.9 pod or a local run: it serves the legacy socket and
+# every v1 endpoint its handlers call for.
+_UNARY = (("MAP_MODE", UNARY_MAP),)
+_STREAM = (("MAP_MODE", STREAM_MAP),)
+V1_KINDS = {
+    kind.name: kind
+    for kind in (
+        # name, container type, socket, server-info file, server-info metadata
+        V1Kind("map", "udf", "map.sock", "mapper-server-info", _UNARY),
+        V1Kind("map stream", "udf", "mapstream.sock", "mapper-server-info", _STREAM),
+        V1Kind(
+            "transformer", "transformer", "sourcetransform.sock", "sourcetransformer-server-info"
+        ),
+        V1Kind("reduce", "udf", "reduce.sock", "reducer-server-info"),
+        V1Kind("sink", "udsink", "sink.sock", "sinker-server-info"),
+        V1Kind("fallback sink", "fb-udsink", "fb-sink.sock", "fb-sinker-server-info"),
+        V1Kind("on-success sink", "ons-udsink", "ons-sink.sock", "ons-sinker-server-info"),
+    )
+}
+"""Every v1 kind the servers serve (design.md's kind table will grow from it)."""
+
+
+def ud_container_type() -> Optional[str]:
+    """The container type the platform set ($NUMAFLOW_UD_CONTAINER_TYPE), or None."""
+    return os.environ.get(CONTAINER_TYPE_ENV, "").strip() or None
+
+
+def resolve_map_mode(map_mode: Optional[str]) -> str:
+    """The MAP_MODE to announce on v1 when both map handlers are given (default unary)."""
+    source = "map_mode"
+    if map_mode is None:
+        map_mode = os.environ.get(MAP_MODE_ENV, "").strip() or UNARY_MAP
+        source = MAP_MODE_ENV
+    if map_mode not in MAP_MODES:
+        raise ValueError(
+            f"{source} must be {UNARY_MAP!r} (map_handler) or {STREAM_MAP!r} "
+            f"(map_stream_handler), got {map_mode!r}"
+        )
+    return map_mode
 
 
 def resolve_protocols(protocols: Optional[Iterable[str]]) -> frozenset[str]:
@@ -138,6 +229,32 @@ class ServerOptions:
     max_threads: int
     shutdown_grace_period: float
     protocols: frozenset[str] = ALL_PROTOCOLS
+    container_type: Optional[str] = None
+    """``$NUMAFLOW_UD_CONTAINER_TYPE``: the container's role (None: unset)."""
+
+    @property
+    def serves_legacy(self) -> bool:
+        """Whether to serve the legacy socket: asked for, and no role says otherwise.
+
+        Only Numaflow >= 1.2 sets the container type, and it never dials the legacy
+        socket: with a role, it is served only when asked for alone (``protocols``).
+        """
+        return LEGACY in self.protocols and (
+            self.container_type is None or V1 not in self.protocols
+        )
+
+    def v1_kind(self, *candidates: str) -> Optional[V1Kind]:
+        """The first of the ``candidates`` (V1_KINDS names) this container's role serves.
+
+        Without a role, the first one; None when v1 is not served or the role serves none.
+        """
+        if V1 not in self.protocols:
+            return None
+        for name in candidates:
+            kind = V1_KINDS[name]
+            if self.container_type in (None, kind.container_type):
+                return kind
+        return None
 
     @property
     def v1_sock_dir(self) -> Path:
@@ -170,8 +287,7 @@ class ServerOptions:
                     f"shutdown_grace_period must be >= 0 seconds, got {shutdown_grace_period!r}"
                 )
             grace = float(shutdown_grace_period)
-        if os.environ.get("PYTHONDEBUG"):
-            logging.getLogger("pynumaflow").setLevel(logging.DEBUG)
+        configure_logging()
         return cls(
             sock_path=Path(sock_path) if sock_path else folder / sock_name,
             server_info_file=Path(server_info_file) if server_info_file else folder / "server-info",
@@ -186,4 +302,5 @@ class ServerOptions:
             ),
             shutdown_grace_period=grace,
             protocols=resolve_protocols(protocols),
+            container_type=ud_container_type(),
         )

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Optional
+import logging
+from collections.abc import AsyncIterator, Sequence
 
-from pynumaflow._config import LEGACY, V1, ServerOptions
+from pynumaflow import __version__
+from pynumaflow._config import CONTAINER_TYPE_ENV, LEGACY, V1, V1_KINDS, ServerOptions, V1Kind
 from pynumaflow._invoke import Invoker
 from pynumaflow._server import Endpoint, ServerCore, Service
 
 __all__ = ["MINIMUM_NUMAFLOW_VERSION", "Facade"]
+
+_LOGGER = logging.getLogger("pynumaflow")
 
 MINIMUM_NUMAFLOW_VERSION = "1.4.0-z"
 """What the v1 server-info files announce: Numaflow 1.4.0 or later."""
@@ -21,7 +24,8 @@ class Facade:
     """Base of Server, AsyncServer, Sink and AsyncSink: builds the core they run on.
 
     A server serves each protocol generation its options enable: the legacy one on its
-    socket (function.sock, udsink.sock) and the v1 ones on a socket per kind.
+    socket (function.sock, udsink.sock) and the v1 ones on a socket per kind, limited to
+    what the container's role (``$NUMAFLOW_UD_CONTAINER_TYPE``) calls for.
     """
 
     _options: ServerOptions
@@ -30,43 +34,97 @@ class Facade:
         """The services of the legacy socket (function.v1 or the 0.8-era sink.v1)."""
         raise NotImplementedError
 
-    def _v1_endpoints(self, invoker: Invoker) -> Sequence[Endpoint]:
-        """One endpoint per v1 kind this server's handlers serve."""
+    def _v1_candidates(self) -> Sequence[Sequence[str]]:
+        """Per handler, the V1_KINDS names it can be served as, the default first."""
         return []
 
-    def _v1_endpoint(
-        self,
-        sock_name: str,
-        info_name: str,
-        service: Service,
-        metadata: Optional[Mapping[str, str]] = None,
-    ) -> Endpoint:
-        """A v1 endpoint: its socket and server-info file beside the legacy ones."""
+    def _v1_service(self, kind: V1Kind, container_type: str, invoker: Invoker) -> Service:
+        """The service of the v1 ``kind`` (``container_type`` names it in error texts)."""
+        raise NotImplementedError
+
+    def _notes(self) -> Sequence[str]:
+        """Warnings to log at start, about choices the server made for the user."""
+        return []
+
+    def _v1_kinds(self) -> list[V1Kind]:
+        """The v1 kinds this server serves: per handler, the first its role calls for."""
+        kinds = (self._options.v1_kind(*names) for names in self._v1_candidates())
+        return [kind for kind in kinds if kind is not None]
+
+    def _check_serves_something(self) -> None:
+        """Raise if the role and protocols leave no endpoint (say what would fix it)."""
         options = self._options
-        return Endpoint(
-            options.v1_sock_dir / sock_name,
-            options.v1_info_dir / info_name,
-            [service],
-            info_metadata=dict(metadata or {}),
-            minimum_numaflow_version=MINIMUM_NUMAFLOW_VERSION,
+        if options.serves_legacy or self._v1_kinds():
+            return
+        owner = type(self).__name__
+        role = options.container_type
+        wanted = sorted(k.name for k in V1_KINDS.values() if k.container_type == role)
+        offered = sorted({V1_KINDS[names[0]].container_type for names in self._v1_candidates()})
+        raise ValueError(
+            f"{CONTAINER_TYPE_ENV}={role}: this container must serve "
+            f"{' or '.join(wanted) or 'a kind pynumaflow does not serve'}, which {owner}'s "
+            f"handlers are not; they serve containers of type {', '.join(offered)}. Run "
+            "the server with the handler for this container, or unset the variable for a "
+            "local run"
         )
 
     def _endpoints(self, invoker: Invoker) -> list[Endpoint]:
         options = self._options
         endpoints = []
-        if LEGACY in options.protocols:
+        legacy_paths = set()
+        if options.serves_legacy:
             endpoints.append(
                 Endpoint(
-                    options.sock_path, options.server_info_file, self._legacy_services(invoker)
+                    options.sock_path,
+                    options.server_info_file,
+                    self._legacy_services(invoker),
+                    label="legacy (Numaflow 0.8-0.9)",
                 )
             )
-        if V1 in options.protocols:
-            endpoints.extend(self._v1_endpoints(invoker))
+            legacy_paths = {options.sock_path, options.server_info_file}
+        for kind in self._v1_kinds():
+            sock_path = options.v1_sock_dir / kind.sock_name
+            info_path = options.v1_info_dir / kind.info_name
+            clash = sorted(str(p) for p in legacy_paths & {sock_path, info_path})
+            if clash:
+                _LOGGER.warning(
+                    "not serving the v1 %s (Numaflow >= 1.4): %s is where the legacy protocol "
+                    "was asked to be (sock_path / server_info_file). To serve both, give "
+                    "those another name (0.4's defaults: function.sock or udsink.sock, "
+                    "server-info)",
+                    kind.name,
+                    " and ".join(clash),
+                )
+                continue
+            container_type = options.container_type or kind.container_type
+            endpoints.append(
+                Endpoint(
+                    sock_path,
+                    info_path,
+                    [self._v1_service(kind, container_type, invoker)],
+                    info_metadata=dict(kind.metadata),
+                    minimum_numaflow_version=MINIMUM_NUMAFLOW_VERSION,
+                    label=f"v1 (Numaflow >= 1.4) {kind.name}",
+                )
+            )
         return endpoints
 
     def _new_core(self) -> ServerCore:
         options = self._options
         invoker = Invoker(options.max_threads)
+        role = options.container_type
+        _LOGGER.info(
+            "pynumaflow %s starting %s: %s, sync handlers on up to %d threads",
+            __version__,
+            type(self).__name__,
+            f"{CONTAINER_TYPE_ENV}={role}, serving its role only"
+            if role
+            else f"{CONTAINER_TYPE_ENV} unset (Numaflow 0.8-0.9 or a local run), serving "
+            + " and ".join(p for p in (LEGACY, V1) if p in options.protocols),
+            options.max_threads,
+        )
+        for note in self._notes():
+            _LOGGER.warning("%s", note)
         return ServerCore(
             self._endpoints(invoker),
             max_message_size=options.max_message_size,

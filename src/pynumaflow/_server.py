@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import contextvars
 import errno
+import fcntl
 import functools
 import json
 import logging
@@ -571,6 +572,8 @@ class Endpoint:
     protocol: str = "uds"
     listener: Optional[Listener] = None
     minimum_numaflow_version: Optional[str] = None
+    label: str = ""
+    """What the endpoint is, for the start-up log (e.g. the protocol generation and kind)."""
 
     def __post_init__(self) -> None:
         if (self.sock_path is None) == (self.listener is None):
@@ -582,13 +585,23 @@ class Endpoint:
         return str(self.sock_path if self.listener is None else self.listener)
 
 
+_FIX_PERMISSION = (
+    " (outside a Numaflow pod, set $PYNUMAFLOW_RUN_DIR to a folder you can write, or pass "
+    "sock_path= and server_info_file=)"
+)
+
+
+def _path_error(err: OSError, what: str) -> SocketPathError:
+    """``what`` failed with ``err``: the error to raise, naming the fix for a permission."""
+    hint = _FIX_PERMISSION if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS) else ""
+    return SocketPathError(err.errno, f"{what}: {err.strerror}{hint}")
+
+
 def _prepare_socket_path(path: Path) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise SocketPathError(
-            err.errno, f"cannot create the socket directory {path.parent}: {err.strerror}"
-        ) from None
+        raise _path_error(err, f"cannot create the socket directory {path.parent}") from None
     try:
         mode = path.lstat().st_mode
     except FileNotFoundError:
@@ -607,6 +620,43 @@ def _prepare_socket_path(path: Path) -> None:
         raise SocketPathError(errno.EADDRINUSE, f"another server is listening on {path}")
     finally:
         probe.close()
+
+
+class _InfoClaim:
+    """A server's hold on a server-info file, so that two servers never share one.
+
+    Servers started in one folder would otherwise overwrite, and on stop delete, each
+    other's file. The hold is an exclusive lock on a hidden file beside it, which the
+    system releases when the process dies: a file left by a crashed run blocks nobody.
+    """
+
+    def __init__(self, info: Path) -> None:
+        self._path = info.with_name(f".{info.name}.lock")
+        try:
+            info.parent.mkdir(parents=True, exist_ok=True)
+            self._fd: Optional[int] = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as err:
+            raise _path_error(err, f"cannot write the server-info file {info}") from None
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.release(unlink=False)
+            raise SocketPathError(
+                errno.EADDRINUSE,
+                f"another server running in {info.parent} announces itself in {info}: "
+                "give each server its own server_info_file (and sock_path), or its own "
+                "folder ($PYNUMAFLOW_RUN_DIR); in a pod, each container gets its role "
+                "from $NUMAFLOW_UD_CONTAINER_TYPE",
+            ) from None
+
+    def release(self, *, unlink: bool = True) -> None:
+        """Let the file go (removing the lock file while still holding it)."""
+        if self._fd is None:
+            return
+        if unlink:
+            self._path.unlink(missing_ok=True)
+        os.close(self._fd)
+        self._fd = None
 
 
 def write_server_info(
@@ -658,6 +708,7 @@ class ServerCore:
         self._on_close = on_close
         self._servers: list[_GrpclibServer] = []
         self._owned_files: list[Path] = []  # removed on stop: what this core created
+        self._claims: list[_InfoClaim] = []
         self._active = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -716,26 +767,33 @@ class ServerCore:
                 try:
                     await server.start(path=str(endpoint.sock_path))
                 except OSError as err:
-                    raise SocketPathError(
-                        err.errno, f"cannot listen on {endpoint.sock_path}: {err.strerror}"
-                    ) from None
+                    raise _path_error(err, f"cannot listen on {endpoint.sock_path}") from None
                 self._servers.append(server)
                 self._owned_files.append(endpoint.sock_path)
                 os.chmod(endpoint.sock_path, SOCKET_MODE)
             for endpoint in self._endpoints:
                 if endpoint.server_info_file is not None:
-                    write_server_info(
-                        endpoint.server_info_file,
-                        endpoint.protocol,
-                        endpoint.info_metadata,
-                        endpoint.minimum_numaflow_version,
-                    )
+                    self._claims.append(_InfoClaim(endpoint.server_info_file))
+            for endpoint in self._endpoints:
+                if endpoint.server_info_file is not None:
+                    try:
+                        write_server_info(
+                            endpoint.server_info_file,
+                            endpoint.protocol,
+                            endpoint.info_metadata,
+                            endpoint.minimum_numaflow_version,
+                        )
+                    except OSError as err:
+                        raise _path_error(
+                            err, f"cannot write the server-info file {endpoint.server_info_file}"
+                        ) from None
                     self._owned_files.append(endpoint.server_info_file)
                 _LOGGER.info(
-                    "pynumaflow %s serving %s on %s",
-                    __version__,
+                    "serving %s%s on %s, server-info %s",
+                    f"{endpoint.label}: " if endpoint.label else "",
                     ", ".join(sorted(_service_names(endpoint))),
                     endpoint.address,
+                    endpoint.server_info_file or "(none)",
                 )
         except BaseException:
             await self.stop(grace=0)
@@ -748,6 +806,8 @@ class ServerCore:
         self._drain_started.set()
         for server in self._servers:
             server.stop_listening()
+        started = bool(self._servers)
+        in_flight = self._active
         if self._active and grace > 0:
             _LOGGER.info("draining %d call(s) in flight (up to %.1f s)", self._active, grace)
             with contextlib.suppress(asyncio.TimeoutError):
@@ -756,6 +816,7 @@ class ServerCore:
                 _LOGGER.warning(
                     "cancelling %d call(s) still running after %.1f s", self._active, grace
                 )
+        cancelled = self._active
         for server in self._servers:
             server.close()
         for server in self._servers:
@@ -764,8 +825,18 @@ class ServerCore:
         for path in reversed(self._owned_files):
             path.unlink(missing_ok=True)
         self._owned_files.clear()
+        for claim in self._claims:
+            claim.release()
+        self._claims.clear()
         if self._on_close is not None:
             self._on_close()
+        if started:
+            _LOGGER.info(
+                "stopped: %d call(s) in flight at the stop, %d finished in the drain, %d cancelled",
+                in_flight,
+                in_flight - cancelled,
+                cancelled,
+            )
 
     def request_stop(self) -> None:
         """Ask :meth:`serve` to drain and return (what SIGTERM and SIGINT do)."""

@@ -5,10 +5,18 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any, Callable, Optional
 
-from pynumaflow._config import LEGACY, V1, ServerOptions, ud_container_type
+from pynumaflow._config import (
+    MAP_MODE_ENV,
+    MAP_MODES,
+    STREAM_MAP,
+    UNARY_MAP,
+    ServerOptions,
+    V1Kind,
+    resolve_map_mode,
+)
 from pynumaflow._facade import Facade
 from pynumaflow._invoke import Handler, Invoker, inspect_handler
-from pynumaflow._server import Endpoint, Service
+from pynumaflow._server import Service
 from pynumaflow.function._map_v1 import MapV1Service
 from pynumaflow.function._reduce_v1 import ReduceV1Service
 from pynumaflow.function._service import FunctionHandlers, FunctionService
@@ -58,6 +66,7 @@ class _FunctionServer(Facade):
         server_info_file: Optional[str],
         shutdown_grace_period: Optional[float],
         protocols: Optional[Iterable[str]],
+        map_mode: Optional[str],
     ) -> None:
         self._handlers = function_handlers(
             type(self).__name__,
@@ -75,52 +84,54 @@ class _FunctionServer(Facade):
             shutdown_grace_period=shutdown_grace_period,
             protocols=protocols,
         )
-        if (
-            V1 in self._options.protocols
-            and self._handlers.map is not None
-            and self._handlers.map_stream is not None
-        ):
-            raise ValueError(
-                "map_handler and map_stream_handler cannot be served together on Numaflow "
-                ">= 1.4: both announce themselves in mapper-server-info, which names one "
-                "MAP_MODE. Give one of them, or serve only the 0.8-0.9 protocol with "
-                f"protocols=[{LEGACY!r}]"
-            )
+        self._map_mode = resolve_map_mode(map_mode)
+        self._check_serves_something()
+
+    def _both_maps(self) -> bool:
+        return self._handlers.map is not None and self._handlers.map_stream is not None
 
     def _legacy_services(self, invoker: Invoker) -> Sequence[Service]:
         return [FunctionService(self._handlers, invoker)]
 
-    def _v1_endpoints(self, invoker: Invoker) -> Sequence[Endpoint]:
+    def _v1_handlers(self) -> dict[str, Handler]:
+        """The handlers v1 serves, by V1_KINDS name."""
         handlers = self._handlers
-        udf = ud_container_type("udf")
-        endpoints = []
-        if handlers.map is not None:
-            service = MapV1Service(handlers.map, invoker, stream=False, container_type=udf)
-            endpoints.append(
-                self._v1_endpoint(
-                    "map.sock", "mapper-server-info", service, {"MAP_MODE": "unary-map"}
-                )
-            )
-        if handlers.map_stream is not None:
-            service = MapV1Service(handlers.map_stream, invoker, stream=True, container_type=udf)
-            endpoints.append(
-                self._v1_endpoint(
-                    "mapstream.sock", "mapper-server-info", service, {"MAP_MODE": "stream-map"}
-                )
-            )
-        if handlers.mapt is not None:
-            transformer = SourceTransformV1Service(
-                handlers.mapt, invoker, container_type=ud_container_type("transformer")
-            )
-            endpoints.append(
-                self._v1_endpoint(
-                    "sourcetransform.sock", "sourcetransformer-server-info", transformer
-                )
-            )
-        if handlers.reduce is not None:
-            reducer = ReduceV1Service(handlers.reduce, invoker, container_type=udf)
-            endpoints.append(self._v1_endpoint("reduce.sock", "reducer-server-info", reducer))
-        return endpoints
+        by_kind = {
+            "map": handlers.map,
+            "map stream": handlers.map_stream,
+            "transformer": handlers.mapt,
+            "reduce": handlers.reduce,
+        }
+        if self._both_maps():  # mapper-server-info holds one MAP_MODE: v1 serves one map
+            del by_kind["map stream" if MAP_MODES[self._map_mode] == "map" else "map"]
+        return {name: handler for name, handler in by_kind.items() if handler is not None}
+
+    def _v1_candidates(self) -> Sequence[Sequence[str]]:
+        return [(name,) for name in self._v1_handlers()]
+
+    def _v1_service(self, kind: V1Kind, container_type: str, invoker: Invoker) -> Service:
+        handler = self._v1_handlers()[kind.name]
+        if kind.name == "transformer":
+            return SourceTransformV1Service(handler, invoker, container_type=container_type)
+        if kind.name == "reduce":
+            return ReduceV1Service(handler, invoker, container_type=container_type)
+        stream = kind.name == "map stream"
+        return MapV1Service(handler, invoker, stream=stream, container_type=container_type)
+
+    def _notes(self) -> Sequence[str]:
+        if not self._both_maps() or not any(k.name.startswith("map") for k in self._v1_kinds()):
+            return []
+        served, other = (
+            ("map_handler", STREAM_MAP)
+            if self._map_mode == UNARY_MAP
+            else ("map_stream_handler", UNARY_MAP)
+        )
+        return [
+            f"map_handler and map_stream_handler were both given: the legacy function.sock "
+            f"serves both, Numaflow >= 1.4 (mapper-server-info names one MAP_MODE) gets "
+            f"{served} only, as MAP_MODE={self._map_mode}. To serve the other there, pass "
+            f"map_mode={other!r} or set {MAP_MODE_ENV}={other}"
+        ]
 
 
 class Server(_FunctionServer):
@@ -145,6 +156,12 @@ class Server(_FunctionServer):
             function.sock, Numaflow 0.8-0.9) and/or ``"v1"`` (map.v1 on map.sock,
             mapstream.sock, sourcetransformer.v1 on sourcetransform.sock, reduce.v1 on
             reduce.sock: Numaflow >= 1.4); default ``$PYNUMAFLOW_PROTOCOLS`` or both.
+            With ``$NUMAFLOW_UD_CONTAINER_TYPE`` set (Numaflow >= 1.2 sets it), only the
+            v1 endpoints of that container's role are served.
+        map_mode: when both map handlers are given, which one Numaflow >= 1.4 gets
+            (mapper-server-info names one): ``"unary-map"`` (map_handler) or
+            ``"stream-map"`` (map_stream_handler); default ``$PYNUMAFLOW_MAP_MODE`` or
+            ``"unary-map"``. The legacy socket serves both.
 
     Raises:
         ValueError: no handler was given, or an option is out of range.
@@ -165,6 +182,7 @@ class Server(_FunctionServer):
         server_info_file: Optional[str] = None,
         shutdown_grace_period: Optional[float] = None,
         protocols: Optional[Iterable[str]] = None,
+        map_mode: Optional[str] = None,
     ) -> None:
         self._configure(
             map_handler=map_handler,
@@ -177,6 +195,7 @@ class Server(_FunctionServer):
             server_info_file=server_info_file,
             shutdown_grace_period=shutdown_grace_period,
             protocols=protocols,
+            map_mode=map_mode,
         )
 
     def start(self) -> None:
@@ -205,6 +224,7 @@ class AsyncServer(_FunctionServer):
         server_info_file: Optional[str] = None,
         shutdown_grace_period: Optional[float] = None,
         protocols: Optional[Iterable[str]] = None,
+        map_mode: Optional[str] = None,
     ) -> None:
         self._configure(
             map_handler=map_handler,
@@ -217,6 +237,7 @@ class AsyncServer(_FunctionServer):
             server_info_file=server_info_file,
             shutdown_grace_period=shutdown_grace_period,
             protocols=protocols,
+            map_mode=map_mode,
         )
 
     async def start(self) -> None:

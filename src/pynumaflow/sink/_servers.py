@@ -5,23 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any, Callable, Optional
 
-from pynumaflow._config import ServerOptions, ud_container_type
+from pynumaflow._config import ServerOptions, V1Kind
 from pynumaflow._facade import Facade
 from pynumaflow._invoke import Invoker, inspect_handler
-from pynumaflow._server import Endpoint, Service
+from pynumaflow._server import Service
 from pynumaflow.sink._service import SinkService
 from pynumaflow.sink._service_v1 import SinkV1Service
 
 __all__ = ["AsyncSink", "Sink"]
-
-
-# The platform runs one image as the primary, fallback or on-success sink and tells the
-# container which by $NUMAFLOW_UD_CONTAINER_TYPE; each role has its socket and file.
-_V1_SINK_FILES = {
-    "udsink": ("sink.sock", "sinker-server-info"),
-    "fb-udsink": ("fb-sink.sock", "fb-sinker-server-info"),
-    "ons-udsink": ("ons-sink.sock", "ons-sinker-server-info"),
-}
 
 
 class _SinkServer(Facade):
@@ -48,20 +39,23 @@ class _SinkServer(Facade):
             shutdown_grace_period=shutdown_grace_period,
             protocols=protocols,
         )
+        self._check_serves_something()
 
     def _legacy_services(self, invoker: Invoker) -> Sequence[Service]:
         return [SinkService(self._handler, invoker)]
 
-    def _v1_endpoints(self, invoker: Invoker) -> Sequence[Endpoint]:
-        container = ud_container_type("udsink")
-        sock_name, info_name = _V1_SINK_FILES.get(container, _V1_SINK_FILES["udsink"])
-        service = SinkV1Service(
+    def _v1_candidates(self) -> Sequence[Sequence[str]]:
+        # One image serves as the primary, fallback or on-success sink: the container
+        # type tells which (unset: the primary).
+        return [("sink", "fallback sink", "on-success sink")]
+
+    def _v1_service(self, kind: V1Kind, container_type: str, invoker: Invoker) -> Service:
+        return SinkV1Service(
             self._handler,
             invoker,
-            container_type=container,
+            container_type=container_type,
             max_message_size=self._options.max_message_size,
         )
-        return [self._v1_endpoint(sock_name, info_name, service)]
 
 
 class Sink(_SinkServer):
@@ -93,7 +87,8 @@ class Sink(_SinkServer):
         protocols: the protocol generations to serve, ``"legacy"`` (udsink.sock, Numaflow
             0.8-0.9) and/or ``"v1"`` (sink.sock, fb-sink.sock or ons-sink.sock by
             ``$NUMAFLOW_UD_CONTAINER_TYPE``: Numaflow >= 1.4); default
-            ``$PYNUMAFLOW_PROTOCOLS`` or both.
+            ``$PYNUMAFLOW_PROTOCOLS`` or both. With ``$NUMAFLOW_UD_CONTAINER_TYPE`` set
+            (Numaflow >= 1.2 sets it) only that v1 socket is served, no legacy one.
 
     Raises:
         TypeError: the handler is not callable or cannot take one argument.

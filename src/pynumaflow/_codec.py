@@ -18,6 +18,7 @@ from pynumaflow._wire import (
     U64,
     TimestampParts,
     decode_timestamp,
+    encode_text,
     encode_timestamp,
     fast_varint,
     naive_utc,
@@ -478,7 +479,7 @@ def encode_response_list(responses: Iterable[Response]) -> bytes:
         if response.success:
             body.append(b"\x10\x01")
         if err:
-            raw = err.encode("utf-8", "backslashreplace")
+            raw = encode_text(err)
             body += (b"\x1a", varint(len(raw)), raw)
         encoded = b"".join(body)
         out += (b"\x0a", varint(len(encoded)), encoded)

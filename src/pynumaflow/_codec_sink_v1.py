@@ -20,6 +20,7 @@ from pynumaflow._errors import CodecError
 from pynumaflow._wire import (
     TimestampParts,
     decode_timestamp,
+    encode_text,
     naive_utc,
     read_varint,
     skip_field,
@@ -193,7 +194,7 @@ def encode_result(response: Response, user_metadata: bytes = b"") -> bytes:
     if number:
         out += (b"\x10", varint(number))
     if response.err:
-        raw = response.err.encode("utf-8", "backslashreplace")
+        raw = encode_text(response.err)
         out += (b"\x1a", varint(len(raw)), raw)
     value = response.value
     if value is not None and status == "serve":

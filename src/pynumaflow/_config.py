@@ -13,12 +13,39 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-__all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "DEFAULT_RUN_DIR", "ServerOptions", "process_count"]
+__all__ = [
+    "DEFAULT_MAX_MESSAGE_SIZE",
+    "DEFAULT_RUN_DIR",
+    "ServerOptions",
+    "pool_stall_after",
+    "process_count",
+]
 
 DEFAULT_RUN_DIR = "/var/run/numaflow"
 RUN_DIR_ENV = "PYNUMAFLOW_RUN_DIR"
 DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024 * 1024
 DEFAULT_SHUTDOWN_GRACE_PERIOD = 5.0
+
+
+POOL_STALL_AFTER_ENV = "PYNUMAFLOW_POOL_STALL_AFTER"
+DEFAULT_POOL_STALL_AFTER = 60.0
+
+
+def pool_stall_after() -> float:
+    """Seconds the handler pool may make no progress, with calls waiting, and be ready.
+
+    ``$PYNUMAFLOW_POOL_STALL_AFTER``, else 60 (docs/reliability.md).
+    """
+    raw = os.environ.get(POOL_STALL_AFTER_ENV, "").strip()
+    if not raw:
+        return DEFAULT_POOL_STALL_AFTER
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise ValueError(f"{POOL_STALL_AFTER_ENV} must be a positive number, got {raw!r}")
+    return value
 
 
 def run_dir() -> Path:

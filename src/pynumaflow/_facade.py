@@ -130,6 +130,7 @@ class Facade:
             max_message_size=options.max_message_size,
             shutdown_grace_period=options.shutdown_grace_period,
             on_close=invoker.shutdown,
+            pool_stalled=invoker.stalled,
         )
 
     @property

@@ -457,6 +457,7 @@ async def _serve_worker(
         max_message_size=options.max_message_size,
         shutdown_grace_period=options.shutdown_grace_period,
         on_close=invoker.shutdown,
+        pool_stalled=invoker.stalled,
     )
 
     def parent_gone() -> None:

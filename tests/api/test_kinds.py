@@ -42,7 +42,7 @@ def test_each_kind_names_rpcs_that_exist(kind: Kind, tmp_path: object) -> None:
     invoker = Invoker(1)
     try:
         handler = Handler(kind.keyword, lambda *args: None, is_async=False)
-        service = kind.v1.service(handler, invoker, kind.v1.default_role, options)
+        service = kind.v1.service(handler, invoker, kind.v1.sockets[0].role, options)
         paths = set(service.__mapping__())
     finally:
         invoker.shutdown()

@@ -39,17 +39,15 @@ def tests_pythons(session: nox.Session) -> None:
 # classes, the client of the CLI and pynumaflow.testing do.
 BETTERPROTO_BOUNDS = {"lowest": "betterproto==2.0.0b7", "newest": "betterproto>=2.0.0b7,<2.1"}
 BETTERPROTO_TESTS = (
-    "tests/test_codec.py",
-    "tests/test_codec_map_v1.py",
-    "tests/test_codec_reduce_v1.py",
-    "tests/test_codec_sink_v1.py",
-    "tests/test_sink_codec.py",
-    "tests/test_rpc.py",
-    "tests/test_imports.py",
-    "tests/test_startup.py",
-    "tests/test_testing_kit.py",
-    "tests/test_cli_run.py",
-    "tests/test_probe.py",
+    "tests/codec/legacy",
+    "tests/codec/v1",
+    "tests/codec/test_fields.py",
+    "tests/codec/test_rpc.py",
+    "tests/api/test_imports.py",
+    "tests/core/test_startup.py",
+    "tests/api/test_testing_kit.py",
+    "tests/cli/test_cli_run.py",
+    "tests/cli/test_probe.py",
     "examples/testing",
 )
 

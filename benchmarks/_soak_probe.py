@@ -127,7 +127,7 @@ class _Probe:
 
     def checkpoint(self) -> None:
         gc.collect()
-        from pynumaflow import _wire
+        from pynumaflow._codec import wire as _wire
 
         record: Dict[str, Any] = {
             "checkpoint": self._count,

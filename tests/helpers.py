@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+import json
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from types import ModuleType
@@ -13,7 +16,7 @@ from typing import Any, Optional
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from pynumaflow.function import AsyncServer
+from pynumaflow.function import AsyncServer, Datum, Message, Messages, Metadata
 
 UTC = timezone.utc
 
@@ -119,3 +122,78 @@ def v1_request_fields(
     if watermark is not None:
         fields["watermark"] = timestamp(watermark)
     return fields
+
+
+# --- reduce streams (legacy and v1) ----------------------------------------------------
+
+
+async def drain(call: Any, into: list[Any] | None = None) -> None:
+    """Read a call's replies to its end (keeping them in into)."""
+    async for reply in call:
+        if into is not None:
+            into.append(reply)
+
+
+async def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Wait until condition() holds (the server cleans up after the client has left)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.01)
+
+
+class Running:
+    """Counts handler calls in progress, in any thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.now = 0
+        self.started = 0
+
+    def __enter__(self) -> None:
+        with self._lock:
+            self.now += 1
+            self.started += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self.now -= 1
+
+
+async def held_open(
+    items: Iterable[Any], stop: asyncio.Event, sent: threading.Event | None = None
+) -> AsyncIterator[Any]:
+    """Send the items, set sent, then keep the stream open until stop is set.
+
+    Error tests write nothing once the server may have ended the call: grpcio aio
+    reports INTERNAL instead of the server's status when a write fails after the
+    status has arrived (grpc/grpc#36066).
+    """
+    for item in items:
+        yield item
+    if sent is not None:
+        sent.set()
+    await stop.wait()
+
+
+async def count_async(keys: list[str], datums: AsyncIterator[Datum], md: Metadata) -> Messages:
+    values = [d.value async for d in datums]
+    return Messages(Message(describe(keys, values, md), keys=keys))
+
+
+def count_sync(keys: list[str], datums: Iterator[Datum], md: Metadata) -> Messages:
+    values = [d.value for d in datums]
+    return Messages(Message(describe(keys, values, md), keys=keys))
+
+
+def describe(keys: list[str], values: list[bytes], md: Metadata) -> bytes:
+    window = md.interval_window
+    return json.dumps(
+        {
+            "keys": list(keys),
+            "count": len(values),
+            "values": b"".join(values).decode(),
+            "start": window.start.isoformat(),
+            "end": window.end.isoformat(),
+        }
+    ).encode()

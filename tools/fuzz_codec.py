@@ -16,15 +16,19 @@ from datetime import datetime, timezone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pynumaflow import _codec, _codec_map_v1, _codec_reduce_v1, _codec_sink_v1
-from pynumaflow._errors import CodecError
+from pynumaflow._codec.legacy import function as legacy_function
+from pynumaflow._codec.legacy import sink as legacy_sink
+from pynumaflow._codec.v1 import map as map_codec
+from pynumaflow._codec.v1 import reduce as reduce_codec
+from pynumaflow._codec.v1 import sink as sink_codec
+from pynumaflow._codec.wire import check_message
 from pynumaflow._proto import common
 from pynumaflow._proto.function import v1 as fn
 from pynumaflow._proto.map import v1 as map_v1
 from pynumaflow._proto.reduce import v1 as reduce
 from pynumaflow._proto.sink import v1 as sink
 from pynumaflow._proto.sourcetransformer import v1 as transform
-from pynumaflow._wire import check_message
+from pynumaflow._types.errors import CodecError
 
 UTC = timezone.utc
 SEEDS = [
@@ -123,12 +127,12 @@ def mutated(draw: st.DrawFn) -> bytes:
 
 INPUTS = st.one_of(st.binary(max_size=256), mutated())
 TARGETS: dict[str, Callable[[bytes], object]] = {
-    "function.v1 DatumRequest": _codec.decode_datum_request,
-    "sink.v1 DatumRequest": _codec.decode_sink_datum_request,
-    "map.v1 MapRequest": _codec_map_v1.decode_map_request,
-    "sourcetransformer.v1 SourceTransformRequest": _codec_map_v1.decode_transform_request,
-    "reduce.v1 ReduceRequest": _codec_reduce_v1.decode_reduce_request,
-    "sink.v1 SinkRequest": _codec_sink_v1.decode_sink_request,
+    "function.v1 DatumRequest": legacy_function.decode_datum_request,
+    "sink.v1 DatumRequest": legacy_sink.decode_sink_datum_request,
+    "map.v1 MapRequest": map_codec.decode_map_request,
+    "sourcetransformer.v1 SourceTransformRequest": map_codec.decode_transform_request,
+    "reduce.v1 ReduceRequest": reduce_codec.decode_reduce_request,
+    "sink.v1 SinkRequest": sink_codec.decode_sink_request,
     "well-formedness check": check_message,
 }
 

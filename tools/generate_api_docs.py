@@ -14,7 +14,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 OUTPUT = ROOT / "docs" / "api.md"
-MODULES = ["pynumaflow.function", "pynumaflow.sink", "pynumaflow.testing"]
+MODULES = ["pynumaflow.function", "pynumaflow.sink", "pynumaflow.testing", "pynumaflow.errors"]
 
 HEADER = """\
 # API reference
@@ -99,9 +99,42 @@ def _entry(name: str, obj: Any) -> list[str]:
     return lines
 
 
+def _kinds() -> list[str]:
+    """The kind table (pynumaflow._faces.kinds) as a Markdown table."""
+    from pynumaflow._faces.kinds import FAMILIES
+
+    lines = [
+        "## Kinds",
+        "",
+        "Every kind a server serves, from the kind table (`pynumaflow._faces.kinds`). On v1",
+        "a container serves the socket of its `NUMAFLOW_UD_CONTAINER_TYPE` role (unset: the",
+        "first one listed).",
+        "",
+        "| kind | server | keyword | handler | legacy (Numaflow 0.8-0.9) | v1 (Numaflow >= 1.4) |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for family in FAMILIES:
+        for kind in family.kinds:
+            handler = f"`h({kind.params})`" + (" yielding" if kind.stream else "")
+            legacy = "-"
+            if family.legacy is not None and kind.legacy_method is not None:
+                legacy = f"`{kind.legacy_method}` on `{family.legacy.sock_name}`"
+            v1 = "-"
+            if kind.v1 is not None:
+                v1 = "; ".join(
+                    f"{socket.role}: `{socket.sock}`, `{socket.info}`" for socket in kind.v1.sockets
+                )
+                if kind.v1.metadata:
+                    v1 += " (" + ", ".join(f"{k}={v}" for k, v in kind.v1.metadata.items()) + ")"
+            lines.append(
+                f"| {kind.name} | {family.name} | `{kind.keyword}` | {handler} | {legacy} | {v1} |"
+            )
+    return [*lines, ""]
+
+
 def render() -> str:
     """The whole of docs/api.md."""
-    lines = [HEADER]
+    lines = [HEADER, *_kinds()]
     for module_name in MODULES:
         module = importlib.import_module(module_name)
         lines += [f"## `{module_name}`", "", _doc(module), ""]

@@ -34,18 +34,20 @@ from typing import Any, Callable, Optional, Union
 
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
-from pynumaflow._client import CallError, Connection, epoch_millis
-from pynumaflow.function._servers import AsyncServer
-from pynumaflow.function._types import (
+from pynumaflow._client.legacy import CallError, Connection, epoch_millis
+from pynumaflow._core.options import LEGACY
+from pynumaflow._faces.kinds import FUNCTION, SINK_SERVER, Family
+from pynumaflow._types.function import (
     Datum,
     DatumMetadata,
     IntervalWindow,
     Messages,
     MessageTs,
 )
+from pynumaflow._types.sink import Datum as SinkDatum
+from pynumaflow._types.sink import Responses
+from pynumaflow.function._servers import AsyncServer
 from pynumaflow.sink._servers import AsyncSink
-from pynumaflow.sink._types import Datum as SinkDatum
-from pynumaflow.sink._types import Responses
 
 __all__ = [
     "CallError",
@@ -72,7 +74,7 @@ _DEFAULT_WINDOW = timedelta(seconds=60)
 _CALL_TIMEOUT = 60.0
 # The client speaks function.v1 / sink.v1 (Numaflow 0.8-0.9); the handlers behave the
 # same under every protocol generation.
-_PROTOCOL = "legacy"
+_PROTOCOL = LEGACY
 
 
 def _naive_utc(moment: Optional[datetime]) -> datetime:
@@ -304,6 +306,11 @@ class SinkClient:
         return await self._connection.sink(batch)
 
 
+def _legacy_socket(family: Family) -> str:
+    assert family.legacy is not None  # the kit's client speaks the legacy protocols
+    return family.legacy.sock_name
+
+
 @contextlib.contextmanager
 def _socket_dir() -> Iterator[Path]:
     # A short folder of its own: Unix socket paths are limited to about 100 bytes.
@@ -354,7 +361,7 @@ async def serve_function(
             mapt_handler=mapt_handler,
             map_stream_handler=map_stream_handler,
             reduce_handler=reduce_handler,
-            sock_path=str(folder / "function.sock"),
+            sock_path=str(folder / _legacy_socket(FUNCTION)),
             max_threads=max_threads,
             server_info_file=str(folder / "server-info"),
             protocols=[_PROTOCOL],
@@ -385,7 +392,7 @@ async def serve_sink(
     with _socket_dir() as folder:
         server = AsyncSink(
             sink_handler,
-            sock_path=str(folder / "udsink.sock"),
+            sock_path=str(folder / _legacy_socket(SINK_SERVER)),
             max_threads=max_threads,
             server_info_file=str(folder / "server-info"),
             protocols=[_PROTOCOL],

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterable
 from datetime import timedelta
 
 from pynumaflow import __version__
 from pynumaflow._cli._input import parse_duration
-from pynumaflow._cli._kinds import Kind
+from pynumaflow._cli._kinds import PREFERENCE, Kind, kind_named
+from pynumaflow._faces.kinds import KINDS
 
 __all__ = ["build_parser"]
 
@@ -26,10 +28,15 @@ map-stream (and window_start, window_end for reduce); id, success, err for sink.
 
 def _kind(value: str) -> Kind:
     try:
-        return Kind(value.replace("_", "-").replace("mapstream", "map-stream"))
-    except ValueError:
-        names = ", ".join(k.value for k in Kind)
+        return kind_named(value.replace("_", "-").replace("mapstream", "map-stream"))
+    except KeyError:
+        names = ", ".join(k.name for k in KINDS)
         raise argparse.ArgumentTypeError(f"unknown kind {value!r} (one of {names})") from None
+
+
+def _or(names: Iterable[str]) -> str:
+    *first, last = names
+    return f"{', '.join(first)} or {last}" if first else last
 
 
 def _duration(value: str) -> timedelta:
@@ -65,8 +72,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
         "--kind",
         "-k",
         type=_kind,
-        help="map, mapt, map-stream, reduce or sink (default: what the server serves; "
-        "map > mapt > map-stream > reduce when it serves several)",
+        help=f"{_or(k.name for k in KINDS)} (default: what the server serves; "
+        f"{' > '.join(k.name for k in PREFERENCE)} when it serves several)",
     )
     parser.add_argument(
         "--window",

@@ -15,7 +15,7 @@ from pynumaflow._cli._kinds import Service, choose_kind, wait_until_ready
 from pynumaflow._cli._progress import Progress
 from pynumaflow._cli._script import Script
 from pynumaflow._cli._source import open_input, records_of
-from pynumaflow._client import Connection
+from pynumaflow._client.legacy import Connection
 
 __all__ = ["call_command", "run_command"]
 
@@ -49,7 +49,7 @@ async def _session(
     with Connection(str(target.sock), args.timeout) as connection:
         service = await wait_until_ready(connection, target.deadline, target.expect)
         kind = await choose_kind(connection, service, args.kind, err)
-        print(f"pynumaflow: {target.label} is ready; sending the input as {kind.value}", file=err)
+        print(f"pynumaflow: {target.label} is ready; sending the input as {kind.name}", file=err)
         typing = stream.isatty()
         if typing:
             print("pynumaflow: type input lines; end with Ctrl-D", file=err)

@@ -19,12 +19,13 @@ from typing import Optional, TextIO
 
 from pynumaflow._cli._errors import RunError
 from pynumaflow._cli._input import Record
-from pynumaflow._cli._kinds import Kind
 from pynumaflow._cli._output import message_line, response_line
 from pynumaflow._cli._progress import Progress
-from pynumaflow._client import CallError, Connection, epoch_millis
-from pynumaflow.function._types import Datum, DatumMetadata, IntervalWindow
-from pynumaflow.sink._types import Datum as SinkDatum
+from pynumaflow._client.legacy import CallError, Connection, epoch_millis
+from pynumaflow._faces import kinds
+from pynumaflow._faces.kinds import Kind
+from pynumaflow._types.function import Datum, DatumMetadata, IntervalWindow
+from pynumaflow._types.sink import Datum as SinkDatum
 
 __all__ = ["Options", "Tally", "drive"]
 
@@ -101,10 +102,10 @@ class _Driver:
 
     async def _one(self, kind: Kind, record: Record) -> list[str]:
         datum = _datum(record)
-        if kind is Kind.MAP:
+        if kind is kinds.MAP:
             messages = list(await self._connection.map(datum))
             return [message_line(m, record.event_time) for m in messages]
-        if kind is Kind.MAPT:
+        if kind is kinds.MAPT:
             return [message_line(m) for m in await self._connection.mapt(datum)]
         return [
             message_line(m, record.event_time) async for m in self._connection.map_stream(datum)
@@ -229,9 +230,9 @@ async def drive(
     progress = progress or Progress(err)
     driver = _Driver(connection, out, err, check_alive, progress)
     work: Awaitable[None]
-    if kind is Kind.REDUCE:
+    if kind is kinds.REDUCE:
         work = driver.reduce(records, options.window)
-    elif kind is Kind.SINK:
+    elif kind is kinds.SINK:
         work = driver.sink(records, options.batch_size)
     else:
         work = driver.unary(kind, records, options.concurrency)

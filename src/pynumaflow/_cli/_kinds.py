@@ -4,40 +4,40 @@ from __future__ import annotations
 
 import asyncio
 import time
-from enum import Enum
 from typing import Literal, Optional, TextIO
 
 from pynumaflow._cli._errors import RunError, UsageError
-from pynumaflow._client import CallError, Connection, FunctionMethod
+from pynumaflow._client.legacy import CallError, Connection, FunctionMethod
+from pynumaflow._faces import kinds
+from pynumaflow._faces.kinds import Kind
 
-__all__ = ["Kind", "choose_kind", "wait_until_ready"]
+__all__ = ["PREFERENCE", "Kind", "choose_kind", "kind_named", "wait_until_ready"]
 
 Service = Literal["function", "sink"]
 
 
-class Kind(Enum):
-    """A kind of user-defined function or sink, by its ``--kind`` name."""
-
-    MAP = "map"
-    MAPT = "mapt"
-    MAP_STREAM = "map-stream"
-    REDUCE = "reduce"
-    SINK = "sink"
-
-    @property
-    def method(self) -> Optional[FunctionMethod]:
-        """The function.v1 RPC of this kind (``None`` for sink)."""
-        return _METHODS.get(self)
+# The function kinds, in the order chosen when a server serves several and no --kind is given.
+PREFERENCE = kinds.FUNCTION.kinds
 
 
-_METHODS: dict[Kind, FunctionMethod] = {
-    Kind.MAP: "MapFn",
-    Kind.MAPT: "MapTFn",
-    Kind.MAP_STREAM: "MapStreamFn",
-    Kind.REDUCE: "ReduceFn",
-}
-# When a function server has several handlers and no --kind is given.
-PREFERENCE = (Kind.MAP, Kind.MAPT, Kind.MAP_STREAM, Kind.REDUCE)
+def kind_named(name: str) -> Kind:
+    """The kind whose ``--kind`` name is ``name``.
+
+    Raises:
+        KeyError: no kind is named so.
+
+    """
+    for kind in kinds.KINDS:
+        if kind.name == name:
+            return kind
+    raise KeyError(name)
+
+
+def _method(kind: Kind) -> FunctionMethod:
+    method = kind.legacy_method
+    if method not in ("MapFn", "MapTFn", "MapStreamFn", "ReduceFn"):
+        raise RunError(f"the legacy function client cannot call {kind.name}")
+    return method  # type: ignore[return-value]  # checked just above
 
 
 async def wait_until_ready(
@@ -68,12 +68,11 @@ async def served_kinds(connection: Connection) -> list[Kind]:
     """The function kinds the server has handlers for, in :data:`PREFERENCE` order."""
     served = []
     for kind in PREFERENCE:
-        assert kind.method is not None
         try:
-            if await connection.serves(kind.method):
+            if await connection.serves(_method(kind)):
                 served.append(kind)
         except CallError as err:
-            raise RunError(f"could not ask whether the server serves {kind.value}: {err}") from None
+            raise RunError(f"could not ask whether the server serves {kind.name}: {err}") from None
     return served
 
 
@@ -88,22 +87,27 @@ async def choose_kind(
 
     """
     if service == "sink":
-        if requested not in (None, Kind.SINK):
-            raise UsageError(f"--kind {requested.value} given, but the server is a sink")
-        return Kind.SINK
-    if requested is Kind.SINK:
+        if requested not in (None, kinds.SINK):
+            raise UsageError(f"--kind {requested.name} given, but the server is a sink")
+        return kinds.SINK
+    if requested is kinds.SINK:
         raise UsageError("--kind sink given, but the server is a function server")
     served = await served_kinds(connection)
-    names = ", ".join(k.value for k in served) or "none"
+    names = ", ".join(k.name for k in served) or "none"
     if requested is not None:
         if requested not in served:
-            raise UsageError(f"--kind {requested.value} given, but the server serves: {names}")
+            raise UsageError(f"--kind {requested.name} given, but the server serves: {names}")
         return requested
     if not served:
-        raise RunError("the function server has no handler for map, mapt, map-stream or reduce")
+        raise RunError(f"the function server has no handler for {_names(PREFERENCE)}")
     if len(served) > 1:
         print(
-            f"pynumaflow: the server serves {names}; using {served[0].value} (choose with --kind)",
+            f"pynumaflow: the server serves {names}; using {served[0].name} (choose with --kind)",
             file=err,
         )
     return served[0]
+
+
+def _names(choices: tuple[Kind, ...]) -> str:
+    names = [kind.name for kind in choices]
+    return f"{', '.join(names[:-1])} or {names[-1]}"

@@ -7,8 +7,8 @@ import json
 from datetime import datetime, timezone
 from typing import Any, Optional, Union
 
-from pynumaflow.function._types import IntervalWindow, Message, MessageT
-from pynumaflow.sink._types import Response
+from pynumaflow._types.function import IntervalWindow, Message, MessageT
+from pynumaflow._types.sink import Response
 
 __all__ = ["format_time", "message_line", "response_line"]
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import IO, Any, Optional, TextIO
 
 from pynumaflow._cli._errors import RunError
-from pynumaflow._config import CONTAINER_TYPE_ENV, RUN_DIR_ENV
+from pynumaflow._core.options import CONTAINER_TYPE_ENV, RUN_DIR_ENV
 
 __all__ = ["Exit", "Script"]
 

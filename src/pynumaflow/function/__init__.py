@@ -2,8 +2,8 @@
 
 import typing as _typing
 
-from pynumaflow import _lazy
-from pynumaflow.function._types import (
+from pynumaflow._faces import lazy as _lazy
+from pynumaflow._types.function import (
     DROP,
     Datum,
     DatumMetadata,

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import functools
 import pickle
-from collections.abc import Sequence
+from collections.abc import Mapping
 from typing import Optional, Union
 
-from pynumaflow._config import ServerOptions, process_count
-from pynumaflow._invoke import Invoker
-from pynumaflow._multiproc import ProcessOptions, serve_in_processes
-from pynumaflow._server import Service
-from pynumaflow.function._servers import AnyHandler, function_handlers
-from pynumaflow.function._service import FunctionHandlers, FunctionService
+from pynumaflow._core.multiproc import ProcessOptions, Serving, serve_in_processes
+from pynumaflow._core.options import ServerOptions, process_count
+from pynumaflow._faces.kinds import FUNCTION, inspect_handlers
+from pynumaflow._invoke import Handler, Invoker
+from pynumaflow.function._servers import AnyHandler
 
 __all__ = ["MultiProcServer"]
 
@@ -20,14 +19,14 @@ DEFAULT_HOST = "0.0.0.0"  # the platform dials 0.0.0.0:55551 from its own contai
 DEFAULT_PORT = 55551
 
 
-def _function_services(handlers: FunctionHandlers, invoker: Invoker) -> Sequence[Service]:
-    return [FunctionService(handlers, invoker)]
+def _function_services(handlers: Mapping[str, Handler], max_threads: int) -> Serving:
+    assert FUNCTION.legacy is not None  # function.v1 is what MultiProcServer serves
+    invoker = Invoker(max_threads)
+    return Serving([FUNCTION.legacy.service(handlers, invoker)], invoker.shutdown, invoker.stalled)
 
 
-def _check_picklable(handlers: FunctionHandlers) -> None:
-    for handler in (handlers.map, handlers.mapt, handlers.map_stream, handlers.reduce):
-        if handler is None:
-            continue
+def _check_picklable(handlers: Mapping[str, Handler]) -> None:
+    for handler in handlers.values():
         try:
             pickle.dumps(handler.func)
         except Exception as err:
@@ -115,24 +114,28 @@ class MultiProcServer:
         host: str = DEFAULT_HOST,
         port: Optional[int] = None,
     ) -> None:
-        self._handlers = function_handlers(
+        self._handlers = inspect_handlers(
+            FUNCTION,
             type(self).__name__,
-            map_handler=map_handler,
-            mapt_handler=mapt_handler,
-            map_stream_handler=map_stream_handler,
-            reduce_handler=reduce_handler,
+            {
+                "map_handler": map_handler,
+                "mapt_handler": mapt_handler,
+                "map_stream_handler": map_stream_handler,
+                "reduce_handler": reduce_handler,
+            },
         )
         _check_picklable(self._handlers)
         if not isinstance(host, str) or not host:
             raise ValueError(f"host must be a non-empty str, got {host!r}")
         common = ServerOptions.resolve(
-            sock_name="function.sock",
+            sock_name="function.sock",  # never bound: it only gives server_info_file a default
             sock_path=None,
             server_info_file=server_info_file,
             max_message_size=max_message_size,
             max_threads=max_threads,
             shutdown_grace_period=shutdown_grace_period,
         )
+        assert common.server_info_file is not None  # given, or defaulted by sock_name
         self._options = ProcessOptions(
             host=host,
             port=_port(sock_path, port),
@@ -163,7 +166,8 @@ class MultiProcServer:
 
         Raises:
             OSError: the address cannot be listened on.
-            RuntimeError: a worker process ended unasked (the others were stopped).
+            WorkerExitedError: a worker process ended unasked (the others were stopped);
+                a ``RuntimeError``, from :mod:`pynumaflow.errors`.
 
         """
         serve_in_processes(functools.partial(_function_services, self._handlers), self._options)

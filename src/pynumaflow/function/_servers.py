@@ -3,57 +3,30 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Set
 
-from pynumaflow._config import (
+from pynumaflow._faces.facade import Facade
+from pynumaflow._faces.kinds import (
+    FUNCTION,
+    MAP,
     MAP_MODE_ENV,
     MAP_MODES,
+    MAP_STREAM,
     STREAM_MAP,
     UNARY_MAP,
-    ServerOptions,
-    V1Kind,
+    Kind,
     resolve_map_mode,
 )
-from pynumaflow._facade import Facade
-from pynumaflow._invoke import Handler, Invoker, inspect_handler
-from pynumaflow._server import Service
-from pynumaflow.function._map_v1 import MapV1Service
-from pynumaflow.function._reduce_v1 import ReduceV1Service
-from pynumaflow.function._service import FunctionHandlers, FunctionService
-from pynumaflow.function._transform_v1 import SourceTransformV1Service
 
-__all__ = ["AsyncServer", "Server", "function_handlers"]
+__all__ = ["AnyHandler", "AsyncServer", "Server"]
 
 AnyHandler = Optional[Callable[..., Any]]
 
-_KEYWORDS = "map_handler, mapt_handler, map_stream_handler or reduce_handler"
-
-
-def _maybe(name: str, func: AnyHandler, params: str, *, stream: bool = False) -> Optional[Handler]:
-    return None if func is None else inspect_handler(name, func, params, stream=stream)
-
-
-def function_handlers(
-    owner: str,
-    *,
-    map_handler: AnyHandler,
-    mapt_handler: AnyHandler,
-    map_stream_handler: AnyHandler,
-    reduce_handler: AnyHandler,
-) -> FunctionHandlers:
-    """Inspect the handlers a function server was given (``owner`` names it in errors)."""
-    if all(h is None for h in (map_handler, mapt_handler, map_stream_handler, reduce_handler)):
-        raise ValueError(f"{owner} needs at least one handler: {_KEYWORDS}")
-    return FunctionHandlers(
-        map=_maybe("map_handler", map_handler, "keys, datum"),
-        mapt=_maybe("mapt_handler", mapt_handler, "keys, datum"),
-        map_stream=_maybe("map_stream_handler", map_stream_handler, "keys, datum", stream=True),
-        reduce=_maybe("reduce_handler", reduce_handler, "keys, datums, md"),
-    )
-
 
 class _FunctionServer(Facade):
-    def _configure(
+    family = FUNCTION
+
+    def _configure_function(
         self,
         *,
         map_handler: AnyHandler,
@@ -68,58 +41,35 @@ class _FunctionServer(Facade):
         protocols: Optional[Iterable[str]],
         map_mode: Optional[str],
     ) -> None:
-        self._handlers = function_handlers(
-            type(self).__name__,
-            map_handler=map_handler,
-            mapt_handler=mapt_handler,
-            map_stream_handler=map_stream_handler,
-            reduce_handler=reduce_handler,
-        )
-        self._options = ServerOptions.resolve(
-            sock_name="function.sock",
+        self._map_mode = resolve_map_mode(map_mode)
+        self._configure(
+            {
+                "map_handler": map_handler,
+                "mapt_handler": mapt_handler,
+                "map_stream_handler": map_stream_handler,
+                "reduce_handler": reduce_handler,
+            },
             sock_path=sock_path,
-            server_info_file=server_info_file,
             max_message_size=max_message_size,
             max_threads=max_threads,
+            server_info_file=server_info_file,
             shutdown_grace_period=shutdown_grace_period,
             protocols=protocols,
         )
-        self._map_mode = resolve_map_mode(map_mode)
-        self._check_serves_something()
 
     def _both_maps(self) -> bool:
-        return self._handlers.map is not None and self._handlers.map_stream is not None
+        return MAP.name in self._handlers and MAP_STREAM.name in self._handlers
 
-    def _legacy_services(self, invoker: Invoker) -> Sequence[Service]:
-        return [FunctionService(self._handlers, invoker)]
-
-    def _v1_handlers(self) -> dict[str, Handler]:
-        """The handlers v1 serves, by V1_KINDS name."""
-        handlers = self._handlers
-        by_kind = {
-            "map": handlers.map,
-            "map stream": handlers.map_stream,
-            "transformer": handlers.mapt,
-            "reduce": handlers.reduce,
-        }
-        if self._both_maps():  # mapper-server-info holds one MAP_MODE: v1 serves one map
-            del by_kind["map stream" if MAP_MODES[self._map_mode] == "map" else "map"]
-        return {name: handler for name, handler in by_kind.items() if handler is not None}
-
-    def _v1_candidates(self) -> Sequence[Sequence[str]]:
-        return [(name,) for name in self._v1_handlers()]
-
-    def _v1_service(self, kind: V1Kind, container_type: str, invoker: Invoker) -> Service:
-        handler = self._v1_handlers()[kind.name]
-        if kind.name == "transformer":
-            return SourceTransformV1Service(handler, invoker, container_type=container_type)
-        if kind.name == "reduce":
-            return ReduceV1Service(handler, invoker, container_type=container_type)
-        stream = kind.name == "map stream"
-        return MapV1Service(handler, invoker, stream=stream, container_type=container_type)
+    def _v1_excluded(self) -> Set[Kind]:
+        # mapper-server-info names one MAP_MODE: with both map handlers, v1 serves one.
+        if not self._both_maps():
+            return set()
+        return {MAP_STREAM if MAP_MODES[self._map_mode] is MAP else MAP}
 
     def _notes(self) -> Sequence[str]:
-        if not self._both_maps() or not any(k.name.startswith("map") for k in self._v1_kinds()):
+        if not self._both_maps() or not any(
+            kind in (MAP, MAP_STREAM) for kind, _, _ in self._v1_sockets()
+        ):
             return []
         served, other = (
             ("map_handler", STREAM_MAP)
@@ -184,7 +134,7 @@ class Server(_FunctionServer):
         protocols: Optional[Iterable[str]] = None,
         map_mode: Optional[str] = None,
     ) -> None:
-        self._configure(
+        self._configure_function(
             map_handler=map_handler,
             mapt_handler=mapt_handler,
             map_stream_handler=map_stream_handler,
@@ -226,7 +176,7 @@ class AsyncServer(_FunctionServer):
         protocols: Optional[Iterable[str]] = None,
         map_mode: Optional[str] = None,
     ) -> None:
-        self._configure(
+        self._configure_function(
             map_handler=map_handler,
             mapt_handler=mapt_handler,
             map_stream_handler=map_stream_handler,

@@ -2,8 +2,8 @@
 
 import typing as _typing
 
-from pynumaflow import _lazy
-from pynumaflow.sink._types import Datum, Response, Responses
+from pynumaflow._faces import lazy as _lazy
+from pynumaflow._types.sink import Datum, Response, Responses
 
 if _typing.TYPE_CHECKING:
     from pynumaflow.sink._servers import AsyncSink, Sink

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any, Callable, Optional
 
-from pynumaflow._config import ServerOptions, V1Kind
-from pynumaflow._facade import Facade
-from pynumaflow._invoke import Invoker, inspect_handler
-from pynumaflow._server import Service
-from pynumaflow.sink._service import SinkService
-from pynumaflow.sink._service_v1 import SinkV1Service
+from pynumaflow._faces.facade import Facade
+from pynumaflow._faces.kinds import SINK_SERVER
 
 __all__ = ["AsyncSink", "Sink"]
 
 
 class _SinkServer(Facade):
     """Serves a user-defined sink; see :class:`Sink` for the arguments."""
+
+    family = SINK_SERVER
 
     def __init__(
         self,
@@ -29,32 +27,14 @@ class _SinkServer(Facade):
         shutdown_grace_period: Optional[float] = None,
         protocols: Optional[Iterable[str]] = None,
     ) -> None:
-        self._handler = inspect_handler("sink_handler", sink_handler, "datums")
-        self._options = ServerOptions.resolve(
-            sock_name="udsink.sock",
+        self._configure(
+            {"sink_handler": sink_handler},
             sock_path=sock_path,
-            server_info_file=server_info_file,
             max_message_size=max_message_size,
             max_threads=max_threads,
+            server_info_file=server_info_file,
             shutdown_grace_period=shutdown_grace_period,
             protocols=protocols,
-        )
-        self._check_serves_something()
-
-    def _legacy_services(self, invoker: Invoker) -> Sequence[Service]:
-        return [SinkService(self._handler, invoker)]
-
-    def _v1_candidates(self) -> Sequence[Sequence[str]]:
-        # One image serves as the primary, fallback or on-success sink: the container
-        # type tells which (unset: the primary).
-        return [("sink", "fallback sink", "on-success sink")]
-
-    def _v1_service(self, kind: V1Kind, container_type: str, invoker: Invoker) -> Service:
-        return SinkV1Service(
-            self._handler,
-            invoker,
-            container_type=container_type,
-            max_message_size=self._options.max_message_size,
         )
 
 

@@ -1,0 +1,1 @@
+"""Clients of the protocols (for the test kit and the command line)."""

@@ -1,0 +1,258 @@
+"""map.v1 and sourcetransformer.v1 wire messages <-> public datatypes (Numaflow >= 1.4).
+
+The two protocols carry near-identical messages, so one decoder and one result encoder
+serve both, told apart by a field layout:
+
+==========================  =========================  ===============================
+                            map.v1                     sourcetransformer.v1
+==========================  =========================  ===============================
+request message             1 request, 2 id,           1 request, 2 handshake
+                            3 handshake, 4 status
+``Request``                 1 keys, 2 value, 3 event_time, 4 watermark, 5 headers, then
+                            6 metadata                 6 id, 7 metadata
+response message            1 results, 2 id, 3 handshake (map also 4 status)
+``Result``                  1 keys, 2 value, then      1 keys, 2 value, 3 event_time,
+                            3 tags, 4 metadata         4 tags, 5 metadata
+==========================  =========================  ===============================
+
+A request becomes a :class:`~pynumaflow.function.Datum` whose ``metadata.id`` is the
+request id and ``num_delivered`` 0 (v1 has no delivery count); its headers and user
+metadata come along, and the user metadata is echoed into every result so that it is
+not lost downstream. Results are encoded by the legacy codec's message encoder
+(:func:`pynumaflow._codec.results.response_body`), so a handler's return value is checked the
+same way in every protocol.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
+
+from pynumaflow._codec import results
+from pynumaflow._codec.fields import (
+    HEADER,
+    ID,
+    USER_METADATA,
+    RequestFields,
+    RequestLayout,
+    decode_flag,
+    decode_request,
+    new_datum,
+    result_metadata,
+)
+from pynumaflow._codec.wire import (
+    encode_timestamp,
+    read_varint,
+    skip_field,
+    timestamp_parts,
+    varint,
+)
+from pynumaflow._types.errors import CodecError
+from pynumaflow._types.function import Datum, DatumMetadata
+
+__all__ = [
+    "HANDSHAKE_RESPONSE",
+    "Incoming",
+    "decode_map_request",
+    "decode_transform_request",
+    "encode_map_eot",
+    "encode_map_response",
+    "encode_map_stream_response",
+    "encode_transform_response",
+]
+
+HANDSHAKE_RESPONSE = b"\x1a\x02\x08\x01"
+"""``{handshake{sot: true}}``: field 3 of both MapResponse and SourceTransformResponse."""
+
+_EOT_STATUS = b"\x22\x02\x08\x01"  # MapResponse field 4: status{eot: true}
+
+
+class Incoming(NamedTuple):
+    """One decoded request message.
+
+    Attributes:
+        handshake: it carries a handshake with ``sot`` set (the start of the stream).
+        datum: its request, or None when it carries none but a handshake or a
+            transmission status (a message with neither is an all-default request).
+
+    """
+
+    handshake: bool
+    datum: Optional[Datum]
+
+
+_REQUEST, _ID, _HANDSHAKE, _STATUS = range(4)
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Where one protocol puts its fields (see the module docstring)."""
+
+    name: str
+    outer: Dict[int, int]  # request-message field number -> _REQUEST, _ID, ...
+    request: RequestLayout
+
+
+_MAP = _Layout(
+    "MapRequest",
+    {1: _REQUEST, 2: _ID, 3: _HANDSHAKE, 4: _STATUS},
+    RequestLayout("Request", {5: HEADER, 6: USER_METADATA}),
+)
+_TRANSFORM = _Layout(
+    "SourceTransformRequest",
+    {1: _REQUEST, 2: _HANDSHAKE},
+    RequestLayout("Request", {5: HEADER, 6: ID, 7: USER_METADATA}),
+)
+
+
+def decode_map_request(data: bytes) -> Incoming:
+    """Decode a map.v1 MapRequest (unknown fields are skipped).
+
+    Raises:
+        CodecError: the bytes are not a valid MapRequest.
+
+    """
+    return _decode(data, _MAP)
+
+
+def decode_transform_request(data: bytes) -> Incoming:
+    """Decode a sourcetransformer.v1 SourceTransformRequest (unknown fields are skipped).
+
+    Raises:
+        CodecError: the bytes are not a valid SourceTransformRequest.
+
+    """
+    return _decode(data, _TRANSFORM)
+
+
+def _decode(data: bytes, layout: _Layout) -> Incoming:
+    spans: List[Tuple[int, int]] = []  # a message field may occur more than once: merged
+    msg_id = ""
+    handshake: Optional[bool] = None
+    status: Optional[bool] = None
+    pos = 0
+    size = len(data)
+    try:
+        while pos < size:
+            tag = data[pos]
+            if tag < 0x80:
+                pos += 1
+            else:
+                tag, pos = read_varint(data, pos)
+            field, wire_type = tag >> 3, tag & 7
+            role = layout.outer.get(field)
+            if role is None:
+                pos = skip_field(data, pos, wire_type, field)
+                continue
+            if wire_type != 2:
+                raise CodecError(
+                    f"{layout.name} field {field} has wire type {wire_type}, expected 2"
+                )
+            # read_length, inlined: the hot path of every map.v1 request.
+            length = data[pos] if pos < size else 0x80
+            if length < 0x80:
+                pos += 1
+            else:
+                length, pos = read_varint(data, pos)
+            end = pos + length
+            if end > size:
+                raise CodecError(f"{layout.name} field {field} is truncated")
+            if role == _REQUEST:
+                spans.append((pos, end))
+            elif role == _ID:
+                msg_id = data[pos:end].decode()
+            elif role == _HANDSHAKE:
+                handshake = decode_flag(data, pos, end, bool(handshake), "Handshake")
+            else:
+                status = decode_flag(data, pos, end, bool(status), "TransmissionStatus")
+            pos = end
+        datum = None
+        if spans or (handshake is None and status is None):
+            datum = _decode_request(data, spans, layout, msg_id)
+    except UnicodeDecodeError as err:
+        raise CodecError(f"{layout.name} string is not valid UTF-8: {err}") from None
+    return Incoming(bool(handshake), datum)
+
+
+def _decode_request(
+    data: bytes, spans: List[Tuple[int, int]], layout: _Layout, msg_id: str
+) -> Datum:
+    """Decode the ``Request`` occurrences at ``spans`` (merged) into a Datum."""
+    fields: Optional[RequestFields] = None
+    for pos, end in spans:
+        fields = decode_request(data, layout.request, pos, end, fields)
+    if fields is None:  # no Request at all: an all-default one
+        fields = decode_request(b"", layout.request)
+    request_id = fields[4]
+    return new_datum(fields, DatumMetadata(request_id or msg_id, 0))
+
+
+# --- responses ---------------------------------------------------------------------------
+
+
+def _id_field(datum: Datum) -> bytes:
+    """Field 2 of both response messages: the id of the request answered."""
+    raw = datum.metadata.id.encode()
+    return b"\x12" + varint(len(raw)) + raw if raw else b""
+
+
+def _map_result(message: Any, user_metadata: bytes) -> bytes:
+    """A MapResponse.Result body: keys 1, value 2, tags 3, metadata 4."""
+    return results.response_body(message, None, None, b"\x1a") + result_metadata(
+        b"\x22", user_metadata
+    )
+
+
+def encode_map_response(result: object, datum: Datum) -> bytes:
+    """Encode a map handler's Messages as the MapResponse answering ``datum``'s request.
+
+    Raises:
+        ReturnTypeError: ``result`` is not an iterable of Message.
+
+    """
+    user_metadata = datum._user_metadata
+    encoded = results.encode_list(
+        result, results.MESSAGES, lambda message: _map_result(message, user_metadata)
+    )
+    return encoded + _id_field(datum)
+
+
+def encode_map_stream_response(message: object, datum: Datum) -> bytes:
+    """Encode one Message a map stream handler yielded: ``MapResponse{id, results: [r]}``.
+
+    Raises:
+        ReturnTypeError: ``message`` is not a Message.
+
+    """
+    results.check_yielded(message)
+    result = _map_result(message, datum._user_metadata)
+    return b"\x0a" + varint(len(result)) + result + _id_field(datum)
+
+
+def encode_map_eot(datum: Datum) -> bytes:
+    """The end of a map stream handler's output: ``MapResponse{id, status{eot: true}}``."""
+    return _id_field(datum) + _EOT_STATUS
+
+
+def encode_transform_response(result: object, datum: Datum) -> bytes:
+    """Encode a mapt handler's MessageTs as the SourceTransformResponse for ``datum``.
+
+    Every result carries its event time (the platform needs it), even the epoch; a
+    bare ``datetime.time`` is resolved on the UTC date of ``datum``'s event time, and
+    ``MessageT.to_drop()``'s ``datetime(1, 1, 1)`` is -62135596800 s.
+
+    Raises:
+        ReturnTypeError: ``result`` is not an iterable of MessageT.
+
+    """
+    request_date = datum.event_time.date()
+    user_metadata = datum._user_metadata
+
+    def body(message: Any) -> bytes:
+        moment = results.message_event_time(message, request_date)
+        event_time = encode_timestamp(timestamp_parts(moment))
+        return results.response_body(message, event_time, None, b"\x22") + result_metadata(
+            b"\x2a", user_metadata
+        )
+
+    return results.encode_list(result, results.MESSAGE_TS, body) + _id_field(datum)

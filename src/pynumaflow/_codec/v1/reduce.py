@@ -1,0 +1,203 @@
+"""The reduce.v1 wire codec (Numaflow >= 1.4): ReduceRequest in, ReduceResponse out.
+
+A ``ReduceRequest`` is ``{1 payload, 2 operation{1 event, 2 windows}}``. The payload
+decodes straight into the public :class:`~pynumaflow.function.Datum` (with
+``metadata=("", 0)``: v1 has no delivery metadata); each window into a
+:class:`ReduceWindow`, cached by its bytes since every request of a stream carries the
+same one. Responses are encoded straight from the handler's messages, each carrying
+its window's bytes exactly as the request sent them. The request's ``common.Metadata``
+is not kept: the platform ignores a reduce result's metadata.
+"""
+
+from __future__ import annotations
+
+import functools
+from datetime import timezone
+from typing import List, NamedTuple, Tuple
+
+from pynumaflow._codec.fields import (
+    HEADER,
+    RequestLayout,
+    decode_request,
+    new_datum,
+    read_length,
+)
+from pynumaflow._codec.results import MESSAGES, checked_iter, encode_strings, message_fields
+from pynumaflow._codec.wire import (
+    TimestampParts,
+    decode_timestamp,
+    naive_utc,
+    read_varint,
+    skip_field,
+    to_int32,
+    varint,
+)
+from pynumaflow._types.errors import CodecError
+from pynumaflow._types.function import Datum, DatumMetadata, IntervalWindow, Metadata
+
+__all__ = [
+    "APPEND",
+    "CLOSE",
+    "OPEN",
+    "ReduceRequest",
+    "ReduceWindow",
+    "decode_reduce_request",
+    "encode_reduce_eof",
+    "encode_reduce_results",
+]
+
+OPEN = 0
+CLOSE = 1
+APPEND = 4
+
+_NO_DELIVERY = DatumMetadata()
+# The payload's field 5 is a headers entry; its error texts name DatumRequest, as ever.
+_PAYLOAD = RequestLayout("DatumRequest", {5: HEADER})
+
+
+class ReduceWindow(NamedTuple):
+    """A window as a request named it.
+
+    ``bounds`` (start and end as Timestamp parts) identifies it; ``encoded`` is the
+    ``Window`` message's bytes as received, echoed in every response; ``metadata`` is
+    what the handler gets, the bounds as timezone-aware UTC datetimes.
+    """
+
+    bounds: Tuple[TimestampParts, TimestampParts]
+    slot: str
+    encoded: bytes
+    metadata: Metadata
+
+
+class ReduceRequest(NamedTuple):
+    """One decoded ReduceRequest: the operation's event and windows, and the payload."""
+
+    event: int
+    windows: Tuple[ReduceWindow, ...]
+    datum: Datum
+
+
+def decode_reduce_request(data: bytes) -> ReduceRequest:
+    """Decode a reduce.v1 ReduceRequest (unknown fields are skipped).
+
+    A field that occurs twice merges, as protobuf says: the operation's windows add up
+    and a payload's repeated fields add up.
+    """
+    payloads: List[Tuple[int, int]] = []
+    operations: List[Tuple[int, int]] = []
+    pos = 0
+    size = len(data)
+    while pos < size:
+        tag = data[pos]
+        if tag < 0x80:
+            pos += 1
+        else:
+            tag, pos = read_varint(data, pos)
+        field, wire_type = tag >> 3, tag & 7
+        if field in (1, 2):
+            if wire_type != 2:
+                raise CodecError(f"ReduceRequest field {field} has wire type {wire_type}")
+            start, pos = read_length(data, pos, size, "ReduceRequest", field)
+            (payloads if field == 1 else operations).append((start, pos))
+        else:
+            pos = skip_field(data, pos, wire_type, field)
+    event, windows = _decode_operation(*_merged(data, operations))
+    return ReduceRequest(event, windows, _decode_payload(*_merged(data, payloads)))
+
+
+def _merged(data: bytes, spans: List[Tuple[int, int]]) -> Tuple[bytes, int, int]:
+    """One message from its occurrences: in place if one, else their concatenation."""
+    if len(spans) == 1:
+        return data, spans[0][0], spans[0][1]
+    joined = b"".join(data[start:end] for start, end in spans)
+    return joined, 0, len(joined)
+
+
+def _decode_operation(data: bytes, pos: int, end: int) -> Tuple[int, Tuple[ReduceWindow, ...]]:
+    event = OPEN
+    windows: List[ReduceWindow] = []
+    while pos < end:
+        tag = data[pos]
+        if tag < 0x80:
+            pos += 1
+        else:
+            tag, pos = read_varint(data, pos)
+        field, wire_type = tag >> 3, tag & 7
+        if field == 1 and wire_type == 0:
+            raw, pos = read_varint(data, pos)
+            event = to_int32(raw)
+        elif field == 2 and wire_type == 2:
+            start, pos = read_length(data, pos, len(data), "WindowOperation.windows")
+            windows.append(decode_window(data[start:pos]))
+        elif field in (1, 2):
+            raise CodecError(f"WindowOperation field {field} has wire type {wire_type}")
+        else:
+            pos = skip_field(data, pos, wire_type, field)
+    if pos != end:
+        raise CodecError("WindowOperation overruns its enclosing message")
+    return event, tuple(windows)
+
+
+@functools.lru_cache(maxsize=1024)  # every request of a stream names the same window
+def decode_window(encoded: bytes) -> ReduceWindow:
+    """Decode a reduce.v1 Window message."""
+    start: TimestampParts = (0, 0)
+    end: TimestampParts = (0, 0)
+    slot = ""
+    pos = 0
+    size = len(encoded)
+    try:
+        while pos < size:
+            tag, pos = read_varint(encoded, pos)
+            field, wire_type = tag >> 3, tag & 7
+            if field in (1, 2, 3):
+                if wire_type != 2:
+                    raise CodecError(f"Window field {field} has wire type {wire_type}")
+                value_start, pos = read_length(encoded, pos, size, "Window", field)
+                if field == 1:
+                    start = decode_timestamp(encoded, value_start, pos, start)
+                elif field == 2:
+                    end = decode_timestamp(encoded, value_start, pos, end)
+                else:
+                    slot = encoded[value_start:pos].decode()
+            else:
+                pos = skip_field(encoded, pos, wire_type, field)
+    except UnicodeDecodeError as err:
+        raise CodecError(f"Window slot is not valid UTF-8: {err}") from None
+    window = IntervalWindow(
+        naive_utc(start).replace(tzinfo=timezone.utc), naive_utc(end).replace(tzinfo=timezone.utc)
+    )
+    return ReduceWindow((start, end), slot, encoded, Metadata(window))
+
+
+def _decode_payload(data: bytes, pos: int, end: int) -> Datum:
+    try:
+        fields = decode_request(data, _PAYLOAD, pos, end)
+    except UnicodeDecodeError as err:
+        raise CodecError(f"DatumRequest string is not valid UTF-8: {err}") from None
+    return new_datum(fields, _NO_DELIVERY)
+
+
+def _window_field(window: ReduceWindow) -> bytes:
+    return b"\x12" + varint(len(window.encoded)) + window.encoded
+
+
+def encode_reduce_results(result: object, window: ReduceWindow) -> List[bytes]:
+    """Encode a reduce handler's Messages: one ReduceResponse per message, each with window."""
+    window_field = _window_field(window)
+    responses = []
+    for message in checked_iter(result, MESSAGES):
+        keys, value, tags = message_fields(message)
+        body: List[bytes] = []
+        encode_strings(b"\x0a", keys, body, "keys")
+        if value:
+            body += (b"\x12", varint(len(value)), value)
+        encode_strings(b"\x1a", tags, body, "tags")
+        encoded = b"".join(body)
+        responses.append(b"\x0a" + varint(len(encoded)) + encoded + window_field)
+    return responses
+
+
+def encode_reduce_eof(window: ReduceWindow) -> bytes:
+    """Encode the ReduceResponse that ends a window: the window, EOF true, no result."""
+    return _window_field(window) + b"\x18\x01"

@@ -1,0 +1,1 @@
+"""Protocol-free conversations the services share: streams, windows, batches, feeds, drain."""

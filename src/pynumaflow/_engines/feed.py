@@ -1,0 +1,196 @@
+"""Feed: a bounded channel from the event loop to one handler call's iterator argument."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import queue
+import threading
+from collections.abc import AsyncIterator, Iterator
+from typing import Any, Deque, Generic, Optional, TypeVar, Union
+
+from pynumaflow._invoke import note_progress, settle
+from pynumaflow._types.errors import FeedAborted
+
+__all__ = ["Feed", "FeedAborted"]
+
+_T = TypeVar("_T")
+_END = object()
+_ABORT = object()
+
+
+class Feed(Generic[_T]):
+    """A bounded channel from the event loop to one handler call's iterator argument.
+
+    The loop side ``await put(item)`` (one producer) waits while ``maxsize`` items are
+    unread, so a slow handler slows the reader of the request stream (and so HTTP/2 flow
+    control) instead of growing memory. Async handlers get an async iterator (a plain
+    object, not an async generator, so it is safe under any interleaving); sync handlers
+    get a blocking iterator to consume in their pool thread.
+
+    A reduce window has one feed per key, so the async side is a list and two optional
+    futures rather than an ``asyncio.Queue`` and ``Semaphore`` (a few KiB each).
+
+    For a sync handler, crossing threads is what costs, so the feed crosses rarely: the
+    items put in one loop pass go to the thread as one list, and the thread wakes a
+    waiting ``put()`` only once it has read half of a full feed, not per item.
+    """
+
+    def __init__(self, maxsize: int, *, sync_consumer: bool) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._maxsize = maxsize
+        self._unread = 0  # items put and not yet taken by the consumer
+        self._room: Optional[asyncio.Future[None]] = None  # put() waiting for room
+        self._arrived: Optional[asyncio.Future[None]] = None  # async consumer waiting
+        self._items: list[Any] = []  # at most maxsize + 2 long; a deque's block is 0.5 KiB
+        self._finished = False
+        self._aborted = False
+        # A sync consumer's side: lists of items for the thread, and the items put in
+        # this loop pass, not yet sent. The lock guards _unread and _room.
+        self._thread_queue: Optional[queue.SimpleQueue[list[Any]]] = None
+        self._lock: Optional[threading.Lock] = None
+        if sync_consumer:
+            self._thread_queue = queue.SimpleQueue()
+            self._lock = threading.Lock()
+        self._flush_scheduled = False
+
+    async def put(self, item: _T) -> None:
+        """Hand one item to the handler, waiting while the feed is full.
+
+        After :meth:`abort` the item is dropped at once: nobody will read it.
+        """
+        while not self._aborted:
+            room = self._reserve()
+            if room is None:
+                self._push(item)
+                return
+            await room
+
+    def close(self) -> None:
+        """Mark the end of input: the handler's iterator stops after the items sent."""
+        if not self._finished:
+            self._finished = True
+            self._push(_END)
+            self._flush()
+
+    def abort(self) -> None:
+        """Abandon the call: a handler still reading gets FeedAborted; put() stops waiting."""
+        self._finished = True
+        self._aborted = True
+        self._push(_ABORT)
+        self._flush()
+        self._wake_put()  # its item is dropped
+
+    def _reserve(self) -> Optional[asyncio.Future[None]]:
+        """Count one more unread item, or return the future to wait on for room."""
+        if self._lock is None:
+            if self._unread < self._maxsize:
+                self._unread += 1
+                return None
+            self._room = self._loop.create_future()
+            return self._room
+        with self._lock:
+            if self._unread < self._maxsize:
+                self._unread += 1
+                return None
+            self._room = self._loop.create_future()
+            return self._room
+
+    def _push(self, item: Any) -> None:
+        self._items.append(item)
+        if self._thread_queue is not None:
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                self._loop.call_soon(self._flush)
+        elif self._arrived is not None and not self._arrived.done():
+            self._arrived.set_result(None)
+
+    def _flush(self) -> None:
+        """Send the thread what was put since the last flush, as one list."""
+        self._flush_scheduled = False
+        if self._thread_queue is not None and self._items:
+            items, self._items = self._items, []
+            self._thread_queue.put(items)
+
+    def _taken(self) -> None:
+        """On the loop: the async consumer took an item, so there is room for one more."""
+        self._unread -= 1
+        self._wake_put()
+
+    def _taken_in_thread(self) -> None:
+        """In the pool thread: the handler took an item; wake put() if half is free."""
+        assert self._lock is not None
+        note_progress()
+        with self._lock:
+            self._unread -= 1
+            room = self._room
+            if room is None or self._unread > self._maxsize // 2:
+                return
+            self._room = None
+        with contextlib.suppress(RuntimeError):  # loop closed: nobody waits for room
+            self._loop.call_soon_threadsafe(settle, room)
+
+    def _wake_put(self) -> None:
+        if self._lock is None:
+            room = self._room
+        else:
+            with self._lock:
+                room, self._room = self._room, None
+        if room is not None:
+            settle(room)
+
+    @property
+    def iterator(self) -> Union[AsyncIterator[_T], Iterator[_T]]:
+        """What the handler iterates over (async or blocking, by handler kind)."""
+        if self._thread_queue is not None:
+            return _ThreadFeedIterator(self, self._thread_queue)
+        return _AsyncFeedIterator(self)
+
+
+class _AsyncFeedIterator(AsyncIterator[_T]):
+    def __init__(self, feed: Feed[_T]) -> None:
+        self._feed = feed
+        self._done = False
+
+    async def __anext__(self) -> _T:
+        # One coroutine between the handler and the future it waits on: a window of
+        # 10,000 keys has 10,000 of these suspended at once.
+        if self._done:
+            raise StopAsyncIteration
+        feed = self._feed
+        while not feed._items:
+            feed._arrived = feed._loop.create_future()
+            await feed._arrived
+        item = feed._items.pop(0)
+        if item is _END:
+            self._done = True
+            raise StopAsyncIteration
+        if item is _ABORT:
+            self._done = True
+            raise FeedAborted("the call was abandoned")
+        feed._taken()
+        return item  # type: ignore[no-any-return]
+
+
+class _ThreadFeedIterator(Iterator[_T]):
+    def __init__(self, feed: Feed[_T], items: queue.SimpleQueue[list[Any]]) -> None:
+        self._feed = feed
+        self._queue = items
+        self._batch: Deque[Any] = collections.deque()
+        self._done = False
+
+    def __next__(self) -> _T:
+        if self._done:
+            raise StopIteration
+        if not self._batch:
+            self._batch.extend(self._queue.get())
+        item = self._batch.popleft()
+        if item is _END:
+            self._done = True
+            raise StopIteration
+        if item is _ABORT:
+            self._done = True
+            raise FeedAborted("the call was abandoned")
+        self._feed._taken_in_thread()
+        return item  # type: ignore[no-any-return]

@@ -1,0 +1,1 @@
+"""What the public faces share: the kind table and the server base they configure."""

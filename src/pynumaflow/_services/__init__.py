@@ -1,0 +1,1 @@
+"""One module per proto service and protocol generation."""

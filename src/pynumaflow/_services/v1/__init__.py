@@ -1,0 +1,1 @@
+"""Services of the v1 protocols (Numaflow >= 1.4)."""

@@ -1,0 +1,70 @@
+"""map.v1 (Numaflow >= 1.4): the map handler (unary mode) or map stream handler (stream mode).
+
+The conversation is the bidi engine's (:mod:`pynumaflow._engines.bidi`); this service
+says how one request is answered.
+"""
+
+from __future__ import annotations
+
+from typing import Dict
+
+import grpclib.const
+import grpclib.server
+
+from pynumaflow._codec.rpc import READY
+from pynumaflow._codec.v1 import map as codec
+from pynumaflow._engines.bidi import Answer, Send, serve_requests, unary_answer
+from pynumaflow._invoke import Handler, Invoker
+from pynumaflow._services.base import is_ready_method, service_mapping
+from pynumaflow._types.function import Datum
+
+__all__ = ["MapV1Service"]
+
+RawStream = grpclib.server.Stream[bytes, bytes]
+
+
+class MapV1Service:
+    """Serves map.v1 MapFn and IsReady with one handler.
+
+    Unary mode (``map_handler``, map.sock): exactly one ``MapResponse{id, results}``
+    per request. Stream mode (``map_stream_handler``, mapstream.sock): one
+    ``MapResponse{id, results: [r]}`` per message as soon as it is yielded, then
+    ``MapResponse{id, status{eot}}``.
+    """
+
+    def __init__(
+        self, handler: Handler, invoker: Invoker, *, stream: bool, container_type: str
+    ) -> None:
+        self._handler = handler
+        self._invoker = invoker
+        self._container_type = container_type
+        self._answer: Answer = (
+            self._answer_stream
+            if stream
+            else unary_answer(handler, invoker, container_type, codec.encode_map_response)
+        )
+
+    def __mapping__(self) -> Dict[str, grpclib.const.Handler]:
+        return service_mapping(
+            "map.v1.Map",
+            {"MapFn": self._map_fn, "IsReady": is_ready_method(READY)},
+        )
+
+    async def _map_fn(self, stream: RawStream) -> None:
+        await serve_requests(
+            stream,
+            codec.decode_map_request,
+            self._answer,
+            what="MapRequest",
+            handshake_response=codec.HANDSHAKE_RESPONSE,
+        )
+
+    async def _answer_stream(self, datum: Datum, send: Send) -> None:
+        await self._invoker.relay(
+            self._handler,
+            (datum.keys, datum),
+            lambda message: codec.encode_map_stream_response(message, datum),
+            send,
+            v1_container=self._container_type,
+        )
+        await send(codec.encode_map_eot(datum))

@@ -1,0 +1,151 @@
+"""reduce.v1 (Numaflow >= 1.4): the reduce handler, fixed and sliding windows.
+
+The platform opens one ``ReduceFn`` stream per window. Every request names its window
+in its operation (``OPEN`` first, then ``APPEND``; exactly one window per request) and
+carries one datum; the legacy ``x-numaflow-win-*`` headers are ignored. Datums are
+grouped by window and key list on the shared engine
+(:class:`~pynumaflow._engines.reduce.ReduceStream`), a handler call per group. Once
+the client half-closes, each call's messages go out as one ``ReduceResponse`` each,
+carrying the request's window exactly as it was sent; once every call has answered,
+one ``EOF`` response per window follows, then the stream ends OK. The EOFs come last
+because the Rust platform stops reading a stream at its first EOF.
+
+A ``CLOSE`` (never sent for fixed or sliding windows today) ends that window's groups'
+input; a later request for that window is an error. When the server starts draining
+(SIGTERM) while the client is still sending, the window cannot complete in time: the
+stream ends ``UNAVAILABLE`` at once, and the platform replays the window after its
+restart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Set, Tuple
+
+import grpclib.const
+import grpclib.server
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+
+from pynumaflow._codec.rpc import READY, decode_or_refuse
+from pynumaflow._codec.v1 import reduce as _codec
+from pynumaflow._codec.wire import TimestampParts
+from pynumaflow._core.current import draining
+from pynumaflow._engines.reduce import RawStream, ReduceStream
+from pynumaflow._invoke import Handler, Invoker
+from pynumaflow._services.base import is_ready_method, service_mapping
+
+__all__ = ["ReduceV1Service"]
+
+Bounds = Tuple[TimestampParts, TimestampParts]
+Group = Tuple[Bounds, Tuple[str, ...]]
+
+
+class ReduceV1Service:
+    """Serves reduce.v1 ReduceFn and IsReady with one reduce handler."""
+
+    def __init__(self, handler: Handler, invoker: Invoker, *, container_type: str) -> None:
+        self._handler = handler
+        self._invoker = invoker
+        self._container_type = container_type
+
+    def __mapping__(self) -> Dict[str, grpclib.const.Handler]:
+        return service_mapping(
+            "reduce.v1.Reduce",
+            {
+                "ReduceFn": self._reduce_fn,
+                "IsReady": is_ready_method(READY),
+            },
+        )
+
+    async def _reduce_fn(self, stream: grpclib.server.Stream[bytes, bytes]) -> None:
+        await _ReduceV1Stream(stream, self._handler, self._invoker, self._container_type).run()
+
+
+@dataclass
+class _Window:
+    """A window seen on the stream: as first named, and its groups so far."""
+
+    window: _codec.ReduceWindow
+    groups: Set[Group] = field(default_factory=set)
+
+
+def _decode(data: bytes) -> _codec.ReduceRequest:
+    return decode_or_refuse(_codec.decode_reduce_request, data, "ReduceRequest")
+
+
+class _ReduceV1Stream(ReduceStream[Group]):
+    """One reduce.v1 ReduceFn stream on the shared engine."""
+
+    def __init__(
+        self, stream: RawStream, handler: Handler, invoker: Invoker, container_type: str
+    ) -> None:
+        super().__init__(stream, handler, invoker, v1_container=container_type)
+        self._windows: Dict[Bounds, _Window] = {}  # in the order first seen
+        self._closed: Set[Bounds] = set()
+
+    async def _read(self) -> None:
+        drain_watch = self._spawn(self._abandon_on_drain)
+        try:
+            async for data in self._stream:
+                request = _decode(data)
+                if len(request.windows) != 1:
+                    raise GRPCError(
+                        Status.INVALID_ARGUMENT,
+                        f"a ReduceRequest must name exactly one window, got {len(request.windows)}",
+                    )
+                (window,) = request.windows
+                if request.event == _codec.CLOSE:
+                    self._close(window)
+                elif request.event in (_codec.OPEN, _codec.APPEND):
+                    await self._append(window, request)
+                else:
+                    raise GRPCError(
+                        Status.INVALID_ARGUMENT,
+                        f"unsupported window operation {request.event}: "
+                        "fixed and sliding windows use OPEN, APPEND and CLOSE",
+                    )
+        finally:
+            drain_watch.cancel()
+
+    async def _append(self, window: _codec.ReduceWindow, request: _codec.ReduceRequest) -> None:
+        if window.bounds in self._closed:
+            raise GRPCError(
+                Status.INVALID_ARGUMENT, f"request for window {_describe(window)} after its CLOSE"
+            )
+        known = self._windows.get(window.bounds)
+        if known is None:
+            known = self._windows[window.bounds] = _Window(window)
+        keys = request.datum.keys
+        group = (window.bounds, tuple(keys))
+        known.groups.add(group)
+        await self._feed(group, keys, known.window.metadata, request.datum)
+
+    def _close(self, window: _codec.ReduceWindow) -> None:
+        self._closed.add(window.bounds)
+        known = self._windows.get(window.bounds)
+        if known is not None:
+            self._end_groups(known.groups)
+
+    async def _abandon_on_drain(self) -> None:
+        await draining().wait()
+        raise GRPCError(
+            Status.UNAVAILABLE,
+            "the server is shutting down and the window is still open; it is replayed "
+            "after the restart",
+        )
+
+    def _encode(self, group: Group, result: Any) -> List[bytes]:
+        return _codec.encode_reduce_results(result, self._windows[group[0]].window)
+
+    async def _answer(self, group: Group, answer: List[bytes]) -> None:
+        await self.input_ended.wait()
+        await self._send(*answer)
+
+    async def _finish(self) -> None:
+        await self._send(*(_codec.encode_reduce_eof(w.window) for w in self._windows.values()))
+
+
+def _describe(window: _codec.ReduceWindow) -> str:
+    md = window.metadata.interval_window
+    return f"[{md.start.isoformat()}, {md.end.isoformat()})"

@@ -1,0 +1,48 @@
+"""sourcetransformer.v1 (Numaflow >= 1.4): the mapt handler.
+
+The conversation is map.v1's unary mode (see :mod:`pynumaflow._engines.bidi`): a
+handshake, then one ``SourceTransformResponse{id: request.id, results}`` per request,
+each result carrying the event time its ``MessageT`` assigned.
+"""
+
+from __future__ import annotations
+
+from typing import Dict
+
+import grpclib.const
+import grpclib.server
+
+from pynumaflow._codec.rpc import READY
+from pynumaflow._codec.v1 import map as codec
+from pynumaflow._engines.bidi import serve_requests, unary_answer
+from pynumaflow._invoke import Handler, Invoker
+from pynumaflow._services.base import is_ready_method, service_mapping
+
+__all__ = ["SourceTransformV1Service"]
+
+
+class SourceTransformV1Service:
+    """Serves SourceTransformFn and IsReady with one (mapt) handler."""
+
+    def __init__(self, handler: Handler, invoker: Invoker, *, container_type: str) -> None:
+        self._answer = unary_answer(
+            handler, invoker, container_type, codec.encode_transform_response
+        )
+
+    def __mapping__(self) -> Dict[str, grpclib.const.Handler]:
+        return service_mapping(
+            "sourcetransformer.v1.SourceTransform",
+            {
+                "SourceTransformFn": self._transform_fn,
+                "IsReady": is_ready_method(READY),
+            },
+        )
+
+    async def _transform_fn(self, stream: grpclib.server.Stream[bytes, bytes]) -> None:
+        await serve_requests(
+            stream,
+            codec.decode_transform_request,
+            self._answer,
+            what="SourceTransformRequest",
+            handshake_response=codec.HANDSHAKE_RESPONSE,
+        )

@@ -1,0 +1,1 @@
+"""Public datatypes, the bottom layer: stdlib only, importing nothing of ours."""

@@ -22,7 +22,7 @@ from typing import Any, Callable, List, Optional, Tuple
 from pynumaflow._codec.fields import decode_user_metadata
 from pynumaflow._core.options import V1
 from pynumaflow._faces.facade import Facade
-from pynumaflow._faces.kinds import REDUCE, SINK, Kind, V1Endpoint
+from pynumaflow._faces.kinds import REDUCE, SINK, Kind, V1Endpoint, V1Socket
 from pynumaflow._invoke import Handler, inspect_handler
 from pynumaflow._types import function, sink
 from pynumaflow._types.modern import (
@@ -229,9 +229,9 @@ class ModernServer(Facade):
             protocols=[V1],
         )
 
-    def _v1_files(self, v1: V1Endpoint, role: str) -> Tuple[Path, Path]:
-        sock, info = super()._v1_files(v1, role)
-        if role == v1.default_role:
+    def _v1_paths(self, v1: V1Endpoint, socket: V1Socket) -> Tuple[Path, Path]:
+        sock, info = super()._v1_paths(v1, socket)
+        if socket is v1.sockets[0]:  # the default role: sock_path and server_info_file
             sock = self._options.sock_path or sock
             info = self._options.server_info_file or info
         return sock, info

@@ -42,7 +42,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("invoker", ("pynumaflow._invoke",)),
     ("core", ("pynumaflow._core",)),
     ("codec", ("pynumaflow._codec",)),
-    # The package itself holds only the version literal.
+    # The package itself holds only the version literal and setup_logging (stdlib only).
     ("types", ("pynumaflow._types", "pynumaflow")),
     ("generated", ("pynumaflow._proto",)),
 ]

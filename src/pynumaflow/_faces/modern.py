@@ -31,6 +31,7 @@ from pynumaflow._faces.kinds import (
     SINK,
     Kind,
     V1Endpoint,
+    V1Socket,
 )
 from pynumaflow._invoke import Handler, inspect_handler
 from pynumaflow._types import function, sink
@@ -184,16 +185,17 @@ def _session_reduce(make: Callable[[], SessionReducer]) -> Callable[..., Any]:
 
 
 def _session_handler(
-    kind: Kind, handler: object, init_args: Tuple[Any, ...], kwargs: Any
+    kind: Kind, name: str, handler: object, init_args: Tuple[Any, ...], kwargs: Any
 ) -> Handler:
     if not (isinstance(handler, type) and issubclass(handler, SessionReducer)):
-        raise TypeError(f"{kind.keyword} must be a SessionReducer subclass (the class itself)")
+        raise TypeError(f"{name} must be a SessionReducer subclass (the class itself)")
     cls = handler
     target = functools.partial(cls.session_reduce, None)  # type: ignore[arg-type]
     return _checked(
         kind,
+        name,
         inspect_handler(
-            kind.keyword,
+            name,
             target,
             kind.params,
             call=_session_reduce(lambda: cls(*init_args, **kwargs)),
@@ -266,20 +268,21 @@ def _target(handler: object) -> object:
 
 def modern_handler(
     kind: Kind,
+    name: str,
     handler: object,
     init_args: Tuple[Any, ...] = (),
     init_kwargs: Optional[Mapping[str, Any]] = None,
 ) -> Handler:
-    """Inspect a modern API handler of ``kind`` and adapt it for the server.
+    """Inspect a modern API handler of ``kind`` (given as ``name``) and adapt it.
 
     Raises:
         TypeError: the handler has the wrong shape, or ``init_args``/``init_kwargs`` come
-            without a ``Reducer`` class.
+            without a handler class.
 
     """
     kwargs = dict(init_kwargs or {})
     if kind is SESSION_REDUCE:
-        return _session_handler(kind, handler, init_args, kwargs)
+        return _session_handler(kind, name, handler, init_args, kwargs)
     per_call = _PER_CALL.get(kind)
     if per_call is not None and isinstance(handler, type):
         base, adapter = per_call
@@ -291,15 +294,14 @@ def modern_handler(
         make: Callable[[], Callable[..., Any]] = lambda: cls(*init_args, **kwargs).handler  # noqa: E731
         return _checked(
             kind,
-            inspect_handler(
-                kind.keyword, target, kind.params, call=adapter(make), own_metadata=True
-            ),
+            name,
+            inspect_handler(name, target, kind.params, call=adapter(make), own_metadata=True),
         )
     if init_args or kwargs:
         raise TypeError("init_args and init_kwargs need a handler class as the handler")
     target = _target(handler)
     if not callable(target):
-        raise TypeError(f"{kind.keyword} must be callable ({kind.params})")
+        raise TypeError(f"{name} must be callable ({kind.params})")
     func: Callable[..., Any] = target
     if per_call is not None:
         call = per_call[1](lambda: func)
@@ -309,15 +311,14 @@ def modern_handler(
         call = _unary(func)
     return _checked(
         kind,
-        inspect_handler(
-            kind.keyword, func, kind.params, stream=kind.stream, call=call, own_metadata=True
-        ),
+        name,
+        inspect_handler(name, func, kind.params, stream=kind.stream, call=call, own_metadata=True),
     )
 
 
-def _checked(kind: Kind, handler: Handler) -> Handler:
+def _checked(kind: Kind, name: str, handler: Handler) -> Handler:
     if kind in _WRITES_OUTPUT and not handler.is_async:
-        raise TypeError(f"{kind.keyword} must be an async function (async def)")
+        raise TypeError(f"{name} must be an async function (async def)")
     return handler
 
 
@@ -359,8 +360,10 @@ class ModernServer(Facade):
         init_kwargs: Optional[Mapping[str, Any]] = None,
     ) -> None:
         self._shutdown_callback = shutdown_callback
+        # The handler's parameter name as the server class spells it (mapper_instance, ...).
+        name = list(inspect.signature(type(self).__init__).parameters)[1]
         self._configure_inspected(
-            {kind.name: modern_handler(kind, handler, init_args, init_kwargs)},
+            {kind.name: modern_handler(kind, name, handler, init_args, init_kwargs)},
             sock_path=sock_path,
             max_message_size=max_message_size,
             max_threads=max_threads,
@@ -369,9 +372,9 @@ class ModernServer(Facade):
             protocols=[V1],
         )
 
-    def _v1_files(self, v1: V1Endpoint, role: str) -> Tuple[Path, Path]:
-        sock, info = super()._v1_files(v1, role)
-        if role == v1.default_role:
+    def _v1_paths(self, v1: V1Endpoint, socket: V1Socket) -> Tuple[Path, Path]:
+        sock, info = super()._v1_paths(v1, socket)
+        if socket is v1.sockets[0]:  # the default role: sock_path and server_info_file
             sock = self._options.sock_path or sock
             info = self._options.server_info_file or info
         return sock, info

@@ -26,7 +26,7 @@ from pynumaflow._codec.fields import (
     result_metadata,
 )
 from pynumaflow._codec.results import own_metadata_field
-from pynumaflow._codec.wire import read_varint, skip_field, varint
+from pynumaflow._codec.wire import encode_text, read_varint, skip_field, varint
 from pynumaflow._types.errors import CodecError
 from pynumaflow._types.modern import MetadataResponse
 from pynumaflow._types.sink import Datum, Response
@@ -130,7 +130,7 @@ def encode_result(response: Response, user_metadata: bytes = b"") -> bytes:
     if number:
         out += (b"\x10", varint(number))
     if response.err:
-        raw = response.err.encode("utf-8", "backslashreplace")
+        raw = encode_text(response.err)
         out += (b"\x1a", varint(len(raw)), raw)
     value = response.value
     if value is not None and status == "serve":

@@ -507,6 +507,16 @@ V1_SERVICES = {
         "/sourcetransformer.v1.SourceTransform/SourceTransformFn",
     ),
     "reduce": ("reducer-server-info", "reduce.sock", "/reduce.v1.Reduce/ReduceFn"),
+    "reducestream": (
+        "reducestreamer-server-info",
+        "reducestream.sock",
+        "/reduce.v1.Reduce/ReduceFn",
+    ),
+    "accumulator": (
+        "accumulator-server-info",
+        "accumulator.sock",
+        "/accumulator.v1.Accumulator/AccumulateFn",
+    ),
     "sink": ("sinker-server-info", "sink.sock", "/sink.v1.Sink/SinkFn"),
 }
 MAP_MODE_SOCKETS = {"unary-map": "map.sock", "stream-map": "mapstream.sock"}
@@ -532,6 +542,7 @@ def load_v1(stubs_dir: str) -> Dict[str, Any]:
         "map": "map.v1.map_pb2",
         "mapt": "sourcetransformer.v1.transform_pb2",
         "reduce": "reduce.v1.reduce_pb2",
+        "accumulator": "accumulator.v1.accumulator_pb2",
         "sink": "sink.v1.sink_pb2",
     }
     return {rpc: importlib.import_module(name) for rpc, name in names.items()}
@@ -773,8 +784,9 @@ def drive_sink_v1(spec: Dict[str, Any], pb2: Dict[str, Any]) -> Dict[str, Any]:
 def drive_reduce_v1(spec: Dict[str, Any], pb2: Dict[str, Any]) -> Dict[str, Any]:
     """reduce.v1: one stream per window (OPEN, then APPEND), half-closed as the platform
     closes a fixed window; checked: one result per key counting its datums, each with the
-    window, then one EOF."""
+    window, then one EOF. The same for reduce stream (its own socket)."""
     pb = pb2["reduce"]
+    service = V1_SERVICES[spec["rpc"]][2]
     packed = spec.get("framing", "packed") == "packed"
     win = pb.Window(start=timestamp(60), end=timestamp(120), slot="0")
     now = time.time()
@@ -799,8 +811,8 @@ def drive_reduce_v1(spec: Dict[str, Any], pb2: Dict[str, Any]) -> Dict[str, Any]
     warm = requests(min(nkeys * 2, 2000))
     frames = requests(spec["datums"])
     window = Window(spec["server_pid"])
-    with h2client.RawChannel(v1_socket(spec["run_dir"], "reduce")) as ch:
-        call = ch.open(V1_SERVICES["reduce"][2])
+    with h2client.RawChannel(v1_socket(spec["run_dir"], spec["rpc"])) as ch:
+        call = ch.open(service)
         ch.send(call, warm, packed)
         ch.end(call)
         ch.run_until(lambda: call.done)
@@ -810,7 +822,7 @@ def drive_reduce_v1(spec: Dict[str, Any], pb2: Dict[str, Any]) -> Dict[str, Any]
             window.empty()
             return window.result("datum")
         window.begin()
-        call = ch.open(V1_SERVICES["reduce"][2])
+        call = ch.open(service)
         ch.send(call, frames, packed)
         ch.end(call)
         ch.run_until(lambda: call.done)
@@ -835,12 +847,80 @@ def drive_reduce_v1(spec: Dict[str, Any], pb2: Dict[str, Any]) -> Dict[str, Any]
     return v1_result(window, n, {}, "")
 
 
+def drive_accumulator_v1(spec: Dict[str, Any], pb2: Dict[str, Any]) -> Dict[str, Any]:
+    """accumulator.v1: one stream for all keys (OPEN a key's first datum, APPEND the rest),
+    then a CLOSE per key and the half-close; checked: every datum passed on once (its id
+    echoed), then one EOF per key echoing its CLOSE's window."""
+    pb = pb2["accumulator"]
+    packed = spec.get("framing", "packed") == "packed"
+    now = time.time()
+    value, nkeys = b"x" * spec["size"], spec["keys"]
+    op = pb.AccumulatorRequest.WindowOperation
+
+    def window(k: int) -> Any:
+        return pb.KeyedWindow(start=timestamp(now), end=timestamp(now + 60), keys=[f"k{k}"])
+
+    def requests(n: int) -> List[bytes]:
+        out = []
+        for i in range(n):
+            k = i % nkeys
+            r = pb.AccumulatorRequest(
+                payload=pb.Payload(
+                    keys=[f"k{k}"],
+                    value=value,
+                    event_time=timestamp(now),
+                    watermark=timestamp(now - 1),
+                    id=str(i),
+                ),
+                operation=op(event=op.OPEN if i < nkeys else op.APPEND, keyedWindow=window(k)),
+            )
+            out.append(h2client.frame(r.SerializeToString()))
+        for k in range(min(nkeys, n)):
+            close = pb.AccumulatorRequest(operation=op(event=op.CLOSE, keyedWindow=window(k)))
+            out.append(h2client.frame(close.SerializeToString()))
+        return out
+
+    warm = requests(min(nkeys * 2, 2000))
+    frames = requests(spec["datums"])
+    service = V1_SERVICES["accumulator"][2]
+    window_ = Window(spec["server_pid"])
+    with h2client.RawChannel(v1_socket(spec["run_dir"], "accumulator")) as ch:
+        call = ch.open(service)
+        ch.send(call, warm, packed)
+        ch.end(call)
+        ch.run_until(lambda: call.done)
+        call.take()
+        if not call.ok:
+            h2_fail(window_, call)
+            window_.empty()
+            return window_.result("datum")
+        window_.begin()
+        call = ch.open(service)
+        ch.send(call, frames, packed)
+        ch.end(call)
+        ch.run_until(lambda: call.done)
+        window_.stop()
+        window_.end()
+    window_.latencies.append(window_.t_stop - window_.t_start)
+    if not call.ok:
+        h2_fail(window_, call)
+    n = spec["datums"]
+    responses = [pb.AccumulatorResponse.FromString(m) for m in call.take()]
+    ids = sorted(int(r.payload.id) for r in responses if not r.EOF)
+    eofs = sorted(tuple(r.window.keys) for r in responses if r.EOF)
+    if ids != list(range(n)) or eofs != sorted((f"k{k}",) for k in range(min(nkeys, n))):
+        window_.fail("WRONG_ACCUMULATOR_OUTPUT", f"{len(ids)} results, {len(eofs)} EOFs")
+    return v1_result(window_, n, {}, "")
+
+
 V1_DRIVERS: Dict[str, Callable[[Dict[str, Any], Dict[str, Any]], Dict[str, Any]]] = {
     "map": drive_map_v1,
     "mapt": drive_map_v1,
     "mapstream": drive_map_v1,
     "sink": drive_sink_v1,
     "reduce": drive_reduce_v1,
+    "reducestream": drive_reduce_v1,
+    "accumulator": drive_accumulator_v1,
 }
 
 

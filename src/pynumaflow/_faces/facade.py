@@ -108,10 +108,13 @@ class Facade:
                 role = ud_container_type(kind.v1.default_role)
                 sock_name, info_name = kind.v1.files(role)
                 service = kind.v1.service(self._handlers[kind.name], invoker, role, options)
+                # A v1-only server of one kind takes sock_path and server_info_file as its
+                # exact files, as pynumaflow 0.14.0's servers do.
+                exact = legacy is None and len(self.family.kinds) == 1
                 endpoints.append(
                     Endpoint(
-                        options.v1_sock_dir / sock_name,
-                        options.v1_info_dir / info_name,
+                        (exact and options.sock_path) or options.v1_sock_dir / sock_name,
+                        (exact and options.server_info_file) or options.v1_info_dir / info_name,
                         [service],
                         info_metadata=dict(kind.v1.metadata),
                         minimum_numaflow_version=MINIMUM_NUMAFLOW_VERSION,

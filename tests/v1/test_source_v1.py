@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import time
 from collections.abc import AsyncIterator
 from datetime import datetime, timezone
@@ -28,7 +29,8 @@ from pynumaflow.sourcer import (
 )
 
 from conftest import CHANNEL_OPTIONS
-from helpers import converse, held_open
+from helpers import converse, eventually, held_open
+from procs import finish, start_script, wait_for_server_info
 
 pytestmark = pytest.mark.anyio
 UTC = timezone.utc
@@ -377,3 +379,87 @@ def test_read_handler_must_be_async() -> None:
 def test_a_missing_handler_is_refused() -> None:
     with pytest.raises(TypeError, match=r"sourcer_instance\.read_handler must be callable"):
         SourceAsyncServer(object())  # type: ignore[arg-type]
+
+
+# --- SIGTERM to a real server process ------------------------------------------------------
+
+GRACE = 60.0
+PROMPT = 10.0
+
+SOURCE_SCRIPT = f"""
+import asyncio
+from datetime import datetime
+from pathlib import Path
+from pynumaflow.sourcer import (
+    Message, Offset, PartitionsResponse, PendingResponse, SourceAsyncServer, Sourcer,
+)
+
+class Slow(Sourcer):
+    async def read_handler(self, datum, output):
+        Path(__file__).with_name("started").touch()
+        await asyncio.sleep(1)
+        await output.put(Message(b"late", Offset(b"1", 0), datetime.now()))
+
+    async def ack_handler(self, ack_request):
+        pass
+
+    async def nack_handler(self, nack_request):
+        pass
+
+    async def pending_handler(self):
+        return PendingResponse(0)
+
+    async def active_partitions_handler(self):
+        return PartitionsResponse([0])
+
+SourceAsyncServer(Slow(), shutdown_grace_period={GRACE}).start()
+"""
+
+
+async def test_sigterm_finishes_the_read_batch_in_progress_then_ends_the_streams(
+    tmp_path: Path, stubs: dict[str, ModuleType]
+) -> None:
+    """SIGTERM: an idle ack stream ends UNAVAILABLE at once; a read batch gets its EOT first."""
+    pb2 = stubs["source_pb2"]
+    proc = start_script(SOURCE_SCRIPT, tmp_path)
+    try:
+        info = await asyncio.to_thread(wait_for_server_info, proc, tmp_path / "sourcer-server-info")
+        target = f"unix://{tmp_path / 'source.sock'}"
+        async with grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS) as channel:
+            stub = stubs["source_grpc"].SourceStub(channel)
+            reads, acks = stub.ReadFn(), stub.AckFn()
+            await reads.write(read_handshake(pb2))
+            await acks.write(ack_handshake(pb2))
+            assert (await asyncio.wait_for(reads.read(), WAIT)).handshake.sot
+            assert (await asyncio.wait_for(acks.read(), WAIT)).handshake.sot
+            await reads.write(read(pb2, 5, timeout_ms=5000))
+            await eventually((tmp_path / "started").exists, WAIT)
+            signalled = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            ack_code = await _ends_with(acks)
+            late = await asyncio.wait_for(reads.read(), WAIT)
+            eot = await asyncio.wait_for(reads.read(), WAIT)
+            read_code = await _ends_with(reads)
+        code, output = await asyncio.to_thread(finish, proc)
+        exited = time.monotonic()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert code == 0, output
+    assert (info["protocol"], info["metadata"]) == ("uds", {})
+    assert info["minimum_numaflow_version"] == "1.4.0-z"
+    assert ack_code == grpc.StatusCode.UNAVAILABLE
+    assert late.result.payload == b"late"
+    assert eot.status.eot
+    assert read_code == grpc.StatusCode.UNAVAILABLE
+    assert exited - signalled < PROMPT
+
+
+async def _ends_with(call: Any) -> grpc.StatusCode:
+    """Read the call to its end, which must come without another response."""
+    try:
+        message = await asyncio.wait_for(call.read(), WAIT)
+    except grpc.aio.AioRpcError as err:
+        return err.code()
+    assert message is grpc.aio.EOF, f"unexpected response {message}"
+    return await call.code()  # type: ignore[no-any-return]

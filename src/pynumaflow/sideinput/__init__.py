@@ -7,10 +7,23 @@ from pynumaflow._types.sideinput import SIDE_INPUT_DIR_PATH, Response, SideInput
 
 if _typing.TYPE_CHECKING:
     from pynumaflow.sideinput._servers import SideInputServer
+    from pynumaflow.sideinput._watcher import SideInputChange, SideInputWatcher
 
-__all__ = ["SIDE_INPUT_DIR_PATH", "Response", "SideInput", "SideInputServer"]
+__all__ = [
+    "SIDE_INPUT_DIR_PATH",
+    "Response",
+    "SideInput",
+    "SideInputChange",
+    "SideInputServer",
+    "SideInputWatcher",
+]
 
 if not _typing.TYPE_CHECKING:  # type checkers see the imports above instead
     __getattr__, __dir__ = _lazy.lazy_exports(
-        globals(), {"SideInputServer": "pynumaflow.sideinput._servers"}
+        globals(),
+        {
+            "SideInputServer": "pynumaflow.sideinput._servers",
+            "SideInputChange": "pynumaflow.sideinput._watcher",
+            "SideInputWatcher": "pynumaflow.sideinput._watcher",
+        },
     )

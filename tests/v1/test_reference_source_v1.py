@@ -10,9 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_sideinput_v1 import Counter
+from sources import Counter, Failing, MemorySource
 from test_sideinput_v1 import serve as serve_side_input
-from test_source_v1 import Failing, MemorySource
 from test_source_v1 import serve as serve_source
 
 from reference_client import ReferenceClient, b64, unb64

@@ -12,8 +12,9 @@ from typing import Any, Callable
 
 import grpc
 import pytest
+from sources import Counter
 
-from pynumaflow.sideinput import Response, SideInput, SideInputServer
+from pynumaflow.sideinput import Response, SideInputServer
 
 from conftest import CHANNEL_OPTIONS
 
@@ -38,19 +39,6 @@ def serve(handler: Any, sock_dir: Path) -> SideInputServer:
         sock_path=str(sock_dir / "sideinput.sock"),
         server_info_file=str(sock_dir / "sideinput-server-info"),
     )
-
-
-class Counter(SideInput):
-    """Broadcasts every other call; says "nothing new" in between."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def retrieve_handler(self) -> Response:
-        self.calls += 1
-        if self.calls % 2:
-            return Response.broadcast_message(f"v{self.calls}".encode())
-        return Response.no_broadcast_message()
 
 
 async def async_retriever() -> Response:

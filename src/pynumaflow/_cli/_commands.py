@@ -13,6 +13,7 @@ from pynumaflow._cli._drive import Options, Tally, drive
 from pynumaflow._cli._errors import CommandError, RunError, UsageError
 from pynumaflow._cli._kinds import Service, choose_kind, wait_until_ready
 from pynumaflow._cli._progress import Progress
+from pynumaflow._cli._pull import PULLED, pull
 from pynumaflow._cli._script import Script
 from pynumaflow._cli._source import open_input, records_of
 from pynumaflow._client.legacy import Connection
@@ -46,6 +47,18 @@ class _Target:
 async def _session(
     args: argparse.Namespace, target: _Target, stream: TextIO, out: TextIO, err: TextIO
 ) -> Tally:
+    if args.kind in PULLED:
+        return await pull(
+            args.kind,
+            str(target.sock),
+            reads=args.reads,
+            batch_size=args.batch_size,
+            nack=args.nack,
+            timeout=args.timeout,
+            deadline=target.deadline,
+            out=out,
+            err=err,
+        )
     with Connection(str(target.sock), args.timeout) as connection:
         service = await wait_until_ready(connection, target.deadline, target.expect)
         kind = await choose_kind(connection, service, args.kind, err)
@@ -78,7 +91,10 @@ def run_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     try:
         with Script(script_path, [], quiet=args.quiet, err=err) as script:
             try:
-                sock, _info = script.wait_for_socket(deadline)
+                if args.kind in PULLED:
+                    sock = script.wait_for_v1(args.kind, deadline)
+                else:
+                    sock, _info = script.wait_for_socket(deadline)
                 target = _Target(
                     sock,
                     f"{script_path.name} ({sock.name})",

@@ -24,6 +24,7 @@ from typing import IO, Any, Optional, TextIO
 
 from pynumaflow._cli._errors import RunError
 from pynumaflow._core.options import RUN_DIR_ENV
+from pynumaflow._faces.kinds import KINDS, Kind
 
 __all__ = ["Exit", "Script"]
 
@@ -167,8 +168,37 @@ class Script:
             f"in {self.run_dir}; if it passes sock_path=, drop it so that {RUN_DIR_ENV} applies"
         )
 
+    def wait_for_v1(self, kind: Kind, deadline: float) -> Path:
+        """Wait like the platform for ``kind``'s v1 server-info file; return its socket.
+
+        Raises:
+            RunError: the script exited, or wrote no such file before the deadline.
+
+        """
+        assert kind.v1 is not None
+        sock_name, info_name = kind.v1.files(kind.v1.default_role)
+        info_file = self.run_dir / info_name
+        while True:
+            self.check_alive("before it was ready", grace=0)
+            with contextlib.suppress(FileNotFoundError):
+                if info_file.read_text(encoding="utf-8").endswith(SERVER_INFO_END):
+                    return self.run_dir / sock_name
+            if time.monotonic() >= deadline:
+                raise RunError(f"{self.path.name} wrote no {info_name} in time")
+            time.sleep(_POLL)
+
     def _no_server_info(self, info_file: Path) -> str:
         others = sorted(p.name for p in self.run_dir.glob("*-server-info"))
+        pulled = [
+            k
+            for k in KINDS
+            if k.v1 and k.legacy_method is None and k.v1.files(k.v1.default_role)[1] in others
+        ]
+        if pulled:
+            return (
+                f"{self.path.name} serves a {pulled[0].name} (it wrote {', '.join(others)}): "
+                f"add --kind {pulled[0].name}"
+            )
         if others:
             return (
                 f"{self.path.name} serves only the Numaflow >= 1.4 protocols (it wrote "

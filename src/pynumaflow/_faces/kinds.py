@@ -283,7 +283,7 @@ SINK = Kind(
 SOURCE = Kind(
     "source",
     "sourcer_instance",
-    "a Sourcer",
+    "a `Sourcer` (read, ack, nack, pending, partitions handlers)",
     stream=False,
     legacy_method=None,
     v1=V1Endpoint({"udsource": ("source.sock", "sourcer-server-info")}, _source_v1),

@@ -81,11 +81,19 @@ def test_run_nacks_and_the_source_reads_them_again(tmp_path: Path) -> None:
     assert "nacked [b'0', b'1']" in err  # one entry per offset, one handler call
 
 
-def test_run_without_kind_names_the_kind_to_ask_for(tmp_path: Path) -> None:
+def test_run_without_kind_finds_the_source_by_its_server_info(tmp_path: Path) -> None:
     udf = script(tmp_path, SOURCE_SCRIPT)
-    code, _, err = run("run", udf, "--start-timeout", "20")
+    code, outputs, err = run("run", udf, "--batch-size", "1")
+    assert code == 0, err
+    assert [o["payload"] for o in outputs] == ["m0"]
+    assert "pulling as source" in err
+
+
+def test_run_with_another_kind_names_the_kind_to_ask_for(tmp_path: Path) -> None:
+    udf = script(tmp_path, SOURCE_SCRIPT)
+    code, _, err = run("run", udf, "--kind", "map")
     assert code == 1
-    assert "serves a source (it wrote sourcer-server-info): add --kind source" in err
+    assert "serves a source (it wrote sourcer-server-info): use --kind source" in err
 
 
 def test_call_retrieves_a_running_side_input(tmp_path: Path) -> None:

@@ -79,6 +79,20 @@ async def _session(
         )
 
 
+def _wait_for_server(script: Script, args: argparse.Namespace, deadline: float) -> Path:
+    """The script's socket once it is ready; a source or side input is told by its file."""
+    if args.kind in PULLED:
+        return script.wait_for_v1(args.kind, deadline)
+    try:
+        return script.wait_for_socket(deadline)[0]
+    except RunError:
+        pulled = script.pulled_kind()
+        if args.kind is not None or pulled is None:
+            raise
+    args.kind = pulled
+    return script.wait_for_v1(pulled, deadline)
+
+
 def run_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """Start the script like the platform, send the input, print the outputs, stop it."""
     script_path = Path(args.script)
@@ -91,10 +105,7 @@ def run_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     try:
         with Script(script_path, [], quiet=args.quiet, err=err) as script:
             try:
-                if args.kind in PULLED:
-                    sock = script.wait_for_v1(args.kind, deadline)
-                else:
-                    sock, _info = script.wait_for_socket(deadline)
+                sock = _wait_for_server(script, args, deadline)
                 target = _Target(
                     sock,
                     f"{script_path.name} ({sock.name})",

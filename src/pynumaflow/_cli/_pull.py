@@ -17,16 +17,14 @@ from typing import Any, Optional, TextIO
 from pynumaflow._cli._drive import Tally
 from pynumaflow._cli._errors import RunError
 from pynumaflow._cli._output import format_time
+from pynumaflow._cli._script import PULLED
 from pynumaflow._client.legacy import CallError
 from pynumaflow._client.v1 import SideInputConnection, SourceConnection
 from pynumaflow._faces import kinds
 from pynumaflow._faces.kinds import Kind
 from pynumaflow._types.source import Message, read_limits
 
-__all__ = ["PULLED", "pull"]
-
-PULLED = (kinds.SOURCE, kinds.SIDE_INPUT)
-"""The kinds :func:`pull` serves."""
+__all__ = ["PULLED", "pull", "source_line"]
 
 
 def _bytes_fields(name: str, value: bytes) -> dict[str, str]:

@@ -24,13 +24,15 @@ from typing import IO, Any, Optional, TextIO
 
 from pynumaflow._cli._errors import RunError
 from pynumaflow._core.options import RUN_DIR_ENV
-from pynumaflow._faces.kinds import KINDS, Kind
+from pynumaflow._faces.kinds import SIDE_INPUT, SOURCE, Kind
 
 __all__ = ["Exit", "Script"]
 
 SERVER_INFO = "server-info"
 SERVER_INFO_END = "U+005C__END__"
 SOCKETS = ("function.sock", "udsink.sock")
+PULLED = (SOURCE, SIDE_INPUT)
+"""The v1-only kinds ``pynumaflow run`` reads from instead of sending input to."""
 _TAIL_LINES = 20
 _POLL = 0.02
 _EXIT_GRACE = 1.0
@@ -187,17 +189,21 @@ class Script:
                 raise RunError(f"{self.path.name} wrote no {info_name} in time")
             time.sleep(_POLL)
 
+    def pulled_kind(self) -> Optional[Kind]:
+        """The source or side-input kind whose server-info file the script wrote, if any."""
+        for kind in PULLED:
+            assert kind.v1 is not None
+            if (self.run_dir / kind.v1.files(kind.v1.default_role)[1]).exists():
+                return kind
+        return None
+
     def _no_server_info(self, info_file: Path) -> str:
         others = sorted(p.name for p in self.run_dir.glob("*-server-info"))
-        pulled = [
-            k
-            for k in KINDS
-            if k.v1 and k.legacy_method is None and k.v1.files(k.v1.default_role)[1] in others
-        ]
-        if pulled:
+        pulled = self.pulled_kind()
+        if pulled is not None:
             return (
-                f"{self.path.name} serves a {pulled[0].name} (it wrote {', '.join(others)}): "
-                f"add --kind {pulled[0].name}"
+                f"{self.path.name} serves a {pulled.name} (it wrote {', '.join(others)}): "
+                f"use --kind {pulled.name}"
             )
         if others:
             return (

@@ -384,3 +384,31 @@ async def _ends_with(call: Any) -> grpc.StatusCode:
         return err.code()
     assert message is grpc.aio.EOF, f"unexpected response {message}"
     return await call.code()  # type: ignore[no-any-return]
+
+
+class Endless(MemorySource):
+    """An upstream that always has data: puts until cancelled, noting each put that returned."""
+
+    async def read_handler(self, datum: ReadRequest, output: ReadOutput) -> None:
+        while True:
+            index = self.next
+            await output.put(Message(b"x", Offset(str(index).encode(), 0), datetime.now()))
+            self.next += 1
+            self.in_flight.add(index)
+
+
+async def test_a_put_that_returned_is_in_the_batch_and_one_that_raised_is_not(
+    sock_dir: Path, stub: Any, pb2: ModuleType
+) -> None:
+    """Cancelled at the timeout mid-stream: what was sent is exactly what the handler noted."""
+    source = Endless()
+    async with serve(source, sock_dir).running():
+        talk = await converse(
+            stub.ReadFn(), [read_handshake(pb2), read(pb2, 10**9, timeout_ms=200)]
+        )
+    assert talk.code == grpc.StatusCode.OK
+    sent = [int(r.result.offset.offset) for r in talk.responses[1:] if r.HasField("result")]
+    assert talk.responses[-1].status.eot
+    assert len(sent) > 10
+    assert set(sent) == source.in_flight
+    assert sent == sorted(sent)

@@ -52,24 +52,28 @@ class _Output:
         self._room = asyncio.Event()
 
     async def put(self, message: Message) -> None:
-        """Add ``message`` to the batch; once this returns, it is sent with the batch.
+        """Add ``message`` to the batch: once this returns it is sent, and only then.
+
+        A handler cancelled at the read timeout is cancelled before the message is
+        taken, never after, so a put that raised put nothing.
 
         Raises:
             ReturnTypeError: it cannot be sent (not a Message, empty offset, ...).
             RuntimeError: the batch has ended (its timeout passed).
 
         """
-        if not self.open:
-            raise RuntimeError(
-                "this read batch has ended: put messages only while read_handler runs"
-            )
-        self.pending.append(codec.encode_read_result(message))
-        self._wake.set()
+        payload = codec.encode_read_result(message)
         if len(self.pending) >= _SEND_AHEAD:
             self._room.clear()
             await self._room.wait()
         else:
             await asyncio.sleep(0)  # a handler putting in a tight loop lets the sender run
+        if not self.open:
+            raise RuntimeError(
+                "this read batch has ended: put messages only while read_handler runs"
+            )
+        self.pending.append(payload)
+        self._wake.set()
 
     def take(self) -> List[bytes]:
         """The messages put since the last take; their putters may go on."""

@@ -15,6 +15,7 @@ from typing import Any, Optional
 import grpc
 import pytest
 from sources import Failing, MemorySource
+from test_drain import ends_with
 
 from pynumaflow.sourcer import (
     Message,
@@ -357,10 +358,10 @@ async def test_sigterm_finishes_the_read_batch_in_progress_then_ends_the_streams
             await eventually((tmp_path / "started").exists, WAIT)
             signalled = time.monotonic()
             proc.send_signal(signal.SIGTERM)
-            ack_code = await _ends_with(acks)
+            ack_code = await ends_with(acks)
             late = await asyncio.wait_for(reads.read(), WAIT)
             eot = await asyncio.wait_for(reads.read(), WAIT)
-            read_code = await _ends_with(reads)
+            read_code = await ends_with(reads)
         code, output = await asyncio.to_thread(finish, proc)
         exited = time.monotonic()
     finally:
@@ -374,41 +375,3 @@ async def test_sigterm_finishes_the_read_batch_in_progress_then_ends_the_streams
     assert eot.status.eot
     assert read_code == grpc.StatusCode.UNAVAILABLE
     assert exited - signalled < PROMPT
-
-
-async def _ends_with(call: Any) -> grpc.StatusCode:
-    """Read the call to its end, which must come without another response."""
-    try:
-        message = await asyncio.wait_for(call.read(), WAIT)
-    except grpc.aio.AioRpcError as err:
-        return err.code()
-    assert message is grpc.aio.EOF, f"unexpected response {message}"
-    return await call.code()  # type: ignore[no-any-return]
-
-
-class Endless(MemorySource):
-    """An upstream that always has data: puts until cancelled, noting each put that returned."""
-
-    async def read_handler(self, datum: ReadRequest, output: ReadOutput) -> None:
-        while True:
-            index = self.next
-            await output.put(Message(b"x", Offset(str(index).encode(), 0), datetime.now()))
-            self.next += 1
-            self.in_flight.add(index)
-
-
-async def test_a_put_that_returned_is_in_the_batch_and_one_that_raised_is_not(
-    sock_dir: Path, stub: Any, pb2: ModuleType
-) -> None:
-    """Cancelled at the timeout mid-stream: what was sent is exactly what the handler noted."""
-    source = Endless()
-    async with serve(source, sock_dir).running():
-        talk = await converse(
-            stub.ReadFn(), [read_handshake(pb2), read(pb2, 10**9, timeout_ms=200)]
-        )
-    assert talk.code == grpc.StatusCode.OK
-    sent = [int(r.result.offset.offset) for r in talk.responses[1:] if r.HasField("result")]
-    assert talk.responses[-1].status.eot
-    assert len(sent) > 10
-    assert set(sent) == source.in_flight
-    assert sent == sorted(sent)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime, timezone
-from typing import List, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 import grpclib.client
 from betterproto.lib.google.protobuf import Empty
@@ -44,6 +44,8 @@ def _message(result: src_pb.ReadResponseResult) -> Message:
 
 
 class _Connection:
+    _stub: Any  # the service's betterproto stub, with is_ready
+
     def __init__(self, sock_path: str, timeout: Optional[float] = None) -> None:
         self._channel = grpclib.client.Channel(path=sock_path, codec=_Codec())
         self._timeout = timeout
@@ -52,14 +54,6 @@ class _Connection:
         """Close the connection (idempotent)."""
         self._channel.close()
 
-
-class SourceConnection(_Connection):
-    """One connection to a source server's socket."""
-
-    def __init__(self, sock_path: str, timeout: Optional[float] = None) -> None:
-        super().__init__(sock_path, timeout)
-        self._stub = src_pb.SourceStub(self._channel, timeout=timeout)
-
     async def is_ready(self) -> bool:
         """IsReady's answer; ``False`` when the server is not reachable."""
         try:
@@ -67,6 +61,14 @@ class SourceConnection(_Connection):
                 return bool((await self._stub.is_ready(Empty())).ready)
         except CallError:
             return False
+
+
+class SourceConnection(_Connection):
+    """One connection to a source server's socket."""
+
+    def __init__(self, sock_path: str, timeout: Optional[float] = None) -> None:
+        super().__init__(sock_path, timeout)
+        self._stub = src_pb.SourceStub(self._channel, timeout=timeout)
 
     async def read(self, num_records: int, timeout_ms: int) -> List[Message]:
         """One read: the handshake, one ReadRequest, the messages up to the EOT."""
@@ -143,14 +145,6 @@ class SideInputConnection(_Connection):
     def __init__(self, sock_path: str, timeout: Optional[float] = None) -> None:
         super().__init__(sock_path, timeout)
         self._stub = si_pb.SideInputStub(self._channel, timeout=timeout)
-
-    async def is_ready(self) -> bool:
-        """IsReady's answer; ``False`` when the server is not reachable."""
-        try:
-            with _call_errors():
-                return bool((await self._stub.is_ready(Empty())).ready)
-        except CallError:
-            return False
 
     async def retrieve(self) -> Response:
         """RetrieveSideInput's answer."""

@@ -190,9 +190,7 @@ class ReadRequest:
 
 
 @dataclass(init=False, slots=True)
-class AckRequest:
-    """The offsets of a read batch that were processed (every offset of it not nacked)."""
-
+class _OffsetsRequest:
     _offsets: List[Offset]
 
     def __init__(self, offsets: List[Offset]) -> None:
@@ -200,23 +198,18 @@ class AckRequest:
 
     @property
     def offsets(self) -> List[Offset]:
-        """The offsets to acknowledge, in read order."""
+        """The offsets, in the order the platform sent them."""
         return self._offsets
 
 
 @dataclass(init=False, slots=True)
-class NackRequest:
+class AckRequest(_OffsetsRequest):
+    """The offsets of a read batch that were processed (every offset of it not nacked)."""
+
+
+@dataclass(init=False, slots=True)
+class NackRequest(_OffsetsRequest):
     """Offsets whose messages failed downstream: the source should deliver them again."""
-
-    _offsets: List[Offset]
-
-    def __init__(self, offsets: List[Offset]) -> None:
-        self._offsets = offsets
-
-    @property
-    def offsets(self) -> List[Offset]:
-        """The offsets to make readable again."""
-        return self._offsets
 
 
 @dataclass(init=False, slots=True)

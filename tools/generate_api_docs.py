@@ -113,9 +113,9 @@ def _kinds() -> list[str]:
     lines = [
         "## Kinds",
         "",
-        "Every kind a server serves, from the kind table (`pynumaflow._faces.kinds`). The v1",
-        "socket and server-info file depend on the container's `NUMAFLOW_UD_CONTAINER_TYPE`",
-        "role where several are listed (the first is the default).",
+        "Every kind a server serves, from the kind table (`pynumaflow._faces.kinds`). On v1",
+        "a container serves the socket of its `NUMAFLOW_UD_CONTAINER_TYPE` role (unset: the",
+        "first one listed).",
         "",
         "| kind | server | keyword | handler | legacy (Numaflow 0.8-0.9) | v1 (Numaflow >= 1.4) |",
         "| --- | --- | --- | --- | --- | --- |",
@@ -131,7 +131,7 @@ def _kinds() -> list[str]:
             v1 = "-"
             if kind.v1 is not None:
                 v1 = "; ".join(
-                    f"{role}: `{sock}`, `{info}`" for role, (sock, info) in kind.v1.sockets.items()
+                    f"{socket.role}: `{socket.sock}`, `{socket.info}`" for socket in kind.v1.sockets
                 )
                 if kind.v1.metadata:
                     v1 += " (" + ", ".join(f"{k}={v}" for k, v in kind.v1.metadata.items()) + ")"

@@ -595,8 +595,8 @@ class SideInputClient:
 
 def _v1_files(folder: Path, kind: Kind) -> Tuple[str, str]:
     assert kind.v1 is not None
-    sock_name, info_name = kind.v1.files(kind.v1.default_role)
-    return str(folder / sock_name), str(folder / info_name)
+    socket = kind.v1.sockets[0]
+    return str(folder / socket.sock), str(folder / socket.info)
 
 
 @contextlib.asynccontextmanager

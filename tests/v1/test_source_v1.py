@@ -375,3 +375,16 @@ async def test_sigterm_finishes_the_read_batch_in_progress_then_ends_the_streams
     assert eot.status.eot
     assert read_code == grpc.StatusCode.UNAVAILABLE
     assert exited - signalled < PROMPT
+
+
+async def test_the_udsource_role_serves_it_and_another_role_refuses(
+    sock_dir: Path, stub: Any, pb2: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """NUMAFLOW_UD_CONTAINER_TYPE=udsource: source.sock; a udf container cannot serve it."""
+    monkeypatch.setenv("NUMAFLOW_UD_CONTAINER_TYPE", "udsource")
+    async with serve(MemorySource(limit=1), sock_dir).running():
+        talk = await converse(stub.ReadFn(), [read_handshake(pb2), read(pb2, 5)])
+    assert batches(talk.responses) == [[b"0"]]
+    monkeypatch.setenv("NUMAFLOW_UD_CONTAINER_TYPE", "udf")
+    with pytest.raises(ValueError, match="this container must serve map or map stream or reduce"):
+        serve(MemorySource(), sock_dir)

@@ -25,7 +25,7 @@ from pynumaflow._codec.fields import (
     read_length,
     result_metadata,
 )
-from pynumaflow._codec.wire import read_varint, skip_field, varint
+from pynumaflow._codec.wire import encode_text, read_varint, skip_field, varint
 from pynumaflow._types.errors import CodecError
 from pynumaflow._types.sink import Datum, Response
 
@@ -128,7 +128,7 @@ def encode_result(response: Response, user_metadata: bytes = b"") -> bytes:
     if number:
         out += (b"\x10", varint(number))
     if response.err:
-        raw = response.err.encode("utf-8", "backslashreplace")
+        raw = encode_text(response.err)
         out += (b"\x1a", varint(len(raw)), raw)
     value = response.value
     if value is not None and status == "serve":

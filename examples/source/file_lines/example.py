@@ -35,11 +35,11 @@ class FileLines(Sourcer):
     async def read_handler(self, datum: ReadRequest, output: ReadOutput) -> None:
         partition = get_default_partitions()[0]
         for _ in range(datum.num_records):
-            if self.nacked:
-                index = self.nacked.pop(0)
+            redelivery = bool(self.nacked)
+            if redelivery:
+                index = self.nacked[0]
             elif self.next < len(self.lines):
                 index = self.next
-                self.next += 1
             else:
                 return  # nothing more for now: the batch ends early
             message = Message(
@@ -48,11 +48,13 @@ class FileLines(Sourcer):
                 datetime.now(timezone.utc),
                 keys=["line"],
             )
-            try:
-                await output.put(message)
-            except BaseException:
-                self.nacked.insert(0, index)  # not handed out: serve it next time
-                raise
+            await output.put(message)
+            # put returned: the line is in the batch. Nothing changed before it, so a
+            # read cut off by its timeout (the put raises CancelledError) loses nothing.
+            if redelivery:
+                self.nacked.pop(0)
+            else:
+                self.next += 1
             self.in_flight.add(index)
 
     async def ack_handler(self, ack_request: AckRequest) -> None:

@@ -188,7 +188,11 @@ class Facade:
             f"{CONTAINER_TYPE_ENV}={role}, serving its role only"
             if role
             else f"{CONTAINER_TYPE_ENV} unset (Numaflow 0.8-0.9 or a local run), serving "
-            + " and ".join(p for p in (LEGACY, V1) if p in options.protocols),
+            + " and ".join(
+                p
+                for p in (LEGACY, V1)
+                if p in options.protocols and (p == V1 or self.family.legacy is not None)
+            ),
             options.max_threads,
         )
         for note in self._notes():

@@ -52,3 +52,12 @@ def test_the_sync_side_input_kit() -> None:
     with testing.serve_side_input_sync(lambda: Response.broadcast_message(b"x")) as client:
         assert client.is_ready()
         assert client.retrieve().value == b"x"
+
+
+def test_a_failing_ack_is_a_call_error() -> None:
+    with testing.serve_source_sync(Failing("ack")) as client:
+        messages = client.read(1)
+        with pytest.raises(testing.CallError) as info:
+            client.ack(messages)
+    assert info.value.status == "INTERNAL"
+    assert "RuntimeError('ack failed')" in info.value.details

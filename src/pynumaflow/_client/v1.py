@@ -8,7 +8,8 @@ Answers come back as the public datatypes; calls raise
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+from collections.abc import AsyncIterator, Iterable
 from datetime import datetime, timezone
 from typing import Any, List, Optional, Tuple
 
@@ -70,55 +71,46 @@ class SourceConnection(_Connection):
         super().__init__(sock_path, timeout)
         self._stub = src_pb.SourceStub(self._channel, timeout=timeout)
 
+    @contextlib.asynccontextmanager
+    async def _stream(
+        self, path: str, request_type: Any, response_type: Any, what: str
+    ) -> AsyncIterator[Any]:
+        """A bidi stream whose handshake the server answered; its trailers read at the end."""
+        with _call_errors():
+            async with self._channel.request(
+                path, Cardinality.STREAM_STREAM, request_type, response_type, timeout=self._timeout
+            ) as stream:
+                await stream.send_message(request_type(handshake=src_pb.Handshake(sot=True)))
+                first = await stream.recv_message()
+                if first is None or first.handshake is None or not first.handshake.sot:
+                    raise CallError("UNKNOWN", f"the server did not answer the {what} handshake")
+                yield stream
+                await stream.recv_trailing_metadata()
+
     async def read(self, num_records: int, timeout_ms: int) -> List[Message]:
         """One read: the handshake, one ReadRequest, the messages up to the EOT."""
         messages = []
-        with _call_errors():
-            async with self._channel.request(
-                _READ,
-                Cardinality.STREAM_STREAM,
-                src_pb.ReadRequest,
-                src_pb.ReadResponse,
-                timeout=self._timeout,
-            ) as stream:
-                await stream.send_message(src_pb.ReadRequest(handshake=src_pb.Handshake(sot=True)))
-                first = await stream.recv_message()
-                if first is None or first.handshake is None or not first.handshake.sot:
-                    raise CallError("UNKNOWN", "the server did not answer the read handshake")
-                request = src_pb.ReadRequestRequest(
-                    num_records=num_records, timeout_in_ms=timeout_ms
-                )
-                await stream.send_message(src_pb.ReadRequest(request=request))
-                while True:
-                    reply = await stream.recv_message()
-                    if reply is None:
-                        raise CallError("UNKNOWN", "the read stream ended before its EOT")
-                    if reply.status.eot:
-                        break
-                    messages.append(_message(reply.result))
-                await stream.end()
-                await stream.recv_trailing_metadata()
+        async with self._stream(_READ, src_pb.ReadRequest, src_pb.ReadResponse, "read") as stream:
+            request = src_pb.ReadRequestRequest(num_records=num_records, timeout_in_ms=timeout_ms)
+            await stream.send_message(src_pb.ReadRequest(request=request), end=True)
+            while True:
+                reply = await stream.recv_message()
+                if reply is None:  # the status says why, if it is not OK
+                    await stream.recv_trailing_metadata()
+                    raise CallError("UNKNOWN", "the read stream ended before its EOT")
+                if reply.status.eot:
+                    break
+                messages.append(_message(reply.result))
         return messages
 
     async def ack(self, offsets: Iterable[Offset]) -> None:
         """One ack: the handshake, one AckRequest, its one response."""
-        with _call_errors():
-            async with self._channel.request(
-                _ACK,
-                Cardinality.STREAM_STREAM,
-                src_pb.AckRequest,
-                src_pb.AckResponse,
-                timeout=self._timeout,
-            ) as stream:
-                await stream.send_message(src_pb.AckRequest(handshake=src_pb.Handshake(sot=True)))
-                first = await stream.recv_message()
-                if first is None or first.handshake is None or not first.handshake.sot:
-                    raise CallError("UNKNOWN", "the server did not answer the ack handshake")
-                request = src_pb.AckRequestRequest(offsets=_offsets(offsets))
-                await stream.send_message(src_pb.AckRequest(request=request), end=True)
-                if await stream.recv_message() is None:
-                    raise CallError("UNKNOWN", "the ack stream ended without an answer")
+        async with self._stream(_ACK, src_pb.AckRequest, src_pb.AckResponse, "ack") as stream:
+            request = src_pb.AckRequestRequest(offsets=_offsets(offsets))
+            await stream.send_message(src_pb.AckRequest(request=request), end=True)
+            if await stream.recv_message() is None:
                 await stream.recv_trailing_metadata()
+                raise CallError("UNKNOWN", "the ack stream ended without an answer")
 
     async def nack(self, offsets: Iterable[Offset]) -> None:
         """NackFn, one Request per offset as Numaflow 1.8.2+ sends it."""

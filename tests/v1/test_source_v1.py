@@ -388,3 +388,32 @@ async def test_the_udsource_role_serves_it_and_another_role_refuses(
     monkeypatch.setenv("NUMAFLOW_UD_CONTAINER_TYPE", "udf")
     with pytest.raises(ValueError, match="this container must serve map or map stream or reduce"):
         serve(MemorySource(), sock_dir)
+
+
+async def test_the_timeout_ends_the_batch_even_when_its_timer_runs_early(
+    sock_dir: Path, stub: Any, pb2: ModuleType
+) -> None:
+    """The loop runs a timer up to its clock resolution early (15.6 ms on some systems).
+
+    Here the resolution is 50 ms and a ticker wakes the loop every 5 ms, so the read's
+    timer runs before its deadline: the batch must end all the same.
+    """
+    loop = asyncio.get_running_loop()
+    resolution = loop._clock_resolution  # type: ignore[attr-defined]
+
+    async def tick() -> None:
+        for _ in range(int(WAIT / 0.005)):  # cancelled long before
+            await asyncio.sleep(0.005)
+
+    ticker = asyncio.ensure_future(tick())
+    loop._clock_resolution = 0.05  # type: ignore[attr-defined]
+    try:
+        async with serve(Upstream(), sock_dir).running():
+            talk = await asyncio.wait_for(
+                converse(stub.ReadFn(), [read_handshake(pb2), read(pb2, 5, timeout_ms=200)]), WAIT
+            )
+    finally:
+        loop._clock_resolution = resolution  # type: ignore[attr-defined]
+        ticker.cancel()
+    assert talk.code == grpc.StatusCode.OK
+    assert batches(talk.responses) == [[]]

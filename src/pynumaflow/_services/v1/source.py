@@ -143,17 +143,23 @@ class SourceV1Service:
         handler = self._handlers["read_handler"]
         task = asyncio.ensure_future(self._invoker.call(handler, request, output))
         task.add_done_callback(lambda _: wake.set())
-        timer = None
-        if request.timeout_in_ms:
-            timer = loop.call_later(request.timeout_in_ms / 1000, wake.set)
-            deadline = loop.time() + request.timeout_in_ms / 1000
+        expired = asyncio.Event()  # set by the timer itself: asyncio may run a timer up to
+        # a clock resolution early, so comparing loop.time() with the deadline could miss it
+
+        def expire() -> None:
+            expired.set()
+            wake.set()
+
+        timer = (
+            loop.call_later(request.timeout_in_ms / 1000, expire) if request.timeout_in_ms else None
+        )
         try:
             while not task.done():
                 await wake.wait()
                 wake.clear()
                 for payload in output.take():
                     await stream.send_message(payload)
-                if timer is not None and loop.time() >= deadline and not task.done():
+                if expired.is_set() and not task.done():
                     break  # the timeout passed: end the batch with what was put
         finally:
             output.open = False

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 from types import ModuleType
@@ -17,6 +18,8 @@ from sources import Counter
 from pynumaflow.sideinput import Response, SideInputServer
 
 from conftest import CHANNEL_OPTIONS
+from helpers import eventually
+from procs import finish, start_script, wait_for_server_info
 
 pytestmark = pytest.mark.anyio
 
@@ -106,3 +109,44 @@ async def test_a_failing_retriever_fails_the_call_and_the_server_serves_on(
 def test_a_retriever_taking_parameters_is_refused() -> None:
     with pytest.raises(TypeError, match="must accept 0 positional arguments"):
         SideInputServer(lambda x: x)
+
+
+SLOW_RETRIEVER = """
+import time
+from pathlib import Path
+from pynumaflow.sideinput import Response, SideInputServer
+
+def retrieve():
+    Path(__file__).with_name("started").touch()
+    time.sleep(1)
+    return Response.broadcast_message(b"late")
+
+SideInputServer(retrieve, shutdown_grace_period=60).start()
+"""
+
+
+async def test_sigterm_answers_the_retrieval_in_flight_then_exits(
+    tmp_path: Path, stubs: dict[str, ModuleType]
+) -> None:
+    """SIGTERM during a retrieval: it is answered, then the server exits 0 and cleans up."""
+    proc = start_script(SLOW_RETRIEVER, tmp_path)
+    try:
+        info = await asyncio.to_thread(
+            wait_for_server_info, proc, tmp_path / "sideinput-server-info"
+        )
+        target = f"unix://{tmp_path / 'sideinput.sock'}"
+        async with grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS) as channel:
+            stub = stubs["sideinput_grpc"].SideInputStub(channel)
+            empty = stubs["sideinput_pb2"].google_dot_protobuf_dot_empty__pb2.Empty()
+            call = asyncio.ensure_future(stub.RetrieveSideInput(empty))
+            await eventually((tmp_path / "started").exists, 10)
+            proc.send_signal(signal.SIGTERM)
+            answer = await asyncio.wait_for(call, 10)
+        code, output = await asyncio.to_thread(finish, proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert code == 0, output
+    assert (info["metadata"], info["minimum_numaflow_version"]) == ({}, "1.4.0-z")
+    assert answer.value == b"late"
+    assert not (tmp_path / "sideinput.sock").exists()

@@ -332,3 +332,48 @@ async def test_sink_roles_and_serve(
     assert talk["responses"][1]["results"] == [
         {"id": "d", "status": "SERVE", "serve_response": b64(b"stored")}
     ]
+
+
+SOURCE_SCRIPT = """\
+from pynumaflow.sourcer import (
+    PartitionsResponse, PendingResponse, SourceAsyncServer, Sourcer, get_default_partitions,
+)
+
+
+class Empty(Sourcer):
+    async def read_handler(self, datum, output):
+        return None
+
+    async def ack_handler(self, ack_request):
+        return None
+
+    async def nack_handler(self, nack_request):
+        return None
+
+    async def pending_handler(self):
+        return PendingResponse(count=0)
+
+    async def active_partitions_handler(self):
+        return PartitionsResponse(partitions=get_default_partitions())
+
+
+def stopped(loop):
+    print("callback got", type(loop).__name__, flush=True)
+
+
+SourceAsyncServer(Empty(), shutdown_callback=stopped).start()
+"""
+
+
+def test_shutdown_callback_gets_the_loop(tmp_path: Path) -> None:
+    """Every modern server calls shutdown_callback(loop) after draining, as aiorun does."""
+    import signal
+
+    from procs import finish, start_script, wait_for_server_info
+
+    proc = start_script(SOURCE_SCRIPT, tmp_path)
+    wait_for_server_info(proc, tmp_path / "sourcer-server-info")
+    proc.send_signal(signal.SIGTERM)
+    code, output = finish(proc)
+    assert code == 0, output
+    assert "callback got _UnixSelectorEventLoop" in output

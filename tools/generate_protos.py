@@ -24,6 +24,8 @@ PROTOS = [
     "sessionreduce/v1/sessionreduce.proto",
     "accumulator/v1/accumulator.proto",
     "sink/v1/sink.proto",
+    "source/v1/source.proto",
+    "sideinput/v1/sideinput.proto",
     "google/rpc/status.proto",
 ]
 DEFAULT_OUT = ROOT / "src" / "pynumaflow" / "_proto"

@@ -165,8 +165,15 @@ class Facade:
                 )
             )
             legacy_paths = {options.sock_path, options.server_info_file}
+        # A v1-only server of one kind takes sock_path and server_info_file as its exact
+        # files, as pynumaflow 0.14.0's servers do.
+        exact = legacy is None and len(self.family.kinds) == 1
         for kind, v1, socket in self._v1_sockets():
-            sock_path, info_path = self._v1_paths(v1, socket)
+            sock_path = options.v1_sock_dir / socket.sock
+            info_path = options.v1_info_dir / socket.info
+            if exact:
+                sock_path = options.sock_path or sock_path
+                info_path = options.server_info_file or info_path
             clash = sorted(str(p) for p in legacy_paths & {sock_path, info_path})
             if clash:
                 _LOGGER.warning(
@@ -193,11 +200,6 @@ class Facade:
             )
         return endpoints
 
-    def _v1_paths(self, v1: V1Endpoint, socket: V1Socket) -> Tuple[Path, Path]:
-        """Where a v1 socket is bound and its server-info file written."""
-        options = self._options
-        return options.v1_sock_dir / socket.sock, options.v1_info_dir / socket.info
-
     def _new_core(self) -> ServerCore:
         options = self._options
         invoker = Invoker(options.max_threads)
@@ -209,7 +211,11 @@ class Facade:
             f"{CONTAINER_TYPE_ENV}={role}, serving its role only"
             if role
             else f"{CONTAINER_TYPE_ENV} unset (Numaflow 0.8-0.9 or a local run), serving "
-            + " and ".join(p for p in (LEGACY, V1) if p in options.protocols),
+            + " and ".join(
+                p
+                for p in (LEGACY, V1)
+                if p in options.protocols and (p == V1 or self.family.legacy is not None)
+            ),
             options.max_threads,
         )
         for note in self._notes():

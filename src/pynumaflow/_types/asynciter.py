@@ -31,6 +31,12 @@ class NonBlockingIterator(Generic[T]):
             yield item  # type: ignore[misc]
 
     async def put(self, item: Union[T, str]) -> None:
-        """Add an item (or :data:`STREAM_EOF`), then let the loop run the reader."""
-        await self._queue.put(item)
-        await asyncio.sleep(0)  # a producer that never awaits would starve the reader
+        """Add an item (or :data:`STREAM_EOF`), then let the loop run the reader.
+
+        A bounded iterator lets it run only when full: a producer that never awaits
+        waits there, every ``size`` items, instead of after each one.
+        """
+        queue = self._queue
+        await queue.put(item)
+        if not queue.maxsize:
+            await asyncio.sleep(0)  # a producer that never awaits would starve the reader

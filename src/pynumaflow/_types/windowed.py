@@ -21,6 +21,7 @@ __all__ = [
     "AccumulatorMessage",
     "KeyedWindow",
     "ReduceStreamer",
+    "ReduceWindow",
     "SessionReducer",
 ]
 
@@ -175,6 +176,43 @@ class AccumulatorMessage(Message):
     def id(self) -> str:
         """The message id."""
         return self._id
+
+
+class ReduceWindow:
+    """A reduce window and its slot, as pynumaflow 0.14.0 names it (handlers get ``md``).
+
+    Args:
+        start: its start.
+        end: its end.
+        slot: the platform's slot name.
+
+    """
+
+    __slots__ = ("_slot", "_window")
+
+    def __init__(self, start: datetime, end: datetime, slot: str = "") -> None:
+        self._window = function.IntervalWindow(start, end)
+        self._slot = slot
+
+    @property
+    def start(self) -> datetime:
+        """The start."""
+        return self._window.start
+
+    @property
+    def end(self) -> datetime:
+        """The end."""
+        return self._window.end
+
+    @property
+    def slot(self) -> str:
+        """The slot."""
+        return self._slot
+
+    @property
+    def window(self) -> function.IntervalWindow:
+        """The start and end as an interval window."""
+        return self._window
 
 
 class KeyedWindow:

@@ -11,7 +11,7 @@ key and window), or an instance of one. Served on ``reducestream.sock`` by
 from pynumaflow._types.asynciter import NonBlockingIterator
 from pynumaflow._types.function import DROP, IntervalWindow, Metadata
 from pynumaflow._types.modern import Datum, Message
-from pynumaflow._types.windowed import ReduceStreamer
+from pynumaflow._types.windowed import ReduceStreamer, ReduceWindow
 from pynumaflow.reducestreamer._servers import ReduceStreamAsyncServer
 
 __all__ = [
@@ -23,4 +23,5 @@ __all__ = [
     "NonBlockingIterator",
     "ReduceStreamAsyncServer",
     "ReduceStreamer",
+    "ReduceWindow",
 ]

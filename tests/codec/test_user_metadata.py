@@ -32,21 +32,23 @@ def metadata(pb2: ModuleType, user: dict, system: dict | None = None, previous: 
 def test_encoding_decodes_in_protobuf(
     stubs: dict[str, ModuleType], groups: dict[str, dict[str, bytes]]
 ) -> None:
-    """What encode_user_metadata writes, protobuf reads as those user groups."""
+    """What encode_user_metadata writes, protobuf reads as those user groups, and so do we."""
     pb2 = stubs["common_pb2"]
     parsed = pb2.Metadata.FromString(fields.encode_user_metadata(groups))
     assert {g: dict(kv.key_value) for g, kv in parsed.user_metadata.items()} == groups
     assert not parsed.sys_metadata
+    assert fields.decode_metadata(fields.encode_user_metadata(groups)) == (groups, {})
 
 
 @given(groups=GROUPS, previous=st.text(max_size=8), system=GROUPS)
-def test_decoding_keeps_only_the_user_groups(
+def test_decoding_reads_user_and_system_groups(
     stubs: dict[str, ModuleType],
     groups: dict[str, dict[str, bytes]],
     previous: str,
     system: dict[str, dict[str, bytes]],
 ) -> None:
-    """What user_metadata_of keeps of a full Metadata decodes back to its user groups."""
+    """A Metadata decodes to its user and system groups; user_metadata_of's part to users'."""
     raw = metadata(stubs["common_pb2"], groups, system, previous)
     kept = fields.user_metadata_of(raw, 0, len(raw))
-    assert fields.decode_user_metadata(kept) == groups
+    assert fields.decode_metadata(kept) == (groups, {})
+    assert fields.decode_metadata(raw) == (groups, system)

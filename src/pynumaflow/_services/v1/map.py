@@ -43,6 +43,7 @@ class MapV1Service:
             codec.encode_map_stream_response_own if own else codec.encode_map_stream_response
         )
         encode = codec.encode_map_response_own if own else codec.encode_map_response
+        self._decode = codec.decode_map_request_own if own else codec.decode_map_request
         self._answer: Answer = (
             self._answer_stream
             if stream
@@ -58,7 +59,7 @@ class MapV1Service:
     async def _map_fn(self, stream: RawStream) -> None:
         await serve_requests(
             stream,
-            codec.decode_map_request,
+            self._decode,
             self._answer,
             what="MapRequest",
             handshake_response=codec.HANDSHAKE_RESPONSE,

@@ -27,7 +27,12 @@ from pynumaflow._proto.sourcetransformer import v1 as transform_pb
 # What each field after the watermark holds, by its name in the protos.
 ROLES = {"id": fields.ID, "headers": fields.HEADER}
 # function.v1's `metadata` is the delivery Metadata; every v1 request's is common.Metadata.
-METADATA_ROLE = {function_pb.DatumRequest: fields.DELIVERY}
+METADATA_ROLE = {
+    function_pb.DatumRequest: fields.DELIVERY,
+    # The window kinds serve only the modern API: user and system metadata, kept whole.
+    session_pb.SessionReduceRequestPayload: fields.METADATA,
+    accumulator_pb.Payload: fields.METADATA,
+}
 # The reduce codec keeps no common.Metadata: the platform ignores a reduce result's.
 IGNORED = {reduce_pb.ReduceRequestPayload: {"metadata"}}
 

@@ -171,3 +171,36 @@ async def test_a_malformed_request_is_refused(stubs: dict[str, ModuleType], sock
             details = await call.details()
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert details.startswith("malformed AccumulatorRequest")
+
+
+async def test_the_datum_shows_user_and_system_metadata(
+    stubs: dict[str, ModuleType], sock_dir: Path
+) -> None:
+    """Numaflow 1.7+ metadata reaches the handler, user and system groups alike."""
+    pb2, common = stubs["accumulator_pb2"], stubs["common_pb2"]
+    seen: list[tuple[Any, Any]] = []
+
+    async def look(datums: AsyncIterable[Datum], output: NonBlockingIterator[Message]) -> None:
+        async for d in datums:
+            seen.append((d.user_metadata.value("u", "k"), d.system_metadata.value("s", "k")))
+            await output.put(Message.from_datum(d))
+
+    request_ = request(pb2, "OPEN", ["k"], b"1", 10)
+    request_.payload.metadata.CopyFrom(
+        common.Metadata(
+            user_metadata={"u": common.KeyValueGroup(key_value={"k": b"user"})},
+            sys_metadata={"s": common.KeyValueGroup(key_value={"k": b"system"})},
+        )
+    )
+    server = AccumulatorAsyncServer(
+        look,
+        sock_path=str(sock_dir / "accumulator.sock"),
+        server_info_file=str(sock_dir / "accumulator-server-info"),
+    )
+    async with server.running():
+        target = f"unix://{sock_dir / 'accumulator.sock'}"
+        async with grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS) as channel:
+            stub = stubs["accumulator_grpc"].AccumulatorStub(channel)
+            talk = await converse(stub.AccumulateFn(), [request_], await_first=False)
+    assert talk.code == grpc.StatusCode.OK, talk.details
+    assert seen == [(b"user", b"system")]

@@ -142,9 +142,7 @@ def _reduce_stream(make: Callable[[], Callable[..., Any]]) -> Callable[..., Any]
 
 async def _accumulator_views(datums: AsyncIterable[function.Datum]) -> Any:
     async for inner in datums:
-        yield AccumulatorDatum._view(
-            inner, _user_metadata(inner._user_metadata), _NO_SYSTEM_METADATA
-        )
+        yield AccumulatorDatum._view(inner, *_metadata(inner._user_metadata))
 
 
 def _accumulate(make: Callable[[], Callable[..., Any]]) -> Callable[..., Any]:

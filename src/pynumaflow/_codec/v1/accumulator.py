@@ -20,7 +20,7 @@ from typing import Any, List, NamedTuple, Optional, Tuple
 from pynumaflow._codec.fields import (
     HEADER,
     ID,
-    USER_METADATA,
+    METADATA,
     RequestLayout,
     decode_request,
     new_datum,
@@ -55,7 +55,7 @@ OPEN = 0
 CLOSE = 1
 APPEND = 2  # not reduce.v1's numbering
 
-_PAYLOAD = RequestLayout("Payload", {5: ID, 6: HEADER, 7: USER_METADATA})
+_PAYLOAD = RequestLayout("Payload", {5: ID, 6: HEADER, 7: METADATA})
 _SLOT = b"\x1a\x06slot-0"
 _EPOCH_START = b"\x0a\x00"
 

@@ -15,7 +15,7 @@ from typing import List, NamedTuple, Optional, Tuple
 
 from pynumaflow._codec.fields import (
     HEADER,
-    USER_METADATA,
+    METADATA,
     RequestLayout,
     decode_request,
     new_datum,
@@ -54,7 +54,7 @@ EXPAND = 2
 MERGE = 3
 APPEND = 4
 
-_PAYLOAD = RequestLayout("Payload", {5: HEADER, 6: USER_METADATA})
+_PAYLOAD = RequestLayout("Payload", {5: HEADER, 6: METADATA})
 _NO_DELIVERY = DatumMetadata()
 
 

@@ -51,18 +51,31 @@ _HANDLER_EXITS = (SystemExit, KeyboardInterrupt)
 
 @dataclass(frozen=True)
 class Handler:
-    """A user handler, inspected once: its keyword name, the callable, and its kind."""
+    """A user handler, inspected once: its keyword name, the callable, and its kind.
+
+    ``own_metadata``: its results carry their own user metadata (the modern API)
+    instead of the request's (the 0.4 API).
+    """
 
     name: str
     func: Callable[..., Any]
     is_async: bool
+    own_metadata: bool = False
 
 
 def _is_async(func: Callable[..., Any], predicate: Callable[[Any], bool]) -> bool:
     return predicate(func) or predicate(getattr(func, "__call__", None))  # noqa: B004
 
 
-def inspect_handler(name: str, func: object, params: str, *, stream: bool = False) -> Handler:
+def inspect_handler(
+    name: str,
+    func: object,
+    params: str,
+    *,
+    stream: bool = False,
+    call: Optional[Callable[..., Any]] = None,
+    own_metadata: bool = False,
+) -> Handler:
     """Check a handler's shape and decide whether it is async.
 
     Args:
@@ -71,6 +84,9 @@ def inspect_handler(name: str, func: object, params: str, *, stream: bool = Fals
         params: its expected parameters, e.g. ``"keys, datum"``.
         stream: whether it produces a stream (map stream): then it must be an async
             generator function, or a sync callable returning an iterable.
+        call: what the server calls instead of ``func`` (a face's adapter around it,
+            returning what ``func`` returns: a value, a coroutine or a generator).
+        own_metadata: see :class:`Handler`.
 
     Raises:
         TypeError: the handler is not callable or cannot take the arguments.
@@ -92,16 +108,17 @@ def inspect_handler(name: str, func: object, params: str, *, stream: bool = Fals
                 f"{name} must accept {arity} positional arguments ({params}); "
                 f"{label}{signature} does not"
             ) from None
+    target = func if call is None else call
     if stream:
         if _is_async(func, inspect.isasyncgenfunction):
-            return Handler(name, func, is_async=True)
+            return Handler(name, target, True, own_metadata)
         if _is_async(func, inspect.iscoroutinefunction):
             raise TypeError(
                 f"{name} must be an async generator function (async def with yield) "
                 "or a sync generator; got a coroutine function"
             )
-        return Handler(name, func, is_async=False)
-    return Handler(name, func, is_async=_is_async(func, inspect.iscoroutinefunction))
+        return Handler(name, target, False, own_metadata)
+    return Handler(name, target, _is_async(func, inspect.iscoroutinefunction), own_metadata)
 
 
 def inspect_methods(

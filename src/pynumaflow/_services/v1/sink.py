@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import grpclib.const
 import grpclib.server
@@ -56,6 +56,9 @@ class SinkV1Service:
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     ) -> None:
         self._engine = BatchEngine(handler, invoker)
+        self._decode = (
+            codec.decode_sink_request_own if handler.own_metadata else codec.decode_sink_request
+        )
         self._container_type = container_type
         self._max_message_size = max_message_size
 
@@ -68,7 +71,7 @@ class SinkV1Service:
     async def _sink_fn(self, stream: RawStream) -> None:
         drain = IdleDrain()  # busy from a batch's first request to its EOT response
         async with drain.reading():
-            await self._converse(stream, _BatchReader(stream), drain)
+            await self._converse(stream, _BatchReader(stream, self._decode), drain)
         drain.check()
 
     async def _converse(self, stream: RawStream, reader: _BatchReader, drain: IdleDrain) -> None:
@@ -124,8 +127,9 @@ def _messages(entries: Iterable[bytes], max_message_size: int) -> Iterator[bytes
 class _BatchReader:
     """Reads a SinkFn stream: the handshake, then datums batch by batch."""
 
-    def __init__(self, stream: RawStream) -> None:
+    def __init__(self, stream: RawStream, decode: Callable[[bytes], codec.SinkRequest]) -> None:
         self._stream = stream
+        self._decode = decode
         self._eot_pending = False
         self.closed = False
         """Whether the client has ended the stream."""
@@ -135,7 +139,7 @@ class _BatchReader:
         if data is None:
             self.closed = True
             return None
-        return decode_or_refuse(codec.decode_sink_request, data, "SinkRequest")
+        return decode_or_refuse(self._decode, data, "SinkRequest")
 
     async def handshake(self) -> bool:
         """Read the handshake; False if the stream ended before any message."""

@@ -781,13 +781,41 @@ def drive_sink_v1(spec: Dict[str, Any], pb2: Dict[str, Any]) -> Dict[str, Any]:
     return v1_result(window, n_batches * spec["batch"], {}, "")
 
 
+def one_stream(
+    spec: Dict[str, Any], service: str, warm: List[bytes], frames: List[bytes], window: Window
+) -> Optional[List[bytes]]:
+    """A warm-up stream, then the measured one: each sent whole, half-closed, read to its
+    end; the measured stream's messages (None: the warm-up failed, recorded in window)."""
+    packed = spec.get("framing", "packed") == "packed"
+    with h2client.RawChannel(v1_socket(spec["run_dir"], spec["rpc"])) as ch:
+        call = ch.open(service)
+        ch.send(call, warm, packed)
+        ch.end(call)
+        ch.run_until(lambda: call.done)
+        call.take()
+        if not call.ok:
+            h2_fail(window, call)
+            window.empty()
+            return None
+        window.begin()
+        call = ch.open(service)
+        ch.send(call, frames, packed)
+        ch.end(call)
+        ch.run_until(lambda: call.done)
+        window.stop()
+        window.end()
+    window.latencies.append(window.t_stop - window.t_start)
+    if not call.ok:
+        h2_fail(window, call)
+    return call.take()  # type: ignore[no-any-return]
+
+
 def drive_reduce_v1(spec: Dict[str, Any], pb2: Dict[str, Any]) -> Dict[str, Any]:
     """reduce.v1: one stream per window (OPEN, then APPEND), half-closed as the platform
     closes a fixed window; checked: one result per key counting its datums, each with the
     window, then one EOF. The same for reduce stream (its own socket)."""
     pb = pb2["reduce"]
     service = V1_SERVICES[spec["rpc"]][2]
-    packed = spec.get("framing", "packed") == "packed"
     win = pb.Window(start=timestamp(60), end=timestamp(120), slot="0")
     now = time.time()
     value, nkeys = b"x" * spec["size"], spec["keys"]
@@ -808,31 +836,14 @@ def drive_reduce_v1(spec: Dict[str, Any], pb2: Dict[str, Any]) -> Dict[str, Any]
             out.append(h2client.frame(r.SerializeToString()))
         return out
 
-    warm = requests(min(nkeys * 2, 2000))
-    frames = requests(spec["datums"])
     window = Window(spec["server_pid"])
-    with h2client.RawChannel(v1_socket(spec["run_dir"], spec["rpc"])) as ch:
-        call = ch.open(service)
-        ch.send(call, warm, packed)
-        ch.end(call)
-        ch.run_until(lambda: call.done)
-        call.take()
-        if not call.ok:
-            h2_fail(window, call)
-            window.empty()
-            return window.result("datum")
-        window.begin()
-        call = ch.open(service)
-        ch.send(call, frames, packed)
-        ch.end(call)
-        ch.run_until(lambda: call.done)
-        window.stop()
-        window.end()
-    window.latencies.append(window.t_stop - window.t_start)
-    if not call.ok:
-        h2_fail(window, call)
+    messages = one_stream(
+        spec, service, requests(min(nkeys * 2, 2000)), requests(spec["datums"]), window
+    )
+    if messages is None:
+        return window.result("datum")
     counts: Dict[str, int] = {}
-    responses = [pb.ReduceResponse.FromString(m) for m in call.take()]
+    responses = [pb.ReduceResponse.FromString(m) for m in messages]
     for r in responses[:-1]:
         if r.EOF or r.window != win:
             window.fail("WRONG_REDUCE_RESPONSE", "an early EOF or a wrong window")
@@ -852,7 +863,6 @@ def drive_accumulator_v1(spec: Dict[str, Any], pb2: Dict[str, Any]) -> Dict[str,
     then a CLOSE per key and the half-close; checked: every datum passed on once (its id
     echoed), then one EOF per key echoing its CLOSE's window."""
     pb = pb2["accumulator"]
-    packed = spec.get("framing", "packed") == "packed"
     now = time.time()
     value, nkeys = b"x" * spec["size"], spec["keys"]
     op = pb.AccumulatorRequest.WindowOperation
@@ -880,32 +890,15 @@ def drive_accumulator_v1(spec: Dict[str, Any], pb2: Dict[str, Any]) -> Dict[str,
             out.append(h2client.frame(close.SerializeToString()))
         return out
 
-    warm = requests(min(nkeys * 2, 2000))
-    frames = requests(spec["datums"])
-    service = V1_SERVICES["accumulator"][2]
     window_ = Window(spec["server_pid"])
-    with h2client.RawChannel(v1_socket(spec["run_dir"], "accumulator")) as ch:
-        call = ch.open(service)
-        ch.send(call, warm, packed)
-        ch.end(call)
-        ch.run_until(lambda: call.done)
-        call.take()
-        if not call.ok:
-            h2_fail(window_, call)
-            window_.empty()
-            return window_.result("datum")
-        window_.begin()
-        call = ch.open(service)
-        ch.send(call, frames, packed)
-        ch.end(call)
-        ch.run_until(lambda: call.done)
-        window_.stop()
-        window_.end()
-    window_.latencies.append(window_.t_stop - window_.t_start)
-    if not call.ok:
-        h2_fail(window_, call)
+    service = V1_SERVICES["accumulator"][2]
+    messages = one_stream(
+        spec, service, requests(min(nkeys * 2, 2000)), requests(spec["datums"]), window_
+    )
+    if messages is None:
+        return window_.result("datum")
     n = spec["datums"]
-    responses = [pb.AccumulatorResponse.FromString(m) for m in call.take()]
+    responses = [pb.AccumulatorResponse.FromString(m) for m in messages]
     ids = sorted(int(r.payload.id) for r in responses if not r.EOF)
     eofs = sorted(tuple(r.window.keys) for r in responses if r.EOF)
     if ids != list(range(n)) or eofs != sorted((f"k{k}",) for k in range(min(nkeys, n))):

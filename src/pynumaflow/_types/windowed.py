@@ -215,7 +215,7 @@ class ReduceWindow:
         return self._window
 
 
-class KeyedWindow:
+class KeyedWindow(ReduceWindow):
     """A window with the keys it is for (an accumulator's window, or a session).
 
     Args:
@@ -226,43 +226,21 @@ class KeyedWindow:
 
     """
 
-    __slots__ = ("_end", "_keys", "_slot", "_start")
+    __slots__ = ("_keys",)
 
     def __init__(
         self, start: datetime, end: datetime, slot: str = "", keys: Optional[List[str]] = None
     ) -> None:
-        self._start = start
-        self._end = end
-        self._slot = slot
+        super().__init__(start, end, slot)
         self._keys = list(keys or [])
-
-    @property
-    def start(self) -> datetime:
-        """The start."""
-        return self._start
-
-    @property
-    def end(self) -> datetime:
-        """The end."""
-        return self._end
-
-    @property
-    def slot(self) -> str:
-        """The slot."""
-        return self._slot
 
     @property
     def keys(self) -> List[str]:
         """The keys."""
         return self._keys
 
-    @property
-    def window(self) -> function.IntervalWindow:
-        """The start and end as an interval window."""
-        return function.IntervalWindow(self._start, self._end)
-
     def __repr__(self) -> str:
         return (
-            f"KeyedWindow(start={self._start!r}, end={self._end!r}, "
+            f"KeyedWindow(start={self.start!r}, end={self.end!r}, "
             f"slot={self._slot!r}, keys={self._keys!r})"
         )

@@ -87,8 +87,9 @@ async def test_requests_of_one_data_frame_are_answered_in_a_few_data_frames(
     got = answers(map_pb2, outcome)
     assert sorted(int(r.id) for r in got) == list(range(200))
     assert all(r.results[0].value == r.id.encode() for r in got)
-    # The handshake's answer, then the answers of a few loop passes.
-    assert outcome.data_frames <= 10, outcome.data_frames
+    # The handshake's answer, then the answers of a few loop passes: an async handler's
+    # all complete in one; a sync handler's come back as the pool threads finish them.
+    assert outcome.data_frames <= (10 if handler is async_echo else 100), outcome.data_frames
 
 
 async def test_requests_cut_into_tiny_frames_are_all_answered(

@@ -14,14 +14,16 @@ length-prefixed messages.
 from __future__ import annotations
 
 import asyncio
+import collections
 import struct
-from typing import Optional
+from collections.abc import AsyncIterator
+from typing import Deque, Optional
 
 import grpclib.server
 
 from pynumaflow._core.transport import _MessageBuffer
 
-__all__ = ["HIGH_WATER", "MessageWriter", "read_messages"]
+__all__ = ["HIGH_WATER", "MessageReader", "MessageWriter", "read_messages"]
 
 RawStream = grpclib.server.Stream[bytes, bytes]
 
@@ -42,6 +44,37 @@ async def read_messages(stream: RawStream, limit: int) -> list[bytes]:
     buffer = stream._stream.buffer
     assert isinstance(buffer, _MessageBuffer)  # every stream of our server gets one
     return await buffer.read_messages(limit)
+
+
+class MessageReader:
+    """A stream's request messages one by one (``async for``), read up to ``ahead`` at once.
+
+    For the streams whose services take one message at a time (sink, reduce): what
+    grpclib's ``recv_message`` gives, without its two awaits per message.
+    """
+
+    def __init__(self, stream: RawStream, ahead: int = 256) -> None:
+        self._stream = stream
+        self._ahead = ahead
+        self._ready: Deque[bytes] = collections.deque()
+
+    async def next(self) -> Optional[bytes]:
+        """The next request message; None once the client has half-closed."""
+        if not self._ready:
+            self._ready.extend(await read_messages(self._stream, self._ahead))
+            if not self._ready:
+                return None
+        return self._ready.popleft()
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if not self._ready:
+            self._ready.extend(await read_messages(self._stream, self._ahead))
+            if not self._ready:
+                raise StopAsyncIteration
+        return self._ready.popleft()
 
 
 class MessageWriter:

@@ -8,7 +8,6 @@ bytes a frame.
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from pathlib import Path
 from types import ModuleType
@@ -19,7 +18,7 @@ from rawh2 import Outcome, RawConnection, frame
 
 from pynumaflow.function import Datum, Message, Messages
 
-from helpers import serving, v1_request_fields
+from helpers import Peak, blocking_echo, serving, v1_request_fields
 
 pytestmark = pytest.mark.anyio
 
@@ -106,36 +105,13 @@ async def test_requests_cut_into_tiny_frames_are_all_answered(
     ]
 
 
-class Peak:
-    """How many calls run at once (thread-safe)."""
-
-    def __init__(self) -> None:
-        self.now = self.peak = 0
-        self._lock = threading.Lock()
-
-    def __enter__(self) -> None:
-        with self._lock:
-            self.now += 1
-            self.peak = max(self.peak, self.now)
-
-    def __exit__(self, *exc: object) -> None:
-        with self._lock:
-            self.now -= 1
-
-
 async def test_blocking_sync_handlers_of_one_read_run_in_parallel(
     sock_path: str, info_path: str, sock_dir: Path, map_pb2: ModuleType
 ) -> None:
     """16 requests read at once, a sync handler blocking 100 ms: 16 threads run them together."""
     peak = Peak()
-
-    def blocking(keys: list[str], datum: Datum) -> Messages:
-        with peak:
-            time.sleep(0.1)
-        return Messages(Message(datum.value))
-
     body = request_stream(map_pb2, 16)
-    async with serving(sock_path, info_path, map_handler=blocking, max_threads=16):
+    async with serving(sock_path, info_path, map_handler=blocking_echo(peak, 0.1), max_threads=16):
         outcome = await asyncio.to_thread(talk, sock_dir / "map.sock", body)
     assert outcome.status == 0
     assert len(answers(map_pb2, outcome)) == 16

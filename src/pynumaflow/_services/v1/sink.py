@@ -13,6 +13,7 @@ from grpclib.exceptions import GRPCError
 
 from pynumaflow._codec.rpc import READY, decode_or_refuse
 from pynumaflow._codec.v1 import sink as codec
+from pynumaflow._core.messages import MessageReader
 from pynumaflow._core.options import DEFAULT_MAX_MESSAGE_SIZE
 from pynumaflow._engines.batch import Batch, BatchEngine
 from pynumaflow._engines.drain import IdleDrain
@@ -128,14 +129,14 @@ class _BatchReader:
     """Reads a SinkFn stream: the handshake, then datums batch by batch."""
 
     def __init__(self, stream: RawStream, decode: Callable[[bytes], codec.SinkRequest]) -> None:
-        self._stream = stream
+        self._requests = MessageReader(stream)
         self._decode = decode
         self._eot_pending = False
         self.closed = False
         """Whether the client has ended the stream."""
 
     async def _next(self) -> Optional[codec.SinkRequest]:
-        data = await self._stream.recv_message()
+        data = await self._requests.next()
         if data is None:
             self.closed = True
             return None

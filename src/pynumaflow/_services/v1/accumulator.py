@@ -93,7 +93,7 @@ class _AccumulatorStream(ReduceStream[_Key]):
         self._closing: Dict[Tuple[str, ...], _Key] = {}  # closed, EOF not yet sent
 
     async def _read(self) -> None:
-        async for data in self._stream:
+        async for data in self._requests:
             request = _decode(data)
             keys = request.window.keys
             if request.event == _codec.CLOSE:

@@ -111,7 +111,7 @@ class _SessionStream(ReduceStream[Session]):
         self._sessions: Dict[Identity, Session] = {}
 
     async def _read(self) -> None:
-        async for data in self._stream:
+        async for data in self._requests:
             request = _decode(data)
             event, windows = request.event, request.windows
             if event in (_codec.OPEN, _codec.APPEND):

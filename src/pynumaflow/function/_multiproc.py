@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import functools
-import pickle
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Optional, Union
 
 from pynumaflow._core.multiproc import ProcessOptions, Serving, serve_in_processes
-from pynumaflow._core.options import ServerOptions, process_count
-from pynumaflow._faces.kinds import FUNCTION, inspect_handlers
+from pynumaflow._core.options import process_count
+from pynumaflow._faces.kinds import FUNCTION
+from pynumaflow._faces.multiproc import check_importable, serve_in_workers
 from pynumaflow._invoke import Handler, Invoker
-from pynumaflow.function._servers import AnyHandler
+from pynumaflow.function._servers import AnyHandler, _FunctionServer
 
 __all__ = ["MultiProcServer"]
 
@@ -23,18 +23,6 @@ def _function_services(handlers: Mapping[str, Handler], max_threads: int) -> Ser
     assert FUNCTION.legacy is not None  # function.v1 is what MultiProcServer serves
     invoker = Invoker(max_threads)
     return Serving([FUNCTION.legacy.service(handlers, invoker)], invoker.shutdown, invoker.stalled)
-
-
-def _check_picklable(handlers: Mapping[str, Handler]) -> None:
-    for handler in handlers.values():
-        try:
-            pickle.dumps(handler.func)
-        except Exception as err:
-            raise TypeError(
-                f"{handler.name} must be importable by name for MultiProcServer (a function "
-                f"defined at the top level of a module or script, not a lambda or a nested "
-                f"function): its worker processes import it. Pickling failed: {err}"
-            ) from None
 
 
 def _port(sock_path: Union[int, str, None], port: Optional[int]) -> int:
@@ -51,7 +39,7 @@ def _port(sock_path: Union[int, str, None], port: Optional[int]) -> int:
     return value
 
 
-class MultiProcServer:
+class MultiProcServer(_FunctionServer):
     """Serves user-defined functions from several processes; :meth:`start` blocks.
 
     For CPU-bound sync handlers, which threads cannot run in parallel. It starts one
@@ -113,30 +101,28 @@ class MultiProcServer:
         shutdown_grace_period: Optional[float] = None,
         host: str = DEFAULT_HOST,
         port: Optional[int] = None,
+        protocols: Optional[Iterable[str]] = None,
+        map_mode: Optional[str] = None,
     ) -> None:
-        self._handlers = inspect_handlers(
-            FUNCTION,
-            type(self).__name__,
-            {
-                "map_handler": map_handler,
-                "mapt_handler": mapt_handler,
-                "map_stream_handler": map_stream_handler,
-                "reduce_handler": reduce_handler,
-            },
-        )
-        _check_picklable(self._handlers)
-        if not isinstance(host, str) or not host:
-            raise ValueError(f"host must be a non-empty str, got {host!r}")
-        common = ServerOptions.resolve(
-            sock_name="function.sock",  # never bound: it only gives server_info_file a default
-            sock_path=None,
-            server_info_file=server_info_file,
+        self._configure_function(
+            map_handler=map_handler,
+            mapt_handler=mapt_handler,
+            map_stream_handler=map_stream_handler,
+            reduce_handler=reduce_handler,
+            sock_path=None,  # the legacy socket is TCP here (sock_path is its port)
             max_message_size=max_message_size,
             max_threads=max_threads,
+            server_info_file=server_info_file,
             shutdown_grace_period=shutdown_grace_period,
+            protocols=protocols,
+            map_mode=map_mode,
         )
-        assert common.server_info_file is not None  # given, or defaulted by sock_name
-        self._options = ProcessOptions(
+        check_importable(self, type(self).__name__)
+        if not isinstance(host, str) or not host:
+            raise ValueError(f"host must be a non-empty str, got {host!r}")
+        common = self._options
+        assert common.server_info_file is not None  # defaulted by the family's sock_name
+        self._process_options = ProcessOptions(
             host=host,
             port=_port(sock_path, port),
             processes=process_count(),
@@ -149,17 +135,27 @@ class MultiProcServer:
     @property
     def process_count(self) -> int:
         """How many worker processes :meth:`start` runs."""
-        return self._options.processes
+        return self._process_options.processes
 
     @property
     def address(self) -> str:
         """The TCP address the workers listen on, ``host:port``."""
-        return self._options.address
+        return self._process_options.address
+
+    @property
+    def legacy_tcp(self) -> bool:
+        """Whether :meth:`start` serves the legacy TCP mode (else map.v1 on one socket).
+
+        Legacy (Numaflow 0.8-0.9) when the legacy protocol is asked for and no
+        ``$NUMAFLOW_UD_CONTAINER_TYPE`` says otherwise (``protocols`` as for
+        :class:`Server`); v1 when the container has a role or ``protocols=["v1"]``.
+        """
+        return self._serves_legacy()
 
     @property
     def server_info_file(self) -> str:
-        """The server-info file written once every worker is listening."""
-        return str(self._options.server_info_file)
+        """The legacy server-info file written once every worker is listening."""
+        return str(self._process_options.server_info_file)
 
     def start(self) -> None:
         """Serve until SIGTERM or SIGINT, then drain every process and return.
@@ -170,4 +166,9 @@ class MultiProcServer:
                 a ``RuntimeError``, from :mod:`pynumaflow.errors`.
 
         """
-        serve_in_processes(functools.partial(_function_services, self._handlers), self._options)
+        if self.legacy_tcp:
+            serve_in_processes(
+                functools.partial(_function_services, self._handlers), self._process_options
+            )
+        else:
+            serve_in_workers(self, self._process_options.processes)

@@ -89,6 +89,7 @@ class Dealer:
         self._on_lost = on_lost
         self._load = [0] * workers.count  # requests in progress, by worker
         self._served = [0] * workers.count
+        self._turn = 0  # where the search for the least loaded worker starts
         self._streams: Dict[int, _Dealt] = {}
         self._ids = itertools.count(1)
         self._lost: Optional[str] = None
@@ -123,9 +124,19 @@ class Dealer:
             self._workers.broadcast(channel, _CLOSE)
 
     def deal(self, dealt: _Dealt, data: bytes) -> None:
-        """Send a request to the worker with the fewest requests in progress."""
+        """Send a request to the worker with the fewest requests in progress.
+
+        Ties go round: with a fast handler every load is often 0, and always taking the
+        first worker would leave the others idle.
+        """
         load = self._load
-        index = min(range(len(load)), key=load.__getitem__)
+        count = len(load)
+        index = start = self._turn
+        for step in range(1, count):
+            other = (start + step) % count
+            if load[other] < load[index]:
+                index = other
+        self._turn = (index + 1) % count
         load[index] += 1
         dealt.pending[index] += 1
         self._workers.send(index, dealt.channel, _REQUEST, data)

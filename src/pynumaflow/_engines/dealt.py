@@ -21,8 +21,8 @@ import asyncio
 import collections
 import functools
 import itertools
+import json
 import logging
-import pickle
 from collections.abc import Mapping
 from typing import Any, Callable, Deque, Dict, NamedTuple, Optional, Tuple
 
@@ -209,7 +209,7 @@ class _Dealt:
 
     def on_frame(self, kind: int, payload: bytes) -> None:
         if kind == _ERROR:
-            status, message, details = pickle.loads(payload)
+            status, message, details = json.loads(payload)
             self.fail(GRPCError(Status(status), message, details))
             return
         self._out.append((payload, kind == _LAST))
@@ -327,4 +327,4 @@ class Answering:
         else:
             link.send(channel, _LAST, held.pop() if held else b"")
             return
-        link.send(channel, _ERROR, pickle.dumps(error))
+        link.send(channel, _ERROR, json.dumps(error).encode())  # escapes lone surrogates

@@ -42,27 +42,36 @@ def _port(sock_path: Union[int, str, None], port: Optional[int]) -> int:
 class MultiProcServer(_FunctionServer):
     """Serves user-defined functions from several processes; :meth:`start` blocks.
 
-    For CPU-bound sync handlers, which threads cannot run in parallel. It starts one
-    worker process per CPU (``$NUM_CPU_MULTIPROC``, else ``$NUMAFLOW_CPU_LIMIT``, else
-    1, read when the server is constructed), each running the same handlers on the same
-    server core as :class:`Server`. They share one TCP listening socket on
-    ``0.0.0.0:55551`` (the platform's multi-process mode); the server-info file says
-    ``"protocol": "tcp"`` with metadata ``CPU_LIMIT`` = the process count, so the
-    platform opens that many connections and round-robins calls over them. Each process
-    accepts a connection only while it holds no more than any other process, so with N
-    processes and N connections each serves one connection: 1/N of the calls.
+    For CPU-bound sync handlers, which threads cannot run in parallel. It runs N worker
+    processes (``$NUM_CPU_MULTIPROC``, else ``$NUMAFLOW_CPU_LIMIT``, else 1, read when
+    the server is constructed), each running the same handlers with the same invoker as
+    :class:`Server`, in one of two modes (:attr:`legacy_tcp`):
+
+    - **v1** (Numaflow >= 1.4: the container has a ``$NUMAFLOW_UD_CONTAINER_TYPE``, or
+      ``protocols=["v1"]``): the parent serves the one socket the platform dials for
+      the container's role (map.sock, mapstream.sock or sourcetransform.sock, with the
+      same server-info file as :class:`Server`) and deals the requests of each stream to
+      the worker with the fewest in progress; the workers answer, the parent sends the
+      answers as they come. Reduce, if given, is served by the parent alone.
+    - **legacy TCP** (Numaflow 0.8-0.9: no role, legacy protocol asked for, the default
+      then), as pynumaflow 0.4: the workers share one TCP listening socket on
+      ``0.0.0.0:55551``; server-info says ``"protocol": "tcp"`` with metadata
+      ``CPU_LIMIT`` = the process count, so the platform opens that many connections
+      and round-robins calls over them. Each process accepts a connection only while
+      it holds no more than any other, so each serves 1/N of the calls.
 
     Worker processes are started with the "spawn" method: each imports the handlers
     afresh. Define handlers at the top level of a module or of the script (not inside
     the ``if __name__ == "__main__":`` block, not as lambdas), and start the server
     inside that block: the script is imported again in each worker, under another name.
 
-    SIGTERM or SIGINT to the parent drains every worker (calls in flight get the grace
-    period), removes the server-info file and returns. If a worker process dies, the
-    error is logged with its exit code, the other workers are drained, and
-    :meth:`start` raises ``RuntimeError`` (so the process exits non-zero and the pod
-    restarts) rather than serving on fewer processes than the platform connects to.
-    Log records of the ``pynumaflow`` logger in workers reach the parent's logging.
+    SIGTERM or SIGINT to the parent drains every worker (requests in flight get the
+    grace period), removes the server-info file and returns. If a worker process dies,
+    the error is logged with its exit code, its streams fail ``UNAVAILABLE`` (v1), the
+    other workers are drained, and :meth:`start` raises ``WorkerExitedError`` (so the
+    process exits non-zero and the pod restarts) rather than serving on fewer
+    processes. Log records of the ``pynumaflow`` logger in workers reach the parent's
+    logging.
 
     Args:
         map_handler: ``h(keys, datum) -> Messages``.
@@ -76,8 +85,10 @@ class MultiProcServer(_FunctionServer):
             or 4 x CPUs).
         server_info_file: where the server-info handshake is written.
         shutdown_grace_period: seconds calls in flight get to finish on SIGTERM (default 5).
-        host: the address to listen on (default ``0.0.0.0``).
-        port: the TCP port (default 55551, where the platform dials).
+        host: the address to listen on in legacy TCP mode (default ``0.0.0.0``).
+        port: the TCP port in legacy TCP mode (default 55551, where the platform dials).
+        protocols: as for :class:`Server`; it picks the mode (see above).
+        map_mode: as for :class:`Server` (v1 mode, both map handlers given).
 
     Raises:
         ValueError: no handler was given, or an option or the process count variable is

@@ -34,6 +34,8 @@ from pynumaflow.function import Message, MessageT, MessageTs, Messages, MultiPro
 def handler(keys, datum):
     if datum.value == b"boom":
         raise ValueError("boom")
+    if datum.value.startswith(b"big"):
+        return Messages(Message(datum.value[::-1]))
     if datum.value.startswith(b"sleep "):
         time.sleep(float(datum.value[6:]))
     return Messages(Message(str(os.getpid()).encode(), keys=keys, tags=[datum.value.decode()]))
@@ -336,3 +338,21 @@ def test_the_mode_follows_the_role_and_protocols(monkeypatch: pytest.MonkeyPatch
     with pytest.raises(ValueError, match="NUMAFLOW_UD_CONTAINER_TYPE=transformer"):
         monkeypatch.setenv("NUMAFLOW_UD_CONTAINER_TYPE", "transformer")
         MultiProcServer(echo)
+
+
+def test_large_requests_and_answers_cross_the_workers_whole(
+    servers: list[Server], run_dir: Path, stubs: dict[str, ModuleType]
+) -> None:
+    """Requests of 3 MiB (many reads on the worker's pipe) are answered byte for byte."""
+    server = Server(run_dir, 2)
+    servers.append(server)
+    server.info()
+    stream = Stream(stubs, run_dir / "map.sock")
+    values = {f"big-{i}": b"big" + os.urandom(3 * 1024 * 1024) for i in range(4)}
+    for msg_id, value in values.items():
+        stream.send(msg_id, value)
+    answers = stream.close()
+    assert stream.error is None
+    assert {a.id: a.results[0].value for a in answers} == {k: v[::-1] for k, v in values.items()}
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.finish()[0] == 0

@@ -61,7 +61,8 @@ class Link(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
         self._transport: Optional[asyncio.Transport] = None
         self._out: list[bytes] = []
-        self._rest = b""
+        self._rest = bytearray()  # an unfinished frame
+        self._wanted = 0  # how long the unfinished frame is, once its header is in
         self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -69,8 +70,14 @@ class Link(asyncio.Protocol):
         self._transport = transport
 
     def data_received(self, data: bytes) -> None:
-        if self._rest:
-            data = self._rest + data
+        rest = self._rest
+        if rest:
+            # A large frame comes in many reads: gather them, and parse once it is whole.
+            rest += data
+            if len(rest) < self._wanted:
+                return
+            data = bytes(rest)
+            rest.clear()
         pos, size = 0, len(data)
         unpack, on_frame = _FRAME.unpack_from, self.on_frame
         while size - pos >= _HEADER:
@@ -80,7 +87,9 @@ class Link(asyncio.Protocol):
                 break
             on_frame(channel, kind, data[pos + _HEADER : end])
             pos = end
-        self._rest = data[pos:]
+        if pos < size:
+            rest += data[pos:]
+            self._wanted = _HEADER + unpack(data, pos)[0] if size - pos >= _HEADER else 0
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
         self.closed = True

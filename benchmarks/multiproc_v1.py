@@ -2,7 +2,7 @@
 
     python benchmarks/multiproc_v1.py [--processes 1 2] [--repeat 3] [--requests 3000]
                                       [--trivial-requests 30000] [--in-flight 500]
-                                      [--reference PYTHON]
+                                      [--reference PYTHON] [--handlers cpu trivial]
 
 Every cell starts a fresh server script as a pod's map container
 (``NUMAFLOW_UD_CONTAINER_TYPE=udf``), waits for mapper-server-info, then drives ONE
@@ -229,6 +229,9 @@ def main() -> None:
     parser.add_argument("--trivial-requests", type=int, default=30000)
     parser.add_argument("--in-flight", type=int, default=500)
     parser.add_argument("--reference", help="python of a venv with pynumaflow 0.14.0")
+    parser.add_argument(
+        "--handlers", nargs="+", choices=["cpu", "trivial"], default=["cpu", "trivial"]
+    )
     args = parser.parse_args()
     loops = calibrate()
     print(f"cpu handler: {loops} loop iterations = ~1 ms here; {os.cpu_count()} CPUs")
@@ -237,13 +240,11 @@ def main() -> None:
         from map.v1 import map_pb2
 
         args.pb2 = map_pb2
-        cells: List[Tuple[str, str, int]] = [("cpu", "single", 1)]
-        cells += [("cpu", "multi", n) for n in args.processes]
-        if args.reference:
-            cells += [("cpu", "0.14.0", n) for n in args.processes]
-        cells += [("trivial", "single", 1)] + [("trivial", "multi", n) for n in args.processes]
-        if args.reference:
-            cells += [("trivial", "0.14.0", n) for n in args.processes]
+        cells: List[Tuple[str, str, int]] = []
+        for handler in args.handlers:
+            cells += [(handler, "single", 1)] + [(handler, "multi", n) for n in args.processes]
+            if args.reference:
+                cells += [(handler, "0.14.0", n) for n in args.processes]
         runs: Dict[Tuple[str, str, int], List[Dict[str, Any]]] = collections.defaultdict(list)
         for attempt in range(1, args.repeat + 1):
             for handler, server, n in cells:

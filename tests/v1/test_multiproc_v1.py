@@ -12,7 +12,7 @@ import re
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Optional
@@ -79,6 +79,13 @@ class Server:
     def finish(self, timeout: float = 30.0) -> tuple[int, str]:
         return finish(self.proc, timeout)
 
+    def stop(self) -> str:
+        """SIGTERM, as Kubernetes sends it: the server must exit 0; return its output."""
+        self.proc.send_signal(signal.SIGTERM)
+        code, output = self.finish()
+        assert code == 0, output
+        return output
+
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
@@ -90,10 +97,21 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("mp")  # short: socket paths are limited to ~108 bytes
 
 
+Start = Callable[..., Server]
+
+
 @pytest.fixture
-def servers(run_dir: Path) -> Iterator[list[Server]]:
+def start(run_dir: Path) -> Iterator[Start]:
+    """Start a server (Server's arguments but the folder), wait for its server-info."""
     started: list[Server] = []
-    yield started
+
+    def start(processes: int = 2, role: str = "udf", keyword: str = "map_handler") -> Server:
+        server = Server(run_dir, processes, role, keyword)
+        started.append(server)
+        server.info("mapper-server-info" if role == "udf" else "sourcetransformer-server-info")
+        return server
+
+    yield start
     for server in started:
         server.kill()
 
@@ -144,11 +162,10 @@ class Stream:
 
 
 def test_one_stream_is_answered_exactly_once_by_every_worker(
-    servers: list[Server], run_dir: Path, stubs: dict[str, ModuleType]
+    start: Start, run_dir: Path, stubs: dict[str, ModuleType]
 ) -> None:
     """3,000 requests on one stream: each answered once, right; all 3 workers share them."""
-    server = Server(run_dir, 3)
-    servers.append(server)
+    server = start(3)
     assert server.info() == {
         "protocol": "uds",
         "language": "python",
@@ -172,9 +189,7 @@ def test_one_stream_is_answered_exactly_once_by_every_worker(
         pid = int(result.value)
         pids[pid] = pids.get(pid, 0) + 1
     assert len(pids) == 3, pids
-    server.proc.send_signal(signal.SIGTERM)
-    code, output = server.finish()
-    assert code == 0, output
+    output = server.stop()
     counts = re.search(r"requests answered per process \(pid: requests\): (.*)", output)
     assert counts is not None, output
     assert sorted(counts.group(1).split(", ")) == sorted(f"{p}: {n}" for p, n in pids.items())
@@ -183,14 +198,12 @@ def test_one_stream_is_answered_exactly_once_by_every_worker(
 
 
 def test_a_handler_error_fails_the_stream_as_in_one_process(
-    servers: list[Server], run_dir: Path, stubs: dict[str, ModuleType]
+    start: Start, run_dir: Path, stubs: dict[str, ModuleType]
 ) -> None:
     """INTERNAL UDF_EXECUTION_ERROR(udf) with the traceback as DebugInfo; the server serves on."""
     from pynumaflow._proto.google import rpc
 
-    server = Server(run_dir, 2)
-    servers.append(server)
-    server.info()
+    server = start(2)
     stream = Stream(stubs, run_dir / "map.sock")
     stream.send("ok", b"fine")
     stream.send("bad", b"boom")
@@ -210,19 +223,15 @@ def test_a_handler_error_fails_the_stream_as_in_one_process(
     (answer,) = again.close()
     assert again.error is None
     assert answer.id == "after"
-    server.proc.send_signal(signal.SIGTERM)
-    code, output = server.finish()
-    assert code == 0, output
+    output = server.stop()
     assert output.count("handler raised ValueError") == 1, output
 
 
 def test_sigterm_drains_every_worker_and_exits_0(
-    servers: list[Server], run_dir: Path, stubs: dict[str, ModuleType]
+    start: Start, run_dir: Path, stubs: dict[str, ModuleType]
 ) -> None:
     """Requests in progress in both workers are answered; the stream ends UNAVAILABLE; exit 0."""
-    server = Server(run_dir, 2)
-    servers.append(server)
-    server.info()
+    server = start(2)
     stream = Stream(stubs, run_dir / "map.sock")
     for i in range(6):
         stream.send(f"id-{i}", b"sleep 1")
@@ -240,12 +249,10 @@ def test_sigterm_drains_every_worker_and_exits_0(
 
 
 def test_a_killed_worker_fails_the_stream_retryably_and_the_server_exits_non_zero(
-    servers: list[Server], run_dir: Path, stubs: dict[str, ModuleType]
+    start: Start, run_dir: Path, stubs: dict[str, ModuleType]
 ) -> None:
     """SIGKILL to a worker mid-stream: the stream fails UNAVAILABLE; logged; exit non-zero."""
-    server = Server(run_dir, 2)
-    servers.append(server)
-    server.info()
+    server = start(2)
     stream = Stream(stubs, run_dir / "map.sock")
     stream.send("first", b"")
     victim = int(stream.next().results[0].value)
@@ -264,11 +271,10 @@ def test_a_killed_worker_fails_the_stream_retryably_and_the_server_exits_non_zer
 
 
 def test_map_stream_and_transformer_roles(
-    servers: list[Server], run_dir: Path, stubs: dict[str, ModuleType]
+    start: Start, run_dir: Path, stubs: dict[str, ModuleType]
 ) -> None:
     """Map stream (MAP_MODE stream-map) and sourcetransformer.v1 are dealt the same way."""
-    server = Server(run_dir, 2, keyword="map_stream_handler")
-    servers.append(server)
+    server = start(2, keyword="map_stream_handler")
     assert server.info()["metadata"] == {"MAP_MODE": "stream-map"}
     stream = Stream(stubs, run_dir / "mapstream.sock")
     for i in range(20):
@@ -281,11 +287,9 @@ def test_map_stream_and_transformer_roles(
         values = [a.results[0].value.decode().split() for a in mine[:3]]
         assert [v[1] for v in values] == ["0", "1", "2"]
         assert len({v[0] for v in values}) == 1
-    server.proc.send_signal(signal.SIGTERM)
-    assert server.finish()[0] == 0
+    server.stop()
 
-    transformer = Server(run_dir, 2, role="transformer", keyword="mapt_handler")
-    servers.append(transformer)
+    transformer = start(2, role="transformer", keyword="mapt_handler")
     info = transformer.info("sourcetransformer-server-info")
     assert info["metadata"] == {}
     assert info["protocol"] == "uds"
@@ -300,17 +304,14 @@ def test_map_stream_and_transformer_roles(
         first, *answers = list(stub.SourceTransformFn(iter(requests)))
     assert first.handshake.sot
     assert sorted(a.id for a in answers) == sorted(f"t{i}" for i in range(10))
-    transformer.proc.send_signal(signal.SIGTERM)
-    assert transformer.finish()[0] == 0
+    transformer.stop()
 
 
 def test_the_reference_client_drives_it(
-    servers: list[Server], run_dir: Path, reference_client: ReferenceClient
+    start: Start, run_dir: Path, reference_client: ReferenceClient
 ) -> None:
     """The pynumaflow 0.14.0 wheel's own stubs: IsReady, handshake, one answer per request id."""
-    server = Server(run_dir, 2)
-    servers.append(server)
-    server.info()
+    server = start(2)
     requests = [{"handshake": {"sot": True}}] + [
         {"id": f"r{i}", "request": {"keys": ["k"], "value": b64(b"v")}} for i in range(50)
     ]
@@ -321,8 +322,7 @@ def test_the_reference_client_drives_it(
     assert first == {"handshake": {"sot": True}}
     assert sorted(a["id"] for a in answers) == sorted(f"r{i}" for i in range(50))
     assert len({a["results"][0]["value"] for a in answers}) == 2
-    server.proc.send_signal(signal.SIGTERM)
-    assert server.finish()[0] == 0
+    server.stop()
 
 
 def test_the_mode_follows_the_role_and_protocols(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -334,6 +334,8 @@ def test_the_mode_follows_the_role_and_protocols(monkeypatch: pytest.MonkeyPatch
     assert not MultiProcServer(echo, protocols=["v1"]).legacy_tcp
     monkeypatch.setenv("NUMAFLOW_UD_CONTAINER_TYPE", "udf")
     assert not MultiProcServer(echo).legacy_tcp
+    with pytest.raises(TypeError, match="map_handler must be importable by name"):
+        MultiProcServer(map_handler=lambda keys, datum: Messages())
     assert MultiProcServer(echo, protocols=["legacy"]).legacy_tcp
     with pytest.raises(ValueError, match="NUMAFLOW_UD_CONTAINER_TYPE=transformer"):
         monkeypatch.setenv("NUMAFLOW_UD_CONTAINER_TYPE", "transformer")
@@ -341,12 +343,10 @@ def test_the_mode_follows_the_role_and_protocols(monkeypatch: pytest.MonkeyPatch
 
 
 def test_large_requests_and_answers_cross_the_workers_whole(
-    servers: list[Server], run_dir: Path, stubs: dict[str, ModuleType]
+    start: Start, run_dir: Path, stubs: dict[str, ModuleType]
 ) -> None:
     """Requests of 3 MiB (many reads on the worker's pipe) are answered byte for byte."""
-    server = Server(run_dir, 2)
-    servers.append(server)
-    server.info()
+    server = start(2)
     stream = Stream(stubs, run_dir / "map.sock")
     values = {f"big-{i}": b"big" + os.urandom(3 * 1024 * 1024) for i in range(4)}
     for msg_id, value in values.items():
@@ -354,5 +354,4 @@ def test_large_requests_and_answers_cross_the_workers_whole(
     answers = stream.close()
     assert stream.error is None
     assert {a.id: a.results[0].value for a in answers} == {k: v[::-1] for k, v in values.items()}
-    server.proc.send_signal(signal.SIGTERM)
-    assert server.finish()[0] == 0
+    server.stop()

@@ -214,6 +214,7 @@ def measure(
     return {
         "per_s": count / elapsed,
         "server_us": server_cpu / count * 1e6,
+        "server_cores": server_cpu / elapsed,
         "client_cores": client_cpu / elapsed,
         "other_pct": max(0.0, other) / elapsed / (os.cpu_count() or 1) * 100,
         "wrong": wrong,
@@ -253,7 +254,8 @@ def main() -> None:
                 runs[handler, server, n].append(r)
                 print(
                     f"run {attempt} {handler:7} {server:6} {n} proc: {r['per_s']:7.0f} req/s  "
-                    f"server {r['server_us']:6.0f} us CPU/req  client {r['client_cores']:.2f} "
+                    f"server {r['server_us']:6.0f} us CPU/req, {r['server_cores']:.2f} cores  "
+                    f"client {r['client_cores']:.2f} "
                     f"cores  other load {r['other_pct']:3.0f}%  streams {r['streams']}  "
                     f"wrong {r['wrong']}",
                     flush=True,
@@ -261,12 +263,14 @@ def main() -> None:
     print("medians:")
     summary = {}
     for (handler, server, n), rs in runs.items():
-        med = {k: statistics.median(r[k] for r in rs) for k in ("per_s", "server_us", "other_pct")}
+        keys = ("per_s", "server_us", "server_cores", "other_pct")
+        med = {k: statistics.median(r[k] for r in rs) for k in keys}
         base = statistics.median(r["per_s"] for r in runs[handler, "single", 1])
         summary[f"{handler} {server} {n}"] = med
         print(
             f"  {handler:7} {server:6} {n} proc: {med['per_s']:7.0f} req/s "
-            f"(x{med['per_s'] / base:.2f} of Server)  server {med['server_us']:6.0f} us CPU/req  "
+            f"(x{med['per_s'] / base:.2f} of Server)  server {med['server_us']:6.0f} us CPU/req, "
+            f"{med['server_cores']:.2f} cores  "
             f"other load {med['other_pct']:.0f}%  wrong {sum(r['wrong'] for r in rs)}"
         )
     print(json.dumps(summary))

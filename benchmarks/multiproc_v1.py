@@ -69,7 +69,8 @@ def work(keys, datum):
 if __name__ == "__main__":
     logging.basicConfig(level=logging.WARNING)
     server = MultiProcServer if os.environ["BENCH_SERVER"] == "multi" else Server
-    server(map_handler=work, max_threads=4).start()
+    threads = os.environ.get("BENCH_THREADS")  # default: the server's own
+    server(map_handler=work, **({"max_threads": int(threads)} if threads else {})).start()
 """
 
 REFERENCE = """

@@ -336,6 +336,12 @@ def test_the_mode_follows_the_role_and_protocols(monkeypatch: pytest.MonkeyPatch
     assert not MultiProcServer(echo).legacy_tcp
     with pytest.raises(TypeError, match="map_handler must be importable by name"):
         MultiProcServer(map_handler=lambda keys, datum: Messages())
+    # A v1 worker's pool: 1 thread unless asked for (max_threads, $MAX_THREADS).
+    monkeypatch.delenv("MAX_THREADS", raising=False)
+    assert MultiProcServer(echo)._worker_threads == 1
+    assert MultiProcServer(echo, max_threads=3)._worker_threads == 3
+    monkeypatch.setenv("MAX_THREADS", "5")
+    assert MultiProcServer(echo)._worker_threads == 5
     assert MultiProcServer(echo, protocols=["legacy"]).legacy_tcp
     with pytest.raises(ValueError, match="NUMAFLOW_UD_CONTAINER_TYPE=transformer"):
         monkeypatch.setenv("NUMAFLOW_UD_CONTAINER_TYPE", "transformer")

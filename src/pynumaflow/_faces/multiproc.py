@@ -60,10 +60,11 @@ def _answering(face: Facade, link: Link, max_threads: int) -> Answering:
     return Answering(link, conversations, invoker.shutdown)
 
 
-def serve_in_workers(face: Facade, processes: int) -> None:
+def serve_in_workers(face: Facade, processes: int, max_threads: Optional[int] = None) -> None:
     """Serve ``face``'s endpoints with ``processes`` workers until SIGTERM/SIGINT; block.
 
-    ``face`` is pickled to every worker (with its handlers, by reference).
+    ``face`` is pickled to every worker (with its handlers, by reference). Each worker's
+    sync handler pool has ``max_threads`` threads (default: the face's option).
 
     Raises:
         WorkerExitedError: a worker ended unasked; the others were stopped.
@@ -71,15 +72,15 @@ def serve_in_workers(face: Facade, processes: int) -> None:
 
     """
     refuse_in_worker()
-    asyncio.run(_serve(face, processes))
+    asyncio.run(_serve(face, processes, max_threads or face._options.max_threads))
 
 
-async def _serve(face: Facade, processes: int) -> None:
+async def _serve(face: Facade, processes: int, max_threads: int) -> None:
     options = face._options
     workers = Workers(
         functools.partial(_answering, face),
         processes,
-        max_threads=options.max_threads,
+        max_threads=max_threads,
         shutdown_grace_period=options.shutdown_grace_period,
     )
     core: Optional[ServerCore] = None
@@ -97,7 +98,7 @@ async def _serve(face: Facade, processes: int) -> None:
         type(face).__name__,
         f"{CONTAINER_TYPE_ENV}={role}" if role else f"{CONTAINER_TYPE_ENV} unset",
         processes,
-        options.max_threads,
+        max_threads,
     )
     for note in face._notes():
         _LOGGER.warning("%s", note)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Iterable, Mapping
 from typing import Optional, Union
 
@@ -81,8 +82,9 @@ class MultiProcServer(_FunctionServer):
             served by one process.
         sock_path: the TCP port, as in pynumaflow 0.4 (a Unix socket path is refused).
         max_message_size: largest request or response in bytes (default 64 MiB).
-        max_threads: size of each process's sync handler pool (default ``$MAX_THREADS``
-            or 4 x CPUs).
+        max_threads: size of each process's sync handler pool (default ``$MAX_THREADS``,
+            else in v1 mode 1, in legacy TCP mode 4 x CPUs). Give more for sync
+            handlers that wait on I/O.
         server_info_file: where the server-info handshake is written.
         shutdown_grace_period: seconds calls in flight get to finish on SIGTERM (default 5).
         host: the address to listen on in legacy TCP mode (default ``0.0.0.0``).
@@ -129,6 +131,10 @@ class MultiProcServer(_FunctionServer):
             map_mode=map_mode,
         )
         check_importable(self, type(self).__name__)
+        # v1 workers: one pool thread unless asked (CPU-bound handlers gain nothing from
+        # more, and lose CPU to GIL hand-offs on a busy machine; benchmarks/RESULTS.md).
+        explicit = max_threads is not None or bool(os.environ.get("MAX_THREADS", "").strip())
+        self._worker_threads = self._options.max_threads if explicit else 1
         if not isinstance(host, str) or not host:
             raise ValueError(f"host must be a non-empty str, got {host!r}")
         common = self._options
@@ -182,4 +188,4 @@ class MultiProcServer(_FunctionServer):
                 functools.partial(_function_services, self._handlers), self._process_options
             )
         else:
-            serve_in_workers(self, self._process_options.processes)
+            serve_in_workers(self, self._process_options.processes, self._worker_threads)

@@ -21,11 +21,12 @@ import logging
 import multiprocessing
 import os
 import pickle
+import signal
 import socket
 import struct
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from typing import Any, Optional, Protocol
 
@@ -147,7 +148,6 @@ class _Worker:
     link: Link
     ready: asyncio.Future[None]
     exited: asyncio.Future[None]
-    frames: int = field(default=0)
 
     @property
     def name(self) -> str:
@@ -222,7 +222,6 @@ class Workers:
         process.start()
         theirs.close()
         ready, exited = loop.create_future(), loop.create_future()
-        worker: Optional[_Worker] = None
 
         def on_frame(channel: int, kind: int, payload: bytes) -> None:
             if channel != CONTROL:
@@ -284,7 +283,7 @@ class Workers:
             if not w.exited.done() and w.process.pid is not None:
                 _LOGGER.error("%s did not stop in time: killing it", w.name)
                 with contextlib.suppress(ProcessLookupError):
-                    os.kill(w.process.pid, 9)
+                    os.kill(w.process.pid, signal.SIGKILL)
                 await w.exited
         for w in self._workers:
             w.link.close()

@@ -39,17 +39,19 @@ class MapV1Service:
         self._handler = handler
         self._invoker = invoker
         self._container_type = container_type
+        own = handler.own_metadata
+        self._encode_message = (
+            codec.encode_map_stream_response_own if own else codec.encode_map_stream_response
+        )
+        encode = codec.encode_map_response_own if own else codec.encode_map_response
+        self._decode = codec.decode_map_request_own if own else codec.decode_map_request
         self._answer: Answer = (
             self._answer_stream
             if stream
-            else unary_answer(handler, invoker, container_type, codec.encode_map_response)
+            else unary_answer(handler, invoker, container_type, encode)
         )
         self.conversation = Conversation(
-            "/map.v1.Map/MapFn",
-            codec.decode_map_request,
-            self._answer,
-            "MapRequest",
-            codec.HANDSHAKE_RESPONSE,
+            "/map.v1.Map/MapFn", self._decode, self._answer, "MapRequest", codec.HANDSHAKE_RESPONSE
         )
         """MapFn's bidi conversation (what a multi-process server deals to its workers)."""
 
@@ -66,10 +68,11 @@ class MapV1Service:
         )
 
     async def _answer_stream(self, datum: Datum, send: Send) -> None:
+        encode = self._encode_message
         await self._invoker.relay(
             self._handler,
             (datum.keys, datum),
-            lambda message: codec.encode_map_stream_response(message, datum),
+            lambda message: encode(message, datum),
             send,
             v1_container=self._container_type,
         )

@@ -26,10 +26,20 @@ class SourceTransformV1Service:
     """Serves SourceTransformFn and IsReady with one (mapt) handler."""
 
     def __init__(self, handler: Handler, invoker: Invoker, *, container_type: str) -> None:
+        encode = (
+            codec.encode_transform_response_own
+            if handler.own_metadata
+            else codec.encode_transform_response
+        )
+        decode = (
+            codec.decode_transform_request_own
+            if handler.own_metadata
+            else codec.decode_transform_request
+        )
         self.conversation = Conversation(
             "/sourcetransformer.v1.SourceTransform/SourceTransformFn",
-            codec.decode_transform_request,
-            unary_answer(handler, invoker, container_type, codec.encode_transform_response),
+            decode,
+            unary_answer(handler, invoker, container_type, encode),
             "SourceTransformRequest",
             codec.HANDSHAKE_RESPONSE,
         )

@@ -101,7 +101,7 @@ def _entry(name: str, obj: Any) -> list[str]:
 
 def _kinds() -> list[str]:
     """The kind table (pynumaflow._faces.kinds) as a Markdown table."""
-    from pynumaflow._faces.kinds import FAMILIES
+    from pynumaflow._faces.kinds import FAMILIES, MODERN_FAMILIES
 
     lines = [
         "## Kinds",
@@ -113,7 +113,9 @@ def _kinds() -> list[str]:
         "| kind | server | keyword | handler | legacy (Numaflow 0.8-0.9) | v1 (Numaflow >= 1.4) |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
-    for family in FAMILIES:
+    listed = {kind for family in FAMILIES for kind in family.kinds}
+    modern_only = [f for f in MODERN_FAMILIES if not listed.issuperset(f.kinds)]
+    for family in (*FAMILIES, *modern_only):
         for kind in family.kinds:
             handler = f"`h({kind.params})`" + (" yielding" if kind.stream else "")
             legacy = "-"

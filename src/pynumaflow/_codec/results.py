@@ -8,9 +8,9 @@ way in every protocol.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from datetime import date, datetime, time
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Set, Tuple
 
 from pynumaflow._codec.fields import encode_user_metadata
 from pynumaflow._codec.wire import varint
@@ -29,6 +29,7 @@ __all__ = [
     "message_event_time",
     "message_fields",
     "own_user_metadata",
+    "read_batch_answers",
     "read_responses",
     "response_body",
 ]
@@ -37,6 +38,8 @@ __all__ = [
 MESSAGES = "Messages (an iterable of Message)"
 MESSAGE_TS = "MessageTs (an iterable of MessageT)"
 _RESPONSES = "Responses (an iterable of Response)"
+_BATCH_RESPONSES = "BatchResponses (an iterable of BatchResponse)"
+_SHOWN_IDS = 5
 
 
 def encode_strings(tag: bytes, items: Iterable[str], out: List[bytes], what: str) -> None:
@@ -209,3 +212,53 @@ def read_responses(result: object) -> List[Response]:
             item = Response(msg_id, success, err, item.status, item.value, item.keys)
         responses.append(item)
     return responses
+
+
+def read_batch_answers(result: object, ids: Collection[str]) -> List[Tuple[str, Any]]:
+    """Check what a batch map handler returned for the batch of ``ids``: one answer per id.
+
+    Objects with ``id`` (str) and ``messages`` attributes count as answers, like
+    :class:`~pynumaflow.batchmapper.BatchResponse`. Returns ``(id, messages)`` in the
+    handler's order; the messages are checked when they are encoded.
+
+    Raises:
+        ReturnTypeError: ``result`` is not an iterable of such objects, or it answers an
+            id not in the batch, an id twice, or not every id of the batch.
+
+    """
+    answers: List[Tuple[str, Any]] = []
+    seen: Set[str] = set()
+    unknown: List[str] = []
+    repeated: List[str] = []
+    for item in checked_iter(result, _BATCH_RESPONSES):
+        try:
+            msg_id, messages = item.id, item.messages
+        except AttributeError:
+            raise ReturnTypeError(
+                f"expected BatchResponse objects, found {type(item).__name__}"
+            ) from None
+        if not isinstance(msg_id, str):
+            raise ReturnTypeError(f"BatchResponse id must be str, found {type(msg_id).__name__}")
+        if msg_id not in ids:
+            unknown.append(msg_id)
+        elif msg_id in seen:
+            repeated.append(msg_id)
+        seen.add(msg_id)
+        answers.append((msg_id, messages))
+    missing = [msg_id for msg_id in ids if msg_id not in seen]
+    problems = [
+        _ids("answers ids that are not in the batch", unknown),
+        _ids("answers ids more than once", repeated),
+        _ids(f"has no BatchResponse for {len(missing)} of the batch's {len(ids)} ids", missing),
+    ]
+    if any(problems):
+        raise ReturnTypeError("BatchResponses " + "; ".join(p for p in problems if p))
+    return answers
+
+
+def _ids(what: str, ids: List[str]) -> str:
+    if not ids:
+        return ""
+    shown = ", ".join(map(repr, ids[:_SHOWN_IDS]))
+    more = f" and {len(ids) - _SHOWN_IDS} more" if len(ids) > _SHOWN_IDS else ""
+    return f"{what}: {shown}{more}"

@@ -1,4 +1,9 @@
-"""The sink batch engine both sink protocols share: a batch in, one response per datum out.
+"""Batches: a handler fed a batch's datums as they arrive, then answering each of them.
+
+:func:`feed_batch` is the conversation step the sinks and batch map share: the handler
+call starts at the batch's first datum and reads the others from a feed while the
+service reads them off its stream. :class:`BatchEngine` is the sink's use of it, the
+sink batch engine both sink protocols share: a batch in, one response per datum out.
 
 A protocol's service reads the batch off its stream (the whole call for the legacy
 UserDefinedSink, up to each EOT for the v1 Sink) and hands the datums to
@@ -18,8 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
-from typing import Callable, Dict, List, NamedTuple, Optional, Union
+from collections.abc import Awaitable, Coroutine
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, TypeVar, Union
 
 from grpclib.exceptions import GRPCError
 
@@ -28,7 +33,7 @@ from pynumaflow._engines.feed import Feed
 from pynumaflow._invoke import Handler, HandlerErrors, Invoker
 from pynumaflow._types.sink import Datum, Response
 
-__all__ = ["OMITTED", "Batch", "BatchEngine", "NextDatum"]
+__all__ = ["OMITTED", "Batch", "BatchEngine", "NextDatum", "feed_batch"]
 
 _LOGGER = logging.getLogger("pynumaflow")
 
@@ -36,6 +41,9 @@ _LOGGER = logging.getLogger("pynumaflow")
 # stream pauses, and HTTP/2 flow control slows the platform down.
 _FEED_SIZE = 256
 _LOGGED_IDS = 5
+
+_D = TypeVar("_D")
+_R = TypeVar("_R")
 
 OMITTED = "the sink handler returned no response for this datum"
 """The error of the failure reported for a datum the handler did not answer."""
@@ -70,21 +78,14 @@ class BatchEngine:
         is a datum of the batch its caller already read. Whatever reading raises (a
         malformed request, a cancelled call) abandons the handler and propagates.
         """
-        feed: Feed[Datum] = Feed(_FEED_SIZE, sync_consumer=not self._handler.is_async)
-        call = asyncio.create_task(self._call_handler(feed))
         received: Dict[str, bytes] = {}
-        try:
-            datum = first if first is not None else await next_datum()
-            while datum is not None:
-                received[datum.id] = datum._user_metadata
-                await feed.put(datum)
-                datum = await next_datum()
-            feed.close()
-            outcome = await call
-        except BaseException:
-            feed.abort()
-            call.cancel()
-            raise
+
+        def note(datum: Datum) -> None:
+            received[datum.id] = datum._user_metadata
+
+        outcome = await feed_batch(
+            self._call_handler, self._handler, next_datum, first, received=note
+        )
         return Batch(_reconcile(received, outcome), received)
 
     async def _call_handler(self, feed: Feed[Datum]) -> _Outcome:
@@ -96,6 +97,37 @@ class BatchEngine:
             return err.message or err.status.name
         finally:
             feed.abort()  # the handler stopped reading: drop what still arrives
+
+
+async def feed_batch(
+    call: Callable[[Feed[_D]], Coroutine[Any, Any, _R]],
+    handler: Handler,
+    next_datum: Callable[[], Awaitable[Optional[_D]]],
+    first: Optional[_D],
+    *,
+    received: Callable[[_D], None],
+) -> _R:
+    """Run ``call`` (a handler's call reading a feed) over the batch ``next_datum`` reads.
+
+    The call starts at once, and each datum goes into its feed as it is read (after
+    ``received(datum)``); at the batch's end (``next_datum`` returns None) the feed is
+    closed and the call's result returned. ``first`` is a datum of the batch already
+    read. Whatever reading or the call raises abandons the call and propagates.
+    """
+    feed: Feed[_D] = Feed(_FEED_SIZE, sync_consumer=not handler.is_async)
+    task: asyncio.Task[_R] = asyncio.create_task(call(feed))
+    try:
+        datum = first if first is not None else await next_datum()
+        while datum is not None:
+            received(datum)
+            await feed.put(datum)
+            datum = await next_datum()
+        feed.close()
+        return await task
+    except BaseException:
+        feed.abort()
+        task.cancel()
+        raise
 
 
 def _reconcile(received: Dict[str, bytes], outcome: _Outcome) -> List[Response]:

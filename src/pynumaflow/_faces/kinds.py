@@ -25,6 +25,8 @@ if TYPE_CHECKING:  # the command line reads the table without loading the server
     from pynumaflow._services.legacy.function import FunctionHandlers
 
 __all__ = [
+    "BATCH_MAP",
+    "BATCH_MAPPER",
     "FAMILIES",
     "FUNCTION",
     "KINDS",
@@ -153,6 +155,14 @@ def _map_stream_v1(
     return MapV1Service(handler, invoker, stream=True, container_type=role)
 
 
+def _batch_map_v1(
+    handler: Handler, invoker: Invoker, role: str, options: ServerOptions
+) -> Service:
+    from pynumaflow._services.v1.batchmap import BatchMapV1Service
+
+    return BatchMapV1Service(handler, invoker, container_type=role)
+
+
 def _transform_v1(handler: Handler, invoker: Invoker, role: str, options: ServerOptions) -> Service:
     from pynumaflow._services.v1.transform import SourceTransformV1Service
 
@@ -230,6 +240,20 @@ MAP_STREAM = Kind(
         {"MAP_MODE": "stream-map"},
     ),
 )
+# The map modes share mapper-server-info, whose MAP_MODE tells the platform which socket
+# to dial: a container serves one mode.
+BATCH_MAP = Kind(
+    "batch-map",
+    "batch_map_handler",
+    "datums",
+    stream=False,
+    legacy_method=None,
+    v1=V1Endpoint(
+        {"udf": ("batchmap.sock", "mapper-server-info")},
+        _batch_map_v1,
+        {"MAP_MODE": "batch-map"},
+    ),
+)
 REDUCE = Kind(
     "reduce",
     "reduce_handler",
@@ -273,7 +297,15 @@ MAP_STREAMER = Family("mapstreamer", (MAP_STREAM,), None)
 SOURCE_TRANSFORMER = Family("sourcetransformer", (MAPT,), None)
 REDUCER = Family("reducer", (REDUCE,), None)
 SINKER = Family("sinker", (SINK,), None)
-MODERN_FAMILIES: Tuple[Family, ...] = (MAPPER, MAP_STREAMER, SOURCE_TRANSFORMER, REDUCER, SINKER)
+BATCH_MAPPER = Family("batchmapper", (BATCH_MAP,), None)
+MODERN_FAMILIES: Tuple[Family, ...] = (
+    MAPPER,
+    MAP_STREAMER,
+    SOURCE_TRANSFORMER,
+    REDUCER,
+    SINKER,
+    BATCH_MAPPER,
+)
 """The modern API's families, each named as its module (``pynumaflow.<name>``)."""
 
 

@@ -22,7 +22,7 @@ from typing import Any, Callable, List, Optional, Tuple
 from pynumaflow._codec.fields import decode_user_metadata
 from pynumaflow._core.options import V1
 from pynumaflow._faces.facade import Facade
-from pynumaflow._faces.kinds import REDUCE, SINK, Kind, V1Endpoint
+from pynumaflow._faces.kinds import BATCH_MAP, REDUCE, SINK, Kind, V1Endpoint
 from pynumaflow._invoke import Handler, inspect_handler
 from pynumaflow._types import function, sink
 from pynumaflow._types.modern import (
@@ -75,6 +75,13 @@ def _views(datums: Any) -> Any:
     if hasattr(datums, "__aiter__"):
         return _async_views(datums)
     return (view(datum) for datum in datums)
+
+
+def _batch_map(user: Callable[..., Any]) -> Callable[..., Any]:
+    def call(datums: Any) -> Any:
+        return user(_views(datums))
+
+    return call
 
 
 def _reduce(make: Callable[[], Callable[..., Any]]) -> Callable[..., Any]:
@@ -183,6 +190,8 @@ def modern_handler(
         call = _reduce(lambda: func)
     elif kind is SINK:
         call = _sink(func)
+    elif kind is BATCH_MAP:
+        call = _batch_map(func)
     else:
         call = _unary(func)
     return inspect_handler(

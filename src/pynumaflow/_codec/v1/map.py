@@ -51,6 +51,7 @@ from pynumaflow._types.errors import CodecError
 from pynumaflow._types.function import Datum, DatumMetadata
 
 __all__ = [
+    "BATCH_EOT",
     "HANDSHAKE_RESPONSE",
     "Incoming",
     "decode_map_request",
@@ -77,11 +78,14 @@ class Incoming(NamedTuple):
         handshake: it carries a handshake with ``sot`` set (the start of the stream).
         datum: its request, or None when it carries none but a handshake or a
             transmission status (a message with neither is an all-default request).
+        eot: it carries a transmission status with ``eot`` set (map.v1 only: the end
+            of a batch in batch mode).
 
     """
 
     handshake: bool
     datum: Optional[Datum]
+    eot: bool = False
 
 
 _REQUEST, _ID, _HANDSHAKE, _STATUS = range(4)
@@ -174,7 +178,7 @@ def _decode(data: bytes, layout: _Layout) -> Incoming:
             datum = _decode_request(data, spans, layout, msg_id)
     except UnicodeDecodeError as err:
         raise CodecError(f"{layout.name} string is not valid UTF-8: {err}") from None
-    return Incoming(bool(handshake), datum)
+    return Incoming(bool(handshake), datum, bool(status))
 
 
 def _decode_request(
@@ -252,6 +256,10 @@ def encode_map_stream_response_own(message: object, datum: Datum) -> bytes:
 def encode_map_eot(datum: Datum) -> bytes:
     """The end of a map stream handler's output: ``MapResponse{id, status{eot: true}}``."""
     return _id_field(datum) + _EOT_STATUS
+
+
+BATCH_EOT = _EOT_STATUS
+"""The end of a batch's responses in batch mode: ``MapResponse{status{eot: true}}``, no id."""
 
 
 def encode_transform_response(result: object, datum: Datum) -> bytes:

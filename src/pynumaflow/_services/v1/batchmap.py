@@ -1,0 +1,153 @@
+"""map.v1 in batch mode (``batch-map``, Numaflow >= 1.4): the batch map handler, batch by batch.
+
+The messages are map.v1's; the conversation is the sink's (handshake, then batches of
+requests each ended by an EOT), so the batch is read and fed to the handler by
+:func:`pynumaflow._engines.batch.feed_batch`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Dict, List, Optional
+
+import grpclib.const
+import grpclib.server
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+
+from pynumaflow._codec import results
+from pynumaflow._codec.rpc import READY, decode_or_refuse
+from pynumaflow._codec.v1 import map as codec
+from pynumaflow._engines.batch import feed_batch
+from pynumaflow._engines.drain import IdleDrain
+from pynumaflow._engines.feed import Feed
+from pynumaflow._invoke import Handler, HandlerErrors, Invoker
+from pynumaflow._services.base import is_ready_method, service_mapping
+from pynumaflow._types.function import Datum
+
+__all__ = ["BatchMapV1Service"]
+
+_LOGGER = logging.getLogger("pynumaflow")
+
+RawStream = grpclib.server.Stream[bytes, bytes]
+
+
+class BatchMapV1Service:
+    """Serves map.v1 MapFn (batch mode) and IsReady with one batch map handler.
+
+    MapFn is one long-lived stream: the handshake, answered first, then batches of
+    requests, each ended by the platform's EOT. The handler starts at a batch's first
+    request and reads the others as they arrive; once it has returned, each id of the
+    batch gets exactly one ``MapResponse{id, results}`` (in the handler's order) and the
+    batch's ``MapResponse{status{eot}}`` follows the last of them at once (a late EOT is
+    fatal on Numaflow 1.8.0-1.8.3). A handler that raises, returns something else than
+    BatchResponses, or does not answer every id of the batch exactly once fails the
+    stream ``INTERNAL "UDF_EXECUTION_ERROR(<role>): ..."`` before any response of the
+    batch is sent, logged once. When the server drains, the stream ends UNAVAILABLE
+    between batches: at once if it is idle, else after the batch in progress.
+    """
+
+    def __init__(self, handler: Handler, invoker: Invoker, *, container_type: str) -> None:
+        self._handler = handler
+        self._invoker = invoker
+        self._container_type = container_type
+        self._errors = HandlerErrors(handler, v1_container=container_type)
+        self._encode = (
+            codec.encode_map_response_own if handler.own_metadata else codec.encode_map_response
+        )
+
+    def __mapping__(self) -> Dict[str, grpclib.const.Handler]:
+        return service_mapping(
+            "map.v1.Map",
+            {"MapFn": self._map_fn, "IsReady": is_ready_method(READY)},
+        )
+
+    async def _map_fn(self, stream: RawStream) -> None:
+        drain = IdleDrain()  # busy from a batch's first request to its EOT response
+        async with drain.reading():
+            await self._converse(stream, _BatchReader(stream), drain)
+        drain.check()
+
+    async def _converse(self, stream: RawStream, reader: _BatchReader, drain: IdleDrain) -> None:
+        if not await reader.handshake():
+            return
+        await stream.send_message(codec.HANDSHAKE_RESPONSE)
+        while True:
+            first = await reader.next_datum()
+            if first is None and reader.closed:
+                return
+            with drain.busy():
+                if first is not None:
+                    for payload in await self._answer(reader, first):
+                        await stream.send_message(payload)
+                await stream.send_message(codec.BATCH_EOT)
+            if reader.closed:
+                return
+
+    async def _answer(self, reader: _BatchReader, first: Datum) -> List[bytes]:
+        """Run the handler over the batch starting at ``first``; its encoded responses."""
+        received: Dict[str, Datum] = {}
+
+        def note(datum: Datum) -> None:
+            received[datum.metadata.id] = datum
+
+        result = await feed_batch(
+            self._call, self._handler, reader.next_datum, first, received=note
+        )
+        # Checked once the whole batch is read (the handler may return early), and
+        # encoded whole before any of it is sent.
+        with self._errors:
+            answers = results.read_batch_answers(result, received)
+            return [self._encode(messages, received[msg_id]) for msg_id, messages in answers]
+
+    async def _call(self, feed: Feed[Datum]) -> object:
+        try:
+            with self._errors:
+                return await self._invoker.call(self._handler, feed.iterator)
+        finally:
+            feed.abort()  # the handler stopped reading: drop what still arrives
+
+
+class _BatchReader:
+    """Reads a batch-mode MapFn stream: the handshake, then datums batch by batch."""
+
+    def __init__(self, stream: RawStream) -> None:
+        self._stream = stream
+        self.closed = False
+        """Whether the client has ended the stream."""
+
+    async def _next(self) -> Optional[codec.Incoming]:
+        data = await self._stream.recv_message()
+        if data is None:
+            self.closed = True
+            return None
+        return decode_or_refuse(codec.decode_map_request, data, "MapRequest")
+
+    async def handshake(self) -> bool:
+        """Read the handshake; False if the stream ended before any message."""
+        request = await self._next()
+        if request is None:
+            return False
+        if not request.handshake:
+            raise GRPCError(
+                Status.INVALID_ARGUMENT,
+                "expected a handshake (MapRequest with handshake.sot true) first",
+            )
+        return True
+
+    async def next_datum(self) -> Optional[Datum]:
+        """The batch's next datum; None at its EOT or when the stream ends."""
+        if self.closed:
+            return None
+        request = await self._next()
+        if request is None:
+            return None
+        if request.handshake:
+            raise GRPCError(Status.INVALID_ARGUMENT, "a second handshake on the MapFn stream")
+        if request.datum is None:
+            if request.eot:
+                return None
+            raise GRPCError(
+                Status.INVALID_ARGUMENT, "a MapRequest with neither a request nor status.eot"
+            )
+        return request.datum

@@ -14,7 +14,13 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 OUTPUT = ROOT / "docs" / "api.md"
-MODULES = ["pynumaflow.function", "pynumaflow.sink", "pynumaflow.testing", "pynumaflow.errors"]
+MODULES = [
+    "pynumaflow.function",
+    "pynumaflow.sink",
+    "pynumaflow.batchmapper",
+    "pynumaflow.testing",
+    "pynumaflow.errors",
+]
 
 HEADER = """\
 # API reference

@@ -24,6 +24,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         (
             "pynumaflow.function",
             "pynumaflow.sink",
+            "pynumaflow.batchmapper",
             "pynumaflow.testing",
             "pynumaflow.errors",
             "pynumaflow.__main__",

@@ -95,7 +95,7 @@ async def answers(call: Any, count: int) -> list[Any]:
     """Read ``count`` responses, then the batch's EOT, without sending anything more."""
     responses = [await read(call) for _ in range(count)]
     end = await read(call)
-    assert end.status.eot and end.id == "" and not end.results, end
+    assert (end.status.eot, end.id, list(end.results)) == (True, "", []), end
     assert not any(r.status.eot for r in responses)
     return responses
 
@@ -189,7 +189,9 @@ async def test_sync_handler_and_class_handler(sock_dir: Path, stub: Any, pb2: Mo
             metadata.add_key("g", "k", b"v")
             return BatchResponses(
                 *(
-                    BatchResponse.with_msgs(d.id, [Message(d.value.upper(), user_metadata=metadata)])
+                    BatchResponse.with_msgs(
+                        d.id, [Message(d.value.upper(), user_metadata=metadata)]
+                    )
                     for d in datums
                 )
             )
@@ -242,10 +244,12 @@ async def test_not_exactly_one_response_per_id_fails_the_stream(
         err = await failure(call)
     assert err.code() == grpc.StatusCode.INTERNAL
     assert err.details() == (
-        f"UDF_EXECUTION_ERROR(udf): batch_map_handler returned a wrong type: BatchResponses {problem}"
+        "UDF_EXECUTION_ERROR(udf): batch_map_handler returned a wrong type: "
+        f"BatchResponses {problem}"
     )
     logged = [r for r in caplog.records if r.name == "pynumaflow" and r.levelno >= logging.ERROR]
-    assert len(logged) == 1 and problem in logged[0].getMessage()
+    assert len(logged) == 1
+    assert problem in logged[0].getMessage()
 
 
 async def test_a_handler_returning_before_the_batch_ends_misses_the_rest(
@@ -297,7 +301,8 @@ async def test_a_raising_handler_fails_the_stream_with_its_traceback(
     assert b"DebugInfo" in trailing["grpc-status-details-bin"]
     assert b"Traceback" in trailing["grpc-status-details-bin"]
     logged = [r for r in caplog.records if r.name == "pynumaflow" and r.levelno >= logging.ERROR]
-    assert len(logged) == 1 and logged[0].exc_info is not None
+    assert len(logged) == 1
+    assert logged[0].exc_info is not None
     assert [(r.id, outputs(r)) for r in retried] == [("a", [b"1"])]
 
 
@@ -326,7 +331,8 @@ async def test_protocol_errors_are_invalid_argument(
         await second.write(pb2.MapRequest(handshake=pb2.Handshake(sot=True)))
         again = await failure(second)
     assert first.code() == again.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "handshake" in first.details() and "second handshake" in again.details()
+    assert "handshake" in first.details()
+    assert "second handshake" in again.details()
 
 
 async def test_a_bare_eot_gets_a_bare_eot(sock_dir: Path, stub: Any, pb2: ModuleType) -> None:

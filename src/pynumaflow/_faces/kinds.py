@@ -155,9 +155,7 @@ def _map_stream_v1(
     return MapV1Service(handler, invoker, stream=True, container_type=role)
 
 
-def _batch_map_v1(
-    handler: Handler, invoker: Invoker, role: str, options: ServerOptions
-) -> Service:
+def _batch_map_v1(handler: Handler, invoker: Invoker, role: str, options: ServerOptions) -> Service:
     from pynumaflow._services.v1.batchmap import BatchMapV1Service
 
     return BatchMapV1Service(handler, invoker, container_type=role)

@@ -14,9 +14,11 @@ from pynumaflow._core.server import ServerCore
 from pynumaflow._faces.kinds import Family, Kind, V1Endpoint, inspect_handlers
 from pynumaflow._invoke import Handler, Invoker
 
-__all__ = ["MINIMUM_NUMAFLOW_VERSION", "Facade"]
+__all__ = ["MINIMUM_NUMAFLOW_VERSION", "NACK_NUMAFLOW_VERSION", "Facade"]
 
 MINIMUM_NUMAFLOW_VERSION = "1.4.0-z"
+NACK_NUMAFLOW_VERSION = "1.8.2-z"
+"""What the v1 server-info files require with ``$PYNUMAFLOW_NACK``: NACK's first release."""
 """What the v1 server-info files announce: Numaflow 1.4.0 or later."""
 
 
@@ -137,7 +139,9 @@ class Facade:
                         info,
                         [service],
                         info_metadata=dict(kind.v1.metadata),
-                        minimum_numaflow_version=MINIMUM_NUMAFLOW_VERSION,
+                        minimum_numaflow_version=(
+                            NACK_NUMAFLOW_VERSION if options.nack else MINIMUM_NUMAFLOW_VERSION
+                        ),
                     )
                 )
         return endpoints

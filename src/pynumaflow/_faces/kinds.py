@@ -144,7 +144,7 @@ class Family:
 def _map_v1(handler: Handler, invoker: Invoker, role: str, options: ServerOptions) -> Service:
     from pynumaflow._services.v1.map import MapV1Service
 
-    return MapV1Service(handler, invoker, stream=False, container_type=role)
+    return MapV1Service(handler, invoker, stream=False, container_type=role, nack=options.nack)
 
 
 def _map_stream_v1(
@@ -152,13 +152,13 @@ def _map_stream_v1(
 ) -> Service:
     from pynumaflow._services.v1.map import MapV1Service
 
-    return MapV1Service(handler, invoker, stream=True, container_type=role)
+    return MapV1Service(handler, invoker, stream=True, container_type=role, nack=options.nack)
 
 
 def _batch_map_v1(handler: Handler, invoker: Invoker, role: str, options: ServerOptions) -> Service:
     from pynumaflow._services.v1.batchmap import BatchMapV1Service
 
-    return BatchMapV1Service(handler, invoker, container_type=role)
+    return BatchMapV1Service(handler, invoker, container_type=role, nack=options.nack)
 
 
 def _transform_v1(handler: Handler, invoker: Invoker, role: str, options: ServerOptions) -> Service:
@@ -177,7 +177,11 @@ def _sink_v1(handler: Handler, invoker: Invoker, role: str, options: ServerOptio
     from pynumaflow._services.v1.sink import SinkV1Service
 
     return SinkV1Service(
-        handler, invoker, container_type=role, max_message_size=options.max_message_size
+        handler,
+        invoker,
+        container_type=role,
+        max_message_size=options.max_message_size,
+        nack=options.nack,
     )
 
 

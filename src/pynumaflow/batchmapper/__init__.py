@@ -10,16 +10,19 @@ each datum, by its ``id``, with exactly one :class:`BatchResponse`. Served on
 from pynumaflow._types.batchmap import BatchMapper, BatchResponse, BatchResponses
 from pynumaflow._types.function import DROP
 from pynumaflow._types.modern import Datum, Message, SystemMetadata, UserMetadata
+from pynumaflow._types.nack import NACK, NackOptions
 from pynumaflow.batchmapper._servers import BatchMapAsyncServer
 
 __all__ = [
     "DROP",
+    "NACK",
     "BatchMapAsyncServer",
     "BatchMapper",
     "BatchResponse",
     "BatchResponses",
     "Datum",
     "Message",
+    "NackOptions",
     "SystemMetadata",
     "UserMetadata",
 ]

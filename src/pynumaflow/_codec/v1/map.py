@@ -47,12 +47,13 @@ from pynumaflow._codec.wire import (
     timestamp_parts,
     varint,
 )
-from pynumaflow._types.errors import CodecError
+from pynumaflow._types.errors import CodecError, ReturnTypeError
 from pynumaflow._types.function import Datum, DatumMetadata
 
 __all__ = [
     "BATCH_EOT",
     "HANDSHAKE_RESPONSE",
+    "NACK_REFUSED",
     "Incoming",
     "decode_map_request",
     "decode_transform_request",
@@ -203,53 +204,73 @@ def _id_field(datum: Datum) -> bytes:
     return b"\x12" + varint(len(raw)) + raw if raw else b""
 
 
-def _map_result(message: Any, user_metadata: bytes) -> bytes:
-    """A MapResponse.Result body: keys 1, value 2, tags 3, metadata 4."""
-    return results.response_body(message, None, None, b"\x1a") + result_metadata(
+NACK_REFUSED = (
+    "a NACK result (Message.to_nack()) needs Numaflow >= 1.8.2; set PYNUMAFLOW_NACK=1 "
+    "when the platform is that new (older ones ack the input and forward the result)"
+)
+"""Why a NACK result fails its request when ``$PYNUMAFLOW_NACK`` is not set."""
+
+
+def _map_result(message: Any, user_metadata: bytes, nack: bool) -> bytes:
+    """A MapResponse.Result body: keys 1, value 2, tags 3, metadata 4, nack_options 5.
+
+    A NACK result (one with nack options) is refused unless ``nack``.
+    """
+    body = results.response_body(message, None, None, b"\x1a") + result_metadata(
         b"\x22", user_metadata
     )
+    options = getattr(message, "_nack", None)
+    if options is None:
+        return body
+    if not nack:
+        raise ReturnTypeError(NACK_REFUSED)
+    encoded = results.encode_nack_options(options)
+    return body + b"\x2a" + varint(len(encoded)) + encoded
 
 
-def encode_map_response(result: object, datum: Datum) -> bytes:
+def encode_map_response(result: object, datum: Datum, nack: bool = False) -> bytes:
     """Encode a map handler's Messages as the MapResponse answering ``datum``'s request.
 
+    ``nack``: NACK results may be sent (Numaflow >= 1.8.2), else they are refused.
+
     Raises:
-        ReturnTypeError: ``result`` is not an iterable of Message.
+        ReturnTypeError: ``result`` is not an iterable of Message, or holds a NACK
+            result and ``nack`` is false.
 
     """
     user_metadata = datum._user_metadata
     encoded = results.encode_list(
-        result, results.MESSAGES, lambda message: _map_result(message, user_metadata)
+        result, results.MESSAGES, lambda message: _map_result(message, user_metadata, nack)
     )
     return encoded + _id_field(datum)
 
 
-def encode_map_response_own(result: object, datum: Datum) -> bytes:
+def encode_map_response_own(result: object, datum: Datum, nack: bool = False) -> bytes:
     """:func:`encode_map_response` for the modern API: each result carries its own metadata."""
     encoded = results.encode_list(
         result,
         results.MESSAGES,
-        lambda message: _map_result(message, results.own_user_metadata(message)),
+        lambda message: _map_result(message, results.own_user_metadata(message), nack),
     )
     return encoded + _id_field(datum)
 
 
-def encode_map_stream_response(message: object, datum: Datum) -> bytes:
+def encode_map_stream_response(message: object, datum: Datum, nack: bool = False) -> bytes:
     """Encode one Message a map stream handler yielded: ``MapResponse{id, results: [r]}``.
 
     Raises:
-        ReturnTypeError: ``message`` is not a Message.
+        ReturnTypeError: ``message`` is not a Message, or a NACK result and not ``nack``.
 
     """
     results.check_yielded(message)
-    result = _map_result(message, datum._user_metadata)
+    result = _map_result(message, datum._user_metadata, nack)
     return b"\x0a" + varint(len(result)) + result + _id_field(datum)
 
 
-def encode_map_stream_response_own(message: object, datum: Datum) -> bytes:
+def encode_map_stream_response_own(message: object, datum: Datum, nack: bool = False) -> bytes:
     """:func:`encode_map_stream_response` for the modern API: the message's own metadata."""
     results.check_yielded(message)
-    result = _map_result(message, results.own_user_metadata(message))
+    result = _map_result(message, results.own_user_metadata(message), nack)
     return b"\x0a" + varint(len(result)) + result + _id_field(datum)
 
 

@@ -47,7 +47,9 @@ class BatchMapV1Service:
     between batches: at once if it is idle, else after the batch in progress.
     """
 
-    def __init__(self, handler: Handler, invoker: Invoker, *, container_type: str) -> None:
+    def __init__(
+        self, handler: Handler, invoker: Invoker, *, container_type: str, nack: bool = False
+    ) -> None:
         self._handler = handler
         self._invoker = invoker
         self._container_type = container_type
@@ -55,6 +57,7 @@ class BatchMapV1Service:
         self._encode = (
             codec.encode_map_response_own if handler.own_metadata else codec.encode_map_response
         )
+        self._nack = nack
 
     def __mapping__(self) -> Dict[str, grpclib.const.Handler]:
         return service_mapping(
@@ -98,7 +101,8 @@ class BatchMapV1Service:
         # encoded whole before any of it is sent.
         with self._errors:
             answers = results.read_batch_answers(result, received)
-            return [self._encode(messages, received[msg_id]) for msg_id, messages in answers]
+            encode, nack = self._encode, self._nack
+            return [encode(messages, received[msg_id], nack) for msg_id, messages in answers]
 
     async def _call(self, feed: Feed[Datum]) -> object:
         try:

@@ -54,8 +54,10 @@ class SinkV1Service:
         *,
         container_type: str,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        nack: bool = False,
     ) -> None:
         self._engine = BatchEngine(handler, invoker)
+        self._nack = nack
         self._container_type = container_type
         self._max_message_size = max_message_size
 
@@ -93,7 +95,7 @@ class SinkV1Service:
     def _results(self, batch: Batch) -> Iterator[bytes]:
         """Encode a batch's results; one too big to send becomes a failure saying so."""
         for response in batch.responses:
-            entry = codec.encode_result(response, batch.user_metadata[response.id])
+            entry = codec.encode_result(response, batch.user_metadata[response.id], self._nack)
             if len(entry) > self._max_message_size:
                 error = (
                     f"the sink handler's response for this datum is {len(entry)} bytes, "

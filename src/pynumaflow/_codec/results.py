@@ -285,14 +285,14 @@ def encode_nack_options(options: NackOptions) -> bytes:
     if delay is not None:
         out += (b"\x18", varint(delay))
     for key, value in options.nack_map.items():
-        entry = _string_field(b"\x0a", key) + _string_field(b"\x12", value)
+        entry = _string_field(b"\x0a", key) + _string_field(b"\x12", value)  # both always
         out += (b"\x22", varint(len(entry)), entry)
     return b"".join(out)
 
 
 def _string_field(tag: bytes, text: str) -> bytes:
     raw = text.encode()
-    return tag + varint(len(raw)) + raw if raw else b""
+    return tag + varint(len(raw)) + raw
 
 
 NACK_NOT_ON_LEGACY = (

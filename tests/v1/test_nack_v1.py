@@ -225,6 +225,40 @@ async def test_batch_map_nack(
     assert responses[2].status.eot
 
 
+async def test_modern_sinker_nack(
+    sock_dir: Path, stubs: dict[str, ModuleType], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pynumaflow.sinker's Response.as_nack, translated into the same NACK result."""
+    from pynumaflow import sinker
+
+    monkeypatch.delenv("NUMAFLOW_UD_CONTAINER_TYPE", raising=False)
+    monkeypatch.setenv("PYNUMAFLOW_NACK", "1")
+    pb2 = stubs["sinkv1_pb2"]
+
+    async def handler(datums: AsyncIterable[sinker.Datum]) -> sinker.Responses:
+        return sinker.Responses(*[sinker.Response.as_nack(d.id, OPTIONS) async for d in datums])
+
+    server = sinker.SinkAsyncServer(
+        handler,
+        sock_path=str(sock_dir / "sink.sock"),
+        server_info_file=str(sock_dir / "sinker-server-info"),
+    )
+    requests = [
+        pb2.SinkRequest(handshake=pb2.Handshake(sot=True)),
+        pb2.SinkRequest(request=pb2.SinkRequest.Request(id="x")),
+        pb2.SinkRequest(status=pb2.TransmissionStatus(eot=True)),
+    ]
+    target = f"unix://{sock_dir / 'sink.sock'}"
+    async with (
+        server.running(),
+        grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS) as channel,
+    ):
+        talk = await converse(stubs["sinkv1_grpc"].SinkStub(channel).SinkFn(), requests)
+    (nacked,) = talk.responses[1].results
+    assert (nacked.id, nacked.status) == ("x", pb2.Status.NACK)
+    assert nacked.nack_options.reason == "downstream busy"
+
+
 def test_a_wrong_flag_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PYNUMAFLOW_NACK", "maybe")
     with pytest.raises(ValueError, match="PYNUMAFLOW_NACK"):

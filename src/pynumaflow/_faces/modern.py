@@ -104,6 +104,8 @@ def internal_responses(result: object) -> object:
 def _internal(item: object) -> object:
     if not isinstance(item, SinkResponse):
         return item
+    if item.nack_options is not None:
+        return sink.Response.as_nack(item.id, item.nack_options)
     if item.serve:
         return sink.Response(item.id, True, None, "serve", item.serve_response)
     if item.success:

@@ -31,6 +31,37 @@ def tests_pythons(session: nox.Session) -> None:
     tests(session)
 
 
+# The betterproto range pyproject.toml declares (>=2.0.0b7,<2.1), by its two ends: the
+# lowest version and the newest one the range admits. Found by installing each release:
+# 2.0.0b3-b5 import pkg_resources without requiring setuptools (ModuleNotFoundError in
+# a fresh virtualenv); 2.0.0b6 converts timestamps before 1970 off by a second (10 of
+# the byte-for-byte codec tests fail). Servers never import betterproto; the generated
+# classes, the client of the CLI and pynumaflow.testing do.
+BETTERPROTO_BOUNDS = {"lowest": "betterproto==2.0.0b7", "newest": "betterproto>=2.0.0b7,<2.1"}
+BETTERPROTO_TESTS = (
+    "tests/codec/legacy",
+    "tests/codec/v1",
+    "tests/codec/test_fields.py",
+    "tests/codec/test_rpc.py",
+    "tests/api/test_imports.py",
+    "tests/core/test_startup.py",
+    "tests/api/test_testing_kit.py",
+    "tests/cli/test_cli_run.py",
+    "tests/cli/test_probe.py",
+    "examples/testing",
+)
+
+
+@nox.session(name="betterproto-bounds")
+@nox.parametrize("end", list(BETTERPROTO_BOUNDS))
+def betterproto_bounds(session: nox.Session, end: str) -> None:
+    """The tests that use betterproto, at each end of its declared range (not a default)."""
+    session.install("-e", ".[test]")
+    session.install("--upgrade", "--pre", BETTERPROTO_BOUNDS[end])
+    session.run("python", "-c", "import importlib.metadata as m; print(m.version('betterproto'))")
+    session.run("pytest", "-q", *BETTERPROTO_TESTS, *session.posargs)
+
+
 @nox.session
 def lint(session: nox.Session) -> None:
     """Check style with ruff."""

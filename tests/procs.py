@@ -7,17 +7,32 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 END = "U+005C__END__"
 
 
-def start_script(source: str, run_dir: Path, name: str = "udf.py") -> subprocess.Popen[str]:
-    """Start `source` as a script whose default sockets live in `run_dir`."""
+def start_script(
+    source: str,
+    run_dir: Path,
+    name: str = "udf.py",
+    *,
+    container_type: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> subprocess.Popen[str]:
+    """Start `source` as a script whose default sockets live in `run_dir`.
+
+    Like a UD container of a pod: `container_type` is its $NUMAFLOW_UD_CONTAINER_TYPE
+    (None: unset, as on Numaflow 0.8-0.9); `env` adds variables.
+    """
     script = run_dir / name
     script.write_text(source, encoding="utf-8")
-    env = dict(os.environ, PYNUMAFLOW_RUN_DIR=str(run_dir), PYTHONUNBUFFERED="1")
+    env = dict(os.environ, PYNUMAFLOW_RUN_DIR=str(run_dir), PYTHONUNBUFFERED="1", **(env or {}))
+    env.pop("NUMAFLOW_UD_CONTAINER_TYPE", None)
+    if container_type is not None:
+        env["NUMAFLOW_UD_CONTAINER_TYPE"] = container_type
     return subprocess.Popen(
         [sys.executable, str(script)],
         env=env,

@@ -17,9 +17,16 @@ OUTPUT = ROOT / "docs" / "api.md"
 MODULES = [
     "pynumaflow.function",
     "pynumaflow.sink",
-    "pynumaflow.batchmapper",
     "pynumaflow.testing",
     "pynumaflow.errors",
+    "pynumaflow",
+    "pynumaflow.mapper",
+    "pynumaflow.mapstreamer",
+    "pynumaflow.sourcetransformer",
+    "pynumaflow.reducer",
+    "pynumaflow.sinker",
+    "pynumaflow.batchmapper",
+    "pynumaflow.shared",
 ]
 
 HEADER = """\
@@ -112,16 +119,15 @@ def _kinds() -> list[str]:
     lines = [
         "## Kinds",
         "",
-        "Every kind a server serves, from the kind table (`pynumaflow._faces.kinds`). The v1",
-        "socket and server-info file depend on the container's `NUMAFLOW_UD_CONTAINER_TYPE`",
-        "role where several are listed (the first is the default).",
+        "Every kind a server serves, from the kind table (`pynumaflow._faces.kinds`). On v1",
+        "a container serves the socket of its `NUMAFLOW_UD_CONTAINER_TYPE` role (unset: the",
+        "first one listed). The 0.4 API's servers (`function`, `sink`) serve both generations;",
+        "the modern API's (`pynumaflow.<server>`) serve v1 only.",
         "",
         "| kind | server | keyword | handler | legacy (Numaflow 0.8-0.9) | v1 (Numaflow >= 1.4) |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
-    listed = {kind for family in FAMILIES for kind in family.kinds}
-    modern_only = [f for f in MODERN_FAMILIES if not listed.issuperset(f.kinds)]
-    for family in (*FAMILIES, *modern_only):
+    for family in (*FAMILIES, *MODERN_FAMILIES):
         for kind in family.kinds:
             handler = f"`h({kind.params})`" + (" yielding" if kind.stream else "")
             legacy = "-"
@@ -130,7 +136,7 @@ def _kinds() -> list[str]:
             v1 = "-"
             if kind.v1 is not None:
                 v1 = "; ".join(
-                    f"{role}: `{sock}`, `{info}`" for role, (sock, info) in kind.v1.sockets.items()
+                    f"{socket.role}: `{socket.sock}`, `{socket.info}`" for socket in kind.v1.sockets
                 )
                 if kind.v1.metadata:
                     v1 += " (" + ", ".join(f"{k}={v}" for k, v in kind.v1.metadata.items()) + ")"

@@ -3,7 +3,9 @@
 Each test starts the server on a temporary socket and calls it as the platform would.
 Plain tests use the `_sync` helpers; async tests need an async pytest plugin, e.g.
 anyio's (it comes with pynumaflow's dependency anyio): mark them `@pytest.mark.anyio`.
-Run with `pytest examples/testing`.
+In your own project, copy this file and my_udf.py beside each other and run `pytest`.
+In a clone of this repository, whose pytest settings use the test extra's plugins
+(pytest-timeout), first `pip install -e '.[test]'`, then `pytest examples/testing`.
 """
 
 from datetime import datetime, timezone

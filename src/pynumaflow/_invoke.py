@@ -1,9 +1,9 @@
 """The one place that knows how to call a user handler.
 
 Whether a handler is async is decided once, when the server is constructed. Async
-handlers are awaited on the event loop; sync handlers run in one bounded thread pool
-(``max_threads``) with the caller's context variables. Handler failures become gRPC
-statuses here, logged once with their traceback.
+handlers are awaited on the event loop; sync handlers run in one bounded pool of daemon
+threads (``max_threads``) with the caller's context variables. Handler failures become
+gRPC statuses here, logged once with their traceback.
 """
 
 from __future__ import annotations
@@ -12,12 +12,14 @@ import asyncio
 import collections
 import contextlib
 import contextvars
+import functools
 import inspect
 import logging
+import queue
 import threading
+import time
 import traceback
-from collections.abc import AsyncGenerator, Awaitable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncGenerator, Awaitable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Callable, Deque, Optional
@@ -25,14 +27,25 @@ from typing import Any, Callable, Deque, Optional
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
+from pynumaflow._core.options import pool_stall_after
 from pynumaflow._types.errors import ReturnTypeError
 
-__all__ = ["Handler", "HandlerErrors", "Invoker", "inspect_handler", "settle"]
+__all__ = [
+    "Handler",
+    "HandlerErrors",
+    "Invoker",
+    "inspect_handler",
+    "note_progress",
+    "settle",
+]
 
 _LOGGER = logging.getLogger("pynumaflow")
 
 # How many items a sync generator may run ahead of the stream that sends them.
 _STREAM_AHEAD = 64
+# Errors a handler raises that Python does not derive from Exception but that are the
+# handler's failure all the same (see docs/reliability.md): they fail the call.
+_HANDLER_EXITS = (SystemExit, KeyboardInterrupt)
 
 
 @dataclass(frozen=True)
@@ -135,8 +148,10 @@ class HandlerErrors:
         err: Optional[BaseException],
         trace: Optional[TracebackType],
     ) -> None:
-        if err is None or not isinstance(err, Exception) or isinstance(err, GRPCError):
-            return  # success, cancellation, or already a status: let it through
+        if err is None or isinstance(err, GRPCError):
+            return  # success, or already a status: let it through
+        if not isinstance(err, (Exception, *_HANDLER_EXITS)):
+            return  # cancellation, GeneratorExit: not the handler's failure
         name = self._handler.name
         container = self._v1_container
         if isinstance(err, ReturnTypeError):
@@ -221,43 +236,57 @@ _ITEM, _END_OF_ITEMS, _ERROR = "item", "end", "error"
 
 
 class _FromThread:
-    """A bounded channel from one pool thread to the event loop (a sync stream handler).
+    """A bounded channel from a sync stream handler, run in the pool, to the event loop.
 
-    The thread wakes the loop only when the loop waits for an item, so while the loop
-    is busy, items pile up without a self-pipe write each; the loop wakes a thread
-    waiting for room only once half of ``limit`` is free.
+    The producer never waits for room: once ``limit`` items are unread it pauses
+    (:meth:`pause`), giving its pool thread back, and the loop calls ``resume`` (which
+    runs the producer again in the pool) once half of them are read. So a stream whose
+    client reads slowly holds no thread. The thread wakes the loop only when the loop
+    waits for an item, so while the loop is busy, items pile up without a self-pipe
+    write each.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, limit: int) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, limit: int, resume: Callable[[], object]
+    ) -> None:
         self._loop = loop
         self._limit = limit
+        self._resume = resume
         self._lock = threading.Lock()
-        self._room = threading.Condition(self._lock)
         self._items: Deque[tuple[str, Any]] = collections.deque()
         self._unread = 0
         self._waiter: Optional[asyncio.Future[None]] = None  # the loop, waiting for items
-        self._producer_waits = False
+        self._paused = False
         self.stopped = False
         """Set by :meth:`stop`: the loop side will read nothing more."""
 
-    def push(self, kind: str, item: Any) -> bool:
-        """In the thread: hand over one entry, waiting while ``limit`` items are unread.
+    def push(self, kind: str, item: Any) -> Optional[bool]:
+        """In the thread: hand over one entry; return whether ``limit`` items are unread.
 
-        Returns False, dropping the entry, once the loop side has stopped.
+        Returns None, dropping the entry, once the loop side has stopped.
         """
         with self._lock:
-            while kind is _ITEM and self._unread >= self._limit and not self.stopped:
-                self._producer_waits = True
-                self._room.wait()
             if self.stopped:
-                return False
+                return None
             self._items.append((kind, item))
             self._unread += 1
+            full = self._unread >= self._limit
             waiter, self._waiter = self._waiter, None
+        note_progress()
         if waiter is not None:
             with contextlib.suppress(RuntimeError):  # the loop closed: nobody is listening
                 self._loop.call_soon_threadsafe(settle, waiter)
-        return True
+        return full
+
+    def pause(self) -> bool:
+        """In the thread: True if the producer should return now and wait to be resumed.
+
+        That is while ``limit`` items are unread, unless the loop side has stopped (the
+        producer then sees it on its next push and closes the handler itself).
+        """
+        with self._lock:
+            self._paused = self._unread >= self._limit and not self.stopped
+            return self._paused
 
     async def get(self) -> tuple[str, Any]:
         """On the loop: the next entry, waiting for the thread if there is none yet."""
@@ -266,27 +295,156 @@ class _FromThread:
                 if self._items:
                     entry = self._items.popleft()
                     self._unread -= 1
-                    if self._producer_waits and self._unread <= self._limit // 2:
-                        self._producer_waits = False
-                        self._room.notify()
-                    return entry
+                    resume = self._paused and self._unread <= self._limit // 2
+                    if resume:
+                        self._paused = False
+                    break
                 waiter = self._waiter = self._loop.create_future()
             await waiter
+        if resume:
+            self._resume()
+        return entry
 
-    def stop(self) -> None:
-        """On the loop: read nothing more; a producer waiting for room returns."""
+    def stop(self) -> bool:
+        """On the loop: read nothing more. True if the producer is paused (nobody runs it)."""
         with self._lock:
             self.stopped = True
-            self._room.notify_all()
+            paused, self._paused = self._paused, False
+            return paused
+
+
+_WORKER = threading.local()  # .pool: the _Pool whose thread this is
+
+
+def note_progress() -> None:
+    """In a pool thread: the handler it runs moved (took an input or gave an output)."""
+    pool: Optional[_Pool] = getattr(_WORKER, "pool", None)
+    if pool is not None:
+        pool.progress = time.monotonic()
+
+
+class _Pool:
+    """Up to ``max_threads`` daemon threads, started on demand, running queued jobs.
+
+    Daemon threads, so that a handler stuck for good cannot keep the process alive once
+    the server has stopped: Python joins a ``ThreadPoolExecutor``'s threads at exit, and
+    a pod would sit running but not serving until the kubelet killed it. The pool also
+    records when it last made progress, for :meth:`Invoker.stalled`.
+    """
+
+    def __init__(self, max_threads: int, name: str) -> None:
+        self._max = max_threads
+        self._name = name
+        self._jobs: queue.SimpleQueue[Optional[Callable[[], None]]] = queue.SimpleQueue()
+        self._idle = threading.Semaphore(0)
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._running: dict[threading.Thread, float] = {}  # busy thread -> job start
+        self.waiting = 0
+        """Jobs queued and not yet started."""
+        self.progress = time.monotonic()
+        """When a job last started or ended, or a handler last took or gave an item."""
+        self._closed = False
+
+    def submit(self, job: Callable[[], None]) -> None:
+        with self._lock:
+            self.waiting += 1
+        self._jobs.put(job)
+        if self._idle.acquire(blocking=False):
+            return
+        with self._lock:
+            if len(self._threads) < self._max and not self._closed:
+                thread = threading.Thread(
+                    target=self._work, name=f"{self._name}_{len(self._threads)}", daemon=True
+                )
+                self._threads.append(thread)
+                thread.start()
+
+    def _work(self) -> None:
+        _WORKER.pool = self
+        me = threading.current_thread()
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            with self._lock:
+                self.waiting -= 1
+                self._running[me] = self.progress = time.monotonic()
+            try:
+                job()
+            finally:
+                with self._lock:
+                    del self._running[me]
+                    self.progress = time.monotonic()
+            self._idle.release()
+
+    def close(self) -> list[tuple[str, float]]:
+        """Drop the queued jobs and let idle threads end; return (name, seconds) of busy ones."""
+        with self._lock:
+            self._closed = True
+            threads = len(self._threads)
+            now = time.monotonic()
+            busy = [(t.name, now - started) for t, started in self._running.items()]
+        while True:
+            try:
+                if self._jobs.get_nowait() is not None:
+                    with self._lock:
+                        self.waiting -= 1
+            except queue.Empty:
+                break
+        for _ in range(threads):
+            self._jobs.put(None)
+        return busy
+
+
+class _StreamSlots:
+    """At most ``limit`` sync stream handlers under way; the others parked, in order.
+
+    A handler's first run goes through :meth:`start` instead of straight to the pool;
+    its thread calls :meth:`release` once the handler is over, which hands the slot to
+    the next parked handler directly, without a round trip through the event loop.
+    """
+
+    def __init__(self, pool: _Pool, limit: int) -> None:
+        self._pool = pool
+        self._lock = threading.Lock()
+        self._free = limit
+        self._parked: Deque[Callable[[], None]] = collections.deque()
+
+    def start(self, job: Callable[[], None]) -> None:
+        with self._lock:
+            if not self._free:
+                self._parked.append(job)
+                return
+            self._free -= 1
+        self._pool.submit(job)
+
+    def release(self) -> None:
+        with self._lock:
+            if not self._parked:
+                self._free += 1
+                return
+            job = self._parked.popleft()
+        self._pool.submit(job)
 
 
 class Invoker:
-    """Calls handlers: awaits async ones, runs sync ones in a bounded thread pool."""
+    """Calls handlers: awaits async ones, runs sync ones in a bounded thread pool.
 
-    def __init__(self, max_threads: int) -> None:
+    A sync stream handler (a map stream generator) holds a pool thread only while it
+    produces, not while its client is slow to read (see :meth:`iterate`), so streams
+    whose clients never read cannot take the pool from the other calls. At most
+    ``max_threads`` of them are under way at once (as many as could run), which bounds
+    what they hold ahead of their streams to ``max_threads`` x 64 items.
+    """
+
+    def __init__(self, max_threads: int, *, stall_after: Optional[float] = None) -> None:
         self.max_threads = max_threads
-        self._pool = ThreadPoolExecutor(max_threads, thread_name_prefix="pynumaflow-handler")
+        self.stall_after = pool_stall_after() if stall_after is None else stall_after
+        """Seconds without progress after which a pool with calls waiting is stalled."""
+        self._pool = _Pool(max_threads, "pynumaflow-handler")
         self._completions: Optional[_Completions] = None
+        self._stream_slots = _StreamSlots(self._pool, max_threads)
 
     def call(self, handler: Handler, *args: Any) -> Awaitable[Any]:
         """Call a unary handler: the awaitable gives its result.
@@ -300,13 +458,40 @@ class Invoker:
 
     def run_in_pool(self, func: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
         """Run a plain function in the handler pool (with the current context)."""
+        return self._submit(contextvars.copy_context(), func, *args)
+
+    def _submit(
+        self,
+        context: contextvars.Context,
+        func: Callable[..., Any],
+        *args: Any,
+        via: Optional[Callable[[Callable[[], None]], None]] = None,
+    ) -> asyncio.Future[Any]:
+        """Run ``func(*args)`` in ``context`` in the pool (or hand the job to ``via``)."""
         loop = asyncio.get_running_loop()
         completions = self._completions
         if completions is None or completions.loop is not loop:
             completions = self._completions = _Completions(loop)
         future = loop.create_future()
-        self._pool.submit(completions.runner(future, contextvars.copy_context(), func), *args)
+        run = completions.runner(future, context, func)
+        (via or self._pool.submit)(functools.partial(run, *args))
         return future
+
+    def stalled(self) -> Optional[str]:
+        """Why the pool is stalled, or None: calls wait for a thread and none moved lately.
+
+        Every thread is then busy with a call that neither ended, nor took an input or
+        gave an output for :attr:`stall_after` seconds, while other calls queue behind
+        them. IsReady reports not ready meanwhile (docs/reliability.md).
+        """
+        pool = self._pool
+        idle_for = time.monotonic() - pool.progress
+        if pool.waiting > 0 and idle_for > self.stall_after:
+            return (
+                f"{pool.waiting} call(s) wait for a handler thread and none of the "
+                f"{self.max_threads} made progress for {idle_for:.0f} s"
+            )
+        return None
 
     def iterate(self, handler: Handler, *args: Any) -> AsyncGenerator[Any, None]:
         """Iterate a stream handler: an async generator, or a sync iterable in the pool."""
@@ -317,25 +502,54 @@ class Invoker:
     async def _iterate_in_thread(
         self, func: Callable[..., Any], args: tuple[Any, ...]
     ) -> AsyncGenerator[Any, None]:
-        """Drive a sync iterable from one pool thread, at most _STREAM_AHEAD items ahead."""
-        channel = _FromThread(asyncio.get_running_loop(), _STREAM_AHEAD)
+        """Drive a sync iterable in the pool, at most _STREAM_AHEAD items ahead.
+
+        It runs in a pool thread only while it produces: once its stream is
+        _STREAM_AHEAD items behind, it gives the thread back, and continues in the pool
+        once the stream has sent half of them. A generator may be resumed in any thread,
+        never in two at once. Each run gets a copy of the caller's context (one context
+        cannot be entered by a thread still leaving it and by the next at once). It
+        starts once one of ``max_threads`` stream slots is free (:class:`_StreamSlots`),
+        and frees it once it has ended or been closed.
+        """
+        slots = self._stream_slots
+        context = contextvars.copy_context()
+        iterator: Optional[Iterator[Any]] = None
 
         def produce() -> None:
-            iterable = None
+            nonlocal iterator
             try:
-                iterable = func(*args)
-                for item in iterable:
-                    if not channel.push(_ITEM, item):
+                if iterator is None:
+                    iterator = iter(func(*args))
+                if channel.pause():
+                    return  # resumed in the pool once half is read
+                for item in iterator:
+                    full = channel.push(_ITEM, item)
+                    if full is None:  # the stream stopped reading
+                        close()
+                        return
+                    if full and channel.pause():
                         return
                 channel.push(_END_OF_ITEMS, None)
             except BaseException as err:
                 channel.push(_ERROR, err)
-            finally:
-                close: Optional[Callable[[], None]] = getattr(iterable, "close", None)
-                if channel.stopped and close is not None:
-                    close()
+            slots.release()
 
-        done = self.run_in_pool(produce)
+        def close() -> None:
+            closer: Optional[Callable[[], None]] = getattr(iterator, "close", None)
+            try:
+                if closer is not None:
+                    closer()
+            except Exception as err:
+                _LOGGER.error("the stream handler failed while closing: %r", err, exc_info=err)
+            slots.release()
+
+        channel = _FromThread(
+            asyncio.get_running_loop(),
+            _STREAM_AHEAD,
+            lambda: self._submit(context.copy(), produce),
+        )
+        self._submit(context.copy(), produce, via=slots.start)
         try:
             while True:
                 kind, item = await channel.get()
@@ -346,9 +560,8 @@ class Invoker:
                 else:
                     raise item
         finally:
-            channel.stop()  # wakes the producer if it waits for room
-            if done.done():
-                done.result()
+            if channel.stop():  # paused: close it in the pool, where it runs
+                self._submit(context.copy(), close)
 
     async def relay(
         self,
@@ -378,8 +591,18 @@ class Invoker:
                 await send(payload)
 
     def shutdown(self) -> None:
-        """Stop the pool without waiting for handlers still running (they cannot be interrupted)."""
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        """Stop the pool without waiting for handlers still running (they cannot be interrupted).
+
+        Their threads are abandoned, named in the log: being daemon threads, they do not
+        keep the process from exiting.
+        """
+        busy = self._pool.close()
+        if busy:
+            _LOGGER.warning(
+                "abandoning %d handler thread(s) still running: %s",
+                len(busy),
+                ", ".join(f"{name} (for {seconds:.1f} s)" for name, seconds in busy),
+            )
 
 
 def settle(future: asyncio.Future[None]) -> None:

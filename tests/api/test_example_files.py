@@ -121,3 +121,39 @@ def test_sample_input_and_expected_output_are_there(folder: Path) -> None:
     inputs = sorted(p.name for p in folder.glob("input.*"))
     assert inputs in (["input.txt"], ["input.jsonl"])
     assert (folder / "expected.jsonl").read_text(encoding="utf-8").strip()
+
+
+def _containers(node: Any) -> list[dict[str, Any]]:
+    """Every ``container`` mapping anywhere in a parsed pipeline."""
+    if isinstance(node, list):
+        return [c for item in node for c in _containers(item)]
+    if not isinstance(node, dict):
+        return []
+    found = [node["container"]] if isinstance(node.get("container"), dict) else []
+    return found + [c for value in node.values() for c in _containers(value)]
+
+
+@pytest.mark.parametrize("folder", EXAMPLES, ids=IDS)
+def test_pipeline_runs_a_locally_loaded_image(folder: Path) -> None:
+    """Each example image is used as loaded into kind or k3d: imagePullPolicy IfNotPresent.
+
+    Without it, a `:latest` image is always pulled, and one that is only loaded into a
+    local cluster fails with ErrImagePull.
+    """
+    pipeline = yaml.safe_load((folder / "pipeline.yaml").read_text(encoding="utf-8"))
+    containers = _containers(pipeline)
+    assert containers
+    assert image_tag(folder / "Dockerfile") in {c["image"] for c in containers}
+    for container in containers:
+        assert container["image"].startswith("pynumaflow-example/")
+        assert container["imagePullPolicy"] == "IfNotPresent"
+
+
+def test_fallback_example_runs_its_image_twice() -> None:
+    """The fallback example: one sink vertex, the same image as primary and fallback sink."""
+    folder = ROOT / "examples" / "sink" / "fallback"
+    pipeline = yaml.safe_load((folder / "pipeline.yaml").read_text(encoding="utf-8"))
+    (vertex,) = [v for v in pipeline["spec"]["vertices"] if "sink" in v]
+    tag = image_tag(folder / "Dockerfile")
+    assert vertex["sink"]["udsink"]["container"]["image"] == tag
+    assert vertex["sink"]["fallback"]["udsink"]["container"]["image"] == tag

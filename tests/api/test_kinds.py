@@ -17,6 +17,7 @@ from pynumaflow._faces.kinds import (
     MODERN_FAMILIES,
     SINK_SERVER,
     Kind,
+    v1_sockets,
 )
 from pynumaflow._invoke import Handler, Invoker
 from pynumaflow.function import AsyncServer, MultiProcServer, Server
@@ -38,8 +39,9 @@ def test_map_modes_share_the_server_info_file_with_their_own_socket_and_mode() -
     """One container serves one map mode: MAP_MODE in mapper-server-info names the socket."""
     modes = [k.v1 for k in ALL_KINDS if k.v1 is not None and "MAP_MODE" in k.v1.metadata]
     assert {v1.metadata["MAP_MODE"] for v1 in modes} == {"unary-map", "stream-map", "batch-map"}
-    assert {v1.files("udf")[1] for v1 in modes} == {"mapper-server-info"}
-    assert len({v1.files("udf")[0] for v1 in modes}) == len(modes)
+    sockets = [v1.for_role("udf") for v1 in modes]
+    assert {socket.info for socket in sockets if socket} == {"mapper-server-info"}
+    assert len({socket.sock for socket in sockets if socket}) == len(modes)
 
 
 @pytest.mark.parametrize("kind", ALL_KINDS, ids=[kind.name for kind in ALL_KINDS])
@@ -61,7 +63,7 @@ def test_each_kind_names_rpcs_that_exist(kind: Kind, tmp_path: object) -> None:
     invoker = Invoker(1)
     try:
         handler = Handler(kind.keyword, lambda *args: None, is_async=False)
-        service = kind.v1.service(handler, invoker, kind.v1.default_role, options)
+        service = kind.v1.service(handler, invoker, kind.v1.sockets[0].role, options)
         paths = set(service.__mapping__())
     finally:
         invoker.shutdown()
@@ -91,3 +93,28 @@ def test_the_faces_take_the_keywords_of_the_table(face: object, family: object) 
 def test_the_command_takes_every_kind_by_its_name(kind: Kind) -> None:
     args = build_parser().parse_args(["call", "--sock", "/tmp/x.sock", "--kind", kind.name])
     assert args.kind is kind
+
+
+@pytest.mark.parametrize("kind", KINDS, ids=[kind.name for kind in KINDS])
+def test_a_container_serves_the_socket_of_its_role_only(kind: Kind) -> None:
+    """No role: the first socket; a listed role: its own; any other role: none."""
+    assert kind.v1 is not None
+    sockets = kind.v1.sockets
+    assert len({socket.role for socket in sockets}) == len(sockets)
+    assert kind.v1.for_role(None) is sockets[0]
+    for socket in sockets:
+        assert kind.v1.for_role(socket.role) is socket
+        assert socket in v1_sockets(socket.role)
+    others = {s.role for k in KINDS if k.v1 is not None for s in k.v1.sockets} - {
+        s.role for s in sockets
+    }
+    for role in others:
+        assert kind.v1.for_role(role) is None
+
+
+def test_no_two_sockets_of_a_role_share_a_socket_file() -> None:
+    """Siblings of one role never collide in the shared folder (map modes share one file)."""
+    roles = {s.role for k in KINDS if k.v1 is not None for s in k.v1.sockets}
+    for role in roles:
+        names = [socket.sock for socket in v1_sockets(role)]
+        assert len(set(names)) == len(names), role

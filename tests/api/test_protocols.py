@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from pynumaflow import __version__
+from pynumaflow import __version__, testing
 from pynumaflow.function import AsyncServer, Datum, Message, Messages
 from pynumaflow.sink import AsyncSink, Response, Responses
 
@@ -103,7 +103,11 @@ async def test_map_stream_mode_and_v1_only(tmp_path: Path, monkeypatch: pytest.M
 async def test_sink_role_from_container_type(
     container: str | None, sock: str, info: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The v1 sink socket and info file follow $NUMAFLOW_UD_CONTAINER_TYPE, as the platform's."""
+    """The v1 sink socket and info file follow $NUMAFLOW_UD_CONTAINER_TYPE, as the platform's.
+
+    Only Numaflow >= 1.2 sets the variable, and it never dials udsink.sock: with a role,
+    no legacy file is touched.
+    """
     monkeypatch.setenv("PYNUMAFLOW_RUN_DIR", str(tmp_path))
     if container is None:
         monkeypatch.delenv("NUMAFLOW_UD_CONTAINER_TYPE", raising=False)
@@ -111,11 +115,12 @@ async def test_sink_role_from_container_type(
         monkeypatch.setenv("NUMAFLOW_UD_CONTAINER_TYPE", container)
     async with AsyncSink(sink).running():
         files = _files(tmp_path)
-    assert files == {"udsink.sock", "server-info", sock, info}
+    legacy = {"udsink.sock", "server-info"} if container is None else set()
+    assert files == {*legacy, sock, info}
 
 
 def test_protocol_choice_errors(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Unknown generations and map + map stream on v1 fail at construction, naming the fix."""
+    """Unknown generations and map modes fail at construction, naming the fix."""
 
     async def split(keys: list[str], datum: Datum) -> Any:
         yield Message(datum.value)
@@ -126,6 +131,38 @@ def test_protocol_choice_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ValueError, match="PYNUMAFLOW_PROTOCOLS must name"):
         AsyncServer(map_handler=echo)
     monkeypatch.delenv("PYNUMAFLOW_PROTOCOLS")
-    with pytest.raises(ValueError, match=r"cannot be served together on Numaflow >= 1\.4"):
+    with pytest.raises(ValueError, match="map_mode must be 'unary-map'"):
+        AsyncServer(map_handler=echo, map_stream_handler=split, map_mode="stream")
+    monkeypatch.setenv("PYNUMAFLOW_MAP_MODE", "unary")
+    with pytest.raises(ValueError, match="PYNUMAFLOW_MAP_MODE must be 'unary-map'"):
         AsyncServer(map_handler=echo, map_stream_handler=split)
-    AsyncServer(map_handler=echo, map_stream_handler=split, protocols=["legacy"])
+
+
+async def test_role_picks_the_endpoints(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A transformer container serves only sourcetransform.sock, whatever else it has."""
+    monkeypatch.setenv("PYNUMAFLOW_RUN_DIR", str(tmp_path))
+    monkeypatch.setenv("NUMAFLOW_UD_CONTAINER_TYPE", "transformer")
+    async with AsyncServer(map_handler=echo, mapt_handler=echo).running():
+        files = _files(tmp_path)
+    assert files == {"sourcetransform.sock", "sourcetransformer-server-info"}
+
+
+def test_role_without_a_handler_fails_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A role the server has no handler for fails at construction, saying what it needs."""
+    monkeypatch.setenv("NUMAFLOW_UD_CONTAINER_TYPE", "udf")
+    with pytest.raises(
+        ValueError,
+        match="NUMAFLOW_UD_CONTAINER_TYPE=udf: this container must serve map or map stream "
+        "or reduce, which AsyncSink's handlers are not; they serve containers of type udsink",
+    ):
+        AsyncSink(sink)
+    monkeypatch.setenv("NUMAFLOW_UD_CONTAINER_TYPE", "udsource")
+    with pytest.raises(ValueError, match="must serve a kind pynumaflow does not serve"):
+        AsyncServer(map_handler=echo)
+
+
+async def test_legacy_alone_is_served_whatever_the_role(monkeypatch: pytest.MonkeyPatch) -> None:
+    """protocols=["legacy"] is an explicit choice: the test kit works inside a pod too."""
+    monkeypatch.setenv("NUMAFLOW_UD_CONTAINER_TYPE", "udsink")
+    async with testing.serve_function(map_handler=echo) as udf:
+        assert await udf.map(b"x") == Messages(Message(b"x"))

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
+import subprocess
+import sys
 from datetime import datetime, time, timezone
 from types import ModuleType
 from typing import Any
@@ -279,5 +280,12 @@ async def test_grpclib_client_with_betterproto_stub(sock_path: str, info_path: s
 
 
 def test_logging_has_no_handlers_at_import() -> None:
-    """The library attaches no logging handlers of its own."""
-    assert logging.getLogger("pynumaflow").handlers == []
+    """Importing the library attaches no logging handler (a server does, see test_pods)."""
+    probe = (
+        "import logging, pynumaflow.function, pynumaflow.sink, pynumaflow.testing\n"
+        "print(logging.getLogger('pynumaflow').handlers, logging.getLogger().handlers)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.strip() == "[] []"

@@ -244,7 +244,7 @@ async def test_not_exactly_one_response_per_id_fails_the_stream(
         err = await failure(call)
     assert err.code() == grpc.StatusCode.INTERNAL
     assert err.details() == (
-        "UDF_EXECUTION_ERROR(udf): batch_map_handler returned a wrong type: "
+        "UDF_EXECUTION_ERROR(udf): batch_mapper_instance returned a wrong type: "
         f"BatchResponses {problem}"
     )
     logged = [r for r in caplog.records if r.name == "pynumaflow" and r.levelno >= logging.ERROR]

@@ -343,7 +343,7 @@ async def test_wrong_return_type_names_container_and_keys(
     sock_path: str, info_path: str, stub: Any, pb2: ModuleType, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A handler returning other than Messages fails INTERNAL, with the platform's container."""
-    monkeypatch.setenv("NUMAFLOW_UD_CONTAINER_TYPE", "udf-test")
+    monkeypatch.setenv("NUMAFLOW_UD_CONTAINER_TYPE", "udf")
 
     async def bad(keys: list[str], datums: AsyncIterator[Datum], md: Metadata) -> Any:
         return None
@@ -357,7 +357,7 @@ async def test_wrong_return_type_names_container_and_keys(
     assert failure.value.code() == grpc.StatusCode.INTERNAL
     message = failure.value.details()
     assert message.startswith(
-        "UDF_EXECUTION_ERROR(udf-test): reduce_handler returned a wrong type: "
+        "UDF_EXECUTION_ERROR(udf): reduce_handler returned a wrong type: "
         "handler returned NoneType; expected Messages"
     )
     assert "['k']" in message

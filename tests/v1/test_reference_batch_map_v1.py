@@ -66,7 +66,7 @@ async def test_one_response_per_id_then_eot_per_batch(
     assert rest[3] == rest[5] == EOT  # no id, no results
     assert "results" not in rest[0]  # no output: an empty answer, the input is still acked
     assert [unb64(r["value"]) for r in rest[1]["results"]] == [b"a", b"b"]
-    assert rest[4]["results"] == [{"keys": ["k2"], "value": b64(b"z")}]
+    assert rest[4]["results"] == [{"keys": ["k2"], "value": b64(b"z"), "metadata": {}}]
 
 
 async def test_missing_id_is_a_udf_error(reference_client: ReferenceClient, sock_dir: Path) -> None:
@@ -80,7 +80,7 @@ async def test_missing_id_is_a_udf_error(reference_client: ReferenceClient, sock
     assert talk["responses"] == [HANDSHAKE]
     assert talk["code"] == "INTERNAL"
     assert talk["details"] == (
-        "UDF_EXECUTION_ERROR(udf): batch_map_handler returned a wrong type: "
+        "UDF_EXECUTION_ERROR(udf): batch_mapper_instance returned a wrong type: "
         "BatchResponses has no BatchResponse for 1 of the batch's 2 ids: 'b'"
     )
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import IO, Any, Optional, TextIO
 
 from pynumaflow._cli._errors import RunError
-from pynumaflow._core.options import RUN_DIR_ENV
+from pynumaflow._core.options import CONTAINER_TYPE_ENV, RUN_DIR_ENV
 
 __all__ = ["Exit", "Script"]
 
@@ -34,6 +34,7 @@ _TAIL_LINES = 20
 _POLL = 0.02
 _EXIT_GRACE = 1.0
 _V1_ONLY_AFTER = 1.0
+_BEFORE_READY = "before it was ready"
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,8 @@ class Script:
         self._tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         env[RUN_DIR_ENV] = str(self.run_dir)
+        # It speaks the 0.8-0.9 protocols, which a server with a role never serves.
+        env.pop(CONTAINER_TYPE_ENV, None)
         self._proc = subprocess.Popen(
             [sys.executable, str(path), *args],
             env=env,
@@ -109,6 +112,11 @@ class Script:
         code = self._proc.returncode
         how = f"was killed by {_signal_name(-code)}" if code < 0 else f"exited with code {code}"
         message = f"{self.path.name} {how} {when}"
+        if code == 0 and when == _BEFORE_READY:
+            message += (
+                " without starting a server: does it call start()? (Server(...).start(); "
+                "an AsyncServer's must be awaited, e.g. aiorun.run(server.start()))"
+            )
         if self._quiet:
             self._relay.join(timeout=1)  # its output ends when it does: let the relay catch up
             if self._tail:
@@ -141,7 +149,7 @@ class Script:
         info_file = self.run_dir / SERVER_INFO
         v1_seen: Optional[float] = None
         while True:
-            self.check_alive("before it was ready", grace=0)
+            self.check_alive(_BEFORE_READY, grace=0)
             try:
                 text = info_file.read_text(encoding="utf-8")
             except FileNotFoundError:

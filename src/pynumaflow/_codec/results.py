@@ -32,7 +32,7 @@ __all__ = [
     "encode_strings",
     "message_event_time",
     "message_fields",
-    "own_user_metadata",
+    "own_metadata_field",
     "read_batch_answers",
     "read_responses",
     "refuse_nack",
@@ -107,16 +107,21 @@ def response_body(
     return b"".join(out)
 
 
-def own_user_metadata(message: Any) -> bytes:
-    """A modern API message's own user metadata, encoded (empty if it has none)."""
+def own_metadata_field(tag: bytes, message: Any) -> bytes:
+    """A modern API message's own user metadata as its ``metadata`` field (with ``tag``).
+
+    As pynumaflow 0.14.0 sends it: present (maybe empty) when the message has a
+    ``UserMetadata``, absent when it has none (``None``).
+    """
     metadata = getattr(message, "user_metadata", None)
-    if not metadata:
+    if metadata is None:
         return b""
     if not isinstance(metadata, UserMetadata):
         raise ReturnTypeError(
             f"message user_metadata must be UserMetadata, found {type(metadata).__name__}"
         )
-    return encode_user_metadata(metadata._data)
+    body = encode_user_metadata(metadata._data)
+    return tag + varint(len(body)) + body
 
 
 def checked_iter(result: object, expected: str) -> Iterable[Any]:

@@ -14,7 +14,7 @@ from typing import Callable, Dict, TypeVar
 from grpclib.const import Cardinality, Status
 from grpclib.exceptions import GRPCError
 
-from pynumaflow._codec.wire import signed_varint, varint
+from pynumaflow._codec.wire import encode_text, signed_varint, varint
 from pynumaflow._types.errors import CodecError
 
 __all__ = ["DEBUG_INFO_TYPE_URL", "READY", "SERVICES", "decode_or_refuse", "encode_status"]
@@ -55,15 +55,16 @@ def _length_delimited(tag: bytes, body: bytes) -> bytes:
 def encode_status(code: int, message: str, detail: str) -> bytes:
     """google.rpc.Status{code, message, details: [Any(google.rpc.DebugInfo{detail})]}.
 
-    Fields at their proto3 defaults are left out, as every encoder does.
+    Fields at their proto3 defaults are left out, as every encoder does. Texts that
+    UTF-8 cannot encode (lone surrogates) go out backslash-escaped.
     """
-    debug_info = _length_delimited(b"\x12", detail.encode()) if detail else b""
+    debug_info = _length_delimited(b"\x12", encode_text(detail)) if detail else b""
     packed = _length_delimited(b"\x0a", DEBUG_INFO_TYPE_URL.encode())
     if debug_info:
         packed += _length_delimited(b"\x12", debug_info)
     out = b"\x08" + signed_varint(code) if code else b""
     if message:
-        out += _length_delimited(b"\x12", message.encode())
+        out += _length_delimited(b"\x12", encode_text(message))
     return out + _length_delimited(b"\x1a", packed)
 
 

@@ -17,6 +17,7 @@ __all__ = [
     "TimestampParts",
     "check_message",
     "decode_timestamp",
+    "encode_text",
     "encode_timestamp",
     "fast_varint",
     "naive_utc",
@@ -27,6 +28,7 @@ __all__ = [
     "to_int32",
     "to_int64",
     "varint",
+    "wire_safe",
 ]
 
 U64 = 1 << 64
@@ -57,7 +59,13 @@ def read_varint(data: bytes, pos: int) -> Tuple[int, int]:
 
 
 def skip_field(data: bytes, pos: int, wire_type: int, field: int) -> int:
-    """Skip an unknown field's value; return the position after it."""
+    """Skip an unknown field's value; return the position after it.
+
+    Every decoder passes the fields it does not know here, so this is also where field
+    number 0, which no message has and protobuf parsers reject, is refused.
+    """
+    if field == 0:
+        raise CodecError("field number 0 is invalid")
     if wire_type == 0:
         _, pos = read_varint(data, pos)
         return pos
@@ -107,9 +115,22 @@ def check_message(data: bytes) -> None:
     size = len(data)
     while pos < size:
         tag, pos = read_varint(data, pos)
-        if tag >> 3 == 0:
-            raise CodecError("field number 0 is invalid")
         pos = skip_field(data, pos, tag & 7, tag >> 3)
+
+
+def encode_text(text: str) -> bytes:
+    """UTF-8 of a text bound for the wire, with what UTF-8 cannot encode backslash-escaped.
+
+    Error texts and tracebacks can hold lone surrogates (``os.fsdecode`` of a non-UTF-8
+    file name, ``surrogateescape`` decoding); encoding them strictly would fail the
+    status or the response that carries them.
+    """
+    return text.encode("utf-8", "backslashreplace")
+
+
+def wire_safe(text: str) -> str:
+    """``text`` with lone surrogates backslash-escaped, so that it encodes as UTF-8."""
+    return encode_text(text).decode("utf-8")
 
 
 def fast_varint(data: bytes, pos: int, end: int) -> Tuple[int, int]:

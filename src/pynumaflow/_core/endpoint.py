@@ -61,6 +61,8 @@ class Endpoint:
     protocol: str = "uds"
     listener: Optional[Listener] = None
     minimum_numaflow_version: Optional[str] = None
+    label: str = ""
+    """What the endpoint is, for the start-up log (e.g. the protocol generation and kind)."""
 
     def __post_init__(self) -> None:
         if (self.sock_path is None) == (self.listener is None):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import logging
 import os
@@ -15,12 +16,31 @@ from typing import Any, Dict, Optional
 from pynumaflow import __version__
 from pynumaflow._types.errors import SocketPathError
 
-__all__ = ["SERVER_INFO_END", "SOCKET_MODE", "prepare_socket_path", "write_server_info"]
+__all__ = [
+    "SERVER_INFO_END",
+    "SOCKET_MODE",
+    "InfoClaim",
+    "path_error",
+    "prepare_socket_path",
+    "write_server_info",
+]
 
 _LOGGER = logging.getLogger("pynumaflow")
 
 SERVER_INFO_END = "U+005C__END__"
 SOCKET_MODE = 0o660
+
+
+_FIX_PERMISSION = (
+    " (outside a Numaflow pod, set $PYNUMAFLOW_RUN_DIR to a folder you can write, or pass "
+    "sock_path= and server_info_file=)"
+)
+
+
+def path_error(err: OSError, what: str) -> SocketPathError:
+    """``what`` failed with ``err``: the error to raise, naming the fix for a permission."""
+    hint = _FIX_PERMISSION if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS) else ""
+    return SocketPathError(err.errno, f"{what}: {err.strerror}{hint}")
 
 
 def prepare_socket_path(path: Path) -> None:
@@ -34,9 +54,7 @@ def prepare_socket_path(path: Path) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise SocketPathError(
-            err.errno, f"cannot create the socket directory {path.parent}: {err.strerror}"
-        ) from None
+        raise path_error(err, f"cannot create the socket directory {path.parent}") from None
     try:
         mode = path.lstat().st_mode
     except FileNotFoundError:
@@ -55,6 +73,43 @@ def prepare_socket_path(path: Path) -> None:
         raise SocketPathError(errno.EADDRINUSE, f"another server is listening on {path}")
     finally:
         probe.close()
+
+
+class InfoClaim:
+    """A server's hold on a server-info file, so that two servers never share one.
+
+    Servers started in one folder would otherwise overwrite, and on stop delete, each
+    other's file. The hold is an exclusive lock on a hidden file beside it, which the
+    system releases when the process dies: a file left by a crashed run blocks nobody.
+    """
+
+    def __init__(self, info: Path) -> None:
+        self._path = info.with_name(f".{info.name}.lock")
+        try:
+            info.parent.mkdir(parents=True, exist_ok=True)
+            self._fd: Optional[int] = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as err:
+            raise path_error(err, f"cannot write the server-info file {info}") from None
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.release(unlink=False)
+            raise SocketPathError(
+                errno.EADDRINUSE,
+                f"another server running in {info.parent} announces itself in {info}: "
+                "give each server its own server_info_file (and sock_path), or its own "
+                "folder ($PYNUMAFLOW_RUN_DIR); in a pod, each container gets its role "
+                "from $NUMAFLOW_UD_CONTAINER_TYPE",
+            ) from None
+
+    def release(self, *, unlink: bool = True) -> None:
+        """Let the file go (removing the lock file while still holding it)."""
+        if self._fd is None:
+            return
+        if unlink:
+            self._path.unlink(missing_ok=True)
+        os.close(self._fd)
+        self._fd = None
 
 
 def write_server_info(

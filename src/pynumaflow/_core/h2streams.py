@@ -24,7 +24,7 @@ from typing import Optional
 from h2.connection import H2Connection
 from h2.stream import StreamClosedBy
 
-__all__ = ["ResetStreams", "remember_resets_only"]
+__all__ = ["ResetStreams", "frame_pending", "remember_resets_only"]
 
 _RESETS = (StreamClosedBy.SEND_RST_STREAM, StreamClosedBy.RECV_RST_STREAM)
 
@@ -52,3 +52,19 @@ def remember_resets_only(connection: H2Connection) -> None:
     record = getattr(connection, "_closed_streams", None)
     if isinstance(record, dict) and not record:
         connection._closed_streams = ResetStreams(connection.MAX_CLOSED_STREAMS)
+
+
+def frame_pending(connection: H2Connection) -> int:
+    """How many bytes of an unfinished preface or frame h2 holds for ``connection``.
+
+    A HEADERS frame waiting for its CONTINUATION counts as unfinished too. An h2 version
+    without these internals reports 0 (nothing pending).
+    """
+    buffer = getattr(connection, "incoming_buffer", None)
+    if buffer is None:
+        return 0
+    return (
+        getattr(buffer, "_preamble_len", 0)
+        + len(getattr(buffer, "_data", b""))
+        + len(getattr(buffer, "_headers_buffer", ()))
+    )

@@ -52,10 +52,12 @@ KILL_MARGIN = 10.0
 
 
 class Serving(NamedTuple):
-    """What a worker serves: its services, and what to call once it has stopped."""
+    """What a worker serves: its services, what to call once it has stopped, its pool's state."""
 
     services: Sequence[Service]
     on_close: Callable[[], None]
+    pool_stalled: Optional[Callable[[], Optional[str]]] = None
+    """Why the handler pool is stalled, or None (IsReady then answers not ready)."""
 
 
 ServicesFactory = Callable[[int], Serving]
@@ -460,6 +462,7 @@ async def _serve_worker(
         max_message_size=options.max_message_size,
         shutdown_grace_period=options.shutdown_grace_period,
         on_close=serving.on_close,
+        pool_stalled=serving.pool_stalled,
     )
 
     def parent_gone() -> None:

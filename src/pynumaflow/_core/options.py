@@ -7,17 +7,45 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-__all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "DEFAULT_RUN_DIR", "ServerOptions", "process_count"]
+__all__ = [
+    "DEFAULT_MAX_MESSAGE_SIZE",
+    "DEFAULT_RUN_DIR",
+    "ServerOptions",
+    "pool_stall_after",
+    "process_count",
+]
 
 DEFAULT_RUN_DIR = "/var/run/numaflow"
 RUN_DIR_ENV = "PYNUMAFLOW_RUN_DIR"
 DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024 * 1024
 DEFAULT_SHUTDOWN_GRACE_PERIOD = 5.0
+
+
+POOL_STALL_AFTER_ENV = "PYNUMAFLOW_POOL_STALL_AFTER"
+DEFAULT_POOL_STALL_AFTER = 60.0
+
+
+def pool_stall_after() -> float:
+    """Seconds the handler pool may make no progress, with calls waiting, and be ready.
+
+    ``$PYNUMAFLOW_POOL_STALL_AFTER``, else 60 (docs/reliability.md).
+    """
+    raw = os.environ.get(POOL_STALL_AFTER_ENV, "").strip()
+    if not raw:
+        return DEFAULT_POOL_STALL_AFTER
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise ValueError(f"{POOL_STALL_AFTER_ENV} must be a positive number, got {raw!r}")
+    return value
 
 
 def run_dir() -> Path:
@@ -86,6 +114,33 @@ def process_count() -> int:
     return 1
 
 
+class _UntilConfigured(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to stderr only while the root logger has no handler (logging unconfigured)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not logging.getLogger().handlers:
+            super().emit(record)
+
+
+def configure_logging() -> None:
+    """Show the server's own log lines by default, never overriding the application's.
+
+    While the application has configured no logging (the root logger has no handler),
+    records of the ``pynumaflow`` logger from INFO up go to stderr; once it has, they
+    reach its handlers as any library's do, and the logger's level is left as the
+    application set it. ``$PYTHONDEBUG`` (or ``python -d``) lowers the level to DEBUG.
+    """
+    logger = logging.getLogger("pynumaflow")
+    if not any(isinstance(h, _UntilConfigured) for h in logger.handlers):
+        handler = _UntilConfigured()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+    if os.environ.get("PYTHONDEBUG") or sys.flags.debug:
+        logger.setLevel(logging.DEBUG)
+    elif logger.level == logging.NOTSET and not logging.getLogger().handlers:
+        logger.setLevel(logging.INFO)
+
+
 PROTOCOLS_ENV = "PYNUMAFLOW_PROTOCOLS"
 LEGACY = "legacy"
 """function.v1 and the UserDefinedSink sink.v1 of Numaflow 0.8-0.9 (function.sock, udsink.sock)."""
@@ -94,9 +149,12 @@ V1 = "v1"
 ALL_PROTOCOLS = frozenset({LEGACY, V1})
 
 
-def ud_container_type(default: str) -> str:
-    """The container type the platform set ($NUMAFLOW_UD_CONTAINER_TYPE), else ``default``."""
-    return os.environ.get("NUMAFLOW_UD_CONTAINER_TYPE") or default
+CONTAINER_TYPE_ENV = "NUMAFLOW_UD_CONTAINER_TYPE"
+
+
+def ud_container_type() -> Optional[str]:
+    """The container type the platform set ($NUMAFLOW_UD_CONTAINER_TYPE), or None."""
+    return os.environ.get(CONTAINER_TYPE_ENV, "").strip() or None
 
 
 def resolve_protocols(protocols: Optional[Iterable[str]]) -> frozenset[str]:
@@ -143,6 +201,24 @@ class ServerOptions:
     nack: bool = False
     """``$PYNUMAFLOW_NACK``: the platform is Numaflow >= 1.8.2, so NACK results are sent
     as such (and the v1 server-info files require that version)."""
+    container_type: Optional[str] = None
+    """``$NUMAFLOW_UD_CONTAINER_TYPE``: the container's role (None: unset)."""
+
+    @property
+    def serves_legacy(self) -> bool:
+        """Whether to serve the legacy socket: asked for, and no role says otherwise.
+
+        Only Numaflow >= 1.2 sets the container type, and it never dials the legacy
+        socket: with a role, it is served only when asked for alone (``protocols``).
+        """
+        return LEGACY in self.protocols and (
+            self.container_type is None or V1 not in self.protocols
+        )
+
+    @property
+    def serves_v1(self) -> bool:
+        """Whether to serve the v1 endpoints (those the container's role calls for)."""
+        return V1 in self.protocols
 
     @classmethod
     def resolve(
@@ -171,8 +247,7 @@ class ServerOptions:
                     f"shutdown_grace_period must be >= 0 seconds, got {shutdown_grace_period!r}"
                 )
             grace = float(shutdown_grace_period)
-        if os.environ.get("PYTHONDEBUG"):
-            logging.getLogger("pynumaflow").setLevel(logging.DEBUG)
+        configure_logging()
         legacy_sock = Path(sock_path) if sock_path else folder / sock_name if sock_name else None
         info = (
             Path(server_info_file)
@@ -198,4 +273,5 @@ class ServerOptions:
             v1_sock_dir=legacy_sock.parent if legacy_sock is not None else folder,
             v1_info_dir=info.parent if info is not None else folder,
             nack=_flag_from_env("PYNUMAFLOW_NACK"),
+            container_type=ud_container_type(),
         )

@@ -24,13 +24,17 @@ import grpclib.server
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
-from pynumaflow import __version__
-from pynumaflow._core.drain import SHUTTING_DOWN, serve_draining
+from pynumaflow._core.current import SHUTTING_DOWN, serve_call
 from pynumaflow._core.endpoint import Endpoint, RpcMethod
-from pynumaflow._core.files import SOCKET_MODE, prepare_socket_path, write_server_info
+from pynumaflow._core.files import (
+    SOCKET_MODE,
+    InfoClaim,
+    path_error,
+    prepare_socket_path,
+    write_server_info,
+)
 from pynumaflow._core.signals import signals_handled
-from pynumaflow._core.transport import GrpclibServer, MappedService, RawCodec, StatusDetailsCodec
-from pynumaflow._types.errors import SocketPathError
+from pynumaflow._core.transport import GrpclibServer, MappedService, wire_safe_status
 
 __all__ = ["ServerCore"]
 
@@ -47,13 +51,17 @@ class ServerCore:
         max_message_size: int,
         shutdown_grace_period: float,
         on_close: Optional[Callable[[], None]] = None,
+        pool_stalled: Optional[Callable[[], Optional[str]]] = None,
     ) -> None:
         self._endpoints = endpoints
+        self._pool_stalled = pool_stalled
+        self._stall_reported = False
         self._max_message_size = max_message_size
         self._grace = shutdown_grace_period
         self._on_close = on_close
         self._servers: list[GrpclibServer] = []
         self._owned_files: list[Path] = []  # removed on stop: what this core created
+        self._claims: list[InfoClaim] = []
         self._active = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -68,9 +76,11 @@ class ServerCore:
                 raise GRPCError(Status.UNAVAILABLE, SHUTTING_DOWN)
             self._active += 1
             self._idle.clear()
-            serve_draining(self._drain_started)  # this call's task only: see draining()
+            serve_call(self)  # this call's task only: see pynumaflow._core.current
             try:
                 await method(stream)
+            except GRPCError as err:
+                raise wire_safe_status(err) from None
             finally:
                 self._active -= 1
                 if not self._active:
@@ -78,9 +88,27 @@ class ServerCore:
 
         return tracked
 
+    @property
+    def drain_started(self) -> asyncio.Event:
+        """Set once the server starts to drain (what a call's ``draining()`` returns)."""
+        return self._drain_started
+
+    def stalled(self) -> bool:
+        """Whether the handler pool is stalled (IsReady then answers not ready).
+
+        A stall is logged once, as a warning, and its end once, as information.
+        """
+        reason = None if self._pool_stalled is None else self._pool_stalled()
+        if (reason is not None) != self._stall_reported:
+            self._stall_reported = reason is not None
+            if reason is not None:
+                _LOGGER.warning("reporting not ready: %s", reason)
+            else:
+                _LOGGER.info("the handler pool is making progress again: reporting ready")
+        return reason is not None
+
     async def start(self) -> None:
         """Bind every endpoint, then announce each in its server-info file."""
-        codec = RawCodec(self._max_message_size)
         try:
             for endpoint in self._endpoints:
                 mapping: Dict[str, grpclib.const.Handler] = {}
@@ -88,7 +116,7 @@ class ServerCore:
                     for path, spec in service.__mapping__().items():
                         mapping[path] = spec._replace(func=self._tracked(spec.func))
                 server = GrpclibServer(
-                    [MappedService(mapping)], codec=codec, status_details_codec=StatusDetailsCodec()
+                    [MappedService(mapping)], max_message_size=self._max_message_size
                 )
                 if endpoint.listener is not None:
                     await server.start_on(endpoint.listener)
@@ -99,26 +127,33 @@ class ServerCore:
                 try:
                     await server.start(path=str(endpoint.sock_path))
                 except OSError as err:
-                    raise SocketPathError(
-                        err.errno, f"cannot listen on {endpoint.sock_path}: {err.strerror}"
-                    ) from None
+                    raise path_error(err, f"cannot listen on {endpoint.sock_path}") from None
                 self._servers.append(server)
                 self._owned_files.append(endpoint.sock_path)
                 os.chmod(endpoint.sock_path, SOCKET_MODE)
             for endpoint in self._endpoints:
                 if endpoint.server_info_file is not None:
-                    write_server_info(
-                        endpoint.server_info_file,
-                        endpoint.protocol,
-                        endpoint.info_metadata,
-                        endpoint.minimum_numaflow_version,
-                    )
+                    self._claims.append(InfoClaim(endpoint.server_info_file))
+            for endpoint in self._endpoints:
+                if endpoint.server_info_file is not None:
+                    try:
+                        write_server_info(
+                            endpoint.server_info_file,
+                            endpoint.protocol,
+                            endpoint.info_metadata,
+                            endpoint.minimum_numaflow_version,
+                        )
+                    except OSError as err:
+                        raise path_error(
+                            err, f"cannot write the server-info file {endpoint.server_info_file}"
+                        ) from None
                     self._owned_files.append(endpoint.server_info_file)
                 _LOGGER.info(
-                    "pynumaflow %s serving %s on %s",
-                    __version__,
+                    "serving %s%s on %s, server-info %s",
+                    f"{endpoint.label}: " if endpoint.label else "",
                     ", ".join(sorted(_service_names(endpoint))),
                     endpoint.address,
+                    endpoint.server_info_file or "(none)",
                 )
         except BaseException:
             await self.stop(grace=0)
@@ -131,6 +166,8 @@ class ServerCore:
         self._drain_started.set()
         for server in self._servers:
             server.stop_listening()
+        started = bool(self._servers)
+        in_flight = self._active
         if self._active and grace > 0:
             _LOGGER.info("draining %d call(s) in flight (up to %.1f s)", self._active, grace)
             with contextlib.suppress(asyncio.TimeoutError):
@@ -139,6 +176,7 @@ class ServerCore:
                 _LOGGER.warning(
                     "cancelling %d call(s) still running after %.1f s", self._active, grace
                 )
+        cancelled = self._active
         for server in self._servers:
             server.close()
         for server in self._servers:
@@ -147,8 +185,18 @@ class ServerCore:
         for path in reversed(self._owned_files):
             path.unlink(missing_ok=True)
         self._owned_files.clear()
+        for claim in self._claims:
+            claim.release()
+        self._claims.clear()
         if self._on_close is not None:
             self._on_close()
+        if started:
+            _LOGGER.info(
+                "stopped: %d call(s) in flight at the stop, %d finished in the drain, %d cancelled",
+                in_flight,
+                in_flight - cancelled,
+                cancelled,
+            )
 
     def request_stop(self) -> None:
         """Ask :meth:`serve` to drain and return (what SIGTERM and SIGINT do)."""

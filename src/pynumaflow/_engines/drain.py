@@ -10,7 +10,7 @@ import anyio
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
-from pynumaflow._core.drain import SHUTTING_DOWN, draining
+from pynumaflow._core.current import SHUTTING_DOWN, draining
 
 __all__ = ["IdleDrain"]
 

@@ -10,7 +10,7 @@ import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, Deque, Generic, Optional, TypeVar, Union
 
-from pynumaflow._invoke import settle
+from pynumaflow._invoke import note_progress, settle
 from pynumaflow._types.errors import FeedAborted
 
 __all__ = ["Feed", "FeedAborted"]
@@ -121,6 +121,7 @@ class Feed(Generic[_T]):
     def _taken_in_thread(self) -> None:
         """In the pool thread: the handler took an item; wake put() if half is free."""
         assert self._lock is not None
+        note_progress()
         with self._lock:
             self._unread -= 1
             room = self._room

@@ -4,22 +4,33 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Dict, List, Optional, Tuple
+from typing import Any, Callable, ClassVar, Dict, List, Optional, Sequence, Set, Tuple
 
+from pynumaflow import __version__
 from pynumaflow._core.endpoint import Endpoint
-from pynumaflow._core.options import LEGACY, V1, ServerOptions, ud_container_type
+from pynumaflow._core.options import CONTAINER_TYPE_ENV, LEGACY, V1, ServerOptions
 from pynumaflow._core.server import ServerCore
-from pynumaflow._faces.kinds import Family, Kind, V1Endpoint, inspect_handlers
+from pynumaflow._faces.kinds import (
+    Family,
+    Kind,
+    V1Endpoint,
+    V1Socket,
+    inspect_handlers,
+    v1_sockets,
+)
 from pynumaflow._invoke import Handler, Invoker
 
 __all__ = ["MINIMUM_NUMAFLOW_VERSION", "NACK_NUMAFLOW_VERSION", "Facade"]
 
+_LOGGER = logging.getLogger("pynumaflow")
+
 MINIMUM_NUMAFLOW_VERSION = "1.4.0-z"
-NACK_NUMAFLOW_VERSION = "1.8.2-z"
-"""What the v1 server-info files require with ``$PYNUMAFLOW_NACK``: NACK's first release."""
 """What the v1 server-info files announce: Numaflow 1.4.0 or later."""
+NACK_NUMAFLOW_VERSION = "1.8.2-z"
+"""What they require with ``$PYNUMAFLOW_NACK``: NACK's first release."""
 
 
 class Facade:
@@ -27,7 +38,8 @@ class Facade:
 
     A server serves each protocol generation its options enable: the family's legacy
     socket (function.sock, udsink.sock), if it has one, and a v1 socket per kind given
-    a handler. A subclass sets :attr:`family` and calls :meth:`_configure`.
+    a handler, limited to what the container's role (``$NUMAFLOW_UD_CONTAINER_TYPE``)
+    calls for. A subclass sets :attr:`family` and calls :meth:`_configure`.
     """
 
     family: ClassVar[Family]
@@ -79,86 +91,138 @@ class Facade:
             shutdown_grace_period=shutdown_grace_period,
             protocols=protocols,
         )
-        self._check_something_to_serve()
-        if V1 in self._options.protocols:
-            self._check_v1_files()
+        self._check_serves_something()
 
     def _served(self) -> List[Kind]:
+        """The kinds given a handler."""
         return [kind for kind in self.family.kinds if kind.name in self._handlers]
 
-    def _check_v1_files(self) -> None:
-        """Refuse two kinds that would announce themselves in the same v1 server-info file."""
-        seen: Dict[str, Tuple[Kind, V1Endpoint]] = {}
-        for kind in self._served():
-            if kind.v1 is None:
-                continue
-            info = kind.v1.files(ud_container_type(kind.v1.default_role))[1]
-            other, other_v1 = seen.setdefault(info, (kind, kind.v1))
-            if other is not kind:
-                keys = " and ".join(sorted({*other_v1.metadata, *kind.v1.metadata}))
-                raise ValueError(
-                    f"{other.keyword} and {kind.keyword} cannot be served together on "
-                    f"Numaflow >= 1.4: both announce themselves in {info}, which names one "
-                    f"{keys or 'kind'}. Give one of them, or serve only the 0.8-0.9 protocol "
-                    f"with protocols=[{LEGACY!r}]"
-                )
+    def _v1_excluded(self) -> Set[Kind]:
+        """Kinds given a handler that v1 does not serve (a face's choice; none by default)."""
+        return set()
 
-    def _check_something_to_serve(self) -> None:
+    def _notes(self) -> Sequence[str]:
+        """Warnings to log at start, about choices the server made for the user."""
+        return []
+
+    def _v1_sockets(self) -> List[Tuple[Kind, V1Endpoint, V1Socket]]:
+        """The v1 endpoints to serve: per kind given a handler, the socket of this role."""
         options = self._options
-        legacy = LEGACY in options.protocols and self.family.legacy is not None
-        v1 = V1 in options.protocols and any(kind.v1 for kind in self._served())
-        if not (legacy or v1):
+        if not options.serves_v1:
+            return []
+        excluded = self._v1_excluded()
+        served = []
+        for kind in self._served():
+            if kind.v1 is None or kind in excluded:
+                continue
+            socket = kind.v1.for_role(options.container_type)
+            if socket is not None:
+                served.append((kind, kind.v1, socket))
+        return served
+
+    def _serves_legacy(self) -> bool:
+        return self._options.serves_legacy and self.family.legacy is not None
+
+    def _check_serves_something(self) -> None:
+        """Raise if the role and protocols leave no endpoint (say what would fix it)."""
+        if self._serves_legacy() or self._v1_sockets():
+            return
+        owner = type(self).__name__
+        role = self._options.container_type
+        if role is None:
             raise ValueError(
-                f"{type(self).__name__} has nothing to serve with protocols="
-                f"{sorted(options.protocols)!r}: its handlers have no endpoint there"
+                f"{owner} has nothing to serve with protocols="
+                f"{sorted(self._options.protocols)!r}: its handlers have no endpoint there"
             )
+        wanted = sorted(socket.label for socket in v1_sockets(role))
+        excluded = self._v1_excluded()
+        offered = sorted(
+            {
+                kind.v1.sockets[0].role
+                for kind in self._served()
+                if kind.v1 is not None and kind not in excluded
+            }
+        )
+        raise ValueError(
+            f"{CONTAINER_TYPE_ENV}={role}: this container must serve "
+            f"{' or '.join(wanted) or 'a kind pynumaflow does not serve'}, which {owner}'s "
+            f"handlers are not; they serve containers of type {', '.join(offered)}. Run "
+            "the server with the handler for this container, or unset the variable for a "
+            "local run"
+        )
 
     def _endpoints(self, invoker: Invoker) -> List[Endpoint]:
         options = self._options
         legacy = self.family.legacy
         endpoints = []
-        if LEGACY in options.protocols and legacy is not None:
+        legacy_paths: Set[Optional[Path]] = set()
+        if self._serves_legacy() and legacy is not None:
             assert options.sock_path is not None  # resolved from the family's sock_name
             endpoints.append(
                 Endpoint(
                     options.sock_path,
                     options.server_info_file,
                     [legacy.service(self._handlers, invoker)],
+                    label="legacy (Numaflow 0.8-0.9)",
                 )
             )
-        if V1 in options.protocols:
-            for kind in self._served():
-                if kind.v1 is None:
-                    continue
-                role = ud_container_type(kind.v1.default_role)
-                sock, info = self._v1_files(kind.v1, role)
-                service = kind.v1.service(self._handlers[kind.name], invoker, role, options)
-                endpoints.append(
-                    Endpoint(
-                        sock,
-                        info,
-                        [service],
-                        info_metadata=dict(kind.v1.metadata),
-                        minimum_numaflow_version=(
-                            NACK_NUMAFLOW_VERSION if options.nack else MINIMUM_NUMAFLOW_VERSION
-                        ),
-                    )
+            legacy_paths = {options.sock_path, options.server_info_file}
+        for kind, v1, socket in self._v1_sockets():
+            sock_path, info_path = self._v1_paths(v1, socket)
+            clash = sorted(str(p) for p in legacy_paths & {sock_path, info_path})
+            if clash:
+                _LOGGER.warning(
+                    "not serving the v1 %s (Numaflow >= 1.4): %s is where the legacy protocol "
+                    "was asked to be (sock_path / server_info_file). To serve both, give "
+                    "those another name (0.4's defaults: function.sock or udsink.sock, "
+                    "server-info)",
+                    socket.label,
+                    " and ".join(clash),
                 )
+                continue
+            role = options.container_type or socket.role
+            service = v1.service(self._handlers[kind.name], invoker, role, options)
+            endpoints.append(
+                Endpoint(
+                    sock_path,
+                    info_path,
+                    [service],
+                    info_metadata=dict(v1.metadata),
+                    minimum_numaflow_version=(
+                        NACK_NUMAFLOW_VERSION if options.nack else MINIMUM_NUMAFLOW_VERSION
+                    ),
+                    label=f"v1 (Numaflow >= 1.4) {socket.label}",
+                )
+            )
         return endpoints
 
-    def _v1_files(self, v1: V1Endpoint, role: str) -> Tuple[Path, Path]:
-        """The socket and server-info file of a v1 endpoint in ``role``."""
-        sock_name, info_name = v1.files(role)
-        return self._options.v1_sock_dir / sock_name, self._options.v1_info_dir / info_name
+    def _v1_paths(self, v1: V1Endpoint, socket: V1Socket) -> Tuple[Path, Path]:
+        """Where a v1 socket is bound and its server-info file written."""
+        options = self._options
+        return options.v1_sock_dir / socket.sock, options.v1_info_dir / socket.info
 
     def _new_core(self) -> ServerCore:
         options = self._options
         invoker = Invoker(options.max_threads)
+        role = options.container_type
+        _LOGGER.info(
+            "pynumaflow %s starting %s: %s, sync handlers on up to %d threads",
+            __version__,
+            type(self).__name__,
+            f"{CONTAINER_TYPE_ENV}={role}, serving its role only"
+            if role
+            else f"{CONTAINER_TYPE_ENV} unset (Numaflow 0.8-0.9 or a local run), serving "
+            + " and ".join(p for p in (LEGACY, V1) if p in options.protocols),
+            options.max_threads,
+        )
+        for note in self._notes():
+            _LOGGER.warning("%s", note)
         return ServerCore(
             self._endpoints(invoker),
             max_message_size=options.max_message_size,
             shutdown_grace_period=options.shutdown_grace_period,
             on_close=invoker.shutdown,
+            pool_stalled=invoker.stalled,
         )
 
     @property

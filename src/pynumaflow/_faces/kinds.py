@@ -1,10 +1,11 @@
 """The kind table: the one place a kind of user-defined function or sink is spelled out.
 
 A :class:`Kind` is one row: its public keyword, handler shape, whether the handler
-streams, its RPC on the legacy endpoint, and where and how it is served on v1 (socket
-and server-info file per ``$NUMAFLOW_UD_CONTAINER_TYPE`` role, server-info metadata,
-service factory). A :class:`Family` is the kinds one public server class serves, with
-its legacy endpoint, if it has one (kinds that are new in v1 have none).
+streams, its RPC on the legacy endpoint, and where and how it is served on v1 (the
+``$NUMAFLOW_UD_CONTAINER_TYPE`` roles serving it, each with its socket and server-info
+file; server-info metadata; service factory). A :class:`Family` is the kinds one
+public server class serves, with its legacy endpoint, if it has one (kinds that are new
+in v1 have none).
 
 The server base (:mod:`pynumaflow._faces.facade`), the faces, ``pynumaflow run``
 (:mod:`pynumaflow._cli`), the test kit and ``tools/generate_api_docs.py`` read it.
@@ -14,9 +15,10 @@ the sink's services, nor the command line any service.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 if TYPE_CHECKING:  # the command line reads the table without loading the server's parts
     from pynumaflow._core.endpoint import Service
@@ -27,12 +29,15 @@ if TYPE_CHECKING:  # the command line reads the table without loading the server
 __all__ = [
     "BATCH_MAP",
     "BATCH_MAPPER",
+    "BATCH_MAP_MODE",
     "FAMILIES",
     "FUNCTION",
     "KINDS",
     "MAP",
     "MAPPER",
     "MAPT",
+    "MAP_MODES",
+    "MAP_MODE_ENV",
     "MAP_STREAM",
     "MAP_STREAMER",
     "MODERN_FAMILIES",
@@ -42,11 +47,16 @@ __all__ = [
     "SINKER",
     "SINK_SERVER",
     "SOURCE_TRANSFORMER",
+    "STREAM_MAP",
+    "UNARY_MAP",
     "Family",
     "Kind",
     "LegacyEndpoint",
     "V1Endpoint",
+    "V1Socket",
     "inspect_handlers",
+    "resolve_map_mode",
+    "v1_sockets",
 ]
 
 V1Factory = Callable[["Handler", "Invoker", str, "ServerOptions"], "Service"]
@@ -56,29 +66,48 @@ LegacyFactory = Callable[["Mapping[str, Handler]", "Invoker"], "Service"]
 
 
 @dataclass(frozen=True, eq=False)
+class V1Socket:
+    """A container role serving a kind on v1, and the socket and file it binds and writes.
+
+    Numaflow >= 1.2 tells each UD container its role by ``$NUMAFLOW_UD_CONTAINER_TYPE``;
+    a container binds only the sockets and writes only the server-info files of its
+    role, so that siblings sharing the folder never collide.
+
+    Attributes:
+        label: what it is, in the log and in errors (e.g. ``fallback sink``).
+        role: the ``$NUMAFLOW_UD_CONTAINER_TYPE`` of the containers serving it.
+        sock: the socket's file name.
+        info: the server-info file's name.
+
+    """
+
+    label: str
+    role: str
+    sock: str
+    info: str
+
+
+@dataclass(frozen=True, eq=False)
 class V1Endpoint:
     """Where and how a kind is served on Numaflow >= 1.4.
 
     Attributes:
-        sockets: by ``$NUMAFLOW_UD_CONTAINER_TYPE`` role, the socket and server-info file
-            names; the first role is the default (also for a role not listed).
+        sockets: the roles serving it; the first is served when the container has none
+            (Numaflow 0.8-0.9 set no role: there, or in a local run, it is the default).
         service: builds the service.
         metadata: what the server-info file's ``metadata`` holds.
 
     """
 
-    sockets: Mapping[str, Tuple[str, str]]
+    sockets: Tuple[V1Socket, ...]
     service: V1Factory
     metadata: Mapping[str, str] = field(default_factory=dict)
 
-    @property
-    def default_role(self) -> str:
-        """The role assumed when the platform names none."""
-        return next(iter(self.sockets))
-
-    def files(self, role: str) -> Tuple[str, str]:
-        """The socket and server-info file names for ``role``."""
-        return self.sockets.get(role, self.sockets[self.default_role])
+    def for_role(self, role: Optional[str]) -> Optional[V1Socket]:
+        """The socket a container of ``role`` serves (None: the role serves none)."""
+        if role is None:
+            return self.sockets[0]
+        return next((socket for socket in self.sockets if socket.role == role), None)
 
 
 @dataclass(frozen=True, eq=False)  # compared and hashed by identity: one object per kind
@@ -211,13 +240,22 @@ def _sink_legacy(handlers: Mapping[str, Handler], invoker: Invoker) -> Service:
 
 # --- the table -------------------------------------------------------------------------------
 
+UNARY_MAP = "unary-map"
+STREAM_MAP = "stream-map"
+BATCH_MAP_MODE = "batch-map"  # served by pynumaflow.batchmapper alone (its own family)
+MAP_MODE_ENV = "PYNUMAFLOW_MAP_MODE"
+
 MAP = Kind(
     "map",
     "map_handler",
     "keys, datum",
     stream=False,
     legacy_method="MapFn",
-    v1=V1Endpoint({"udf": ("map.sock", "mapper-server-info")}, _map_v1, {"MAP_MODE": "unary-map"}),
+    v1=V1Endpoint(
+        (V1Socket("map", "udf", "map.sock", "mapper-server-info"),),
+        _map_v1,
+        {"MAP_MODE": UNARY_MAP},
+    ),
 )
 MAPT = Kind(
     "mapt",
@@ -226,7 +264,14 @@ MAPT = Kind(
     stream=False,
     legacy_method="MapTFn",
     v1=V1Endpoint(
-        {"transformer": ("sourcetransform.sock", "sourcetransformer-server-info")},
+        (
+            V1Socket(
+                "transformer",
+                "transformer",
+                "sourcetransform.sock",
+                "sourcetransformer-server-info",
+            ),
+        ),
         _transform_v1,
     ),
 )
@@ -237,9 +282,9 @@ MAP_STREAM = Kind(
     stream=True,
     legacy_method="MapStreamFn",
     v1=V1Endpoint(
-        {"udf": ("mapstream.sock", "mapper-server-info")},
+        (V1Socket("map stream", "udf", "mapstream.sock", "mapper-server-info"),),
         _map_stream_v1,
-        {"MAP_MODE": "stream-map"},
+        {"MAP_MODE": STREAM_MAP},
     ),
 )
 # The map modes share mapper-server-info, whose MAP_MODE tells the platform which socket
@@ -251,9 +296,9 @@ BATCH_MAP = Kind(
     stream=False,
     legacy_method=None,
     v1=V1Endpoint(
-        {"udf": ("batchmap.sock", "mapper-server-info")},
+        (V1Socket("batch map", "udf", "batchmap.sock", "mapper-server-info"),),
         _batch_map_v1,
-        {"MAP_MODE": "batch-map"},
+        {"MAP_MODE": BATCH_MAP_MODE},
     ),
 )
 REDUCE = Kind(
@@ -262,10 +307,10 @@ REDUCE = Kind(
     "keys, datums, md",
     stream=False,
     legacy_method="ReduceFn",
-    v1=V1Endpoint({"udf": ("reduce.sock", "reducer-server-info")}, _reduce_v1),
+    v1=V1Endpoint((V1Socket("reduce", "udf", "reduce.sock", "reducer-server-info"),), _reduce_v1),
 )
-# The platform runs one sink image as the primary, fallback or on-success sink and tells
-# the container which by $NUMAFLOW_UD_CONTAINER_TYPE; each role has its socket and file.
+# One sink image serves as the primary, fallback or on-success sink: the container's
+# role says which (none: the primary).
 SINK = Kind(
     "sink",
     "sink_handler",
@@ -273,11 +318,11 @@ SINK = Kind(
     stream=False,
     legacy_method="SinkFn",
     v1=V1Endpoint(
-        {
-            "udsink": ("sink.sock", "sinker-server-info"),
-            "fb-udsink": ("fb-sink.sock", "fb-sinker-server-info"),
-            "ons-udsink": ("ons-sink.sock", "ons-sinker-server-info"),
-        },
+        (
+            V1Socket("sink", "udsink", "sink.sock", "sinker-server-info"),
+            V1Socket("fallback sink", "fb-udsink", "fb-sink.sock", "fb-sinker-server-info"),
+            V1Socket("on-success sink", "ons-udsink", "ons-sink.sock", "ons-sinker-server-info"),
+        ),
         _sink_v1,
     ),
 )
@@ -309,6 +354,35 @@ MODERN_FAMILIES: Tuple[Family, ...] = (
     BATCH_MAPPER,
 )
 """The modern API's families, each named as its module (``pynumaflow.<name>``)."""
+
+
+MAP_MODES = {UNARY_MAP: MAP, STREAM_MAP: MAP_STREAM}
+"""The MAP_MODE words of mapper-server-info, and the kind each announces."""
+
+
+def resolve_map_mode(map_mode: Optional[str]) -> str:
+    """The MAP_MODE to announce on v1 when both map handlers are given (default unary)."""
+    source = "map_mode"
+    if map_mode is None:
+        map_mode = os.environ.get(MAP_MODE_ENV, "").strip() or UNARY_MAP
+        source = MAP_MODE_ENV
+    if map_mode not in MAP_MODES:
+        raise ValueError(
+            f"{source} must be {UNARY_MAP!r} (map_handler) or {STREAM_MAP!r} "
+            f"(map_stream_handler), got {map_mode!r}"
+        )
+    return map_mode
+
+
+def v1_sockets(role: Optional[str]) -> List[V1Socket]:
+    """Every v1 socket a container of ``role`` may serve, over all kinds."""
+    return [
+        socket
+        for kind in KINDS
+        if kind.v1 is not None
+        for socket in kind.v1.sockets
+        if socket.role == role
+    ]
 
 
 def inspect_handlers(

@@ -22,7 +22,7 @@ from typing import Any, Callable, List, Optional, Tuple
 from pynumaflow._codec.fields import decode_user_metadata
 from pynumaflow._core.options import V1
 from pynumaflow._faces.facade import Facade
-from pynumaflow._faces.kinds import BATCH_MAP, REDUCE, SINK, Kind, V1Endpoint
+from pynumaflow._faces.kinds import BATCH_MAP, REDUCE, SINK, Kind, V1Endpoint, V1Socket
 from pynumaflow._invoke import Handler, inspect_handler
 from pynumaflow._types import function, sink
 from pynumaflow._types.modern import (
@@ -123,7 +123,7 @@ def _internal(item: object) -> object:
             "on_success",
             message.value,
             message.keys,
-            message.user_metadata or UserMetadata(),
+            message.user_metadata,
         )
     return sink.Response.as_failure(item.id, item.err or "")
 
@@ -157,11 +157,12 @@ def _target(handler: object) -> object:
 
 def modern_handler(
     kind: Kind,
+    name: str,
     handler: object,
     init_args: Tuple[Any, ...] = (),
     init_kwargs: Optional[Mapping[str, Any]] = None,
 ) -> Handler:
-    """Inspect a modern API handler of ``kind`` and adapt it for the server.
+    """Inspect a modern API handler of ``kind`` (given as ``name``) and adapt it.
 
     Raises:
         TypeError: the handler has the wrong shape, or ``init_args``/``init_kwargs`` come
@@ -176,7 +177,7 @@ def modern_handler(
         # Its shape and asyncness, without an instance (one is made per key and window).
         target: object = functools.partial(cls.handler, None)  # type: ignore[arg-type]
         return inspect_handler(
-            kind.keyword,
+            name,
             target,
             kind.params,
             call=_reduce(lambda: cls(*init_args, **kwargs).handler),
@@ -186,7 +187,7 @@ def modern_handler(
         raise TypeError("init_args and init_kwargs need a Reducer class as the handler")
     target = _target(handler)
     if not callable(target):
-        raise TypeError(f"{kind.keyword} must be callable ({kind.params})")
+        raise TypeError(f"{name} must be callable ({kind.params})")
     func: Callable[..., Any] = target
     if kind is REDUCE:
         call = _reduce(lambda: func)
@@ -197,7 +198,7 @@ def modern_handler(
     else:
         call = _unary(func)
     return inspect_handler(
-        kind.keyword, func, kind.params, stream=kind.stream, call=call, own_metadata=True
+        name, func, kind.params, stream=kind.stream, call=call, own_metadata=True
     )
 
 
@@ -227,8 +228,10 @@ class ModernServer(Facade):
         init_kwargs: Optional[Mapping[str, Any]] = None,
     ) -> None:
         self._shutdown_callback = shutdown_callback
+        # The handler's parameter name as the server class spells it (mapper_instance, ...).
+        name = list(inspect.signature(type(self).__init__).parameters)[1]
         self._configure_inspected(
-            {kind.name: modern_handler(kind, handler, init_args, init_kwargs)},
+            {kind.name: modern_handler(kind, name, handler, init_args, init_kwargs)},
             sock_path=sock_path,
             max_message_size=max_message_size,
             max_threads=max_threads,
@@ -237,9 +240,9 @@ class ModernServer(Facade):
             protocols=[V1],
         )
 
-    def _v1_files(self, v1: V1Endpoint, role: str) -> Tuple[Path, Path]:
-        sock, info = super()._v1_files(v1, role)
-        if role == v1.default_role:
+    def _v1_paths(self, v1: V1Endpoint, socket: V1Socket) -> Tuple[Path, Path]:
+        sock, info = super()._v1_paths(v1, socket)
+        if socket is v1.sockets[0]:  # the default role: sock_path and server_info_file
             sock = self._options.sock_path or sock
             info = self._options.server_info_file or info
         return sock, info

@@ -22,7 +22,7 @@ DEFAULT_PORT = 55551
 def _function_services(handlers: Mapping[str, Handler], max_threads: int) -> Serving:
     assert FUNCTION.legacy is not None  # function.v1 is what MultiProcServer serves
     invoker = Invoker(max_threads)
-    return Serving([FUNCTION.legacy.service(handlers, invoker)], invoker.shutdown)
+    return Serving([FUNCTION.legacy.service(handlers, invoker)], invoker.shutdown, invoker.stalled)
 
 
 def _check_picklable(handlers: Mapping[str, Handler]) -> None:

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any, Callable, Optional
+from collections.abc import Iterable, Sequence
+from typing import Any, Callable, Optional, Set
 
 from pynumaflow._faces.facade import Facade
-from pynumaflow._faces.kinds import FUNCTION
+from pynumaflow._faces.kinds import (
+    FUNCTION,
+    MAP,
+    MAP_MODE_ENV,
+    MAP_MODES,
+    MAP_STREAM,
+    STREAM_MAP,
+    UNARY_MAP,
+    Kind,
+    resolve_map_mode,
+)
 
 __all__ = ["AnyHandler", "AsyncServer", "Server"]
 
@@ -29,7 +39,9 @@ class _FunctionServer(Facade):
         server_info_file: Optional[str],
         shutdown_grace_period: Optional[float],
         protocols: Optional[Iterable[str]],
+        map_mode: Optional[str],
     ) -> None:
+        self._map_mode = resolve_map_mode(map_mode)
         self._configure(
             {
                 "map_handler": map_handler,
@@ -44,6 +56,32 @@ class _FunctionServer(Facade):
             shutdown_grace_period=shutdown_grace_period,
             protocols=protocols,
         )
+
+    def _both_maps(self) -> bool:
+        return MAP.name in self._handlers and MAP_STREAM.name in self._handlers
+
+    def _v1_excluded(self) -> Set[Kind]:
+        # mapper-server-info names one MAP_MODE: with both map handlers, v1 serves one.
+        if not self._both_maps():
+            return set()
+        return {MAP_STREAM if MAP_MODES[self._map_mode] is MAP else MAP}
+
+    def _notes(self) -> Sequence[str]:
+        if not self._both_maps() or not any(
+            kind in (MAP, MAP_STREAM) for kind, _, _ in self._v1_sockets()
+        ):
+            return []
+        served, other = (
+            ("map_handler", STREAM_MAP)
+            if self._map_mode == UNARY_MAP
+            else ("map_stream_handler", UNARY_MAP)
+        )
+        return [
+            f"map_handler and map_stream_handler were both given: the legacy function.sock "
+            f"serves both, Numaflow >= 1.4 (mapper-server-info names one MAP_MODE) gets "
+            f"{served} only, as MAP_MODE={self._map_mode}. To serve the other there, pass "
+            f"map_mode={other!r} or set {MAP_MODE_ENV}={other}"
+        ]
 
 
 class Server(_FunctionServer):
@@ -68,6 +106,12 @@ class Server(_FunctionServer):
             function.sock, Numaflow 0.8-0.9) and/or ``"v1"`` (map.v1 on map.sock,
             mapstream.sock, sourcetransformer.v1 on sourcetransform.sock, reduce.v1 on
             reduce.sock: Numaflow >= 1.4); default ``$PYNUMAFLOW_PROTOCOLS`` or both.
+            With ``$NUMAFLOW_UD_CONTAINER_TYPE`` set (Numaflow >= 1.2 sets it), only the
+            v1 endpoints of that container's role are served.
+        map_mode: when both map handlers are given, which one Numaflow >= 1.4 gets
+            (mapper-server-info names one): ``"unary-map"`` (map_handler) or
+            ``"stream-map"`` (map_stream_handler); default ``$PYNUMAFLOW_MAP_MODE`` or
+            ``"unary-map"``. The legacy socket serves both.
 
     Raises:
         ValueError: no handler was given, or an option is out of range.
@@ -88,6 +132,7 @@ class Server(_FunctionServer):
         server_info_file: Optional[str] = None,
         shutdown_grace_period: Optional[float] = None,
         protocols: Optional[Iterable[str]] = None,
+        map_mode: Optional[str] = None,
     ) -> None:
         self._configure_function(
             map_handler=map_handler,
@@ -100,6 +145,7 @@ class Server(_FunctionServer):
             server_info_file=server_info_file,
             shutdown_grace_period=shutdown_grace_period,
             protocols=protocols,
+            map_mode=map_mode,
         )
 
     def start(self) -> None:
@@ -128,6 +174,7 @@ class AsyncServer(_FunctionServer):
         server_info_file: Optional[str] = None,
         shutdown_grace_period: Optional[float] = None,
         protocols: Optional[Iterable[str]] = None,
+        map_mode: Optional[str] = None,
     ) -> None:
         self._configure_function(
             map_handler=map_handler,
@@ -140,6 +187,7 @@ class AsyncServer(_FunctionServer):
             server_info_file=server_info_file,
             shutdown_grace_period=shutdown_grace_period,
             protocols=protocols,
+            map_mode=map_mode,
         )
 
     async def start(self) -> None:

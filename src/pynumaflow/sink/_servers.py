@@ -67,7 +67,8 @@ class Sink(_SinkServer):
         protocols: the protocol generations to serve, ``"legacy"`` (udsink.sock, Numaflow
             0.8-0.9) and/or ``"v1"`` (sink.sock, fb-sink.sock or ons-sink.sock by
             ``$NUMAFLOW_UD_CONTAINER_TYPE``: Numaflow >= 1.4); default
-            ``$PYNUMAFLOW_PROTOCOLS`` or both.
+            ``$PYNUMAFLOW_PROTOCOLS`` or both. With ``$NUMAFLOW_UD_CONTAINER_TYPE`` set
+            (Numaflow >= 1.2 sets it) only that v1 socket is served, no legacy one.
 
     Raises:
         TypeError: the handler is not callable or cannot take one argument.

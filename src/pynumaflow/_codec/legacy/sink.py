@@ -11,7 +11,7 @@ from pynumaflow._codec.fields import (
     decode_request,
     new_sink_datum,
 )
-from pynumaflow._codec.wire import varint
+from pynumaflow._codec.wire import encode_text, varint
 from pynumaflow._types.errors import CodecError
 from pynumaflow._types.sink import Datum, Response
 
@@ -57,7 +57,7 @@ def encode_response_list(responses: Iterable[Response]) -> bytes:
         if response.success:
             body.append(b"\x10\x01")
         if err:
-            raw = err.encode("utf-8", "backslashreplace")
+            raw = encode_text(err)
             body += (b"\x1a", varint(len(raw)), raw)
         encoded = b"".join(body)
         out += (b"\x0a", varint(len(encoded)), encoded)

@@ -219,6 +219,19 @@ def _map_result(message: Any, user_metadata: bytes, nack: bool) -> bytes:
     body = results.response_body(message, None, None, b"\x1a") + result_metadata(
         b"\x22", user_metadata
     )
+    return _with_nack(body, message, nack)
+
+
+def _own_map_result(message: Any, nack: bool) -> bytes:
+    """A MapResponse.Result body carrying the message's own metadata (the modern API)."""
+    body = results.response_body(message, None, None, b"\x1a") + results.own_metadata_field(
+        b"\x22", message
+    )
+    return _with_nack(body, message, nack)
+
+
+def _with_nack(body: bytes, message: Any, nack: bool) -> bytes:
+    """``body`` and, for a NACK result, its nack_options 5 (refused unless ``nack``)."""
     options = getattr(message, "_nack", None)
     if options is None:
         return body
@@ -250,7 +263,7 @@ def encode_map_response_own(result: object, datum: Datum, nack: bool = False) ->
     encoded = results.encode_list(
         result,
         results.MESSAGES,
-        lambda message: _map_result(message, results.own_user_metadata(message), nack),
+        lambda message: _own_map_result(message, nack),
     )
     return encoded + _id_field(datum)
 
@@ -270,7 +283,7 @@ def encode_map_stream_response(message: object, datum: Datum, nack: bool = False
 def encode_map_stream_response_own(message: object, datum: Datum, nack: bool = False) -> bytes:
     """:func:`encode_map_stream_response` for the modern API: the message's own metadata."""
     results.check_yielded(message)
-    result = _map_result(message, results.own_user_metadata(message), nack)
+    result = _own_map_result(message, nack)
     return b"\x0a" + varint(len(result)) + result + _id_field(datum)
 
 
@@ -309,9 +322,9 @@ def _encode_transform(result: object, datum: Datum, *, own: bool) -> bytes:
     def body(message: Any) -> bytes:
         moment = results.message_event_time(message, request_date)
         event_time = encode_timestamp(timestamp_parts(moment))
-        metadata = results.own_user_metadata(message) if own else user_metadata
-        return results.response_body(message, event_time, None, b"\x22") + result_metadata(
-            b"\x2a", metadata
-        )
+        body = results.response_body(message, event_time, None, b"\x22")
+        if own:
+            return body + results.own_metadata_field(b"\x2a", message)
+        return body + result_metadata(b"\x2a", user_metadata)
 
     return results.encode_list(result, results.MESSAGE_TS, body) + _id_field(datum)

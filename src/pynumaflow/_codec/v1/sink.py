@@ -25,8 +25,8 @@ from pynumaflow._codec.fields import (
     read_length,
     result_metadata,
 )
-from pynumaflow._codec.results import encode_nack_options, own_user_metadata
-from pynumaflow._codec.wire import read_varint, skip_field, varint
+from pynumaflow._codec.results import encode_nack_options, own_metadata_field
+from pynumaflow._codec.wire import encode_text, read_varint, skip_field, varint
 from pynumaflow._types.errors import CodecError
 from pynumaflow._types.modern import MetadataResponse
 from pynumaflow._types.sink import Datum, NackResponse, Response
@@ -137,27 +137,33 @@ def encode_result(response: Response, user_metadata: bytes = b"", nack: bool = F
     if number:
         out += (b"\x10", varint(number))
     if response.err:
-        raw = response.err.encode("utf-8", "backslashreplace")
+        raw = encode_text(response.err)
         out += (b"\x1a", varint(len(raw)), raw)
     value = response.value
     if value is not None and status == "serve":
         out += (b"\x22", varint(len(value)), value)
     elif value is not None and status == "on_success":
-        if isinstance(response, MetadataResponse):  # the modern API's: its own metadata
-            user_metadata = own_user_metadata(response)
-        message = _on_success_message(value, response.keys or (), user_metadata)
+        message = _on_success_message(value, response.keys or (), user_metadata, response)
         out += (b"\x2a", varint(len(message)), message)
     body = b"".join(out)
     return b"\x0a" + varint(len(body)) + body
 
 
-def _on_success_message(value: bytes, keys: Sequence[str], metadata: bytes) -> bytes:
-    """Encode SinkResponse.Result.Message{1 value, 2 keys, 3 metadata}."""
+def _on_success_message(
+    value: bytes, keys: Sequence[str], metadata: bytes, response: Response
+) -> bytes:
+    """Encode SinkResponse.Result.Message{1 value, 2 keys, 3 metadata}.
+
+    The metadata is the datum's, or (the modern API) the response's own.
+    """
     out: List[bytes] = []
     if value:
         out += (b"\x0a", varint(len(value)), value)
     for key in keys:
         raw = key.encode()
         out += (b"\x12", varint(len(raw)), raw)
-    out.append(result_metadata(b"\x1a", metadata))
+    if isinstance(response, MetadataResponse):
+        out.append(own_metadata_field(b"\x1a", response))
+    else:
+        out.append(result_metadata(b"\x1a", metadata))
     return b"".join(out)

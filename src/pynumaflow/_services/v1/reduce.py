@@ -30,7 +30,7 @@ from grpclib.exceptions import GRPCError
 from pynumaflow._codec.rpc import READY, decode_or_refuse
 from pynumaflow._codec.v1 import reduce as _codec
 from pynumaflow._codec.wire import TimestampParts
-from pynumaflow._core.drain import draining
+from pynumaflow._core.current import draining
 from pynumaflow._engines.reduce import RawStream, ReduceStream
 from pynumaflow._invoke import Handler, Invoker
 from pynumaflow._services.base import is_ready_method, service_mapping

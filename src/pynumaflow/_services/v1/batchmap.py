@@ -1,25 +1,22 @@
 """map.v1 in batch mode (``batch-map``, Numaflow >= 1.4): the batch map handler, batch by batch.
 
 The messages are map.v1's; the conversation is the sink's (handshake, then batches of
-requests each ended by an EOT), so the batch is read and fed to the handler by
-:func:`pynumaflow._engines.batch.feed_batch`.
+requests each ended by an EOT): :func:`pynumaflow._engines.batch.serve_batches`, each
+batch fed to the handler by :func:`pynumaflow._engines.batch.feed_batch`.
 """
 
 from __future__ import annotations
 
-import logging
-from typing import Dict, List, Optional
+from collections.abc import Awaitable
+from typing import Callable, Dict, List, Optional
 
 import grpclib.const
 import grpclib.server
-from grpclib.const import Status
-from grpclib.exceptions import GRPCError
 
 from pynumaflow._codec import results
-from pynumaflow._codec.rpc import READY, decode_or_refuse
+from pynumaflow._codec.rpc import READY
 from pynumaflow._codec.v1 import map as codec
-from pynumaflow._engines.batch import feed_batch
-from pynumaflow._engines.drain import IdleDrain
+from pynumaflow._engines.batch import BatchReader, feed_batch, serve_batches
 from pynumaflow._engines.feed import Feed
 from pynumaflow._invoke import Handler, HandlerErrors, Invoker
 from pynumaflow._services.base import is_ready_method, service_mapping
@@ -27,7 +24,6 @@ from pynumaflow._types.function import Datum
 
 __all__ = ["BatchMapV1Service"]
 
-_LOGGER = logging.getLogger("pynumaflow")
 
 RawStream = grpclib.server.Stream[bytes, bytes]
 
@@ -66,37 +62,25 @@ class BatchMapV1Service:
         )
 
     async def _map_fn(self, stream: RawStream) -> None:
-        drain = IdleDrain()  # busy from a batch's first request to its EOT response
-        async with drain.reading():
-            await self._converse(stream, _BatchReader(stream), drain)
-        drain.check()
+        await serve_batches(
+            stream,
+            BatchReader(stream, codec.decode_map_request, "MapRequest", "MapFn"),
+            self._answer,
+            handshake_response=codec.HANDSHAKE_RESPONSE,
+            eot_response=codec.BATCH_EOT,
+            label=f"map.v1 Map, batch mode ({self._container_type})",
+        )
 
-    async def _converse(self, stream: RawStream, reader: _BatchReader, drain: IdleDrain) -> None:
-        if not await reader.handshake():
-            return
-        await stream.send_message(codec.HANDSHAKE_RESPONSE)
-        while True:
-            first = await reader.next_datum()
-            if first is None and reader.closed:
-                return
-            with drain.busy():
-                if first is not None:
-                    for payload in await self._answer(reader, first):
-                        await stream.send_message(payload)
-                await stream.send_message(codec.BATCH_EOT)
-            if reader.closed:
-                return
-
-    async def _answer(self, reader: _BatchReader, first: Datum) -> List[bytes]:
+    async def _answer(
+        self, next_datum: Callable[[], Awaitable[Optional[Datum]]], first: Datum
+    ) -> List[bytes]:
         """Run the handler over the batch starting at ``first``; its encoded responses."""
         received: Dict[str, Datum] = {}
 
         def note(datum: Datum) -> None:
             received[datum.metadata.id] = datum
 
-        result = await feed_batch(
-            self._call, self._handler, reader.next_datum, first, received=note
-        )
+        result = await feed_batch(self._call, self._handler, next_datum, first, received=note)
         # Checked once the whole batch is read (the handler may return early), and
         # encoded whole before any of it is sent.
         with self._errors:
@@ -110,48 +94,3 @@ class BatchMapV1Service:
                 return await self._invoker.call(self._handler, feed.iterator)
         finally:
             feed.abort()  # the handler stopped reading: drop what still arrives
-
-
-class _BatchReader:
-    """Reads a batch-mode MapFn stream: the handshake, then datums batch by batch."""
-
-    def __init__(self, stream: RawStream) -> None:
-        self._stream = stream
-        self.closed = False
-        """Whether the client has ended the stream."""
-
-    async def _next(self) -> Optional[codec.Incoming]:
-        data = await self._stream.recv_message()
-        if data is None:
-            self.closed = True
-            return None
-        return decode_or_refuse(codec.decode_map_request, data, "MapRequest")
-
-    async def handshake(self) -> bool:
-        """Read the handshake; False if the stream ended before any message."""
-        request = await self._next()
-        if request is None:
-            return False
-        if not request.handshake:
-            raise GRPCError(
-                Status.INVALID_ARGUMENT,
-                "expected a handshake (MapRequest with handshake.sot true) first",
-            )
-        return True
-
-    async def next_datum(self) -> Optional[Datum]:
-        """The batch's next datum; None at its EOT or when the stream ends."""
-        if self.closed:
-            return None
-        request = await self._next()
-        if request is None:
-            return None
-        if request.handshake:
-            raise GRPCError(Status.INVALID_ARGUMENT, "a second handshake on the MapFn stream")
-        if request.datum is None:
-            if request.eot:
-                return None
-            raise GRPCError(
-                Status.INVALID_ARGUMENT, "a MapRequest with neither a request nor status.eot"
-            )
-        return request.datum

@@ -17,6 +17,8 @@ OUTPUT = ROOT / "docs" / "api.md"
 MODULES = [
     "pynumaflow.function",
     "pynumaflow.sink",
+    "pynumaflow.sourcer",
+    "pynumaflow.sideinput",
     "pynumaflow.testing",
     "pynumaflow.errors",
     "pynumaflow",
@@ -130,6 +132,8 @@ def _kinds() -> list[str]:
     for family in (*FAMILIES, *MODERN_FAMILIES):
         for kind in family.kinds:
             handler = f"`h({kind.params})`" + (" yielding" if kind.stream else "")
+            if kind.inspect is not None:  # not one callable: an object with handler methods
+                handler = kind.params
             legacy = "-"
             if family.legacy is not None and kind.legacy_method is not None:
                 legacy = f"`{kind.legacy_method}` on `{family.legacy.sock_name}`"

@@ -31,6 +31,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "pynumaflow.sinker",
             "pynumaflow.batchmapper",
             "pynumaflow.shared",
+            "pynumaflow.sourcer",
+            "pynumaflow.sideinput",
             "pynumaflow.testing",
             "pynumaflow.errors",
             "pynumaflow.__main__",

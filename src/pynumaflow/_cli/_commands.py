@@ -13,6 +13,7 @@ from pynumaflow._cli._drive import Options, Tally, drive
 from pynumaflow._cli._errors import CommandError, RunError, UsageError
 from pynumaflow._cli._kinds import Service, choose_kind, wait_until_ready
 from pynumaflow._cli._progress import Progress
+from pynumaflow._cli._pull import PULLED, pull
 from pynumaflow._cli._script import Script
 from pynumaflow._cli._source import open_input, records_of
 from pynumaflow._client.legacy import Connection
@@ -46,6 +47,18 @@ class _Target:
 async def _session(
     args: argparse.Namespace, target: _Target, stream: TextIO, out: TextIO, err: TextIO
 ) -> Tally:
+    if args.kind in PULLED:
+        return await pull(
+            args.kind,
+            str(target.sock),
+            reads=args.reads,
+            batch_size=args.batch_size,
+            nack=args.nack,
+            timeout=args.timeout,
+            deadline=target.deadline,
+            out=out,
+            err=err,
+        )
     with Connection(str(target.sock), args.timeout) as connection:
         service = await wait_until_ready(connection, target.deadline, target.expect)
         kind = await choose_kind(connection, service, args.kind, err)
@@ -66,6 +79,20 @@ async def _session(
         )
 
 
+def _wait_for_server(script: Script, args: argparse.Namespace, deadline: float) -> Path:
+    """The script's socket once it is ready; a source or side input is told by its file."""
+    if args.kind in PULLED:
+        return script.wait_for_v1(args.kind, deadline)
+    try:
+        return script.wait_for_socket(deadline)[0]
+    except RunError:
+        pulled = script.pulled_kind()
+        if args.kind is not None or pulled is None:
+            raise
+    args.kind = pulled
+    return script.wait_for_v1(pulled, deadline)
+
+
 def run_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """Start the script like the platform, send the input, print the outputs, stop it."""
     script_path = Path(args.script)
@@ -78,7 +105,7 @@ def run_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     try:
         with Script(script_path, [], quiet=args.quiet, err=err) as script:
             try:
-                sock, _info = script.wait_for_socket(deadline)
+                sock = _wait_for_server(script, args, deadline)
                 target = _Target(
                     sock,
                     f"{script_path.name} ({sock.name})",

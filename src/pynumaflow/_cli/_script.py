@@ -24,12 +24,15 @@ from typing import IO, Any, Optional, TextIO
 
 from pynumaflow._cli._errors import RunError
 from pynumaflow._core.options import CONTAINER_TYPE_ENV, RUN_DIR_ENV
+from pynumaflow._faces.kinds import SIDE_INPUT, SOURCE, Kind
 
 __all__ = ["Exit", "Script"]
 
 SERVER_INFO = "server-info"
 SERVER_INFO_END = "U+005C__END__"
 SOCKETS = ("function.sock", "udsink.sock")
+PULLED = (SOURCE, SIDE_INPUT)
+"""The v1-only kinds ``pynumaflow run`` reads from instead of sending input to."""
 _TAIL_LINES = 20
 _POLL = 0.02
 _EXIT_GRACE = 1.0
@@ -175,8 +178,42 @@ class Script:
             f"in {self.run_dir}; if it passes sock_path=, drop it so that {RUN_DIR_ENV} applies"
         )
 
+    def wait_for_v1(self, kind: Kind, deadline: float) -> Path:
+        """Wait like the platform for ``kind``'s v1 server-info file; return its socket.
+
+        Raises:
+            RunError: the script exited, or wrote no such file before the deadline.
+
+        """
+        assert kind.v1 is not None
+        socket = kind.v1.sockets[0]
+        sock_name, info_name = socket.sock, socket.info
+        info_file = self.run_dir / info_name
+        while True:
+            self.check_alive("before it was ready", grace=0)
+            with contextlib.suppress(FileNotFoundError):
+                if info_file.read_text(encoding="utf-8").endswith(SERVER_INFO_END):
+                    return self.run_dir / sock_name
+            if time.monotonic() >= deadline:
+                raise RunError(f"{self.path.name} wrote no {info_name} in time")
+            time.sleep(_POLL)
+
+    def pulled_kind(self) -> Optional[Kind]:
+        """The source or side-input kind whose server-info file the script wrote, if any."""
+        for kind in PULLED:
+            assert kind.v1 is not None
+            if (self.run_dir / kind.v1.sockets[0].info).exists():
+                return kind
+        return None
+
     def _no_server_info(self, info_file: Path) -> str:
         others = sorted(p.name for p in self.run_dir.glob("*-server-info"))
+        pulled = self.pulled_kind()
+        if pulled is not None:
+            return (
+                f"{self.path.name} serves a {pulled.name} (it wrote {', '.join(others)}): "
+                f"use --kind {pulled.name}"
+            )
         if others:
             return (
                 f"{self.path.name} serves only the Numaflow >= 1.4 protocols (it wrote "

@@ -197,9 +197,19 @@ class Facade:
         return endpoints
 
     def _v1_paths(self, v1: V1Endpoint, socket: V1Socket) -> Tuple[Path, Path]:
-        """Where a v1 socket is bound and its server-info file written."""
+        """Where a v1 socket is bound and its server-info file written.
+
+        A v1-only server of one kind takes sock_path and server_info_file as the exact
+        files of its default role, as pynumaflow 0.14.0's servers do.
+        """
         options = self._options
-        return options.v1_sock_dir / socket.sock, options.v1_info_dir / socket.info
+        sock_path = options.v1_sock_dir / socket.sock
+        info_path = options.v1_info_dir / socket.info
+        exact = self.family.legacy is None and len(self.family.kinds) == 1
+        if exact and socket is v1.sockets[0]:
+            sock_path = options.sock_path or sock_path
+            info_path = options.server_info_file or info_path
+        return sock_path, info_path
 
     def _new_core(self) -> ServerCore:
         options = self._options
@@ -212,7 +222,11 @@ class Facade:
             f"{CONTAINER_TYPE_ENV}={role}, serving its role only"
             if role
             else f"{CONTAINER_TYPE_ENV} unset (Numaflow 0.8-0.9 or a local run), serving "
-            + " and ".join(p for p in (LEGACY, V1) if p in options.protocols),
+            + " and ".join(
+                p
+                for p in (LEGACY, V1)
+                if p in options.protocols and (p == V1 or self.family.legacy is not None)
+            ),
             options.max_threads,
         )
         for note in self._notes():

@@ -837,10 +837,11 @@ def summarise_v1(data: Dict[str, Any], workloads: List[Workload], meta: Dict[str
     paced = ", ".join(f"{w.name} {w.rate:g}/s" for w in workloads if w.rate and not w.sleep_ms)
     out.append(
         "\nUnits: map.v1 and sourcetransformer.v1 count requests (= echoed messages), map "
-        "stream counts output messages (10 per request), sink and reduce datums. CPU = the "
-        "server's utime+stime (/proc/<pid>/stat) over the measured window / units. Latency "
-        "of a request = from when the client queued it to when its answer (map stream: its "
-        f"EOT) had been read, in the paced phase ({paced}); for the sink, per batch of 500. "
+        "stream counts output messages (10 per request), sink, batch map and reduce datums. "
+        "CPU = the server's utime+stime (/proc/<pid>/stat) over the measured window / units. "
+        "Latency of a request = from when the client queued it to when its answer (map stream: its "
+        f"EOT) had been read, in the paced phase ({paced}); for the sink and batch map, per "
+        "batch of 500. "
         "Peak RSS = VmHWM after the cell. Where 0.14.0 has no sync server (map stream, "
         "reduce) our sync cell is compared with its async one. The CPU ratio depends less on "
         "how much of the second core other work left free than the throughput ratio does "

@@ -114,8 +114,14 @@ class AsyncMapper(Mapper):
         return answer(keys, datum)
 
 
+def stopped(loop: object) -> None:
+    print("shutdown callback ran", flush=True)
+
+
 if SERVER == "MapAsyncServer":
-    server = MapAsyncServer(AsyncMapper() if INVOKE == "class" else async_handler)
+    server = MapAsyncServer(
+        AsyncMapper() if INVOKE == "class" else async_handler, shutdown_callback=stopped
+    )
 elif SERVER == "MapMultiprocServer":
     server = MapMultiprocServer(SyncMapper() if INVOKE == "class" else handler, server_count=1)
 else:
@@ -344,11 +350,37 @@ def test_map(reference_client: ReferenceClient, tmp_path: Path, server: str, inv
         reference_sock="multiproc0.sock" if server == "MapMultiprocServer" else None,
     )
     assert_same(ours, theirs)
+    if server == "MapAsyncServer":
+        assert "shutdown callback ran" in ours.output
+        assert "shutdown callback ran" in theirs.output
     by_id = {r.get("id"): r for r in ours.talk["responses"]}
     assert by_id["m0"]["results"][0]["metadata"] == {"user_metadata": USER_METADATA}
     assert by_id["m0"]["results"][1]["metadata"]["user_metadata"] == {
         "out": {"key_value": {"h": b64(b"h0")}}
     }
+
+
+@pytest.mark.parametrize("server", ["MapServer", "MapAsyncServer"])
+def test_map_handler_error(reference_client: ReferenceClient, tmp_path: Path, server: str) -> None:
+    """A raising handler fails the stream with 0.14.0's status; ours then keeps serving.
+
+    (0.14.0 shuts its server down and exits 1 after it: docs/compat.md.)
+    """
+    path = tmp_path / "udf.py"
+    path.write_text(MAP_SCRIPT, encoding="utf-8")
+    env = {"SERVER": server, "INVOKE": "function", "NUMAFLOW_UD_CONTAINER_TYPE": "udf"}
+    requests = [HANDSHAKE, {"id": "x", "request": request(0, b"boom")}]
+    talks = [
+        serve_and_converse(
+            reference_client, path, "map", requests, tmp_path / side, reference=ref, env=env
+        )
+        for side, ref in (("o", False), ("r", True))
+    ]
+    ours, theirs = (served.talk for served in talks)
+    assert ours["code"] == theirs["code"] == "INTERNAL"
+    assert ours["details"] == theirs["details"] == "UDF_EXECUTION_ERROR(udf): ValueError('boom')"
+    assert ours["status_details"]["details"][0]["type_url"].endswith("google.rpc.DebugInfo")
+    assert talks[0].exit_code == 0
 
 
 @pytest.mark.parametrize("invoke", ["function", "class"])

@@ -167,8 +167,15 @@ class Facade:
                 )
             )
             legacy_paths = {options.sock_path, options.server_info_file}
+        # A v1-only server of one kind takes sock_path and server_info_file as its exact
+        # files, as pynumaflow 0.14.0's servers do.
+        exact = legacy is None and len(self.family.kinds) == 1
         for kind, v1, socket in self._v1_sockets():
-            sock_path, info_path = self._v1_paths(v1, socket)
+            sock_path = options.v1_sock_dir / socket.sock
+            info_path = options.v1_info_dir / socket.info
+            if exact:
+                sock_path = options.sock_path or sock_path
+                info_path = options.server_info_file or info_path
             clash = sorted(str(p) for p in legacy_paths & {sock_path, info_path})
             if clash:
                 _LOGGER.warning(
@@ -195,21 +202,6 @@ class Facade:
                 )
             )
         return endpoints
-
-    def _v1_paths(self, v1: V1Endpoint, socket: V1Socket) -> Tuple[Path, Path]:
-        """Where a v1 socket is bound and its server-info file written.
-
-        A v1-only server of one kind takes sock_path and server_info_file as the exact
-        files of its default role, as pynumaflow 0.14.0's servers do.
-        """
-        options = self._options
-        sock_path = options.v1_sock_dir / socket.sock
-        info_path = options.v1_info_dir / socket.info
-        exact = self.family.legacy is None and len(self.family.kinds) == 1
-        if exact and socket is v1.sockets[0]:
-            sock_path = options.sock_path or sock_path
-            info_path = options.server_info_file or info_path
-        return sock_path, info_path
 
     def _new_core(self) -> ServerCore:
         options = self._options

@@ -391,9 +391,8 @@ SOURCE_SERVER = Family("source", (SOURCE,), legacy=None)
 SIDE_INPUT_SERVER = Family("side input", (SIDE_INPUT,), legacy=None)
 
 FAMILIES: Tuple[Family, ...] = (FUNCTION, SINK_SERVER, SOURCE_SERVER, SIDE_INPUT_SERVER)
-"""The 0.4 API's families and the source and side input servers; together they hold every
-kind once but batch map, which only :data:`BATCH_MAPPER` serves (``pynumaflow run`` does
-not drive it yet)."""
+"""The families of the kinds' first servers; together they hold every kind once but batch
+map, which only :data:`BATCH_MAPPER` serves (``pynumaflow run`` does not drive it yet)."""
 KINDS: Tuple[Kind, ...] = tuple(kind for family in FAMILIES for kind in family.kinds)
 
 # The modern API (pynumaflow 0.9-0.14): a server class per kind, served on v1 only.

@@ -16,13 +16,12 @@ import functools
 import inspect
 import logging
 from collections.abc import AsyncIterable, Awaitable, Iterable, Mapping
-from pathlib import Path
 from typing import Any, Callable, List, Optional, Tuple
 
 from pynumaflow._codec.fields import decode_user_metadata
 from pynumaflow._core.options import V1
 from pynumaflow._faces.facade import Facade
-from pynumaflow._faces.kinds import BATCH_MAP, REDUCE, SINK, Kind, V1Endpoint, V1Socket
+from pynumaflow._faces.kinds import BATCH_MAP, REDUCE, SINK, Kind
 from pynumaflow._invoke import Handler, inspect_handler
 from pynumaflow._types import function, sink
 from pynumaflow._types.modern import (
@@ -205,10 +204,9 @@ def modern_handler(
 class ModernServer(Facade):
     """Base of the modern API's servers: one handler, served on v1 only.
 
-    ``sock_path`` and ``server_info_file`` name the socket and server-info file of the
-    kind's default role (e.g. ``map.sock``); another role the platform names by
-    ``$NUMAFLOW_UD_CONTAINER_TYPE`` (a fallback or on-success sink) gets its own
-    files in the same folder.
+    ``sock_path`` and ``server_info_file``, when given, are the exact socket and
+    server-info file (whatever the role); by default each role the platform names by
+    ``$NUMAFLOW_UD_CONTAINER_TYPE`` (e.g. a fallback or on-success sink) gets its own.
     """
 
     _shutdown_callback: Optional[Callable[..., Any]] = None
@@ -239,13 +237,6 @@ class ModernServer(Facade):
             shutdown_grace_period=shutdown_grace_period,
             protocols=[V1],
         )
-
-    def _v1_paths(self, v1: V1Endpoint, socket: V1Socket) -> Tuple[Path, Path]:
-        sock, info = super()._v1_paths(v1, socket)
-        if socket is v1.sockets[0]:  # the default role: sock_path and server_info_file
-            sock = self._options.sock_path or sock
-            info = self._options.server_info_file or info
-        return sock, info
 
     def start(self) -> None:
         """Serve until SIGTERM or SIGINT, then drain and return."""

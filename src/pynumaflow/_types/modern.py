@@ -12,7 +12,7 @@ from __future__ import annotations
 from abc import ABCMeta, abstractmethod
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Type, TypeVar, Union
 
 from pynumaflow._types import function, sink
 from pynumaflow._types.collections import ItemList
@@ -141,36 +141,25 @@ def _check_user_metadata(user_metadata: Optional[UserMetadata]) -> UserMetadata:
 # --- inputs ---------------------------------------------------------------------------------
 
 
-class Datum:
-    """One input of a map, map stream, source transformer or reduce handler.
-
-    Times are naive ``datetime`` objects in UTC. ``headers`` is a copy (a ``dict``);
-    ``id`` is the request id (empty for reduce).
-    """
+class _DatumView:
+    """What every modern datum shows of the internal one it views."""
 
     __slots__ = ("_inner", "_system", "_user")
-
-    def __init__(
-        self,
-        keys: Optional[List[str]],
-        value: Optional[bytes],
-        event_time: datetime,
-        watermark: datetime,
-        headers: Optional[Dict[str, str]] = None,
-        user_metadata: Optional[UserMetadata] = None,
-        system_metadata: Optional[SystemMetadata] = None,
-    ) -> None:
-        self._inner = function.Datum(keys, value, event_time, watermark, headers=headers)
-        self._user = _check_user_metadata(user_metadata)
-        self._system = system_metadata if system_metadata is not None else SystemMetadata()
+    _inner: Union[function.Datum, sink.Datum]
 
     @classmethod
-    def _view(cls, inner: function.Datum, user: UserMetadata, system: SystemMetadata) -> Datum:
+    def _view(cls: Type[_V], inner: Any, user: UserMetadata, system: SystemMetadata) -> _V:
         view = object.__new__(cls)
         view._inner = inner
         view._user = user
         view._system = system
         return view
+
+    def _metadata(
+        self, user_metadata: Optional[UserMetadata], system_metadata: Optional[SystemMetadata]
+    ) -> None:
+        self._user = _check_user_metadata(user_metadata)
+        self._system = system_metadata if system_metadata is not None else SystemMetadata()
 
     @property
     def keys(self) -> List[str]:
@@ -198,11 +187,6 @@ class Datum:
         return dict(self._inner.headers)
 
     @property
-    def id(self) -> str:
-        """The request id."""
-        return self._inner.metadata.id
-
-    @property
     def user_metadata(self) -> UserMetadata:
         """The message's user metadata (Numaflow >= 1.7, else empty)."""
         return self._user
@@ -211,6 +195,38 @@ class Datum:
     def system_metadata(self) -> SystemMetadata:
         """The metadata the platform attached (read-only; Numaflow >= 1.7, else empty)."""
         return self._system
+
+
+_V = TypeVar("_V", bound=_DatumView)
+
+
+class Datum(_DatumView):
+    """One input of a map, map stream, source transformer or reduce handler.
+
+    Times are naive ``datetime`` objects in UTC. ``headers`` is a copy (a ``dict``);
+    ``id`` is the request id (empty for reduce).
+    """
+
+    __slots__ = ()
+    _inner: function.Datum
+
+    def __init__(
+        self,
+        keys: Optional[List[str]],
+        value: Optional[bytes],
+        event_time: datetime,
+        watermark: datetime,
+        headers: Optional[Dict[str, str]] = None,
+        user_metadata: Optional[UserMetadata] = None,
+        system_metadata: Optional[SystemMetadata] = None,
+    ) -> None:
+        self._inner = function.Datum(keys, value, event_time, watermark, headers=headers)
+        self._metadata(user_metadata, system_metadata)
+
+    @property
+    def id(self) -> str:
+        """The request id."""
+        return self._inner.metadata.id
 
     def __repr__(self) -> str:
         inner = self._inner
@@ -221,10 +237,11 @@ class Datum:
         )
 
 
-class SinkDatum:
+class SinkDatum(_DatumView):
     """One datum of the batch a sink handler receives; answer it by its ``id``."""
 
-    __slots__ = ("_inner", "_system", "_user")
+    __slots__ = ()
+    _inner: sink.Datum
 
     def __init__(
         self,
@@ -238,56 +255,12 @@ class SinkDatum:
         system_metadata: Optional[SystemMetadata] = None,
     ) -> None:
         self._inner = sink.Datum(keys, sink_msg_id, value, event_time, watermark, headers=headers)
-        self._user = _check_user_metadata(user_metadata)
-        self._system = system_metadata if system_metadata is not None else SystemMetadata()
-
-    @classmethod
-    def _view(cls, inner: sink.Datum, user: UserMetadata, system: SystemMetadata) -> SinkDatum:
-        view = object.__new__(cls)
-        view._inner = inner
-        view._user = user
-        view._system = system
-        return view
+        self._metadata(user_metadata, system_metadata)
 
     @property
     def id(self) -> str:
         """The id its Response must carry."""
         return self._inner.id
-
-    @property
-    def keys(self) -> List[str]:
-        """The keys."""
-        return self._inner.keys
-
-    @property
-    def value(self) -> bytes:
-        """The payload."""
-        return self._inner.value
-
-    @property
-    def event_time(self) -> datetime:
-        """The event time (naive, UTC)."""
-        return self._inner.event_time
-
-    @property
-    def watermark(self) -> datetime:
-        """The watermark (naive, UTC)."""
-        return self._inner.watermark
-
-    @property
-    def headers(self) -> Dict[str, str]:
-        """A copy of the message headers."""
-        return dict(self._inner.headers)
-
-    @property
-    def user_metadata(self) -> UserMetadata:
-        """The message's user metadata (Numaflow >= 1.7, else empty)."""
-        return self._user
-
-    @property
-    def system_metadata(self) -> SystemMetadata:
-        """The metadata the platform attached (read-only; Numaflow >= 1.7, else empty)."""
-        return self._system
 
     def __str__(self) -> str:
         inner = self._inner

@@ -26,6 +26,7 @@ same way in every protocol.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 from pynumaflow._codec import results
@@ -307,24 +308,29 @@ def encode_transform_response(result: object, datum: Datum) -> bytes:
         ReturnTypeError: ``result`` is not an iterable of MessageT.
 
     """
-    return _encode_transform(result, datum, own=False)
+    request_date = datum.event_time.date()
+    metadata = result_metadata(b"\x2a", datum._user_metadata)
+
+    def body(message: Any) -> bytes:
+        return _transform_result(message, request_date) + metadata
+
+    return results.encode_list(result, results.MESSAGE_TS, body) + _id_field(datum)
 
 
 def encode_transform_response_own(result: object, datum: Datum) -> bytes:
     """:func:`encode_transform_response` for the modern API: each result's own metadata."""
-    return _encode_transform(result, datum, own=True)
-
-
-def _encode_transform(result: object, datum: Datum, *, own: bool) -> bytes:
     request_date = datum.event_time.date()
-    user_metadata = datum._user_metadata
 
     def body(message: Any) -> bytes:
-        moment = results.message_event_time(message, request_date)
-        event_time = encode_timestamp(timestamp_parts(moment))
-        body = results.response_body(message, event_time, None, b"\x22")
-        if own:
-            return body + results.own_metadata_field(b"\x2a", message)
-        return body + result_metadata(b"\x2a", user_metadata)
+        return _transform_result(message, request_date) + results.own_metadata_field(
+            b"\x2a", message
+        )
 
     return results.encode_list(result, results.MESSAGE_TS, body) + _id_field(datum)
+
+
+def _transform_result(message: Any, request_date: date) -> bytes:
+    """A SourceTransformResponse.Result body up to its metadata: keys, value, event time, tags."""
+    moment = results.message_event_time(message, request_date)
+    event_time = encode_timestamp(timestamp_parts(moment))
+    return results.response_body(message, event_time, None, b"\x22")

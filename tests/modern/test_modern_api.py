@@ -307,7 +307,7 @@ async def test_sync_map_stream_server(reference_client: ReferenceClient, sock_di
 @pytest.mark.reference
 @pytest.mark.parametrize(
     ("role", "sock_name"),
-    [("fb-udsink", "fb-sink.sock"), ("ons-udsink", "ons-sink.sock"), ("udsink", "s.sock")],
+    [("fb-udsink", "fb-sink.sock"), ("ons-udsink", "ons-sink.sock"), ("udsink", "sink.sock")],
 )
 async def test_sink_roles_and_serve(
     reference_client: ReferenceClient,
@@ -316,20 +316,64 @@ async def test_sink_roles_and_serve(
     role: str,
     sock_name: str,
 ) -> None:
-    """The fallback and on-success roles bind their own socket beside sock_path; serve works."""
+    """Each sink role binds its own socket (by default); the serve response goes out."""
     monkeypatch.setenv("NUMAFLOW_UD_CONTAINER_TYPE", role)
+    monkeypatch.setenv("PYNUMAFLOW_RUN_DIR", str(sock_dir))
 
     async def handler(datums: AsyncIterable[sinker.Datum]) -> sinker.Responses:
         return sinker.Responses(*[sinker.Response.as_serve(d.id, b"stored") async for d in datums])
 
-    server = sinker.SinkAsyncServer(
-        handler, sock_path=str(sock_dir / "s.sock"), server_info_file=str(sock_dir / "i")
-    )
+    server = sinker.SinkAsyncServer(handler)
     requests = [HANDSHAKE, {"request": {"id": "d", "value": b64(b"v")}}, {"status": {"eot": True}}]
     async with server.running():
-        assert (sock_dir / sock_name).exists()
+        assert sorted(p.name for p in sock_dir.glob("*.sock")) == [sock_name]
         talk = await reference_client.converse("sink", sock_dir / sock_name, requests)
     assert talk["code"] == "OK"
     assert talk["responses"][1]["results"] == [
         {"id": "d", "status": "SERVE", "serve_response": b64(b"stored")}
     ]
+
+
+SOURCE_SCRIPT = """\
+from pynumaflow.sourcer import (
+    PartitionsResponse, PendingResponse, SourceAsyncServer, Sourcer, get_default_partitions,
+)
+
+
+class Empty(Sourcer):
+    async def read_handler(self, datum, output):
+        return None
+
+    async def ack_handler(self, ack_request):
+        return None
+
+    async def nack_handler(self, nack_request):
+        return None
+
+    async def pending_handler(self):
+        return PendingResponse(count=0)
+
+    async def active_partitions_handler(self):
+        return PartitionsResponse(partitions=get_default_partitions())
+
+
+def stopped(loop):
+    print("callback got", type(loop).__name__, flush=True)
+
+
+SourceAsyncServer(Empty(), shutdown_callback=stopped).start()
+"""
+
+
+def test_shutdown_callback_gets_the_loop(tmp_path: Path) -> None:
+    """Every modern server calls shutdown_callback(loop) after draining, as aiorun does."""
+    import signal
+
+    from procs import finish, start_script, wait_for_server_info
+
+    proc = start_script(SOURCE_SCRIPT, tmp_path)
+    wait_for_server_info(proc, tmp_path / "sourcer-server-info")
+    proc.send_signal(signal.SIGTERM)
+    code, output = finish(proc)
+    assert code == 0, output
+    assert "callback got _UnixSelectorEventLoop" in output

@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pynumaflow._codec.legacy.function import encode_datum_response_list
+from pynumaflow._codec.legacy.sink import encode_response_list
 from pynumaflow._codec.results import encode_nack_options, read_responses
 from pynumaflow._codec.v1.map import NACK_REFUSED, encode_map_response, encode_map_stream_response
 from pynumaflow._codec.v1.reduce import decode_window, encode_reduce_results
@@ -132,6 +133,9 @@ def test_sink_nack_is_a_failure_unless_enabled() -> None:
     )
     assert encode_result(response) == bytes(expected)
     assert Response.as_nack("b").err == "nack"
+    # The 0.8-0.9 sink protocol: the failure it knows, with the reason.
+    legacy = encode_response_list(read_responses([response]))
+    assert legacy == encode_response_list([Response.as_failure("a", "busy")])
 
 
 def test_nack_options_are_checked() -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from reference_client import ReferenceClient, b64, rfc3339
+from reference_client import ReferenceClient, b64, rfc3339, unb64
 from twins import Served, serve_and_converse
 
 pytestmark = [pytest.mark.reference, pytest.mark.timeout(600)]
@@ -39,7 +39,11 @@ def request(i: int, value: bytes, event_time: datetime = EVENT_TIME) -> dict[str
         "event_time": rfc3339(event_time),
         "watermark": rfc3339(datetime(2022, 1, 1, tzinfo=UTC)),
         "headers": {"x-h": f"h{i}"},
-        "metadata": {"previous_vertex": "in", "user_metadata": USER_METADATA},
+        "metadata": {
+            "previous_vertex": "in",
+            "sys_metadata": {"s": {"key_value": {"k": b64(b"sys")}}},
+            "user_metadata": USER_METADATA,
+        },
     }
 
 
@@ -93,6 +97,9 @@ def answer(keys: list[str], datum: Datum) -> Messages:
         Message(datum.value, keys=keys, tags=["t"], user_metadata=datum.user_metadata),
         Message(str(datum.event_time).encode(), keys=["time"], user_metadata=extra),
         Message(str(datum.watermark).encode()),
+        Message(
+            repr((datum.system_metadata.groups(), datum.system_metadata.value("s", "k"))).encode()
+        ),
     )
 
 
@@ -355,6 +362,7 @@ def test_map(reference_client: ReferenceClient, tmp_path: Path, server: str, inv
         assert "shutdown callback ran" in theirs.output
     by_id = {r.get("id"): r for r in ours.talk["responses"]}
     assert by_id["m0"]["results"][0]["metadata"] == {"user_metadata": USER_METADATA}
+    assert unb64(by_id["m0"]["results"][3]["value"]) == b"(['s'], b'sys')"
     assert by_id["m0"]["results"][1]["metadata"]["user_metadata"] == {
         "out": {"key_value": {"h": b64(b"h0")}}
     }

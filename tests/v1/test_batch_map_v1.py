@@ -156,7 +156,10 @@ async def test_server_info_names_batch_map_mode(sock_dir: Path, stub: Any, pb2: 
 async def test_the_handler_reads_the_batch_while_it_arrives(
     sock_dir: Path, stub: Any, pb2: ModuleType
 ) -> None:
-    """The handler has the first datum before the batch's EOT is sent; datums keep their fields."""
+    """The handler has the first datum before the batch's EOT is sent; datums keep their fields.
+
+    Their headers, user and system metadata (Numaflow >= 1.7) too.
+    """
     seen: list[Datum] = []
     first_read = asyncio.Event()
 
@@ -168,9 +171,18 @@ async def test_the_handler_reads_the_batch_while_it_arrives(
             responses.append(BatchResponse.with_msgs(datum.id, [Message(datum.value)]))
         return responses
 
+    from common import metadata_pb2  # generated beside map.v1 by the stubs fixture
+
+    metadata = metadata_pb2.Metadata(
+        previous_vertex="in",
+        sys_metadata={"s": metadata_pb2.KeyValueGroup(key_value={"sk": b"sv"})},
+        user_metadata={"u": metadata_pb2.KeyValueGroup(key_value={"uk": b"uv"})},
+    )
+    first = request(pb2, "a", b"1", keys=["k"], headers={"h": "v"})
+    first.request.metadata.CopyFrom(metadata)
     async with serving(sock_dir, collect):
         call = await opened(stub.MapFn(), pb2)
-        await call.write(request(pb2, "a", b"1", keys=["k"], headers={"h": "v"}))
+        await call.write(first)
         await asyncio.wait_for(first_read.wait(), WAIT)
         await call.write(request(pb2, "b", b"2"))
         await call.write(eot(pb2))
@@ -178,6 +190,8 @@ async def test_the_handler_reads_the_batch_while_it_arrives(
         await call.done_writing()
     assert [(r.id, outputs(r)) for r in got] == [("a", [b"1"]), ("b", [b"2"])]
     assert (seen[0].id, seen[0].keys, seen[0].headers) == ("a", ["k"], {"h": "v"})
+    assert seen[0].user_metadata.value("u", "uk") == b"uv"
+    assert seen[0].system_metadata.value("s", "sk") == b"sv"
 
 
 async def test_sync_handler_and_class_handler(sock_dir: Path, stub: Any, pb2: ModuleType) -> None:

@@ -36,14 +36,15 @@ __all__ = [
     "DELIVERY",
     "HEADER",
     "ID",
+    "METADATA",
     "USER_METADATA",
     "RequestFields",
     "RequestLayout",
     "decode_flag",
+    "decode_metadata",
     "decode_request",
     "decode_string_map_entry",
     "decode_time_wrapper",
-    "decode_user_metadata",
     "encode_user_metadata",
     "new_datum",
     "new_sink_datum",
@@ -89,9 +90,10 @@ def _decode_time_wrapper_slow(
 
 # --- the request fields ---------------------------------------------------------------------
 
-ID, HEADER, USER_METADATA, DELIVERY = range(4)
+ID, HEADER, USER_METADATA, DELIVERY, METADATA = range(5)
 """What a request field after the watermark holds: the id (a string), one headers
-entry, a common.Metadata (its user metadata is kept), function.v1's delivery Metadata."""
+entry, a common.Metadata (its user metadata is kept), function.v1's delivery Metadata,
+a common.Metadata kept whole (the modern API reads its user and system metadata)."""
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,7 @@ class RequestLayout:
 
     Attributes:
         name: the request message's name, for errors.
-        extra: field number -> ID, HEADER, USER_METADATA or DELIVERY.
+        extra: field number -> ID, HEADER, USER_METADATA, DELIVERY or METADATA.
         wrapped_times: fields 3 and 4 are EventTime/Watermark messages wrapping a
             Timestamp (the legacy protocols), not bare Timestamps (v1).
 
@@ -212,6 +214,9 @@ def decode_request(
                 decode_string_map_entry(data, pos, end, headers)
             elif role == USER_METADATA:
                 user_metadata += user_metadata_of(data, pos, end)
+            elif role == METADATA:
+                user_metadata_of(data, pos, end)  # malformed: refused here, as above
+                user_metadata += data[pos:end]  # occurrences merge: concatenated
             # else: a field between known ones that this layout does not use: skipped.
         pos = end
     if pos != size:  # an unknown field ran past the message's end
@@ -384,36 +389,38 @@ def result_metadata(tag: bytes, user_metadata: bytes) -> bytes:
     return tag + varint(len(user_metadata)) + user_metadata
 
 
-def decode_user_metadata(raw: bytes) -> Dict[str, Dict[str, bytes]]:
-    """The groups of user metadata that :func:`user_metadata_of` kept, decoded.
+MetadataGroups = Dict[str, Dict[str, bytes]]
+"""Metadata by group name, then key."""
 
-    Each entry is ``map<string, KeyValueGroup>``'s ``{1 group, 2 KeyValueGroup{1
-    key_value: map<string, bytes>}}``.
+
+def decode_metadata(raw: bytes) -> Tuple[MetadataGroups, MetadataGroups]:
+    """The user and the system metadata groups of a common.Metadata body.
+
+    ``raw`` may also be the user entries alone that :func:`user_metadata_of` kept.
+    Each group is a ``map<string, KeyValueGroup>`` entry, ``{1 group, 2
+    KeyValueGroup{1 key_value: map<string, bytes>}}``: system groups at field 2, user
+    groups at field 3.
 
     Raises:
-        CodecError: the bytes are not such entries.
+        CodecError: the bytes are not such a message.
 
     """
-    groups: Dict[str, Dict[str, bytes]] = {}
-    pos, size = 0, len(raw)
+    user: MetadataGroups = {}
+    system: MetadataGroups = {}
     try:
-        while pos < size:
-            tag, pos = read_varint(raw, pos)
-            if tag != 0x1A:  # user_metadata_of keeps nothing else
-                pos = skip_field(raw, pos, tag & 7, tag >> 3)
+        for field, entry in _length_fields(raw, 0, len(raw), "Metadata"):
+            if field not in (2, 3):
                 continue
-            start, end = read_length(raw, pos, size, "Metadata.user_metadata")
-            pos = end
             name, values = "", {}
-            for field, body in _length_fields(raw, start, end, "user_metadata entry"):
-                if field == 1:
-                    name = body.decode()
-                elif field == 2:
-                    values = _decode_key_values(body)
-            groups.setdefault(name, {}).update(values)
+            for entry_field, part in _length_fields(entry, 0, len(entry), "metadata entry"):
+                if entry_field == 1:
+                    name = part.decode()
+                elif entry_field == 2:
+                    values = _decode_key_values(part)
+            (user if field == 3 else system).setdefault(name, {}).update(values)
     except UnicodeDecodeError as err:
-        raise CodecError(f"user metadata is not valid UTF-8: {err}") from None
-    return groups
+        raise CodecError(f"metadata is not valid UTF-8: {err}") from None
+    return user, system
 
 
 def _decode_key_values(body: bytes) -> Dict[str, bytes]:

@@ -18,7 +18,7 @@ import logging
 from collections.abc import AsyncIterable, Awaitable, Iterable, Mapping
 from typing import Any, Callable, List, Optional, Tuple
 
-from pynumaflow._codec.fields import decode_user_metadata
+from pynumaflow._codec.fields import decode_metadata
 from pynumaflow._core.options import V1
 from pynumaflow._faces.facade import Facade
 from pynumaflow._faces.kinds import BATCH_MAP, REDUCE, SINK, Kind
@@ -38,21 +38,24 @@ from pynumaflow._types.modern import (
 __all__ = ["ModernServer"]
 
 _LOGGER = logging.getLogger("pynumaflow")
-_NO_SYSTEM_METADATA = SystemMetadata()
 
 
-def _user_metadata(raw: bytes) -> UserMetadata:
-    return UserMetadata(decode_user_metadata(raw)) if raw else UserMetadata()
+def _metadata(raw: bytes) -> Tuple[UserMetadata, SystemMetadata]:
+    """The request's common.Metadata (kept whole by the modern codecs), decoded."""
+    if not raw:
+        return UserMetadata(), SystemMetadata()
+    user, system = decode_metadata(raw)
+    return UserMetadata(user), SystemMetadata(system)
 
 
 def view(inner: function.Datum) -> Datum:
     """The modern view of a request's datum."""
-    return Datum._view(inner, _user_metadata(inner._user_metadata), _NO_SYSTEM_METADATA)
+    return Datum._view(inner, *_metadata(inner._user_metadata))
 
 
 def sink_view(inner: sink.Datum) -> SinkDatum:
     """The modern view of a sink datum."""
-    return SinkDatum._view(inner, _user_metadata(inner._user_metadata), _NO_SYSTEM_METADATA)
+    return SinkDatum._view(inner, *_metadata(inner._user_metadata))
 
 
 # --- adapters: what the server calls instead of the user's handler ------------------------

@@ -27,39 +27,10 @@ class MapServer(ModernServer):
         max_threads: size of the sync handler pool (default ``$MAX_THREADS`` or 4 x CPUs).
         server_info_file: the server-info file (default ``mapper-server-info`` beside
             the socket).
+        shutdown_callback: called with the event loop once the server has stopped.
         shutdown_grace_period: seconds calls in flight get on SIGTERM (default
             ``$NUMAFLOW_GRPC_SHUTDOWN_GRACE_PERIOD_SECONDS``, else 5).
 
-    """
-
-    family: ClassVar[Family] = MAPPER
-
-    def __init__(
-        self,
-        mapper_instance: Callable[..., Any],
-        sock_path: Optional[str] = None,
-        max_message_size: Optional[int] = None,
-        max_threads: Optional[int] = None,
-        server_info_file: Optional[str] = None,
-        *,
-        shutdown_grace_period: Optional[float] = None,
-    ) -> None:
-        self._setup(
-            MAP,
-            mapper_instance,
-            sock_path=sock_path,
-            max_message_size=max_message_size,
-            max_threads=max_threads,
-            server_info_file=server_info_file,
-            shutdown_grace_period=shutdown_grace_period,
-        )
-
-
-class MapAsyncServer(ModernServer):
-    """Serves a map handler on map.v1; ``start()`` blocks, ``await aexec()`` serves in a loop.
-
-    Takes the arguments of :class:`MapServer`, and ``shutdown_callback(loop)``, called
-    once the server has stopped.
     """
 
     family: ClassVar[Family] = MAPPER
@@ -85,6 +56,10 @@ class MapAsyncServer(ModernServer):
             shutdown_callback=shutdown_callback,
             shutdown_grace_period=shutdown_grace_period,
         )
+
+
+class MapAsyncServer(MapServer):
+    """:class:`MapServer` under 0.14.0's name for async handlers (either takes both)."""
 
 
 class MapMultiprocServer(MapServer):

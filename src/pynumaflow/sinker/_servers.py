@@ -26,35 +26,10 @@ class SinkServer(ModernServer):
         max_message_size: largest request or response in bytes (default 64 MiB).
         max_threads: size of the sync handler pool.
         server_info_file: the server-info file (default ``sinker-server-info``).
+        shutdown_callback: called with the event loop once the server has stopped.
         shutdown_grace_period: seconds calls in flight get on SIGTERM.
 
     """
-
-    family: ClassVar[Family] = SINKER
-
-    def __init__(
-        self,
-        sinker_instance: Callable[..., Any],
-        sock_path: Optional[str] = None,
-        max_message_size: Optional[int] = None,
-        max_threads: Optional[int] = None,
-        server_info_file: Optional[str] = None,
-        *,
-        shutdown_grace_period: Optional[float] = None,
-    ) -> None:
-        self._setup(
-            SINK,
-            sinker_instance,
-            sock_path=sock_path,
-            max_message_size=max_message_size,
-            max_threads=max_threads,
-            server_info_file=server_info_file,
-            shutdown_grace_period=shutdown_grace_period,
-        )
-
-
-class SinkAsyncServer(ModernServer):
-    """:class:`SinkServer` with ``shutdown_callback`` and ``await aexec()``."""
 
     family: ClassVar[Family] = SINKER
 
@@ -79,3 +54,7 @@ class SinkAsyncServer(ModernServer):
             shutdown_callback=shutdown_callback,
             shutdown_grace_period=shutdown_grace_period,
         )
+
+
+class SinkAsyncServer(SinkServer):
+    """:class:`SinkServer` for ``async def`` handlers (either kind works in either)."""

@@ -33,32 +33,6 @@ class SourceTransformServer(ModernServer):
         max_message_size: Optional[int] = None,
         max_threads: Optional[int] = None,
         server_info_file: Optional[str] = None,
-        *,
-        shutdown_grace_period: Optional[float] = None,
-    ) -> None:
-        self._setup(
-            MAPT,
-            source_transform_instance,
-            sock_path=sock_path,
-            max_message_size=max_message_size,
-            max_threads=max_threads,
-            server_info_file=server_info_file,
-            shutdown_grace_period=shutdown_grace_period,
-        )
-
-
-class SourceTransformAsyncServer(ModernServer):
-    """:class:`SourceTransformServer` with ``shutdown_callback`` and ``await aexec()``."""
-
-    family: ClassVar[Family] = SOURCE_TRANSFORMER
-
-    def __init__(
-        self,
-        source_transform_instance: Callable[..., Any],
-        sock_path: Optional[str] = None,
-        max_message_size: Optional[int] = None,
-        max_threads: Optional[int] = None,
-        server_info_file: Optional[str] = None,
         shutdown_callback: Optional[Callable[..., Any]] = None,
         *,
         shutdown_grace_period: Optional[float] = None,
@@ -73,6 +47,10 @@ class SourceTransformAsyncServer(ModernServer):
             shutdown_callback=shutdown_callback,
             shutdown_grace_period=shutdown_grace_period,
         )
+
+
+class SourceTransformAsyncServer(SourceTransformServer):
+    """:class:`SourceTransformServer` for ``async def`` handlers (either works in either)."""
 
 
 class SourceTransformMultiProcServer(SourceTransformServer):

@@ -33,6 +33,7 @@ from pynumaflow._codec import results
 from pynumaflow._codec.fields import (
     HEADER,
     ID,
+    METADATA,
     USER_METADATA,
     RequestFields,
     RequestLayout,
@@ -57,7 +58,9 @@ __all__ = [
     "NACK_REFUSED",
     "Incoming",
     "decode_map_request",
+    "decode_map_request_own",
     "decode_transform_request",
+    "decode_transform_request_own",
     "encode_map_eot",
     "encode_map_response",
     "encode_map_response_own",
@@ -112,6 +115,11 @@ _TRANSFORM = _Layout(
     {1: _REQUEST, 2: _HANDSHAKE},
     RequestLayout("Request", {5: HEADER, 6: ID, 7: USER_METADATA}),
 )
+# The modern API's: the request's common.Metadata kept whole (user and system metadata).
+_MAP_OWN = _Layout(_MAP.name, _MAP.outer, RequestLayout("Request", {5: HEADER, 6: METADATA}))
+_TRANSFORM_OWN = _Layout(
+    _TRANSFORM.name, _TRANSFORM.outer, RequestLayout("Request", {5: HEADER, 6: ID, 7: METADATA})
+)
 
 
 def decode_map_request(data: bytes) -> Incoming:
@@ -122,6 +130,16 @@ def decode_map_request(data: bytes) -> Incoming:
 
     """
     return _decode(data, _MAP)
+
+
+def decode_map_request_own(data: bytes) -> Incoming:
+    """:func:`decode_map_request` keeping the request's Metadata whole (the modern API)."""
+    return _decode(data, _MAP_OWN)
+
+
+def decode_transform_request_own(data: bytes) -> Incoming:
+    """:func:`decode_transform_request` keeping the Metadata whole (the modern API)."""
+    return _decode(data, _TRANSFORM_OWN)
 
 
 def decode_transform_request(data: bytes) -> Incoming:

@@ -17,6 +17,7 @@ from typing import List, NamedTuple, Optional, Tuple
 from pynumaflow._codec.fields import (
     HEADER,
     ID,
+    METADATA,
     USER_METADATA,
     RequestLayout,
     decode_flag,
@@ -36,6 +37,7 @@ __all__ = [
     "HANDSHAKE_RESPONSE",
     "SinkRequest",
     "decode_sink_request",
+    "decode_sink_request_own",
     "encode_result",
 ]
 
@@ -48,6 +50,7 @@ EOT_RESPONSE = b"\x1a\x02\x08\x01"
 # sink.v1 Status by Response.status; None means success or failure by Response.success.
 _STATUS_NUMBER = {"fallback": 2, "serve": 3, "on_success": 4}
 _REQUEST = RequestLayout("Request", {5: ID, 6: HEADER, 7: USER_METADATA})
+_REQUEST_OWN = RequestLayout("Request", {5: ID, 6: HEADER, 7: METADATA})  # the modern API's
 
 
 class SinkRequest(NamedTuple):
@@ -68,6 +71,15 @@ def decode_sink_request(data: bytes) -> SinkRequest:
         CodecError: the bytes are not a valid SinkRequest.
 
     """
+    return _decode_sink_request(data, _REQUEST)
+
+
+def decode_sink_request_own(data: bytes) -> SinkRequest:
+    """:func:`decode_sink_request` keeping the request's Metadata whole (the modern API)."""
+    return _decode_sink_request(data, _REQUEST_OWN)
+
+
+def _decode_sink_request(data: bytes, layout: RequestLayout) -> SinkRequest:
     requests: List[Tuple[int, int]] = []
     eot = False
     handshake: Optional[bool] = None
@@ -93,10 +105,10 @@ def decode_sink_request(data: bytes) -> SinkRequest:
         return SinkRequest(None, eot, handshake)
     if len(requests) == 1:
         start, end = requests[0]
-        return SinkRequest(_decode_request(data, start, end), eot, handshake)
+        return SinkRequest(_decode_request(data, start, end, layout), eot, handshake)
     # Occurrences of a sub-message merge: decoding their concatenation does just that.
     merged = b"".join(data[start:end] for start, end in requests)
-    return SinkRequest(_decode_request(merged, 0, len(merged)), eot, handshake)
+    return SinkRequest(_decode_request(merged, 0, len(merged), layout), eot, handshake)
 
 
 def _read_small(data: bytes, pos: int) -> Tuple[int, int]:
@@ -106,10 +118,10 @@ def _read_small(data: bytes, pos: int) -> Tuple[int, int]:
     return read_varint(data, pos)
 
 
-def _decode_request(data: bytes, pos: int, size: int) -> Datum:
+def _decode_request(data: bytes, pos: int, size: int, layout: RequestLayout) -> Datum:
     """Decode SinkRequest.Request in data[pos:size] into a sink Datum (user metadata encoded)."""
     try:
-        return new_sink_datum(decode_request(data, _REQUEST, pos, size))
+        return new_sink_datum(decode_request(data, layout, pos, size))
     except UnicodeDecodeError as err:
         raise CodecError(f"Request string is not valid UTF-8: {err}") from None
 

@@ -54,6 +54,8 @@ class BatchMapV1Service:
             codec.encode_map_response_own if handler.own_metadata else codec.encode_map_response
         )
         self._nack = nack
+        own = handler.own_metadata  # the modern API's: system metadata kept too
+        self._decode = codec.decode_map_request_own if own else codec.decode_map_request
 
     def __mapping__(self) -> Dict[str, grpclib.const.Handler]:
         return service_mapping(
@@ -64,7 +66,7 @@ class BatchMapV1Service:
     async def _map_fn(self, stream: RawStream) -> None:
         await serve_batches(
             stream,
-            BatchReader(stream, codec.decode_map_request, "MapRequest", "MapFn"),
+            BatchReader(stream, self._decode, "MapRequest", "MapFn"),
             self._answer,
             handshake_response=codec.HANDSHAKE_RESPONSE,
             eot_response=codec.BATCH_EOT,

@@ -54,6 +54,7 @@ class MapV1Service:
             encode_message = functools.partial(encode_message, nack=True)
             encode = functools.partial(encode, nack=True)
         self._encode_message = encode_message
+        self._decode = codec.decode_map_request_own if own else codec.decode_map_request
         self._answer: Answer = (
             self._answer_stream
             if stream
@@ -69,7 +70,7 @@ class MapV1Service:
     async def _map_fn(self, stream: RawStream) -> None:
         await serve_requests(
             stream,
-            codec.decode_map_request,
+            self._decode,
             self._answer,
             what="MapRequest",
             handshake_response=codec.HANDSHAKE_RESPONSE,

@@ -55,6 +55,9 @@ class SinkV1Service:
     ) -> None:
         self._engine = BatchEngine(handler, invoker)
         self._nack = nack
+        self._decode = (
+            codec.decode_sink_request_own if handler.own_metadata else codec.decode_sink_request
+        )
         self._container_type = container_type
         self._max_message_size = max_message_size
 
@@ -67,7 +70,7 @@ class SinkV1Service:
     async def _sink_fn(self, stream: RawStream) -> None:
         await serve_batches(
             stream,
-            BatchReader(stream, codec.decode_sink_request, "SinkRequest", "SinkFn"),
+            BatchReader(stream, self._decode, "SinkRequest", "SinkFn"),
             self._answer,
             handshake_response=codec.HANDSHAKE_RESPONSE,
             eot_response=codec.EOT_RESPONSE,

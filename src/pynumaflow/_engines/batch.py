@@ -34,6 +34,7 @@ from grpclib.exceptions import GRPCError
 
 from pynumaflow._codec.results import read_responses
 from pynumaflow._codec.rpc import decode_or_refuse
+from pynumaflow._core.messages import MessageReader
 from pynumaflow._engines.drain import IdleDrain
 from pynumaflow._engines.feed import Feed
 from pynumaflow._invoke import Handler, HandlerErrors, Invoker
@@ -250,7 +251,7 @@ class BatchReader:
     def __init__(
         self, stream: RawStream, decode: Callable[[bytes], Any], what: str, rpc: str
     ) -> None:
-        self._stream = stream
+        self._requests = MessageReader(stream)
         self._decode = decode
         self._what = what
         self._rpc = rpc
@@ -259,7 +260,7 @@ class BatchReader:
         """Whether the client has ended the stream."""
 
     async def _next(self) -> Any:
-        data = await self._stream.recv_message()
+        data = await self._requests.next()
         if data is None:
             self.closed = True
             return None

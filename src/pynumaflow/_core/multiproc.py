@@ -28,7 +28,7 @@ from multiprocessing.connection import wait as wait_for_any
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from types import FrameType
-from typing import Any, Callable, Dict, Final, NamedTuple, Optional, Union
+from typing import Any, Callable, Dict, Final, NamedTuple, Optional, Protocol, Union
 
 import grpclib.const
 import grpclib.server
@@ -39,7 +39,18 @@ from pynumaflow._core.files import write_server_info
 from pynumaflow._core.server import ServerCore
 from pynumaflow._types.errors import WorkerExitedError
 
-__all__ = ["ProcessOptions", "Serving", "WorkerExitedError", "serve_in_processes"]
+__all__ = [
+    "START_METHOD",
+    "ProcessOptions",
+    "Reports",
+    "Serving",
+    "WorkerExitedError",
+    "exit_text",
+    "handle_relayed",
+    "refuse_in_worker",
+    "relay_logs",
+    "serve_in_processes",
+]
 
 _LOGGER = logging.getLogger("pynumaflow")
 
@@ -95,16 +106,32 @@ def serve_in_processes(services: ServicesFactory, options: ProcessOptions) -> No
         RuntimeError: called while a worker imports the main script.
 
     """
-    # What multiprocessing itself checks, said in our words: a script that starts the
-    # server outside `if __name__ == "__main__":` does so again in every worker.
+    refuse_in_worker()
+    sock = _listen(options)
+    with contextlib.closing(sock), _Signals() as signals:
+        _Supervisor(services, options, sock, signals).run()
+
+
+def refuse_in_worker() -> None:
+    """Raise RuntimeError in a worker process importing the main script.
+
+    What multiprocessing itself checks, said in our words: a script that starts the
+    server outside ``if __name__ == "__main__":`` does so again in every worker.
+    """
     if getattr(multiprocessing.current_process(), "_inheriting", False):
         raise RuntimeError(
             "a MultiProcServer worker process started the server again while importing "
             'the main script: start it inside `if __name__ == "__main__":`'
         )
-    sock = _listen(options)
-    with contextlib.closing(sock), _Signals() as signals:
-        _Supervisor(services, options, sock, signals).run()
+
+
+def exit_text(code: Optional[int]) -> str:
+    """How a process ended, for the log: ``exited with code -9 (killed by SIGKILL)``."""
+    how = f"exited with code {code}"
+    if code is not None and code < 0:
+        with contextlib.suppress(ValueError):
+            how += f" (killed by {signal.Signals(-code).name})"
+    return how
 
 
 def _listen(options: ProcessOptions) -> socket.socket:
@@ -285,8 +312,7 @@ class _Supervisor:
         if kind == "ready":
             w.ready = True
         elif kind == "log":
-            record = logging.makeLogRecord(payload)
-            logging.getLogger(record.name).handle(record)
+            handle_relayed(payload)
 
     def _on_exit(self, w: _Worker) -> None:
         w.process.join()
@@ -302,10 +328,7 @@ class _Supervisor:
             return
         if self._stopping and not w.ready and code == -signal.SIGTERM:
             return  # stopped before it had started serving
-        how = f"exited with code {code}"
-        if code is not None and code < 0:
-            with contextlib.suppress(ValueError):
-                how += f" (killed by {signal.Signals(-code).name})"
+        how = exit_text(code)
         when = (
             "while stopping"
             if self._stopping
@@ -369,10 +392,30 @@ class _Report:
             return True
 
 
+class Reports(Protocol):
+    """Sends a message to the parent: ``send(kind, payload)``, False once it is gone."""
+
+    def send(self, kind: str, payload: Any = None) -> bool: ...
+
+
+def relay_logs(report: Reports, level: int) -> None:
+    """In a worker: send the ``pynumaflow`` logger's records to the parent's logging."""
+    logger = logging.getLogger("pynumaflow")
+    logger.handlers[:] = [_ToParent(report)]
+    logger.setLevel(level)
+    logger.propagate = False
+
+
+def handle_relayed(payload: Dict[str, Any]) -> None:
+    """In the parent: hand a record a worker relayed to the parent's own logging."""
+    record = logging.makeLogRecord(payload)
+    logging.getLogger(record.name).handle(record)
+
+
 class _ToParent(logging.Handler):
     """Relays log records to the parent, which hands them to its own handlers."""
 
-    def __init__(self, report: _Report) -> None:
+    def __init__(self, report: Reports) -> None:
         super().__init__()
         self._report = report
 
@@ -429,10 +472,7 @@ def _worker_main(
     with contextlib.suppress(OSError):  # then it stays in the parent's group: still works
         os.setpgid(0, 0)
     report = _Report(conn)
-    logger = logging.getLogger("pynumaflow")
-    logger.handlers[:] = [_ToParent(report)]
-    logger.setLevel(log_level)
-    logger.propagate = False
+    relay_logs(report, log_level)
     asyncio.run(_serve_worker(services, options, index, sock, board, conn, report))
 
 

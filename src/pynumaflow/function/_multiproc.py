@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import functools
-import pickle
-from collections.abc import Mapping
+import os
+from collections.abc import Iterable, Mapping
 from typing import Optional, Union
 
 from pynumaflow._core.multiproc import ProcessOptions, Serving, serve_in_processes
-from pynumaflow._core.options import ServerOptions, process_count
-from pynumaflow._faces.kinds import FUNCTION, inspect_handlers
+from pynumaflow._core.options import process_count
+from pynumaflow._faces.kinds import FUNCTION
+from pynumaflow._faces.multiproc import check_importable, serve_in_workers
 from pynumaflow._invoke import Handler, Invoker
-from pynumaflow.function._servers import AnyHandler
+from pynumaflow.function._servers import AnyHandler, _FunctionServer
 
 __all__ = ["MultiProcServer"]
 
@@ -23,18 +24,6 @@ def _function_services(handlers: Mapping[str, Handler], max_threads: int) -> Ser
     assert FUNCTION.legacy is not None  # function.v1 is what MultiProcServer serves
     invoker = Invoker(max_threads)
     return Serving([FUNCTION.legacy.service(handlers, invoker)], invoker.shutdown, invoker.stalled)
-
-
-def _check_picklable(handlers: Mapping[str, Handler]) -> None:
-    for handler in handlers.values():
-        try:
-            pickle.dumps(handler.func)
-        except Exception as err:
-            raise TypeError(
-                f"{handler.name} must be importable by name for MultiProcServer (a function "
-                f"defined at the top level of a module or script, not a lambda or a nested "
-                f"function): its worker processes import it. Pickling failed: {err}"
-            ) from None
 
 
 def _port(sock_path: Union[int, str, None], port: Optional[int]) -> int:
@@ -51,30 +40,39 @@ def _port(sock_path: Union[int, str, None], port: Optional[int]) -> int:
     return value
 
 
-class MultiProcServer:
+class MultiProcServer(_FunctionServer):
     """Serves user-defined functions from several processes; :meth:`start` blocks.
 
-    For CPU-bound sync handlers, which threads cannot run in parallel. It starts one
-    worker process per CPU (``$NUM_CPU_MULTIPROC``, else ``$NUMAFLOW_CPU_LIMIT``, else
-    1, read when the server is constructed), each running the same handlers on the same
-    server core as :class:`Server`. They share one TCP listening socket on
-    ``0.0.0.0:55551`` (the platform's multi-process mode); the server-info file says
-    ``"protocol": "tcp"`` with metadata ``CPU_LIMIT`` = the process count, so the
-    platform opens that many connections and round-robins calls over them. Each process
-    accepts a connection only while it holds no more than any other process, so with N
-    processes and N connections each serves one connection: 1/N of the calls.
+    For CPU-bound sync handlers, which threads cannot run in parallel. It runs N worker
+    processes (``$NUM_CPU_MULTIPROC``, else ``$NUMAFLOW_CPU_LIMIT``, else 1, read when
+    the server is constructed), each running the same handlers with the same invoker as
+    :class:`Server`, in one of two modes (:attr:`legacy_tcp`):
+
+    - **v1** (Numaflow >= 1.4: the container has a ``$NUMAFLOW_UD_CONTAINER_TYPE``, or
+      ``protocols=["v1"]``): the parent serves the one socket the platform dials for
+      the container's role (map.sock, mapstream.sock or sourcetransform.sock, with the
+      same server-info file as :class:`Server`) and deals the requests of each stream to
+      the worker with the fewest in progress; the workers answer, the parent sends the
+      answers as they come. Reduce, if given, is served by the parent alone.
+    - **legacy TCP** (Numaflow 0.8-0.9: no role, legacy protocol asked for, the default
+      then), as pynumaflow 0.4: the workers share one TCP listening socket on
+      ``0.0.0.0:55551``; server-info says ``"protocol": "tcp"`` with metadata
+      ``CPU_LIMIT`` = the process count, so the platform opens that many connections
+      and round-robins calls over them. Each process accepts a connection only while
+      it holds no more than any other, so each serves 1/N of the calls.
 
     Worker processes are started with the "spawn" method: each imports the handlers
     afresh. Define handlers at the top level of a module or of the script (not inside
     the ``if __name__ == "__main__":`` block, not as lambdas), and start the server
     inside that block: the script is imported again in each worker, under another name.
 
-    SIGTERM or SIGINT to the parent drains every worker (calls in flight get the grace
-    period), removes the server-info file and returns. If a worker process dies, the
-    error is logged with its exit code, the other workers are drained, and
-    :meth:`start` raises ``RuntimeError`` (so the process exits non-zero and the pod
-    restarts) rather than serving on fewer processes than the platform connects to.
-    Log records of the ``pynumaflow`` logger in workers reach the parent's logging.
+    SIGTERM or SIGINT to the parent drains every worker (requests in flight get the
+    grace period), removes the server-info file and returns. If a worker process dies,
+    the error is logged with its exit code, its streams fail ``UNAVAILABLE`` (v1), the
+    other workers are drained, and :meth:`start` raises ``WorkerExitedError`` (so the
+    process exits non-zero and the pod restarts) rather than serving on fewer
+    processes. Log records of the ``pynumaflow`` logger in workers reach the parent's
+    logging.
 
     Args:
         map_handler: ``h(keys, datum) -> Messages``.
@@ -84,12 +82,15 @@ class MultiProcServer:
             served by one process.
         sock_path: the TCP port, as in pynumaflow 0.4 (a Unix socket path is refused).
         max_message_size: largest request or response in bytes (default 64 MiB).
-        max_threads: size of each process's sync handler pool (default ``$MAX_THREADS``
-            or 4 x CPUs).
+        max_threads: size of each process's sync handler pool (default ``$MAX_THREADS``,
+            else in v1 mode 1, in legacy TCP mode 4 x CPUs). Give more for sync
+            handlers that wait on I/O.
         server_info_file: where the server-info handshake is written.
         shutdown_grace_period: seconds calls in flight get to finish on SIGTERM (default 5).
-        host: the address to listen on (default ``0.0.0.0``).
-        port: the TCP port (default 55551, where the platform dials).
+        host: the address to listen on in legacy TCP mode (default ``0.0.0.0``).
+        port: the TCP port in legacy TCP mode (default 55551, where the platform dials).
+        protocols: as for :class:`Server`; it picks the mode (see above).
+        map_mode: as for :class:`Server` (v1 mode, both map handlers given).
 
     Raises:
         ValueError: no handler was given, or an option or the process count variable is
@@ -113,30 +114,32 @@ class MultiProcServer:
         shutdown_grace_period: Optional[float] = None,
         host: str = DEFAULT_HOST,
         port: Optional[int] = None,
+        protocols: Optional[Iterable[str]] = None,
+        map_mode: Optional[str] = None,
     ) -> None:
-        self._handlers = inspect_handlers(
-            FUNCTION,
-            type(self).__name__,
-            {
-                "map_handler": map_handler,
-                "mapt_handler": mapt_handler,
-                "map_stream_handler": map_stream_handler,
-                "reduce_handler": reduce_handler,
-            },
-        )
-        _check_picklable(self._handlers)
-        if not isinstance(host, str) or not host:
-            raise ValueError(f"host must be a non-empty str, got {host!r}")
-        common = ServerOptions.resolve(
-            sock_name="function.sock",  # never bound: it only gives server_info_file a default
-            sock_path=None,
-            server_info_file=server_info_file,
+        self._configure_function(
+            map_handler=map_handler,
+            mapt_handler=mapt_handler,
+            map_stream_handler=map_stream_handler,
+            reduce_handler=reduce_handler,
+            sock_path=None,  # the legacy socket is TCP here (sock_path is its port)
             max_message_size=max_message_size,
             max_threads=max_threads,
+            server_info_file=server_info_file,
             shutdown_grace_period=shutdown_grace_period,
+            protocols=protocols,
+            map_mode=map_mode,
         )
-        assert common.server_info_file is not None  # given, or defaulted by sock_name
-        self._options = ProcessOptions(
+        check_importable(self, type(self).__name__)
+        # v1 workers: one pool thread unless asked (CPU-bound handlers gain nothing from
+        # more, and lose CPU to GIL hand-offs on a busy machine; benchmarks/RESULTS.md).
+        explicit = max_threads is not None or bool(os.environ.get("MAX_THREADS", "").strip())
+        self._worker_threads = self._options.max_threads if explicit else 1
+        if not isinstance(host, str) or not host:
+            raise ValueError(f"host must be a non-empty str, got {host!r}")
+        common = self._options
+        assert common.server_info_file is not None  # defaulted by the family's sock_name
+        self._process_options = ProcessOptions(
             host=host,
             port=_port(sock_path, port),
             processes=process_count(),
@@ -149,17 +152,27 @@ class MultiProcServer:
     @property
     def process_count(self) -> int:
         """How many worker processes :meth:`start` runs."""
-        return self._options.processes
+        return self._process_options.processes
 
     @property
     def address(self) -> str:
         """The TCP address the workers listen on, ``host:port``."""
-        return self._options.address
+        return self._process_options.address
+
+    @property
+    def legacy_tcp(self) -> bool:
+        """Whether :meth:`start` serves the legacy TCP mode (else map.v1 on one socket).
+
+        Legacy (Numaflow 0.8-0.9) when the legacy protocol is asked for and no
+        ``$NUMAFLOW_UD_CONTAINER_TYPE`` says otherwise (``protocols`` as for
+        :class:`Server`); v1 when the container has a role or ``protocols=["v1"]``.
+        """
+        return self._serves_legacy()
 
     @property
     def server_info_file(self) -> str:
-        """The server-info file written once every worker is listening."""
-        return str(self._options.server_info_file)
+        """The legacy server-info file written once every worker is listening."""
+        return str(self._process_options.server_info_file)
 
     def start(self) -> None:
         """Serve until SIGTERM or SIGINT, then drain every process and return.
@@ -170,4 +183,9 @@ class MultiProcServer:
                 a ``RuntimeError``, from :mod:`pynumaflow.errors`.
 
         """
-        serve_in_processes(functools.partial(_function_services, self._handlers), self._options)
+        if self.legacy_tcp:
+            serve_in_processes(
+                functools.partial(_function_services, self._handlers), self._process_options
+            )
+        else:
+            serve_in_workers(self, self._process_options.processes, self._worker_threads)

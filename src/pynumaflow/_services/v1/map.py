@@ -15,6 +15,7 @@ import grpclib.server
 from pynumaflow._codec.rpc import READY
 from pynumaflow._codec.v1 import map as codec
 from pynumaflow._engines.bidi import Answer, Send, serve_requests, unary_answer
+from pynumaflow._engines.dealt import Conversation
 from pynumaflow._invoke import Handler, Invoker
 from pynumaflow._services.base import is_ready_method, service_mapping
 from pynumaflow._types.function import Datum
@@ -60,6 +61,10 @@ class MapV1Service:
             if stream
             else unary_answer(handler, invoker, container_type, encode)
         )
+        self.conversation = Conversation(
+            "/map.v1.Map/MapFn", self._decode, self._answer, "MapRequest", codec.HANDSHAKE_RESPONSE
+        )
+        """MapFn's bidi conversation (what a multi-process server deals to its workers)."""
 
     def __mapping__(self) -> Dict[str, grpclib.const.Handler]:
         return service_mapping(
@@ -68,12 +73,9 @@ class MapV1Service:
         )
 
     async def _map_fn(self, stream: RawStream) -> None:
+        _, decode, answer, what, handshake_response = self.conversation
         await serve_requests(
-            stream,
-            self._decode,
-            self._answer,
-            what="MapRequest",
-            handshake_response=codec.HANDSHAKE_RESPONSE,
+            stream, decode, answer, what=what, handshake_response=handshake_response
         )
 
     async def _answer_stream(self, datum: Datum, send: Send) -> None:

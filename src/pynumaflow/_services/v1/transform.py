@@ -15,6 +15,7 @@ import grpclib.server
 from pynumaflow._codec.rpc import READY
 from pynumaflow._codec.v1 import map as codec
 from pynumaflow._engines.bidi import serve_requests, unary_answer
+from pynumaflow._engines.dealt import Conversation
 from pynumaflow._invoke import Handler, Invoker
 from pynumaflow._services.base import is_ready_method, service_mapping
 
@@ -30,12 +31,19 @@ class SourceTransformV1Service:
             if handler.own_metadata
             else codec.encode_transform_response
         )
-        self._answer = unary_answer(handler, invoker, container_type, encode)
-        self._decode = (
+        decode = (
             codec.decode_transform_request_own
             if handler.own_metadata
             else codec.decode_transform_request
         )
+        self.conversation = Conversation(
+            "/sourcetransformer.v1.SourceTransform/SourceTransformFn",
+            decode,
+            unary_answer(handler, invoker, container_type, encode),
+            "SourceTransformRequest",
+            codec.HANDSHAKE_RESPONSE,
+        )
+        """SourceTransformFn's bidi conversation (what a multi-process server deals)."""
 
     def __mapping__(self) -> Dict[str, grpclib.const.Handler]:
         return service_mapping(
@@ -47,10 +55,7 @@ class SourceTransformV1Service:
         )
 
     async def _transform_fn(self, stream: grpclib.server.Stream[bytes, bytes]) -> None:
+        _, decode, answer, what, handshake_response = self.conversation
         await serve_requests(
-            stream,
-            self._decode,
-            self._answer,
-            what="SourceTransformRequest",
-            handshake_response=codec.HANDSHAKE_RESPONSE,
+            stream, decode, answer, what=what, handshake_response=handshake_response
         )

@@ -1,0 +1,124 @@
+"""A face's v1 endpoints in several processes: the parent keeps the sockets, workers answer.
+
+The parent serves exactly the endpoints the face would serve in one process (the same
+sockets, server-info files and metadata, as the kind table says for the container's
+role), but each bidi RPC with a ``conversation`` (map.v1, map stream, sourcetransformer.v1)
+is dealt to worker processes (:class:`~pynumaflow._engines.dealt.Dealer`); the rest
+(e.g. reduce) is served by the parent itself. Each worker builds the face's services
+with an invoker of its own and answers what it is dealt
+(:class:`~pynumaflow._engines.dealt.Answering`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import functools
+import logging
+import pickle
+from typing import Optional
+
+from pynumaflow import __version__
+from pynumaflow._core.multiproc import refuse_in_worker
+from pynumaflow._core.options import CONTAINER_TYPE_ENV
+from pynumaflow._core.server import ServerCore
+from pynumaflow._core.workers import Link, Workers
+from pynumaflow._engines.dealt import Answering, Conversation, Dealer
+from pynumaflow._faces.facade import Facade
+from pynumaflow._invoke import Invoker
+
+__all__ = ["check_importable", "serve_in_workers"]
+
+_LOGGER = logging.getLogger("pynumaflow")
+
+
+def check_importable(face: Facade, owner: str) -> None:
+    """Raise TypeError unless every handler of ``face`` can be pickled by reference.
+
+    Worker processes are spawned: they import each handler by its module and name.
+    """
+    for handler in face._handlers.values():
+        try:
+            pickle.dumps(handler.func)
+        except Exception as err:
+            raise TypeError(
+                f"{handler.name} must be importable by name for {owner} (a function "
+                f"defined at the top level of a module or script, not a lambda or a nested "
+                f"function): its worker processes import it. Pickling failed: {err}"
+            ) from None
+
+
+def _answering(face: Facade, link: Link, max_threads: int) -> Answering:
+    """In a worker: the face's conversations, answered with an invoker of its own."""
+    invoker = Invoker(max_threads)
+    conversations = {}
+    for endpoint in face._endpoints(invoker):
+        for service in endpoint.services:
+            conversation: Optional[Conversation] = getattr(service, "conversation", None)
+            if conversation is not None:
+                conversations[conversation.path] = conversation
+    return Answering(link, conversations, invoker.shutdown)
+
+
+def serve_in_workers(face: Facade, processes: int, max_threads: Optional[int] = None) -> None:
+    """Serve ``face``'s endpoints with ``processes`` workers until SIGTERM/SIGINT; block.
+
+    ``face`` is pickled to every worker (with its handlers, by reference). Each worker's
+    sync handler pool has ``max_threads`` threads (default: the face's option).
+
+    Raises:
+        WorkerExitedError: a worker ended unasked; the others were stopped.
+        RuntimeError: called while a worker imports the main script.
+
+    """
+    refuse_in_worker()
+    asyncio.run(_serve(face, processes, max_threads or face._options.max_threads))
+
+
+async def _serve(face: Facade, processes: int, max_threads: int) -> None:
+    options = face._options
+    workers = Workers(
+        functools.partial(_answering, face),
+        processes,
+        max_threads=max_threads,
+        shutdown_grace_period=options.shutdown_grace_period,
+    )
+    core: Optional[ServerCore] = None
+
+    def stop_core() -> None:
+        if core is not None:
+            core.request_stop()
+
+    dealer = Dealer(workers, stop_core)
+    role = options.container_type
+    _LOGGER.info(
+        "pynumaflow %s starting %s: %s, requests dealt to %d worker process(es), sync "
+        "handlers on up to %d threads in each",
+        __version__,
+        type(face).__name__,
+        f"{CONTAINER_TYPE_ENV}={role}" if role else f"{CONTAINER_TYPE_ENV} unset",
+        processes,
+        max_threads,
+    )
+    for note in face._notes():
+        _LOGGER.warning("%s", note)
+    await workers.start()
+    invoker = Invoker(options.max_threads)  # the parent's own: for what is not dealt
+    try:
+        endpoints = [
+            dataclasses.replace(e, services=[dealer.service(s) for s in e.services])
+            for e in face._endpoints(invoker)
+        ]
+        core = ServerCore(
+            endpoints,
+            max_message_size=options.max_message_size,
+            shutdown_grace_period=options.shutdown_grace_period,
+            on_close=invoker.shutdown,
+            pool_stalled=invoker.stalled,
+        )
+        await core.serve()
+    finally:
+        pids, served = workers.pids, dealer.served
+        counts = ", ".join(f"{pids[i]}: {served[i]}" for i in range(len(pids)))
+        _LOGGER.info("requests answered per process (pid: requests): %s", counts)
+        await workers.stop()

@@ -1,0 +1,363 @@
+"""MultiProcServer on Numaflow >= 1.4: one map.sock, one stream's requests over every worker.
+
+Each test runs the server as a script, as a pod's UD container with its role, and drives
+it with grpcio stubs from our protos (or the pynumaflow 0.14.0 wheel's).
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Optional
+
+import grpc
+import pytest
+
+from pynumaflow import __version__
+from pynumaflow.function import Datum, Message, Messages, MultiProcServer
+
+from conftest import CHANNEL_OPTIONS
+from procs import finish, start_script, wait_for_server_info
+from reference_client import ReferenceClient, b64
+
+SCRIPT = """
+import logging, os, time
+from pynumaflow.function import Message, MessageT, MessageTs, Messages, MultiProcServer
+
+def handler(keys, datum):
+    if datum.value == b"boom":
+        raise ValueError("boom")
+    if datum.value.startswith(b"big"):
+        return Messages(Message(datum.value[::-1]))
+    if datum.value.startswith(b"sleep "):
+        time.sleep(float(datum.value[6:]))
+    return Messages(Message(str(os.getpid()).encode(), keys=keys, tags=[datum.value.decode()]))
+
+def stream_handler(keys, datum):
+    for i in range(3):
+        yield Message(f"{{os.getpid()}} {{i}}".encode(), keys=keys)
+
+def transform(keys, datum):
+    return MessageTs(MessageT(str(os.getpid()).encode(), datum.event_time, keys=keys))
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(process)d %(levelname)s %(message)s")
+    MultiProcServer({keyword}=handler if "{keyword}" == "map_handler" else
+                    stream_handler if "{keyword}" == "map_stream_handler" else transform,
+                    max_threads=4).start()
+"""
+
+
+def echo(keys: list[str], datum: Datum) -> Messages:
+    return Messages(Message(datum.value))
+
+
+class Server:
+    """A MultiProcServer script as a UD container of ``role``, with ``processes`` workers."""
+
+    def __init__(
+        self, run_dir: Path, processes: int, role: str = "udf", keyword: str = "map_handler"
+    ) -> None:
+        self.run_dir = run_dir
+        self.proc = start_script(
+            SCRIPT.format(keyword=keyword),
+            run_dir,
+            container_type=role,
+            env={"NUM_CPU_MULTIPROC": str(processes)},
+        )
+
+    def info(self, name: str = "mapper-server-info") -> dict[str, Any]:
+        return wait_for_server_info(self.proc, self.run_dir / name)
+
+    def finish(self, timeout: float = 30.0) -> tuple[int, str]:
+        return finish(self.proc, timeout)
+
+    def stop(self) -> str:
+        """SIGTERM, as Kubernetes sends it: the server must exit 0; return its output."""
+        self.proc.send_signal(signal.SIGTERM)
+        code, output = self.finish()
+        assert code == 0, output
+        return output
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate()
+
+
+@pytest.fixture
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("mp")  # short: socket paths are limited to ~108 bytes
+
+
+Start = Callable[..., Server]
+
+
+@pytest.fixture
+def start(run_dir: Path) -> Iterator[Start]:
+    """Start a server (Server's arguments but the folder), wait for its server-info."""
+    started: list[Server] = []
+
+    def start(processes: int = 2, role: str = "udf", keyword: str = "map_handler") -> Server:
+        server = Server(run_dir, processes, role, keyword)
+        started.append(server)
+        server.info("mapper-server-info" if role == "udf" else "sourcetransformer-server-info")
+        return server
+
+    yield start
+    for server in started:
+        server.kill()
+
+
+class Stream:
+    """One MapFn bidi stream fed from a queue (requests can be added while it runs)."""
+
+    def __init__(self, stubs: dict[str, ModuleType], sock: Path) -> None:
+        self.pb2 = stubs["map_pb2"]
+        self.channel = grpc.insecure_channel(f"unix://{sock}", options=CHANNEL_OPTIONS)
+        self._requests: queue.Queue[Optional[Any]] = queue.Queue()
+        self._requests.put(self.pb2.MapRequest(handshake=self.pb2.Handshake(sot=True)))
+        self.call = stubs["map_grpc"].MapStub(self.channel).MapFn(iter(self._requests.get, None))
+        self.responses: queue.Queue[Any] = queue.Queue()
+        self.error: Optional[grpc.RpcError] = None
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        assert self.next().handshake.sot
+
+    def _read(self) -> None:
+        try:
+            for response in self.call:
+                self.responses.put(response)
+        except grpc.RpcError as err:
+            self.error = err
+        self.responses.put(None)
+
+    def send(self, msg_id: str, value: bytes, keys: tuple[str, ...] = ("k",)) -> None:
+        request = self.pb2.MapRequest.Request(value=value, keys=list(keys))
+        self._requests.put(self.pb2.MapRequest(id=msg_id, request=request))
+
+    def next(self, timeout: float = 30.0) -> Any:
+        return self.responses.get(timeout=timeout)
+
+    def close(self) -> list[Any]:
+        """Half-close; return every response still to come."""
+        self._requests.put(None)
+        return self.rest()
+
+    def rest(self) -> list[Any]:
+        rest = []
+        while (response := self.next()) is not None:
+            rest.append(response)
+        self._requests.put(None)  # ends grpc's thread feeding the requests, if still running
+        self._reader.join(10)
+        self.channel.close()
+        return rest
+
+
+def test_one_stream_is_answered_exactly_once_by_every_worker(
+    start: Start, run_dir: Path, stubs: dict[str, ModuleType]
+) -> None:
+    """3,000 requests on one stream: each answered once, right; all 3 workers share them."""
+    server = start(3)
+    assert server.info() == {
+        "protocol": "uds",
+        "language": "python",
+        "minimum_numaflow_version": "1.4.0-z",
+        "version": __version__,
+        "metadata": {"MAP_MODE": "unary-map"},
+    }
+    assert not (run_dir / "server-info").exists()  # the legacy handshake: not on >= 1.4
+    stream = Stream(stubs, run_dir / "map.sock")
+    count = 3000
+    for i in range(count):
+        stream.send(f"id-{i}", str(i).encode(), keys=(f"k{i}",))
+    answers = stream.close()
+    assert stream.error is None, stream.error
+    assert sorted(a.id for a in answers) == sorted(f"id-{i}" for i in range(count))
+    pids: dict[int, int] = {}
+    for answer in answers:
+        (result,) = answer.results
+        i = answer.id.removeprefix("id-")
+        assert (list(result.keys), list(result.tags)) == ([f"k{i}"], [i])
+        pid = int(result.value)
+        pids[pid] = pids.get(pid, 0) + 1
+    assert len(pids) == 3, pids
+    output = server.stop()
+    counts = re.search(r"requests answered per process \(pid: requests\): (.*)", output)
+    assert counts is not None, output
+    assert sorted(counts.group(1).split(", ")) == sorted(f"{p}: {n}" for p, n in pids.items())
+    assert not (run_dir / "mapper-server-info").exists()
+    assert not (run_dir / "map.sock").exists()
+
+
+def test_a_handler_error_fails_the_stream_as_in_one_process(
+    start: Start, run_dir: Path, stubs: dict[str, ModuleType]
+) -> None:
+    """INTERNAL UDF_EXECUTION_ERROR(udf) with the traceback as DebugInfo; the server serves on."""
+    from pynumaflow._proto.google import rpc
+
+    server = start(2)
+    stream = Stream(stubs, run_dir / "map.sock")
+    stream.send("ok", b"fine")
+    stream.send("bad", b"boom")
+    stream.rest()
+    assert stream.error is not None
+    assert stream.error.code() == grpc.StatusCode.INTERNAL
+    assert stream.error.details() == "UDF_EXECUTION_ERROR(udf): ValueError('boom')"
+    trailer = dict(stream.error.trailing_metadata() or ())["grpc-status-details-bin"]
+    status = rpc.Status().parse(trailer)
+    assert status.code == 13
+    (detail,) = status.details
+    assert detail.type_url == "type.googleapis.com/google.rpc.DebugInfo"
+    info = rpc.DebugInfo().parse(detail.value)
+    assert 'raise ValueError("boom")' in info.detail
+    again = Stream(stubs, run_dir / "map.sock")
+    again.send("after", b"fine")
+    (answer,) = again.close()
+    assert again.error is None
+    assert answer.id == "after"
+    output = server.stop()
+    assert output.count("handler raised ValueError") == 1, output
+
+
+def test_sigterm_drains_every_worker_and_exits_0(
+    start: Start, run_dir: Path, stubs: dict[str, ModuleType]
+) -> None:
+    """Requests in progress in both workers are answered; the stream ends UNAVAILABLE; exit 0."""
+    server = start(2)
+    stream = Stream(stubs, run_dir / "map.sock")
+    for i in range(6):
+        stream.send(f"id-{i}", b"sleep 1")
+    time.sleep(0.5)
+    server.proc.send_signal(signal.SIGTERM)
+    answers = stream.rest()
+    assert sorted(a.id for a in answers) == [f"id-{i}" for i in range(6)]
+    assert len({a.results[0].value for a in answers}) == 2
+    assert stream.error is not None
+    assert stream.error.code() == grpc.StatusCode.UNAVAILABLE
+    code, output = server.finish()
+    assert code == 0, output
+    assert "received SIGTERM" in output
+    assert not (run_dir / "mapper-server-info").exists()
+
+
+def test_a_killed_worker_fails_the_stream_retryably_and_the_server_exits_non_zero(
+    start: Start, run_dir: Path, stubs: dict[str, ModuleType]
+) -> None:
+    """SIGKILL to a worker mid-stream: the stream fails UNAVAILABLE; logged; exit non-zero."""
+    server = start(2)
+    stream = Stream(stubs, run_dir / "map.sock")
+    stream.send("first", b"")
+    victim = int(stream.next().results[0].value)
+    for i in range(4):
+        stream.send(f"slow-{i}", b"sleep 20")
+    time.sleep(0.5)
+    os.kill(victim, signal.SIGKILL)
+    assert stream.rest() == []
+    assert stream.error is not None
+    assert stream.error.code() == grpc.StatusCode.UNAVAILABLE
+    assert f"(pid {victim}) exited with code -9" in (stream.error.details() or "")
+    code, output = server.finish()
+    assert code != 0, output
+    assert f"(pid {victim}) exited with code -9 (killed by SIGKILL) unexpectedly" in output
+    assert "WorkerExitedError" in output
+
+
+def test_map_stream_and_transformer_roles(
+    start: Start, run_dir: Path, stubs: dict[str, ModuleType]
+) -> None:
+    """Map stream (MAP_MODE stream-map) and sourcetransformer.v1 are dealt the same way."""
+    server = start(2, keyword="map_stream_handler")
+    assert server.info()["metadata"] == {"MAP_MODE": "stream-map"}
+    stream = Stream(stubs, run_dir / "mapstream.sock")
+    for i in range(20):
+        stream.send(f"id-{i}", b"x")
+    answers = stream.close()
+    assert stream.error is None
+    for i in range(20):
+        mine = [a for a in answers if a.id == f"id-{i}"]
+        assert [a.status.eot for a in mine] == [False, False, False, True]
+        values = [a.results[0].value.decode().split() for a in mine[:3]]
+        assert [v[1] for v in values] == ["0", "1", "2"]
+        assert len({v[0] for v in values}) == 1
+    server.stop()
+
+    transformer = start(2, role="transformer", keyword="mapt_handler")
+    info = transformer.info("sourcetransformer-server-info")
+    assert info["metadata"] == {}
+    assert info["protocol"] == "uds"
+    pb2 = stubs["transform_pb2"]
+    channel = grpc.insecure_channel(f"unix://{run_dir / 'sourcetransform.sock'}")
+    requests = [pb2.SourceTransformRequest(handshake=pb2.Handshake(sot=True))] + [
+        pb2.SourceTransformRequest(request=pb2.SourceTransformRequest.Request(id=f"t{i}"))
+        for i in range(10)
+    ]
+    with channel:
+        stub = stubs["transform_grpc"].SourceTransformStub(channel)
+        first, *answers = list(stub.SourceTransformFn(iter(requests)))
+    assert first.handshake.sot
+    assert sorted(a.id for a in answers) == sorted(f"t{i}" for i in range(10))
+    transformer.stop()
+
+
+def test_the_reference_client_drives_it(
+    start: Start, run_dir: Path, reference_client: ReferenceClient
+) -> None:
+    """The pynumaflow 0.14.0 wheel's own stubs: IsReady, handshake, one answer per request id."""
+    server = start(2)
+    requests = [{"handshake": {"sot": True}}] + [
+        {"id": f"r{i}", "request": {"keys": ["k"], "value": b64(b"v")}} for i in range(50)
+    ]
+    talk = reference_client.converse_blocking("map", run_dir / "map.sock", requests)
+    assert talk["ready"] is True
+    assert talk["code"] == "OK", talk
+    first, *answers = talk["responses"]
+    assert first == {"handshake": {"sot": True}}
+    assert sorted(a["id"] for a in answers) == sorted(f"r{i}" for i in range(50))
+    assert len({a["results"][0]["value"] for a in answers}) == 2
+    server.stop()
+
+
+def test_the_mode_follows_the_role_and_protocols(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Legacy TCP without a role (as 0.4); map.v1 on one socket with a role or protocols=v1."""
+    monkeypatch.delenv("NUMAFLOW_UD_CONTAINER_TYPE", raising=False)
+    monkeypatch.delenv("PYNUMAFLOW_PROTOCOLS", raising=False)
+    assert MultiProcServer(echo).legacy_tcp
+    assert MultiProcServer(echo, protocols=["legacy"]).legacy_tcp
+    assert not MultiProcServer(echo, protocols=["v1"]).legacy_tcp
+    monkeypatch.setenv("NUMAFLOW_UD_CONTAINER_TYPE", "udf")
+    assert not MultiProcServer(echo).legacy_tcp
+    with pytest.raises(TypeError, match="map_handler must be importable by name"):
+        MultiProcServer(map_handler=lambda keys, datum: Messages())
+    # A v1 worker's pool: 1 thread unless asked for (max_threads, $MAX_THREADS).
+    monkeypatch.delenv("MAX_THREADS", raising=False)
+    assert MultiProcServer(echo)._worker_threads == 1
+    assert MultiProcServer(echo, max_threads=3)._worker_threads == 3
+    monkeypatch.setenv("MAX_THREADS", "5")
+    assert MultiProcServer(echo)._worker_threads == 5
+    assert MultiProcServer(echo, protocols=["legacy"]).legacy_tcp
+    with pytest.raises(ValueError, match="NUMAFLOW_UD_CONTAINER_TYPE=transformer"):
+        monkeypatch.setenv("NUMAFLOW_UD_CONTAINER_TYPE", "transformer")
+        MultiProcServer(echo)
+
+
+def test_large_requests_and_answers_cross_the_workers_whole(
+    start: Start, run_dir: Path, stubs: dict[str, ModuleType]
+) -> None:
+    """Requests of 3 MiB (many reads on the worker's pipe) are answered byte for byte."""
+    server = start(2)
+    stream = Stream(stubs, run_dir / "map.sock")
+    values = {f"big-{i}": b"big" + os.urandom(3 * 1024 * 1024) for i in range(4)}
+    for msg_id, value in values.items():
+        stream.send(msg_id, value)
+    answers = stream.close()
+    assert stream.error is None
+    assert {a.id: a.results[0].value for a in answers} == {k: v[::-1] for k, v in values.items()}
+    server.stop()

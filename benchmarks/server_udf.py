@@ -33,7 +33,7 @@ import time
 
 import _profile_hook
 
-RPCS = ("map", "mapt", "mapstream", "reduce", "sink", "reducestream", "accumulator")
+RPCS = ("map", "mapt", "mapstream", "reduce", "sink", "batchmap", "reducestream", "accumulator")
 # Kinds only pynumaflow 0.14.0's API has (async only): ours serves them through its
 # modern API, with the very same handler code as 0.14.0 (serve_v014 for both).
 MODERN_ONLY = ("reducestream", "accumulator")
@@ -192,6 +192,8 @@ V014_SERVERS = {
                      "reducestreamer-server-info"),
     "accumulator": ("accumulator", None, "AccumulatorAsyncServer", "accumulator_instance",
                     "accumulator.sock", "accumulator-server-info"),
+    "batchmap": ("batchmapper", None, "BatchMapAsyncServer", "batch_mapper_instance",
+                 "batchmap.sock", "mapper-server-info"),
 }  # fmt: skip
 
 
@@ -232,6 +234,17 @@ def v014_handler(api: str, rpc: str, outputs: int, sleep_ms: int):
                 await output.put(mod.Message.from_datum(d))
 
         return accumulate
+    if rpc == "batchmap":  # our pynumaflow.batchmapper takes the same handler
+        BatchResponse, BatchResponses = mod.BatchResponse, mod.BatchResponses  # noqa: N806
+        Message = mod.Message  # noqa: N806
+
+        async def batch_map(datums):
+            responses = BatchResponses()
+            async for d in datums:
+                responses.append(BatchResponse.with_msgs(d.id, [Message(d.value, keys=d.keys)]))
+            return responses
+
+        return batch_map
     Message, Messages = mod.Message, mod.Messages  # noqa: N806 - its class names
     if rpc == "map":
 
@@ -306,6 +319,12 @@ def main() -> None:
     args = parser.parse_args()
     _profile_hook.install()
     v1 = args.protocol == "v1"
+    if args.rpc == "batchmap" and args.impl == "ours":  # the modern API only
+        from pynumaflow.batchmapper import BatchMapAsyncServer
+
+        handler = v014_handler(args.api, args.rpc, args.outputs, args.sleep_ms)
+        BatchMapAsyncServer(handler).start()  # sockets in $PYNUMAFLOW_RUN_DIR
+        return
     if v1 and (args.impl == "original" or args.rpc in MODERN_ONLY):
         serve_v014(args.api, args.rpc, args.outputs, args.sleep_ms, args.run_dir)
         return

@@ -43,6 +43,7 @@ INFO_FILES = {
     "reducestream": "reducestreamer-server-info",
     "accumulator": "accumulator-server-info",
     "sink": "sinker-server-info",
+    "batchmap": "mapper-server-info",
 }
 SOCKETS = {
     "map": "map.sock",
@@ -52,9 +53,10 @@ SOCKETS = {
     "reducestream": "reducestream.sock",
     "accumulator": "accumulator.sock",
     "sink": "sink.sock",
+    "batchmap": "batchmap.sock",
 }
 # The reference client's service where a kind shares another's protocol.
-SERVICES = {"mapstream": "map", "reducestream": "reduce"}
+SERVICES = {"mapstream": "map", "batchmap": "map", "reducestream": "reduce"}
 
 
 @dataclass

@@ -30,6 +30,7 @@ MODULES = [
     "pynumaflow.accumulator",
     "pynumaflow.sessionreducer",
     "pynumaflow.sinker",
+    "pynumaflow.batchmapper",
     "pynumaflow.shared",
 ]
 

@@ -24,6 +24,7 @@ from pynumaflow._core.options import V1
 from pynumaflow._faces.facade import Facade
 from pynumaflow._faces.kinds import (
     ACCUMULATE,
+    BATCH_MAP,
     REDUCE,
     REDUCE_STREAM,
     SESSION_REDUCE,
@@ -93,6 +94,13 @@ def _views(datums: Any) -> Any:
     if hasattr(datums, "__aiter__"):
         return _async_views(datums)
     return (view(datum) for datum in datums)
+
+
+def _batch_map(user: Callable[..., Any]) -> Callable[..., Any]:
+    def call(datums: Any) -> Any:
+        return user(_views(datums))
+
+    return call
 
 
 def _reduce(make: Callable[[], Callable[..., Any]]) -> Callable[..., Any]:
@@ -215,6 +223,8 @@ def internal_responses(result: object) -> object:
 def _internal(item: object) -> object:
     if not isinstance(item, SinkResponse):
         return item
+    if item.nack_options is not None:
+        return sink.Response.as_nack(item.id, item.nack_options)
     if item.serve:
         return sink.Response(item.id, True, None, "serve", item.serve_response)
     if item.success:
@@ -305,6 +315,8 @@ def modern_handler(
         call = per_call[1](lambda: func)
     elif kind is SINK:
         call = _sink(func)
+    elif kind is BATCH_MAP:
+        call = _batch_map(func)
     else:
         call = _unary(func)
     return _checked(

@@ -24,10 +24,12 @@ from pynumaflow._codec.fields import (
 )
 from pynumaflow._codec.results import (
     MESSAGES,
+    NACK_NOT_IN_REDUCE,
     check_yielded,
     checked_iter,
     encode_strings,
     message_fields,
+    refuse_nack,
 )
 from pynumaflow._codec.wire import (
     TimestampParts,
@@ -227,6 +229,7 @@ def encode_reduce_result(message: object, window: ReduceWindow) -> bytes:
 
 
 def _response(message: object, window_field: bytes) -> bytes:
+    refuse_nack(message, NACK_NOT_IN_REDUCE)
     keys, value, tags = message_fields(message)
     body: List[bytes] = []
     encode_strings(b"\x0a", keys, body, "keys")

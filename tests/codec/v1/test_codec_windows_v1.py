@@ -247,3 +247,12 @@ def test_a_message_time_of_the_wrong_type_is_refused() -> None:
     message._event_time = "yesterday"  # type: ignore[assignment]
     with pytest.raises(ReturnTypeError, match="event_time must be a datetime"):
         acc.encode_accumulator_result(message, ("k",), (0, 0))
+
+
+def test_a_nack_result_is_refused() -> None:
+    """A session or accumulator result has no input to nack (as reduce): a wrong type."""
+    nack = Message.to_nack()
+    with pytest.raises(ReturnTypeError, match="NACK"):
+        acc.encode_accumulator_result(nack, ("k",), (0, 0))
+    with pytest.raises(ReturnTypeError, match="NACK"):
+        ses.encode_session_result(nack, ses.decode_session_window(b""))

@@ -26,7 +26,13 @@ from pynumaflow._codec.fields import (
     new_datum,
     read_length,
 )
-from pynumaflow._codec.results import check_yielded, encode_strings, message_fields
+from pynumaflow._codec.results import (
+    NACK_NOT_IN_REDUCE,
+    check_yielded,
+    encode_strings,
+    message_fields,
+    refuse_nack,
+)
 from pynumaflow._codec.v1.reduce import decode_operation, split_window_request
 from pynumaflow._codec.wire import (
     TimestampParts,
@@ -152,6 +158,7 @@ def encode_accumulator_result(
 
     """
     check_yielded(message)
+    refuse_nack(message, NACK_NOT_IN_REDUCE)
     out_keys, value, tags = message_fields(message)
     event_time = _time(message, "event_time") or (0, 0)
     own = _time(message, "watermark")

@@ -21,7 +21,13 @@ from pynumaflow._codec.fields import (
     new_datum,
     read_length,
 )
-from pynumaflow._codec.results import check_yielded, encode_strings, message_fields
+from pynumaflow._codec.results import (
+    NACK_NOT_IN_REDUCE,
+    check_yielded,
+    encode_strings,
+    message_fields,
+    refuse_nack,
+)
 from pynumaflow._codec.v1.reduce import decode_operation, split_window_request
 from pynumaflow._codec.wire import (
     TimestampParts,
@@ -163,6 +169,7 @@ def encode_session_result(message: object, window: SessionWindow) -> bytes:
 
     """
     check_yielded(message)
+    refuse_nack(message, NACK_NOT_IN_REDUCE)
     keys, value, tags = message_fields(message)
     body: List[bytes] = []
     encode_strings(b"\x0a", keys, body, "keys")

@@ -9,13 +9,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, TextIO
 
+from pynumaflow._cli._calls import Calls, LegacyCalls, V1Calls
 from pynumaflow._cli._drive import Options, Tally, drive
 from pynumaflow._cli._errors import CommandError, RunError, UsageError
-from pynumaflow._cli._kinds import Service, choose_kind, wait_until_ready
+from pynumaflow._cli._kinds import (
+    Kind,
+    Service,
+    choose_kind,
+    choose_v1_kind,
+    wait_until_ready,
+    wait_until_v1_ready,
+)
 from pynumaflow._cli._progress import Progress
 from pynumaflow._cli._script import Script
+from pynumaflow._cli._served import Served, role_for, served_by_socket
 from pynumaflow._cli._source import open_input, records_of
 from pynumaflow._client.legacy import Connection
+from pynumaflow._client.v1 import V1Connection
+from pynumaflow._core.options import LEGACY, V1
 
 __all__ = ["call_command", "run_command"]
 
@@ -32,38 +43,83 @@ def _summary(tally: Tally, err: TextIO) -> bool:
     return not tally.failed_calls
 
 
+_GENERATION = {LEGACY: "legacy protocol, Numaflow 0.8-0.9", V1: "v1 protocol, Numaflow >= 1.4"}
+
+
 @dataclass(frozen=True)
 class _Target:
     """The server to send to, and how to tell the user about it."""
 
-    sock: Path
+    served: Served
     label: str
     deadline: float
-    expect: Optional[Service] = None
     check_alive: Callable[[str], None] = lambda when: None
+
+
+async def _send(
+    args: argparse.Namespace,
+    target: _Target,
+    calls: Calls,
+    kind: Kind,
+    sock: Path,
+    streams: tuple[TextIO, TextIO, TextIO],
+) -> Tally:
+    stream, out, err = streams
+    generation = _GENERATION[target.served.protocol]
+    print(
+        f"pynumaflow: {target.label} ({sock.name}) is ready; sending the input as "
+        f"{kind.name} ({generation})",
+        file=err,
+    )
+    typing = stream.isatty()
+    if typing:
+        print("pynumaflow: type input lines; end with Ctrl-D", file=err)
+    return await drive(
+        calls,
+        kind,
+        records_of(stream, raw=args.raw),
+        _options(args),
+        out=out,
+        err=err,
+        check_alive=target.check_alive,
+        # Typed input shows each answer as it comes: a progress line would only interleave.
+        progress=Progress(err, enabled=err.isatty() and not typing),
+    )
 
 
 async def _session(
     args: argparse.Namespace, target: _Target, stream: TextIO, out: TextIO, err: TextIO
 ) -> Tally:
-    with Connection(str(target.sock), args.timeout) as connection:
-        service = await wait_until_ready(connection, target.deadline, target.expect)
+    served = target.served
+    if served.protocol == V1:
+        return await _v1_session(args, target, (stream, out, err))
+    assert served.sock is not None
+    with Connection(str(served.sock), args.timeout) as connection:
+        expect: Optional[Service] = None
+        if served.sock.name == "udsink.sock":
+            expect = "sink"
+        elif served.sock.name == "function.sock":
+            expect = "function"
+        service = await wait_until_ready(connection, target.deadline, expect)
         kind = await choose_kind(connection, service, args.kind, err)
-        print(f"pynumaflow: {target.label} is ready; sending the input as {kind.name}", file=err)
-        typing = stream.isatty()
-        if typing:
-            print("pynumaflow: type input lines; end with Ctrl-D", file=err)
-        return await drive(
-            connection,
-            kind,
-            records_of(stream, raw=args.raw),
-            _options(args),
-            out=out,
-            err=err,
-            check_alive=target.check_alive,
-            # Typed input shows each answer as it comes: a progress line would only interleave.
-            progress=Progress(err, enabled=err.isatty() and not typing),
+        return await _send(
+            args, target, LegacyCalls(connection), kind, served.sock, (stream, out, err)
         )
+
+
+async def _v1_session(
+    args: argparse.Namespace, target: _Target, streams: tuple[TextIO, TextIO, TextIO]
+) -> Tally:
+    sockets = target.served.sockets
+    if len(set(sockets.values())) > 1:  # a run: the server said what it serves
+        kind = choose_v1_kind(list(sockets), args.kind, streams[2])
+        sockets = {kind: sockets[kind]}
+    elif args.kind is not None and args.kind not in sockets:
+        choose_v1_kind(list(sockets), args.kind, streams[2])  # raises: not served
+    sock = next(iter(sockets.values()))
+    async with V1Connection(str(sock), args.timeout) as connection:
+        kind = await wait_until_v1_ready(connection, list(sockets), target.deadline)
+        return await _send(args, target, V1Calls(connection), kind, sock, streams)
 
 
 def run_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -75,17 +131,23 @@ def run_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     deadline = time.monotonic() + args.start_timeout
     failure: Optional[CommandError] = None
     tally: Optional[Tally] = None
+    protocol = args.protocol or V1
+    role = None
+    if protocol == V1:
+        role = role_for(args.kind, script_path.read_text(encoding="utf-8", errors="replace"))
     try:
-        with Script(script_path, [], quiet=args.quiet, err=err) as script:
+        with Script(script_path, [], quiet=args.quiet, err=err, role=role) as script:
             try:
-                sock, _info = script.wait_for_socket(deadline)
-                target = _Target(
-                    sock,
-                    f"{script_path.name} ({sock.name})",
-                    deadline,
-                    "sink" if sock.name == "udsink.sock" else "function",
-                    script.check_alive,
+                served = script.wait_for_server(
+                    deadline, protocol, explicit=args.protocol is not None
                 )
+                if served.protocol != protocol:
+                    print(
+                        f"pynumaflow: {script_path.name} serves only the "
+                        f"{_GENERATION[served.protocol]}: using it",
+                        file=err,
+                    )
+                target = _Target(served, script_path.name, deadline, script.check_alive)
                 tally = asyncio.run(_session(args, target, stream, out, err))
             except CommandError as error:
                 failure = error
@@ -110,7 +172,8 @@ def call_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         raise UsageError(f"no such socket: {sock}")
     stream = open_input(args.input, args.stdin)
     try:
-        target = _Target(sock, str(sock), time.monotonic() + args.start_timeout)
+        served = served_by_socket(sock, args.protocol, args.kind)
+        target = _Target(served, str(sock.parent), time.monotonic() + args.start_timeout)
         tally = asyncio.run(_session(args, target, stream, out, err))
     except RunError as error:
         raise RunError(f"{error} (server on {sock})") from None

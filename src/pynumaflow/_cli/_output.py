@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any, Optional, Union
 
+from pynumaflow._client.v1 import Result, UserMetadata
 from pynumaflow._types.function import IntervalWindow, Message, MessageT
 from pynumaflow._types.sink import Response
 
@@ -29,23 +31,39 @@ def _value_fields(value: bytes) -> dict[str, str]:
         return {"value_b64": base64.b64encode(value).decode("ascii")}
 
 
+def _extras(
+    line: dict[str, Any], headers: Optional[Mapping[str, str]], user_metadata: UserMetadata
+) -> None:
+    if headers:
+        line["headers"] = dict(headers)
+    if user_metadata:
+        line["user_metadata"] = {
+            group: {key: value.decode("utf-8", "backslashreplace") for key, value in kv.items()}
+            for group, kv in user_metadata.items()
+        }
+
+
 def message_line(
-    message: Union[Message, MessageT],
+    message: Union[Message, MessageT, Result],
     event_time: Optional[datetime] = None,
     window: Optional[IntervalWindow] = None,
+    *,
+    headers: Optional[Mapping[str, str]] = None,
 ) -> str:
     """One output message: ``keys``, ``value`` (or ``value_b64``), ``tags``, and times.
 
     Args:
-        message: the message the handler returned.
+        message: the message the handler returned (a v1 result carries its user
+            metadata, shown as ``user_metadata``).
         event_time: the event time the platform gives it (a mapt message's own is used
             when this is ``None``).
         window: for reduce, the window it was reduced over.
+        headers: the headers the platform gives it (its input's), shown as ``headers``.
 
     """
     line: dict[str, Any] = {"keys": list(message.keys), **_value_fields(message.value)}
     line["tags"] = list(message.tags)
-    own = message.event_time if isinstance(message, MessageT) else None
+    own = message.event_time if isinstance(message, (MessageT, Result)) else None
     if event_time is None and isinstance(own, datetime):
         event_time = own
     if event_time is not None:
@@ -53,12 +71,23 @@ def message_line(
     if window is not None:
         line["window_start"] = format_time(window.start)
         line["window_end"] = format_time(window.end)
+    _extras(line, headers, message.user_metadata if isinstance(message, Result) else {})
     return json.dumps(line, ensure_ascii=False)
 
 
-def response_line(response: Response) -> str:
-    """One sink response: ``id``, ``success`` and ``err`` (``null`` on success)."""
-    return json.dumps(
-        {"id": response.id, "success": response.success, "err": response.err},
-        ensure_ascii=False,
-    )
+def response_line(response: Response, user_metadata: Optional[UserMetadata] = None) -> str:
+    """One sink response: ``id``, ``success`` and ``err`` (``null`` on success).
+
+    A Numaflow >= 1.4 response beyond success and failure adds ``status``
+    (``fallback``, ``serve`` or ``on_success``), and the serve payload or the
+    on-success message as ``value`` (or ``value_b64``), ``keys`` and ``user_metadata``.
+    """
+    line: dict[str, Any] = {"id": response.id, "success": response.success, "err": response.err}
+    if response.status is not None:
+        line["status"] = response.status
+    if response.value is not None:
+        line.update(_value_fields(response.value))
+    if response.keys is not None:
+        line["keys"] = list(response.keys)
+    _extras(line, None, user_metadata or {})
+    return json.dumps(line, ensure_ascii=False)

@@ -26,6 +26,7 @@ from typing import IO, Optional, TextIO
 from pynumaflow._cli._errors import RunError
 from pynumaflow._cli._served import LEGACY_INFO, LEGACY_SOCKETS, Served, read_info, v1_served
 from pynumaflow._core.options import CONTAINER_TYPE_ENV, LEGACY, RUN_DIR_ENV, V1
+from pynumaflow._faces.kinds import Kind
 
 __all__ = ["Exit", "Script"]
 
@@ -131,7 +132,7 @@ class Script:
                 " without starting a server: does it call start()? (Server(...).start(); "
                 "an AsyncServer's must be awaited, e.g. aiorun.run(server.start()))"
             )
-        elif when == _BEFORE_READY and self.role is not None:
+        elif when == _BEFORE_READY and self.role is not None and self._role_refused():
             message += (
                 f" (run as a pod would, with {CONTAINER_TYPE_ENV}={self.role}; if that is "
                 "not its kind's container type, choose the kind with --kind)"
@@ -141,6 +142,10 @@ class Script:
             if self._tail:
                 message += "; its last output:\n" + "".join(self._tail).rstrip("\n")
         return message
+
+    def _role_refused(self) -> bool:
+        self._relay.join(timeout=1)
+        return any(CONTAINER_TYPE_ENV in line for line in self._tail)
 
     def check_alive(self, when: str, grace: float = _EXIT_GRACE) -> None:
         """Raise :class:`RunError` if the script has exited or exits within ``grace`` s.
@@ -172,15 +177,21 @@ class Script:
             self.check_alive(_BEFORE_READY, grace=0)
             legacy = read_info(self.run_dir / LEGACY_INFO) is not None
             v1 = v1_served(self.run_dir, self.role)
-            if protocol == V1 and v1:
+            if protocol == V1 and v1 and all(sock.exists() for sock in v1.values()):
                 return Served(V1, sockets=v1)
             if protocol == LEGACY and legacy:
                 return self._legacy()
             now = time.monotonic()
-            other = legacy if protocol == V1 else any(self.run_dir.glob("*-server-info"))
+            other = (
+                legacy or bool(v1)  # v1: server-info written, yet a socket is missing
+                if protocol == V1
+                else any(self.run_dir.glob("*-server-info"))
+            )
             if other and other_seen is None:
                 other_seen = now
             if other_seen is not None and now - other_seen > _OTHER_ONLY_AFTER:
+                if v1 and protocol == V1:
+                    raise RunError(self._elsewhere(v1))
                 if explicit:
                     raise RunError(self._only_the_other(protocol))
                 return self._legacy() if legacy else Served(V1, sockets=v1)
@@ -196,6 +207,13 @@ class Script:
             f"{self.path.name} wrote server-info but created neither "
             f"{' nor '.join(LEGACY_SOCKETS)} in {self.run_dir}; if it passes sock_path=, "
             f"drop it so that {RUN_DIR_ENV} applies"
+        )
+
+    def _elsewhere(self, served: dict[Kind, Path]) -> str:
+        missing = sorted(sock.name for sock in served.values() if not sock.exists())
+        return (
+            f"{self.path.name} wrote its server-info but created no {', '.join(missing)} in "
+            f"{self.run_dir}; if it passes sock_path=, drop it so that {RUN_DIR_ENV} applies"
         )
 
     def _only_the_other(self, protocol: str) -> str:

@@ -81,12 +81,13 @@ def _announces(info: Dict[str, Any], kind: Kind) -> bool:
 def v1_served(folder: Path, role: Optional[str]) -> Dict[Kind, Path]:
     """The kinds a container of ``role`` serves on v1 in ``folder``, and their sockets.
 
-    A kind counts once its server-info file is complete and its socket exists.
+    A kind counts once its server-info file is complete (a socket named in it but
+    absent from ``folder`` is given as the path it should have).
     """
     served: Dict[Kind, Path] = {}
     for kind in KINDS:
         socket = kind.v1.for_role(role) if kind.v1 is not None else None
-        if socket is None or not (folder / socket.sock).exists():
+        if socket is None:
             continue
         info = read_info(folder / socket.info)
         if info is not None and _announces(info, kind):

@@ -282,11 +282,16 @@ class _BidiSession:
         if stream is not None:
             with contextlib.suppress(Exception):
                 await stream.end()
-        if self._reader is not None:
+        reader, self._reader = self._reader, None
+        if reader is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._reader, self._connection.timeout)
-            self._reader.cancel()
-            self._reader = None
+                await asyncio.wait_for(asyncio.shield(reader), self._connection.timeout)
+            if not reader.done() and stream is not None:
+                # Answers still owed after the timeout: reset the stream, or its end
+                # would wait for them.
+                with contextlib.suppress(Exception):
+                    await stream.cancel()
+            reader.cancel()
         with contextlib.suppress(Exception):  # its end was reported by the reader
             await self._exit.aclose()
         self._exit = contextlib.AsyncExitStack()

@@ -27,6 +27,7 @@ from pynumaflow._cli._source import open_input, records_of
 from pynumaflow._client.legacy import Connection
 from pynumaflow._client.v1 import V1Connection
 from pynumaflow._core.options import LEGACY, V1
+from pynumaflow._faces.kinds import MAP_MODE_ENV, MAP_MODES
 
 __all__ = ["call_command", "run_command"]
 
@@ -133,10 +134,13 @@ def run_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     tally: Optional[Tally] = None
     protocol = args.protocol or V1
     role = None
+    env = {}
     if protocol == V1:
         role = role_for(args.kind, script_path.read_text(encoding="utf-8", errors="replace"))
+        # The map mode a server given both map handlers announces: the one asked for.
+        env = {MAP_MODE_ENV: mode for mode, kind in MAP_MODES.items() if kind is args.kind}
     try:
-        with Script(script_path, [], quiet=args.quiet, err=err, role=role) as script:
+        with Script(script_path, [], quiet=args.quiet, err=err, role=role, env=env) as script:
             try:
                 served = script.wait_for_server(
                     deadline, protocol, explicit=args.protocol is not None

@@ -57,6 +57,7 @@ class Script:
         err: where its output and our notes go.
         role: its ``$NUMAFLOW_UD_CONTAINER_TYPE``; None clears it (a legacy run: a
             container with a role never serves the legacy socket beside v1).
+        env: more environment variables for it.
 
     """
 
@@ -68,12 +69,14 @@ class Script:
         quiet: bool,
         err: TextIO,
         role: Optional[str] = None,
+        env: Optional[dict[str, str]] = None,
     ) -> None:
         self.path = path
         self.run_dir = Path(tempfile.mkdtemp(prefix="pnf-run-"))
         self._quiet = quiet
         self._err = err
         self._tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
+        extra_env = env
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         env[RUN_DIR_ENV] = str(self.run_dir)
         self.role = role
@@ -81,6 +84,7 @@ class Script:
             env.pop(CONTAINER_TYPE_ENV, None)
         else:
             env[CONTAINER_TYPE_ENV] = role
+        env.update(extra_env or {})
         self._proc = subprocess.Popen(
             [sys.executable, str(path), *args],
             env=env,

@@ -190,8 +190,10 @@ def test_a_script_that_crashes_at_start_fails_fast(tmp_path: Path) -> None:
 def test_run_ignores_a_container_type_in_the_shell(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, protocol: str
 ) -> None:
-    """A NUMAFLOW_UD_CONTAINER_TYPE left in the shell does not turn off the legacy socket,
-    nor on v1 the role the kind needs."""
+    """A NUMAFLOW_UD_CONTAINER_TYPE left in the shell is replaced.
+
+    It does not turn off the legacy socket, nor on v1 give the wrong role.
+    """
     monkeypatch.setenv("NUMAFLOW_UD_CONTAINER_TYPE", "udsink")
     code, outputs, err = run(
         "run", script(tmp_path, MAP_SCRIPT), "-k", "map", "-q", "--protocol", protocol, stdin="a\n"

@@ -1,5 +1,7 @@
-"""`pynumaflow run` and `call` for every kind on both protocol generations, and what
-only v1 carries: headers, user metadata, the sink's other responses, the map mode."""
+"""`pynumaflow run` and `call` for every kind on both protocol generations.
+
+And what only v1 carries: headers, user metadata, the sink's other responses, the map mode.
+"""
 
 from __future__ import annotations
 
@@ -135,8 +137,11 @@ def test_run_sends_every_kind_on_both_protocols(tmp_path: Path, kind: str, proto
 @pytest.mark.parametrize("protocol", ["v1", "legacy"])
 @pytest.mark.parametrize("kind", list(SERVED))
 def test_call_finds_the_protocol_from_the_socket(tmp_path: Path, kind: str, protocol: str) -> None:
-    """`call --sock` on a v1 socket speaks v1 at once (it once waited 60 s on the legacy
-    IsReady); on a legacy socket, legacy. Sockets are named as the platform names them."""
+    """`call --sock` on a v1 socket speaks v1 at once; on a legacy socket, legacy.
+
+    It once waited 60 s on the legacy IsReady of map.sock. Sockets are named as the
+    platform names them.
+    """
     source, role, v1_sock, legacy_sock = SERVED[kind]
     mode = {"PYNUMAFLOW_MAP_MODE": "stream-map"} if kind == "map-stream" else {}
     v1 = protocol == "v1"
@@ -178,8 +183,10 @@ HEADERS = json.dumps(
 
 @pytest.mark.parametrize("kind", ["map", "mapt"])
 def test_v1_headers_and_user_metadata_go_in_and_come_out(tmp_path: Path, kind: str) -> None:
-    """The handler sees the headers; outputs carry them (the parent's, as on the platform)
-    and the user metadata the server echoes."""
+    """The handler sees the headers; outputs carry them and the user metadata.
+
+    The headers are the parent's, as on the platform; the user metadata is echoed.
+    """
     code, outputs, err = run("run", script(tmp_path, FUNCTIONS), "-k", kind, "-q", stdin=HEADERS)
     assert code == 0, err
     assert outputs[0]["value"] == "a b|h=1,trace=t-9"

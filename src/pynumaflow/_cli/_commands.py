@@ -138,7 +138,9 @@ def run_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if protocol == V1:
         role = role_for(args.kind, script_path.read_text(encoding="utf-8", errors="replace"))
         # The map mode a server given both map handlers announces: the one asked for.
-        env = {MAP_MODE_ENV: m for m, kind in MAP_MODES.items() if kind is args.kind}
+        for mode, kind in MAP_MODES.items():
+            if kind is args.kind:
+                env[MAP_MODE_ENV] = mode
     try:
         with Script(script_path, [], quiet=args.quiet, err=err, role=role, env=env) as script:
             try:

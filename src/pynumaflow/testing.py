@@ -34,8 +34,10 @@ traceback; on legacy ``"UNKNOWN"`` and the error text.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import tempfile
+import threading
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -45,7 +47,7 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from pynumaflow._client.legacy import CallError, Connection, epoch_millis
 from pynumaflow._client.v1 import Input, Result, UserMetadata, V1Connection
-from pynumaflow._core.options import LEGACY, V1
+from pynumaflow._core.options import CONTAINER_TYPE_ENV, LEGACY, V1
 from pynumaflow._faces import kinds
 from pynumaflow._faces.kinds import FUNCTION, SINK_SERVER, Family, Kind
 from pynumaflow._types.function import (
@@ -556,6 +558,26 @@ def _socket_dir() -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+_ENVIRONMENT = threading.Lock()
+
+
+@contextlib.contextmanager
+def _local_run() -> Iterator[None]:
+    """Build a v1 server as for a local run, whatever ``$NUMAFLOW_UD_CONTAINER_TYPE`` says.
+
+    A container type limits a server to its role's sockets (a sink's pod would serve no
+    map): the kit, which may run inside a pod, is no pod itself. The server reads the
+    variable once, when it is built.
+    """
+    with _ENVIRONMENT:
+        saved = os.environ.pop(CONTAINER_TYPE_ENV, None)
+        try:
+            yield
+        finally:
+            if saved is not None:
+                os.environ[CONTAINER_TYPE_ENV] = saved
+
+
 def _check_protocol(protocol: str) -> None:
     if protocol not in (V1, LEGACY):
         raise ValueError(f"protocol must be 'v1' or 'legacy', got {protocol!r}")
@@ -599,7 +621,8 @@ async def _serve(
         for n, group in enumerate(groups):
             place = folder / str(n)
             place.mkdir()
-            server = start(group, place)
+            with _local_run():
+                server = start(group, place)
             await stack.enter_async_context(server.running())
             for kind in family.kinds:
                 if kind.keyword in group and kind.v1 is not None:

@@ -145,7 +145,7 @@ def run_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         with Script(script_path, [], quiet=args.quiet, err=err, role=role, env=env) as script:
             try:
                 served = script.wait_for_server(
-                    deadline, protocol, explicit=args.protocol is not None
+                    deadline, protocol, explicit=args.protocol is not None, kind=args.kind
                 )
                 if served.protocol != protocol:
                     print(

@@ -36,6 +36,9 @@ _EXIT_GRACE = 1.0
 # The core writes every server-info file at once: the other generation's alone, for
 # this long, means the script does not serve the one asked for.
 _OTHER_ONLY_AFTER = 1.0
+# The core starts its v1 endpoints one after the other, each writing its server-info
+# once it listens: the kinds of one container are all there this soon after the first.
+_V1_SETTLE = 0.5
 _BEFORE_READY = "before it was ready"
 
 
@@ -166,10 +169,13 @@ class Script:
         if self._proc.poll() is not None:
             raise RunError(self._exited_message(when))
 
-    def wait_for_server(self, deadline: float, protocol: str, *, explicit: bool) -> Served:
+    def wait_for_server(
+        self, deadline: float, protocol: str, *, explicit: bool, kind: Optional[Kind] = None
+    ) -> Served:
         """Wait like the platform for the server-info of ``protocol``; say what is served.
 
         Unless ``explicit``, a script serving only the other generation is served in it.
+        On v1 it returns once ``kind`` is served, or all the container's kinds are.
 
         Raises:
             RunError: the script exited, wrote no server-info before the deadline, or
@@ -177,24 +183,28 @@ class Script:
 
         """
         other_seen: Optional[float] = None
+        v1_seen: Optional[float] = None
         while True:
             self.check_alive(_BEFORE_READY, grace=0)
             legacy = read_info(self.run_dir / LEGACY_INFO) is not None
             v1 = v1_served(self.run_dir, self.role)
-            if protocol == V1 and v1 and all(sock.exists() for sock in v1.values()):
-                return Served(V1, sockets=v1)
+            now = time.monotonic()
+            complete = bool(v1) and all(sock.exists() for sock in v1.values())
+            if protocol == V1 and complete:
+                v1_seen = v1_seen or now
+                if kind in v1 or now - v1_seen >= _V1_SETTLE:
+                    return Served(V1, sockets=v1)
             if protocol == LEGACY and legacy:
                 return self._legacy()
-            now = time.monotonic()
             other = (
-                legacy or bool(v1)  # v1: server-info written, yet a socket is missing
+                legacy or (bool(v1) and not complete)  # v1: a socket is elsewhere
                 if protocol == V1
                 else any(self.run_dir.glob("*-server-info"))
             )
             if other and other_seen is None:
                 other_seen = now
             if other_seen is not None and now - other_seen > _OTHER_ONLY_AFTER:
-                if v1 and protocol == V1:
+                if protocol == V1 and v1 and not complete:
                     raise RunError(self._elsewhere(v1))
                 if explicit:
                     raise RunError(self._only_the_other(protocol))

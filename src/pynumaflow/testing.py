@@ -41,7 +41,7 @@ import threading
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Literal, Mapping, Optional, Union
+from typing import Any, Callable, Dict, List, Literal, Mapping, Optional, Tuple, Union
 
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
@@ -195,7 +195,39 @@ def _window_around(datums: Sequence[Datum]) -> IntervalWindow:
     return IntervalWindow(start, start + _DEFAULT_WINDOW)
 
 
-class ResultMessage(Message):
+class _UserMetadata:
+    """What a message as the platform received it over v1 adds: its user metadata.
+
+    Equal to a plain message of its base class with the same fields; two such messages
+    also compare their user metadata.
+    """
+
+    __slots__ = ()
+    _user_metadata: Dict[str, Dict[str, bytes]]
+    _plain: type = Message
+    _fields: Tuple[str, ...] = ("value", "keys", "tags")
+
+    @property
+    def user_metadata(self) -> Dict[str, Dict[str, bytes]]:
+        """The result's user metadata: group name -> key -> bytes."""
+        return self._user_metadata
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, self._plain):
+            return NotImplemented
+        same = all(getattr(self, f) == getattr(other, f) for f in self._fields)
+        if isinstance(other, _UserMetadata):
+            same = same and self._user_metadata == other._user_metadata
+        return same
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def _copy(user_metadata: Optional[UserMetadata]) -> Dict[str, Dict[str, bytes]]:
+    return {group: dict(kv) for group, kv in (user_metadata or {}).items()}
+
+
+class ResultMessage(_UserMetadata, Message):
     """A map, map stream or reduce output as the platform received it over v1.
 
     A :class:`~pynumaflow.function.Message` that also carries the ``user_metadata`` of
@@ -216,19 +248,8 @@ class ResultMessage(Message):
         super().__init__(value, keys, tags)
         self._user_metadata = _copy(user_metadata)
 
-    @property
-    def user_metadata(self) -> Dict[str, Dict[str, bytes]]:
-        """The result's user metadata: group name -> key -> bytes."""
-        return self._user_metadata
 
-    def __eq__(self, other: object) -> bool:
-        same = _equal(self, other, Message, ResultMessage)
-        return NotImplemented if same is None else same
-
-    __hash__ = None
-
-
-class ResultMessageT(MessageT):
+class ResultMessageT(_UserMetadata, MessageT):
     """A mapt output as the platform received it over v1, with its ``user_metadata``.
 
     Compares equal to a plain :class:`~pynumaflow.function.MessageT` with the same
@@ -236,6 +257,8 @@ class ResultMessageT(MessageT):
     """
 
     __slots__ = ("_user_metadata",)
+    _plain = MessageT
+    _fields = ("value", "event_time", "keys", "tags")
 
     def __init__(
         self,
@@ -248,35 +271,6 @@ class ResultMessageT(MessageT):
     ) -> None:
         super().__init__(value, event_time, keys, tags)
         self._user_metadata = _copy(user_metadata)
-
-    @property
-    def user_metadata(self) -> Dict[str, Dict[str, bytes]]:
-        """The result's user metadata: group name -> key -> bytes."""
-        return self._user_metadata
-
-    def __eq__(self, other: object) -> bool:
-        same = _equal(self, other, MessageT, ResultMessageT)
-        return NotImplemented if same is None else same
-
-    __hash__ = None
-
-
-def _copy(user_metadata: Optional[UserMetadata]) -> Dict[str, Dict[str, bytes]]:
-    return {group: dict(kv) for group, kv in (user_metadata or {}).items()}
-
-
-def _equal(result: Any, other: object, plain: type, rich: type) -> Optional[bool]:
-    """Equal as ``plain`` messages, and in user metadata if both are ``rich``.
-
-    None if ``other`` is not a message of that kind.
-    """
-    if not isinstance(other, plain):
-        return None
-    fields = ("value", "keys", "tags") + (("event_time",) if plain is MessageT else ())
-    same = all(getattr(result, f) == getattr(other, f) for f in fields)
-    if isinstance(other, rich):
-        same = same and bool(result.user_metadata == getattr(other, "user_metadata", None))
-    return same
 
 
 def _message(result: Result) -> ResultMessage:

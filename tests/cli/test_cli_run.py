@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
@@ -16,10 +15,10 @@ from typing import Any, Optional
 
 import pytest
 
-from pynumaflow._cli import main
-
 from conftest import ROOT
+from procs import run_cli as run
 from procs import start_script, wait_for_server_info
+from procs import write_script as script
 
 MAP_SCRIPT = """
 import os, time
@@ -61,18 +60,6 @@ async def join(keys, datums, md):
 
 aiorun.run(AsyncServer(reduce_handler=join).start())
 """
-
-
-def script(tmp_path: Path, source: str, name: str = "udf.py") -> str:
-    path = tmp_path / name
-    path.write_text(textwrap.dedent(source), encoding="utf-8")
-    return str(path)
-
-
-def run(*args: str, stdin: str = "") -> tuple[int, list[dict[str, Any]], str]:
-    out, err = io.StringIO(), io.StringIO()
-    code = main(list(args), stdin=io.StringIO(stdin), stdout=out, stderr=err)
-    return code, [json.loads(line) for line in out.getvalue().splitlines()], err.getvalue()
 
 
 PROTOCOLS = ["v1", "legacy"]

@@ -5,7 +5,6 @@ And what only v1 carries: headers, user metadata, the sink's other responses, th
 
 from __future__ import annotations
 
-import io
 import json
 import textwrap
 import time
@@ -14,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from pynumaflow._cli import main
-
 from procs import finish, start_script, wait_for_server_info
+from procs import run_cli as run
+from procs import write_script as script
 
 FUNCTIONS = """
 import aiorun
@@ -107,18 +106,6 @@ SERVED = {
     "reduce": (FUNCTIONS, "udf", "reduce.sock", "function.sock"),
     "sink": (SINK, "udsink", "sink.sock", "udsink.sock"),
 }
-
-
-def script(tmp_path: Path, source: str) -> str:
-    path = tmp_path / "udf.py"
-    path.write_text(textwrap.dedent(source), encoding="utf-8")
-    return str(path)
-
-
-def run(*args: str, stdin: str = "") -> tuple[int, list[dict[str, Any]], str]:
-    out, err = io.StringIO(), io.StringIO()
-    code = main(list(args), stdin=io.StringIO(stdin), stdout=out, stderr=err)
-    return code, [json.loads(line) for line in out.getvalue().splitlines()], err.getvalue()
 
 
 @pytest.mark.parametrize("protocol", ["v1", "legacy"])

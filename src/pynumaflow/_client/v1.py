@@ -112,39 +112,30 @@ def user_metadata_of(metadata: Optional[common_pb.Metadata]) -> Dict[str, Dict[s
     return {group: dict(kv.key_value) for group, kv in metadata.user_metadata.items()}
 
 
-def _times(item: Input) -> Tuple[datetime, datetime]:
+def _fields(item: Input) -> Dict[str, Any]:
+    """The fields every v1 request message has, by name.
+
+    Keys, value, times, headers and metadata; the numbers of the last two differ by
+    protocol, their names do not.
+    """
     event_time = aware(item.event_time)
-    return event_time, aware(item.watermark) if item.watermark is not None else event_time
+    return {
+        "keys": list(item.keys),
+        "value": item.value,
+        "event_time": event_time,
+        "watermark": aware(item.watermark) if item.watermark is not None else event_time,
+        "headers": dict(item.headers),
+        "metadata": _metadata(item.user_metadata),
+    }
 
 
 def _map_request(item: Input, request_id: str) -> map_pb.MapRequest:
-    event_time, watermark = _times(item)
-    return map_pb.MapRequest(
-        request=map_pb.MapRequestRequest(
-            keys=list(item.keys),
-            value=item.value,
-            event_time=event_time,
-            watermark=watermark,
-            headers=dict(item.headers),
-            metadata=_metadata(item.user_metadata),
-        ),
-        id=request_id,
-    )
+    return map_pb.MapRequest(request=map_pb.MapRequestRequest(**_fields(item)), id=request_id)
 
 
 def _transform_request(item: Input, request_id: str) -> transform_pb.SourceTransformRequest:
-    event_time, watermark = _times(item)
-    return transform_pb.SourceTransformRequest(
-        request=transform_pb.SourceTransformRequestRequest(
-            keys=list(item.keys),
-            value=item.value,
-            event_time=event_time,
-            watermark=watermark,
-            headers=dict(item.headers),
-            id=request_id,
-            metadata=_metadata(item.user_metadata),
-        )
-    )
+    request = transform_pb.SourceTransformRequestRequest(**_fields(item), id=request_id)
+    return transform_pb.SourceTransformRequest(request=request)
 
 
 def _result(element: Any, event_time: bool = False) -> Result:
@@ -345,16 +336,7 @@ class _SinkSession:
     async def _batch(self, items: Iterable[Input]) -> Tuple[List[Response], List[UserMetadata]]:
         stream = self._stream or await self._open()
         for item in items:
-            event_time, watermark = _times(item)
-            request = sink_pb.SinkRequestRequest(
-                keys=list(item.keys),
-                value=item.value,
-                event_time=event_time,
-                watermark=watermark,
-                id=item.id,
-                headers=dict(item.headers),
-                metadata=_metadata(item.user_metadata),
-            )
+            request = sink_pb.SinkRequestRequest(**_fields(item), id=item.id)
             await stream.send_message(sink_pb.SinkRequest(request=request))
         await stream.send_message(sink_pb.SinkRequest(status=sink_pb.TransmissionStatus(eot=True)))
         responses: List[Response] = []
@@ -475,20 +457,11 @@ class V1Connection:
                 reduce_pb.ReduceResponse,
             ) as stream:
                 for n, item in enumerate(items):
-                    event_time, watermark = _times(item)
                     await stream.send_message(
                         reduce_pb.ReduceRequest(
-                            payload=reduce_pb.ReduceRequestPayload(
-                                keys=list(item.keys),
-                                value=item.value,
-                                event_time=event_time,
-                                watermark=watermark,
-                                headers=dict(item.headers),
-                                metadata=_metadata(item.user_metadata),
-                            ),
+                            payload=reduce_pb.ReduceRequestPayload(**_fields(item)),
                             operation=reduce_pb.ReduceRequestWindowOperation(
-                                event=event(_APPEND if n else _OPEN),
-                                windows=[proto_window],
+                                event=event(_APPEND if n else _OPEN), windows=[proto_window]
                             ),
                         )
                     )

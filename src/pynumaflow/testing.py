@@ -34,6 +34,7 @@ traceback; on legacy ``"UNKNOWN"`` and the error text.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import tempfile
@@ -721,6 +722,11 @@ async def serve_sink(
         yield SinkClient(backend)
 
 
+def _fields(arguments: Dict[str, Any]) -> Dict[str, Any]:
+    """A sync method's arguments, for the async method it wraps."""
+    return {k: v for k, v in arguments.items() if k not in ("self", "fields")}
+
+
 class SyncFunctionClient:
     """:class:`FunctionClient` for plain (sync) tests; see :func:`serve_function_sync`."""
 
@@ -743,17 +749,8 @@ class SyncFunctionClient:
         user_metadata: Optional[UserMetadata] = None,
     ) -> Messages:
         """Like :meth:`FunctionClient.map`."""
-        call = self._client.map
-        return self._portal.call(
-            lambda: call(
-                value,
-                keys,
-                event_time=event_time,
-                watermark=watermark,
-                headers=headers,
-                user_metadata=user_metadata,
-            )
-        )
+        fields = locals()
+        return self._portal.call(functools.partial(self._client.map, **_fields(fields)))
 
     def mapt(
         self,
@@ -766,17 +763,8 @@ class SyncFunctionClient:
         user_metadata: Optional[UserMetadata] = None,
     ) -> MessageTs:
         """Like :meth:`FunctionClient.mapt`."""
-        call = self._client.mapt
-        return self._portal.call(
-            lambda: call(
-                value,
-                keys,
-                event_time=event_time,
-                watermark=watermark,
-                headers=headers,
-                user_metadata=user_metadata,
-            )
-        )
+        fields = locals()
+        return self._portal.call(functools.partial(self._client.mapt, **_fields(fields)))
 
     def map_stream(
         self,
@@ -789,17 +777,8 @@ class SyncFunctionClient:
         user_metadata: Optional[UserMetadata] = None,
     ) -> Messages:
         """Like :meth:`FunctionClient.map_stream`."""
-        call = self._client.map_stream
-        return self._portal.call(
-            lambda: call(
-                value,
-                keys,
-                event_time=event_time,
-                watermark=watermark,
-                headers=headers,
-                user_metadata=user_metadata,
-            )
-        )
+        fields = locals()
+        return self._portal.call(functools.partial(self._client.map_stream, **_fields(fields)))
 
     def reduce(
         self,

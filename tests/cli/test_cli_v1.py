@@ -155,6 +155,9 @@ def test_call_with_the_wrong_protocol_for_the_socket_name_says_so(tmp_path: Path
     code, _, err = run("call", "--sock", str(tmp_path / "map.sock"), "--protocol", "legacy")
     assert code == 2
     assert "map.sock is a Numaflow >= 1.4 socket (map.v1.Map): --protocol legacy" in err
+    code, _, err = run("call", "--sock", str(tmp_path / "map.sock"), "--kind", "reduce")
+    assert code == 2
+    assert "--kind reduce given, but map.sock is the socket of map" in err
 
 
 HEADERS = json.dumps(

@@ -135,6 +135,11 @@ def served_by_socket(sock: Path, protocol: Optional[str], kind: Optional[Kind]) 
             protocol = V1 if v1_info and read_info(sock.parent / LEGACY_INFO) is None else LEGACY
     if protocol == LEGACY:
         return Served(LEGACY, sock=sock)
+    if kind is not None and named and kind not in named:
+        raise UsageError(
+            f"--kind {kind.name} given, but {sock.name} is the socket of "
+            f"{' or '.join(k.name for k in named)}"
+        )
     if kind is not None:
         candidates = [kind]
     elif named:

@@ -329,9 +329,10 @@ class _SinkSession:
             try:
                 with call_errors():
                     return await asyncio.wait_for(self._batch(items), self._connection.timeout)
-            except CallError:
+            except CallError as error:
+                stream = self._stream
                 await self._reset()
-                raise
+                raise (ended_with(stream) if stream is not None else None) or error from None
 
     async def _batch(self, items: Iterable[Input]) -> Tuple[List[Response], List[UserMetadata]]:
         stream = self._stream or await self._open()

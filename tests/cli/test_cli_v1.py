@@ -240,4 +240,7 @@ def test_v1_run_picks_the_map_mode_of_the_kind_asked_for(tmp_path: Path) -> None
     code, outputs, err = run("run", udf, "-k", "map-stream", stdin="x y")
     assert code == 0, err
     assert [o["value"] for o in outputs] == ["x", "y"]
-    assert "(mapstream.sock) is ready" in err
+    assert (
+        "(mapstream.sock) is ready; sending the input as map-stream "
+        "(v1 protocol, Numaflow >= 1.4, MAP_MODE=stream-map)"
+    ) in err

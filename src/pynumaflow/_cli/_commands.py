@@ -67,6 +67,8 @@ async def _send(
 ) -> Tally:
     stream, out, err = streams
     generation = _GENERATION[target.served.protocol]
+    if target.served.protocol == V1 and kind.v1 is not None:  # e.g. the map mode
+        generation += "".join(f", {key}={value}" for key, value in kind.v1.metadata.items())
     print(
         f"pynumaflow: {target.label} ({sock.name}) is ready; sending the input as "
         f"{kind.name} ({generation})",

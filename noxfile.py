@@ -46,7 +46,9 @@ BETTERPROTO_TESTS = (
     "tests/api/test_imports.py",
     "tests/core/test_startup.py",
     "tests/api/test_testing_kit.py",
+    "tests/api/test_testing_kit_source.py",
     "tests/cli/test_cli_run.py",
+    "tests/cli/test_cli_pull.py",
     "tests/cli/test_probe.py",
     "examples/testing",
 )

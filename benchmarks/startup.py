@@ -74,7 +74,7 @@ def ready_once(runner: Runner, build: Build, api: str, workdir: Path) -> Tuple[f
         started = time.perf_counter()
         proc = subprocess.Popen(
             command,
-            env=build.env(runner.env(build.impl), workdir / "pycache"),
+            env=build.env(runner.env(build.impl, MAP, workdir), workdir / "pycache"),
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

@@ -51,6 +51,8 @@ def stubs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Module
         "sourcetransformer/v1/transform.proto",
         "reduce/v1/reduce.proto",
         "sink/v1/sink.proto",
+        "source/v1/source.proto",
+        "sideinput/v1/sideinput.proto",
     ]
     subprocess.run(
         [
@@ -82,6 +84,10 @@ def stubs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Module
             "sinkv1_pb2": importlib.import_module("sink.v1.sink_pb2"),
             "sinkv1_grpc": importlib.import_module("sink.v1.sink_pb2_grpc"),
             "common_pb2": importlib.import_module("common.metadata_pb2"),
+            "source_pb2": importlib.import_module("source.v1.source_pb2"),
+            "source_grpc": importlib.import_module("source.v1.source_pb2_grpc"),
+            "sideinput_pb2": importlib.import_module("sideinput.v1.sideinput_pb2"),
+            "sideinput_grpc": importlib.import_module("sideinput.v1.sideinput_pb2_grpc"),
         }
     finally:
         sys.path.remove(str(out))

@@ -156,7 +156,14 @@ def reference_python() -> Path:
             raise RuntimeError(f"pip install {' '.join(REQUIREMENTS)} failed:\n{output}")
         modules = ", ".join(
             f"pynumaflow.proto.{m}_pb2_grpc"
-            for m in ("mapper.map", "sourcetransformer.transform", "reducer.reduce", "sinker.sink")
+            for m in (
+                "mapper.map",
+                "sourcetransformer.transform",
+                "reducer.reduce",
+                "sinker.sink",
+                "sourcer.source",
+                "sideinput.sideinput",
+            )
         )
         subprocess.run(
             [str(python), "-I", "-c", f"import google.rpc.status_pb2, {modules}"],
@@ -217,7 +224,9 @@ class ReferenceClient:
         """Call IsReady, then hold one bidi conversation; return what the script printed.
 
         Args:
-            service: ``map``, ``sourcetransform``, ``reduce`` or ``sink``.
+            service: ``map``, ``sourcetransform``, ``reduce``, ``sink``, ``source-read``,
+                ``source-ack``, or a unary one (see the script): ``source-nack``,
+                ``source-pending``, ``source-partitions``, ``sideinput``.
             socket: the server's Unix socket.
             requests: the request messages in proto JSON, the handshake included.
             await_first: wait for the first response before sending the rest (as the

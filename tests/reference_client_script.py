@@ -4,7 +4,8 @@ Runs only in the reference virtualenv that ``reference_client.py`` builds (``pyt
 never imported into the test process, where our own ``pynumaflow`` lives). Reads one
 JSON object on stdin::
 
-    {"service": "map" | "sourcetransform" | "reduce" | "sink",
+    {"service": "map" | "sourcetransform" | "reduce" | "sink" | "source-read" | "source-ack"
+                | "source-nack" | "source-pending" | "source-partitions" | "sideinput",
      "socket": "/path/to/map.sock",
      "requests": [<request message in proto JSON>, ...],
      "await_first": true,        # wait for the first response before sending the rest
@@ -22,6 +23,10 @@ and prints one JSON object on stdout::
 Proto JSON is ``google.protobuf.json_format`` with the proto's field names: bytes are
 base64, Timestamps RFC 3339 strings, 64-bit integers strings, and a message field is
 present exactly when it was on the wire.
+
+The unary services (``source-nack``, ``source-pending``, ``source-partitions``,
+``sideinput``) make one call per request (``[]``: one call with an empty message) and
+stop at the first failure, whose status is the one printed.
 """
 
 import asyncio
@@ -44,6 +49,20 @@ SERVICES = {
     ),
     "reduce": ("pynumaflow.proto.reducer.reduce", "ReduceStub", "ReduceFn", "ReduceRequest"),
     "sink": ("pynumaflow.proto.sinker.sink", "SinkStub", "SinkFn", "SinkRequest"),
+    "source-read": ("pynumaflow.proto.sourcer.source", "SourceStub", "ReadFn", "ReadRequest"),
+    "source-ack": ("pynumaflow.proto.sourcer.source", "SourceStub", "AckFn", "AckRequest"),
+}
+# service -> (module, stub, unary method, request message or None for Empty)
+UNARY = {
+    "source-nack": ("pynumaflow.proto.sourcer.source", "SourceStub", "NackFn", "NackRequest"),
+    "source-pending": ("pynumaflow.proto.sourcer.source", "SourceStub", "PendingFn", None),
+    "source-partitions": ("pynumaflow.proto.sourcer.source", "SourceStub", "PartitionsFn", None),
+    "sideinput": (
+        "pynumaflow.proto.sideinput.sideinput",
+        "SideInputStub",
+        "RetrieveSideInput",
+        None,
+    ),
 }
 MAX_MESSAGE = 64 * 1024 * 1024
 
@@ -68,7 +87,36 @@ def status_details(trailing):
     return None
 
 
+async def call_unary(spec):
+    """One unary call per request (an Empty when the method takes one)."""
+    module, stub_name, method, request_name = UNARY[spec["service"]]
+    pb2 = importlib.import_module(module + "_pb2")
+    pb2_grpc = importlib.import_module(module + "_pb2_grpc")
+    message = getattr(pb2, request_name) if request_name else empty_pb2.Empty
+    async with grpc.aio.insecure_channel("unix://" + spec["socket"]) as channel:
+        stub = getattr(pb2_grpc, stub_name)(channel)
+        ready = await stub.IsReady(empty_pb2.Empty(), timeout=spec.get("timeout", 30))
+        responses, code, details, trailing = [], "OK", "", None
+        for request in spec["requests"] or [{}]:
+            call = getattr(stub, method)(json_format.ParseDict(request, message()))
+            try:
+                responses.append(await call)
+            except grpc.aio.AioRpcError as err:
+                code, details = err.code().name, err.details() or ""
+                trailing = err.trailing_metadata()
+                break
+        return {
+            "ready": ready.ready,
+            "responses": [to_json(r) for r in responses],
+            "code": code,
+            "details": details,
+            "status_details": status_details(trailing),
+        }
+
+
 async def converse(spec):
+    if spec["service"] in UNARY:
+        return await call_unary(spec)
     module, stub_name, method, request_name = SERVICES[spec["service"]]
     pb2 = importlib.import_module(module + "_pb2")
     pb2_grpc = importlib.import_module(module + "_pb2_grpc")

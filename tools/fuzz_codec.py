@@ -21,12 +21,14 @@ from pynumaflow._codec.legacy import sink as legacy_sink
 from pynumaflow._codec.v1 import map as map_codec
 from pynumaflow._codec.v1 import reduce as reduce_codec
 from pynumaflow._codec.v1 import sink as sink_codec
+from pynumaflow._codec.v1 import source as source_codec
 from pynumaflow._codec.wire import check_message
 from pynumaflow._proto import common
 from pynumaflow._proto.function import v1 as fn
 from pynumaflow._proto.map import v1 as map_v1
 from pynumaflow._proto.reduce import v1 as reduce
 from pynumaflow._proto.sink import v1 as sink
+from pynumaflow._proto.source import v1 as source
 from pynumaflow._proto.sourcetransformer import v1 as transform
 from pynumaflow._types.errors import CodecError
 
@@ -92,6 +94,24 @@ SEEDS = [
         )
     ),
     bytes(
+        source.ReadRequest(request=source.ReadRequestRequest(num_records=500, timeout_in_ms=1000))
+    ),
+    bytes(
+        source.AckRequest(
+            request=source.AckRequestRequest(offsets=[source.Offset(offset=b"1", partition_id=2)])
+        )
+    ),
+    bytes(
+        source.NackRequest(
+            request=[
+                source.NackRequestRequest(
+                    offsets=[source.Offset(offset=b"7", partition_id=0)],
+                    nack_options=common.NackOptions(reason="r", delay=5),
+                )
+            ]
+        )
+    ),
+    bytes(
         sink.SinkRequest(
             request=sink.SinkRequestRequest(
                 keys=["a"],
@@ -133,6 +153,9 @@ TARGETS: dict[str, Callable[[bytes], object]] = {
     "sourcetransformer.v1 SourceTransformRequest": map_codec.decode_transform_request,
     "reduce.v1 ReduceRequest": reduce_codec.decode_reduce_request,
     "sink.v1 SinkRequest": sink_codec.decode_sink_request,
+    "source.v1 ReadRequest": source_codec.decode_read_request,
+    "source.v1 AckRequest": source_codec.decode_ack_request,
+    "source.v1 NackRequest": source_codec.decode_nack_request,
     "well-formedness check": check_message,
 }
 

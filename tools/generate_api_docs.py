@@ -14,7 +14,14 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 OUTPUT = ROOT / "docs" / "api.md"
-MODULES = ["pynumaflow.function", "pynumaflow.sink", "pynumaflow.testing", "pynumaflow.errors"]
+MODULES = [
+    "pynumaflow.function",
+    "pynumaflow.sink",
+    "pynumaflow.sourcer",
+    "pynumaflow.sideinput",
+    "pynumaflow.testing",
+    "pynumaflow.errors",
+]
 
 HEADER = """\
 # API reference
@@ -116,6 +123,8 @@ def _kinds() -> list[str]:
     for family in FAMILIES:
         for kind in family.kinds:
             handler = f"`h({kind.params})`" + (" yielding" if kind.stream else "")
+            if kind.inspect is not None:  # not one callable: an object with handler methods
+                handler = kind.params
             legacy = "-"
             if family.legacy is not None and kind.legacy_method is not None:
                 legacy = f"`{kind.legacy_method}` on `{family.legacy.sock_name}`"

@@ -22,6 +22,8 @@ PROTOS = [
     "sourcetransformer/v1/transform.proto",
     "reduce/v1/reduce.proto",
     "sink/v1/sink.proto",
+    "source/v1/source.proto",
+    "sideinput/v1/sideinput.proto",
     "google/rpc/status.proto",
 ]
 DEFAULT_OUT = ROOT / "src" / "pynumaflow" / "_proto"

@@ -19,10 +19,10 @@ import queue
 import threading
 import time
 import traceback
-from collections.abc import AsyncGenerator, Awaitable, Iterator
+from collections.abc import AsyncGenerator, Awaitable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Callable, Deque, Optional
+from typing import Any, Callable, Deque, Dict, Optional
 
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
@@ -35,6 +35,7 @@ __all__ = [
     "HandlerErrors",
     "Invoker",
     "inspect_handler",
+    "inspect_methods",
     "note_progress",
     "settle",
 ]
@@ -77,7 +78,7 @@ def inspect_handler(name: str, func: object, params: str, *, stream: bool = Fals
     """
     if not callable(func):
         raise TypeError(f"{name} must be callable ({params}), got {type(func).__name__}")
-    arity = len(params.split(","))
+    arity = len([param for param in params.split(",") if param.strip()])
     try:
         signature = inspect.signature(func)
     except (TypeError, ValueError):  # some builtins have no signature: trust them
@@ -101,6 +102,32 @@ def inspect_handler(name: str, func: object, params: str, *, stream: bool = Fals
             )
         return Handler(name, func, is_async=False)
     return Handler(name, func, is_async=_is_async(func, inspect.iscoroutinefunction))
+
+
+def inspect_methods(
+    name: str, obj: object, methods: Mapping[str, str], *, need_async: Iterable[str] = ()
+) -> Dict[str, Handler]:
+    """Inspect the handler methods of an object (a Sourcer), each as :func:`inspect_handler`.
+
+    Args:
+        name: the constructor keyword the object came in by, for error messages.
+        obj: the object.
+        methods: its methods' names and their parameters, e.g. ``{"ack_handler": "request"}``.
+        need_async: the methods that must be ``async def``.
+
+    Raises:
+        TypeError: a method is missing, not callable, takes the wrong number of
+            parameters, or is not async where it must be.
+
+    """
+    handlers = {}
+    for method, params in methods.items():
+        label = f"{name}.{method}"
+        handler = inspect_handler(label, getattr(obj, method, None), params)
+        if method in need_async and not handler.is_async:
+            raise TypeError(f"{label} must be a coroutine function (async def)")
+        handlers[method] = handler
+    return handlers
 
 
 class HandlerErrors:

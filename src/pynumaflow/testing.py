@@ -47,10 +47,11 @@ from typing import Any, Callable, Dict, List, Literal, Mapping, Optional, Tuple,
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from pynumaflow._client.legacy import CallError, Connection, epoch_millis
+from pynumaflow._client.source import SideInputConnection, SourceConnection
 from pynumaflow._client.v1 import Input, Result, UserMetadata, V1Connection
 from pynumaflow._core.options import CONTAINER_TYPE_ENV, LEGACY, V1
 from pynumaflow._faces import kinds
-from pynumaflow._faces.kinds import FUNCTION, SINK_SERVER, Family, Kind
+from pynumaflow._faces.kinds import FUNCTION, SIDE_INPUT, SINK_SERVER, SOURCE, Family, Kind
 from pynumaflow._types.function import (
     Datum,
     DatumMetadata,
@@ -60,25 +61,38 @@ from pynumaflow._types.function import (
     MessageT,
     MessageTs,
 )
+from pynumaflow._types.sideinput import Response as SideInputResponse
 from pynumaflow._types.sink import Datum as SinkDatum
 from pynumaflow._types.sink import Responses
+from pynumaflow._types.source import Message as SourceMessage
+from pynumaflow._types.source import Offset, Sourcer
 from pynumaflow.function._servers import AsyncServer
+from pynumaflow.sideinput._servers import SideInputServer
 from pynumaflow.sink._servers import AsyncSink
+from pynumaflow.sourcer._servers import SourceAsyncServer
 
 __all__ = [
     "CallError",
     "FunctionClient",
     "ResultMessage",
     "ResultMessageT",
+    "SideInputClient",
     "SinkClient",
+    "SourceClient",
     "SyncFunctionClient",
+    "SyncSideInputClient",
     "SyncSinkClient",
+    "SyncSourceClient",
     "make_datum",
     "make_sink_datum",
     "serve_function",
     "serve_function_sync",
+    "serve_side_input",
+    "serve_side_input_sync",
     "serve_sink",
     "serve_sink_sync",
+    "serve_source",
+    "serve_source_sync",
 ]
 
 AnyHandler = Optional[Callable[..., Any]]
@@ -866,3 +880,190 @@ def serve_sink_sync(
         )
         with portal.wrap_async_context_manager(serving) as client:
             yield SyncSinkClient(client, portal)
+
+
+# --- Numaflow >= 1.4 kinds without a legacy protocol: source and side input --------------
+
+
+class SourceClient:
+    """Calls a source as the platform does: read, then ack or nack what was read."""
+
+    def __init__(self, connection: SourceConnection) -> None:
+        self._connection = connection
+
+    async def is_ready(self) -> bool:
+        """Whether the server answers IsReady with ``ready: true``."""
+        return await self._connection.is_ready()
+
+    async def read(self, num_records: int = 500, timeout_ms: int = 1000) -> List[SourceMessage]:
+        """One read request: the messages of the batch (times naive UTC), up to its EOT."""
+        return await self._connection.read(num_records, timeout_ms)
+
+    async def ack(self, offsets: Iterable[Union[Offset, SourceMessage]]) -> None:
+        """Acknowledge offsets (or the messages read): one AckRequest, its one answer."""
+        await self._connection.ack(_offsets_of(offsets))
+
+    async def nack(self, offsets: Iterable[Union[Offset, SourceMessage]]) -> None:
+        """Negatively acknowledge offsets (or messages), one request entry per offset."""
+        await self._connection.nack(_offsets_of(offsets))
+
+    async def pending(self) -> int:
+        """The source's pending count (negative: not available)."""
+        return await self._connection.pending()
+
+    async def partitions(self) -> Tuple[List[int], Optional[int]]:
+        """The active partitions, and the total partitions when the source reports one."""
+        return await self._connection.partitions()
+
+
+def _offsets_of(items: Iterable[Union[Offset, SourceMessage]]) -> List[Offset]:
+    return [item.offset if isinstance(item, SourceMessage) else item for item in items]
+
+
+class SideInputClient:
+    """Calls a side-input retriever as the platform's side-input manager does."""
+
+    def __init__(self, connection: SideInputConnection) -> None:
+        self._connection = connection
+
+    async def is_ready(self) -> bool:
+        """Whether the server answers IsReady with ``ready: true``."""
+        return await self._connection.is_ready()
+
+    async def retrieve(self) -> SideInputResponse:
+        """One RetrieveSideInput: the value, or ``no_broadcast`` set."""
+        return await self._connection.retrieve()
+
+
+def _v1_files(folder: Path, kind: Kind) -> Tuple[str, str]:
+    assert kind.v1 is not None
+    socket = kind.v1.sockets[0]
+    return str(folder / socket.sock), str(folder / socket.info)
+
+
+@contextlib.asynccontextmanager
+async def serve_source(
+    sourcer: Sourcer,
+    *,
+    max_threads: Optional[int] = None,
+    call_timeout: Optional[float] = _CALL_TIMEOUT,
+) -> AsyncIterator[SourceClient]:
+    """Serve a :class:`~pynumaflow.sourcer.Sourcer` on a temporary socket (source.v1).
+
+    Yields:
+        A client that reads, acks and nacks as the platform does.
+
+    """
+    with _socket_dir() as folder:
+        sock, info = _v1_files(folder, SOURCE)
+        server = SourceAsyncServer(
+            sourcer, sock_path=sock, max_threads=max_threads, server_info_file=info
+        )
+        async with server.running():
+            connection = SourceConnection(sock, call_timeout)
+            try:
+                yield SourceClient(connection)
+            finally:
+                connection.close()
+
+
+@contextlib.asynccontextmanager
+async def serve_side_input(
+    retriever: Callable[..., Any],
+    *,
+    max_threads: Optional[int] = None,
+    call_timeout: Optional[float] = _CALL_TIMEOUT,
+) -> AsyncIterator[SideInputClient]:
+    """Serve a side-input retriever on a temporary socket (sideinput.v1).
+
+    Yields:
+        A client that retrieves as the side-input manager does.
+
+    """
+    with _socket_dir() as folder:
+        sock, info = _v1_files(folder, SIDE_INPUT)
+        server = SideInputServer(
+            retriever, sock_path=sock, max_threads=max_threads, server_info_file=info
+        )
+        async with server.running():
+            connection = SideInputConnection(sock, call_timeout)
+            try:
+                yield SideInputClient(connection)
+            finally:
+                connection.close()
+
+
+class SyncSourceClient:
+    """:class:`SourceClient` for plain (sync) tests; see :func:`serve_source_sync`."""
+
+    def __init__(self, client: SourceClient, portal: BlockingPortal) -> None:
+        self._client = client
+        self._portal = portal
+
+    def is_ready(self) -> bool:
+        """Like :meth:`SourceClient.is_ready`."""
+        return self._portal.call(self._client.is_ready)
+
+    def read(self, num_records: int = 500, timeout_ms: int = 1000) -> List[SourceMessage]:
+        """Like :meth:`SourceClient.read`."""
+        return self._portal.call(self._client.read, num_records, timeout_ms)
+
+    def ack(self, offsets: Iterable[Union[Offset, SourceMessage]]) -> None:
+        """Like :meth:`SourceClient.ack`."""
+        self._portal.call(self._client.ack, offsets)
+
+    def nack(self, offsets: Iterable[Union[Offset, SourceMessage]]) -> None:
+        """Like :meth:`SourceClient.nack`."""
+        self._portal.call(self._client.nack, offsets)
+
+    def pending(self) -> int:
+        """Like :meth:`SourceClient.pending`."""
+        return self._portal.call(self._client.pending)
+
+    def partitions(self) -> Tuple[List[int], Optional[int]]:
+        """Like :meth:`SourceClient.partitions`."""
+        return self._portal.call(self._client.partitions)
+
+
+class SyncSideInputClient:
+    """:class:`SideInputClient` for plain (sync) tests; see :func:`serve_side_input_sync`."""
+
+    def __init__(self, client: SideInputClient, portal: BlockingPortal) -> None:
+        self._client = client
+        self._portal = portal
+
+    def is_ready(self) -> bool:
+        """Like :meth:`SideInputClient.is_ready`."""
+        return self._portal.call(self._client.is_ready)
+
+    def retrieve(self) -> SideInputResponse:
+        """Like :meth:`SideInputClient.retrieve`."""
+        return self._portal.call(self._client.retrieve)
+
+
+@contextlib.contextmanager
+def serve_source_sync(
+    sourcer: Sourcer,
+    *,
+    max_threads: Optional[int] = None,
+    call_timeout: Optional[float] = _CALL_TIMEOUT,
+) -> Iterator[SyncSourceClient]:
+    """Like :func:`serve_source`, for tests that are not async."""
+    with start_blocking_portal() as portal:
+        serving = serve_source(sourcer, max_threads=max_threads, call_timeout=call_timeout)
+        with portal.wrap_async_context_manager(serving) as client:
+            yield SyncSourceClient(client, portal)
+
+
+@contextlib.contextmanager
+def serve_side_input_sync(
+    retriever: Callable[..., Any],
+    *,
+    max_threads: Optional[int] = None,
+    call_timeout: Optional[float] = _CALL_TIMEOUT,
+) -> Iterator[SyncSideInputClient]:
+    """Like :func:`serve_side_input`, for tests that are not async."""
+    with start_blocking_portal() as portal:
+        serving = serve_side_input(retriever, max_threads=max_threads, call_timeout=call_timeout)
+        with portal.wrap_async_context_manager(serving) as client:
+            yield SyncSideInputClient(client, portal)

@@ -23,6 +23,8 @@ IDS = [str(p.relative_to(ROOT / "examples")) for p in EXAMPLES]
 # What serves each example: decides which vertex field must carry its image.
 SINKS = ("sink/",)
 TRANSFORMERS = ("function/mapt_event_time", "function/event_time_filter")
+SOURCES = ("source/",)
+RETRIEVERS = ("sideinput/threshold_retriever",)  # no vertex: the side-input manager runs it
 
 
 def test_every_example_folder_is_covered() -> None:
@@ -81,6 +83,8 @@ def vertex_images(vertex: dict[str, Any]) -> dict[str, str]:
         images["sink"] = vertex["sink"]["udsink"]["container"]["image"]
     if "transformer" in vertex.get("source", {}):
         images["transformer"] = vertex["source"]["transformer"]["container"]["image"]
+    if "udsource" in vertex.get("source", {}):
+        images["udsource"] = vertex["source"]["udsource"]["container"]["image"]
     return images
 
 
@@ -106,8 +110,22 @@ def test_pipeline_is_a_numaflow_pipeline_using_the_image(folder: Path) -> None:
     assert not {e["from"] for e in edges} & sinks
 
     name = str(folder.relative_to(ROOT / "examples"))
-    role = "sink" if name.startswith(SINKS) else "transformer" if name in TRANSFORMERS else "udf"
     tag = image_tag(folder / "Dockerfile")
+    if name in RETRIEVERS:
+        retrievers = [s["container"]["image"] for s in pipeline["spec"]["sideInputs"]]
+        assert retrievers == [tag]
+        listed = {n for v in vertices for n in v.get("sideInputs", [])}
+        assert listed == {s["name"] for s in pipeline["spec"]["sideInputs"]}
+        return
+    role = (
+        "sink"
+        if name.startswith(SINKS)
+        else "udsource"
+        if name.startswith(SOURCES)
+        else "transformer"
+        if name in TRANSFORMERS
+        else "udf"
+    )
     users = [v["name"] for v in vertices if vertex_images(v).get(role) == tag]
     assert len(users) == 1, f"expected one {role} vertex with image {tag}"
     if name.startswith("function/reduce"):
@@ -117,9 +135,10 @@ def test_pipeline_is_a_numaflow_pipeline_using_the_image(folder: Path) -> None:
 
 @pytest.mark.parametrize("folder", EXAMPLES, ids=IDS)
 def test_sample_input_and_expected_output_are_there(folder: Path) -> None:
-    """One sample input (input.txt or input.jsonl) and a non-empty expected.jsonl."""
+    """One sample input (input.txt or input.jsonl; none for a retriever) and expected.jsonl."""
     inputs = sorted(p.name for p in folder.glob("input.*"))
-    assert inputs in (["input.txt"], ["input.jsonl"])
+    name = str(folder.relative_to(ROOT / "examples"))
+    assert inputs in ([[]] if name in RETRIEVERS else (["input.txt"], ["input.jsonl"]))
     assert (folder / "expected.jsonl").read_text(encoding="utf-8").strip()
 
 

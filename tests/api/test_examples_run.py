@@ -25,10 +25,16 @@ def runs() -> dict[Path, tuple[int, str, str]]:
     """Every example's run, started all at once (each waits mostly on process start-up)."""
     procs = {}
     for folder in EXAMPLES:
-        (sample,) = folder.glob("input.*")
-        command = [sys.executable, "-m", "pynumaflow", "run", "example.py", "-i", sample.name, "-q"]
+        command = [sys.executable, "-m", "pynumaflow", "run", "example.py", "-q"]
+        # A side-input retriever reads no input; a source reads its own file.
+        command += [arg for sample in folder.glob("input.*") for arg in ("-i", sample.name)]
         procs[folder] = subprocess.Popen(
-            command, cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            command,
+            cwd=folder,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
     results = {}
     for folder, proc in procs.items():

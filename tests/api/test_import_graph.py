@@ -24,6 +24,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         (
             "pynumaflow.function",
             "pynumaflow.sink",
+            "pynumaflow.sourcer",
+            "pynumaflow.sideinput",
             "pynumaflow.testing",
             "pynumaflow.errors",
             "pynumaflow.__main__",

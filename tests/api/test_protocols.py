@@ -158,6 +158,9 @@ def test_role_without_a_handler_fails_naming_it(monkeypatch: pytest.MonkeyPatch)
     ):
         AsyncSink(sink)
     monkeypatch.setenv("NUMAFLOW_UD_CONTAINER_TYPE", "udsource")
+    with pytest.raises(ValueError, match="must serve source, which AsyncServer's handlers"):
+        AsyncServer(map_handler=echo)
+    monkeypatch.setenv("NUMAFLOW_UD_CONTAINER_TYPE", "udstore")  # the serving store
     with pytest.raises(ValueError, match="must serve a kind pynumaflow does not serve"):
         AsyncServer(map_handler=echo)
 

@@ -92,7 +92,7 @@ def test_map_prints_each_message_and_stops_the_script(tmp_path: Path, protocol: 
     ]
     assert outputs[2]["value"] == "plain"
     assert (
-        f"udf.py ({MAP_SOCK[protocol]}) is ready; sending the input as map ({GENERATION[protocol]})"
+        f"udf.py ({MAP_SOCK[protocol]}) is ready; sending the input as map ({GENERATION[protocol]}"
     ) in err
     assert "stopped udf.py with SIGTERM; it exited with code 0" in err
 

@@ -12,7 +12,9 @@ from pynumaflow._proto.function import v1 as function_v1
 from pynumaflow._proto.google import rpc
 from pynumaflow._proto.map import v1 as map_v1
 from pynumaflow._proto.reduce import v1 as reduce_v1
+from pynumaflow._proto.sideinput import v1 as sideinput_v1
 from pynumaflow._proto.sink import v1 as sink_v1
+from pynumaflow._proto.source import v1 as source_v1
 from pynumaflow._proto.sourcetransformer import v1 as transform_v1
 
 GENERATED = [
@@ -22,6 +24,8 @@ GENERATED = [
     (sink_v1.UserDefinedSinkBase, sink_v1.ReadyResponse),
     (sink_v1.SinkBase, sink_v1.ReadyResponse),
     (transform_v1.SourceTransformBase, transform_v1.ReadyResponse),
+    (source_v1.SourceBase, source_v1.ReadyResponse),
+    (sideinput_v1.SideInputBase, sideinput_v1.ReadyResponse),
 ]
 
 

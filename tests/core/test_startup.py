@@ -43,6 +43,8 @@ def imported_by(statement: str) -> set[str]:
     [
         ("from pynumaflow.function import Server, AsyncServer", "pynumaflow.sink._servers"),
         ("from pynumaflow.sink import Sink, AsyncSink", "pynumaflow.function._servers"),
+        ("from pynumaflow.sourcer import SourceAsyncServer", "pynumaflow.function._servers"),
+        ("from pynumaflow.sideinput import SideInputServer", "pynumaflow.sink._servers"),
     ],
 )
 def test_server_imports_no_extras(statement: str, other_servers: str) -> None:
@@ -57,6 +59,8 @@ def test_server_imports_no_extras(statement: str, other_servers: str) -> None:
     [
         "from pynumaflow.function import Server, AsyncServer",
         "from pynumaflow.sink import Sink, AsyncSink",
+        "from pynumaflow.sourcer import SourceAsyncServer",
+        "from pynumaflow.sideinput import SideInputServer, SideInputWatcher",
         "import pynumaflow._cli",
     ],
 )

@@ -92,7 +92,21 @@ def _common(parser: argparse.ArgumentParser, protocol_help: str) -> None:
         type=_positive_int,
         default=500,
         metavar="N",
-        help="sink: datums per SinkFn call (default 500, the platform's read batch size)",
+        help="sink: datums per SinkFn call; source: records per read (default 500, the "
+        "platform's read batch size)",
+    )
+    parser.add_argument(
+        "--reads",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="source: read requests to send, each batch acked; side-input: retrievals "
+        "(default 1). These kinds read no input",
+    )
+    parser.add_argument(
+        "--nack",
+        action="store_true",
+        help="source: nack each batch read instead of acking it",
     )
     parser.add_argument(
         "--concurrency",

@@ -21,8 +21,9 @@ from pynumaflow._cli._kinds import (
     wait_until_v1_ready,
 )
 from pynumaflow._cli._progress import Progress
+from pynumaflow._cli._pull import pull
 from pynumaflow._cli._script import Script
-from pynumaflow._cli._served import Served, role_for, served_by_socket
+from pynumaflow._cli._served import PULLED, Served, role_for, served_by_socket
 from pynumaflow._cli._source import open_input, records_of
 from pynumaflow._client.legacy import Connection
 from pynumaflow._client.v1 import V1Connection
@@ -120,8 +121,24 @@ async def _v1_session(
     elif args.kind is not None and args.kind not in sockets:
         choose_v1_kind(list(sockets), args.kind, streams[2])  # raises: not served
     sock = next(iter(sockets.values()))
+    pulled = [kind for kind in sockets if kind in PULLED]
+    if len(sockets) == 1 and pulled:
+        _, out, err = streams
+        return await pull(
+            pulled[0],
+            str(sock),
+            reads=args.reads,
+            batch_size=args.batch_size,
+            nack=args.nack,
+            timeout=args.timeout,
+            deadline=target.deadline,
+            out=out,
+            err=err,
+        )
     async with V1Connection(str(sock), args.timeout) as connection:
         kind = await wait_until_v1_ready(connection, list(sockets), target.deadline)
+        if kind in PULLED:  # found by its IsReady on a socket of another name
+            raise UsageError(f"the server on {sock} is a {kind.name}: give --kind {kind.name}")
         return await _send(args, target, V1Calls(connection), kind, sock, streams)
 
 

@@ -20,6 +20,7 @@ from pynumaflow._faces.kinds import FAMILIES, KINDS, Kind
 
 __all__ = [
     "LEGACY_INFO",
+    "PULLED",
     "SERVER_INFO_END",
     "Served",
     "read_info",
@@ -31,6 +32,8 @@ __all__ = [
 LEGACY_INFO = "server-info"
 SERVER_INFO_END = "U+005C__END__"
 LEGACY_SOCKETS = tuple(f.legacy.sock_name for f in FAMILIES if f.legacy is not None)
+PULLED = (kinds.SOURCE, kinds.SIDE_INPUT)
+"""The v1-only kinds ``pynumaflow run`` reads from instead of sending input to."""
 
 
 @dataclass(frozen=True)
@@ -165,25 +168,32 @@ def _service(named: list[Kind]) -> str:
     return SERVICES[named[0].name]
 
 
-_SINK = re.compile(r"\bpynumaflow\.sink(er)?\b|from\s+pynumaflow\s+import\s+[^\n]*\bsink(er)?\b")
-_TRANSFORMER = re.compile(r"\bpynumaflow\.sourcetransformer\b")
+# What a script's text says of its kind, first match first (a sketch: --kind decides).
+def _module(name: str) -> re.Pattern[str]:
+    return re.compile(rf"\bpynumaflow\.{name}\b|from\s+pynumaflow\s+import\s+[^\n]*\b{name}\b")
+
+
+_MODULES = (
+    (_module("sink(?:er)?"), kinds.SINK),
+    (_module("sourcer"), kinds.SOURCE),
+    (_module("sideinput"), kinds.SIDE_INPUT),
+    (_module("sourcetransformer"), kinds.MAPT),
+)
 _OTHER_FUNCTIONS = re.compile(r"\b(map_handler|map_stream_handler|reduce_handler)\b")
 
 
 def role_for(kind: Optional[Kind], script: str) -> str:
     """The ``$NUMAFLOW_UD_CONTAINER_TYPE`` a pod would run the script with.
 
-    From ``kind`` when given, else read from the script's text (never run): a sink
-    module means ``udsink``, the transformer module or a 0.4 function server given only
-    a ``mapt_handler`` means ``transformer``, anything else ``udf``.
+    From ``kind`` when given, else read from the script's text (never run): the sink,
+    source, side-input or transformer module means that kind's container type, and so
+    does a 0.4 function server given only a ``mapt_handler`` (``transformer``); anything
+    else is ``udf``.
     """
     if kind is None:
-        kind = kinds.MAP
-        if _SINK.search(script):
-            kind = kinds.SINK
-        elif _TRANSFORMER.search(script) or (
-            re.search(r"\bmapt_handler\b", script) and not _OTHER_FUNCTIONS.search(script)
-        ):
-            kind = kinds.MAPT
+        kind = next((k for pattern, k in _MODULES if pattern.search(script)), None)
+    if kind is None:
+        only_mapt = re.search(r"\bmapt_handler\b", script) and not _OTHER_FUNCTIONS.search(script)
+        kind = kinds.MAPT if only_mapt else kinds.MAP
     assert kind.v1 is not None  # every kind pynumaflow run sends has a v1 endpoint
     return kind.v1.sockets[0].role

@@ -57,6 +57,8 @@ SERVICES = {
     "mapt": "sourcetransformer.v1.SourceTransform",
     "reduce": "reduce.v1.Reduce",
     "sink": "sink.v1.Sink",
+    "source": "source.v1.Source",
+    "side-input": "sideinput.v1.SideInput",
 }
 """The v1 service of each kind, by its ``--kind`` name."""
 

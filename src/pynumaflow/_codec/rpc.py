@@ -35,6 +35,15 @@ SERVICES: Dict[str, Dict[str, Cardinality]] = {
     "reduce.v1.Reduce": {"ReduceFn": Cardinality.STREAM_STREAM, "IsReady": _UNARY},
     "sink.v1.UserDefinedSink": {"SinkFn": Cardinality.STREAM_UNARY, "IsReady": _UNARY},
     "sink.v1.Sink": {"SinkFn": Cardinality.STREAM_STREAM, "IsReady": _UNARY},
+    "source.v1.Source": {
+        "ReadFn": Cardinality.STREAM_STREAM,
+        "AckFn": Cardinality.STREAM_STREAM,
+        "NackFn": _UNARY,
+        "PendingFn": _UNARY,
+        "PartitionsFn": _UNARY,
+        "IsReady": _UNARY,
+    },
+    "sideinput.v1.SideInput": {"RetrieveSideInput": _UNARY, "IsReady": _UNARY},
     "sourcetransformer.v1.SourceTransform": {
         "SourceTransformFn": Cardinality.STREAM_STREAM,
         "IsReady": _UNARY,

@@ -143,9 +143,15 @@ class Facade:
                 )
             )
             legacy_paths = {options.sock_path, options.server_info_file}
+        # A v1-only server of one kind takes sock_path and server_info_file as its exact
+        # files, as pynumaflow 0.14.0's servers do.
+        exact = legacy is None and len(self.family.kinds) == 1
         for kind, v1, socket in self._v1_sockets():
             sock_path = options.v1_sock_dir / socket.sock
             info_path = options.v1_info_dir / socket.info
+            if exact:
+                sock_path = options.sock_path or sock_path
+                info_path = options.server_info_file or info_path
             clash = sorted(str(p) for p in legacy_paths & {sock_path, info_path})
             if clash:
                 _LOGGER.warning(
@@ -182,7 +188,11 @@ class Facade:
             f"{CONTAINER_TYPE_ENV}={role}, serving its role only"
             if role
             else f"{CONTAINER_TYPE_ENV} unset (Numaflow 0.8-0.9 or a local run), serving "
-            + " and ".join(p for p in (LEGACY, V1) if p in options.protocols),
+            + " and ".join(
+                p
+                for p in (LEGACY, V1)
+                if p in options.protocols and (p == V1 or self.family.legacy is not None)
+            ),
             options.max_threads,
         )
         for note in self._notes():

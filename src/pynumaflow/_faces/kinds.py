@@ -36,8 +36,12 @@ __all__ = [
     "MAP_MODE_ENV",
     "MAP_STREAM",
     "REDUCE",
+    "SIDE_INPUT",
+    "SIDE_INPUT_SERVER",
     "SINK",
     "SINK_SERVER",
+    "SOURCE",
+    "SOURCE_SERVER",
     "STREAM_MAP",
     "UNARY_MAP",
     "Family",
@@ -112,6 +116,8 @@ class Kind:
         stream: the handler yields its output (a generator) instead of returning it.
         legacy_method: its RPC on the family's legacy endpoint, or None.
         v1: where it is served on Numaflow >= 1.4, or None.
+        inspect: checks a handler that is not one callable (a Sourcer's methods); None
+            for one callable.
 
     """
 
@@ -121,6 +127,7 @@ class Kind:
     stream: bool
     legacy_method: Optional[str]
     v1: Optional[V1Endpoint]
+    inspect: Optional[Callable[[str, object], Handler]] = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -193,6 +200,28 @@ def _sink_v1(handler: Handler, invoker: Invoker, role: str, options: ServerOptio
     return SinkV1Service(
         handler, invoker, container_type=role, max_message_size=options.max_message_size
     )
+
+
+def _source_v1(handler: Handler, invoker: Invoker, role: str, options: ServerOptions) -> Service:
+    from pynumaflow._services.v1.source import SourceV1Service
+
+    return SourceV1Service(handler, invoker, container_type=role)
+
+
+def _side_input_v1(
+    handler: Handler, invoker: Invoker, role: str, options: ServerOptions
+) -> Service:
+    from pynumaflow._services.v1.sideinput import SideInputV1Service
+
+    return SideInputV1Service(handler, invoker, container_type=role)
+
+
+def _inspect_sourcer(keyword: str, sourcer: object) -> Handler:
+    from pynumaflow._invoke import Handler, inspect_methods
+    from pynumaflow._services.v1.source import SOURCER_METHODS
+
+    inspect_methods(keyword, sourcer, SOURCER_METHODS, need_async=("read_handler",))
+    return Handler(keyword, sourcer, is_async=True)  # type: ignore[arg-type]  # its methods are
 
 
 def function_handlers(handlers: Mapping[str, Handler]) -> FunctionHandlers:
@@ -293,6 +322,30 @@ SINK = Kind(
     ),
 )
 
+# Kinds new in v1 (no legacy endpoint), each served by a server class of its own.
+SOURCE = Kind(
+    "source",
+    "sourcer_instance",
+    "a `Sourcer` (read, ack, nack, pending, partitions handlers)",
+    stream=False,
+    legacy_method=None,
+    v1=V1Endpoint(
+        (V1Socket("source", "udsource", "source.sock", "sourcer-server-info"),), _source_v1
+    ),
+    inspect=_inspect_sourcer,
+)
+SIDE_INPUT = Kind(
+    "side-input",
+    "side_input_instance",
+    "",
+    stream=False,
+    legacy_method=None,
+    v1=V1Endpoint(
+        (V1Socket("side input", "udsi", "sideinput.sock", "sideinput-server-info"),),
+        _side_input_v1,
+    ),
+)
+
 FUNCTION = Family(
     "function",
     (MAP, MAPT, MAP_STREAM, REDUCE),
@@ -300,7 +353,10 @@ FUNCTION = Family(
 )
 SINK_SERVER = Family("sink", (SINK,), LegacyEndpoint("udsink.sock", "sink", _sink_legacy))
 
-FAMILIES: Tuple[Family, ...] = (FUNCTION, SINK_SERVER)
+SOURCE_SERVER = Family("source", (SOURCE,), legacy=None)
+SIDE_INPUT_SERVER = Family("side input", (SIDE_INPUT,), legacy=None)
+
+FAMILIES: Tuple[Family, ...] = (FUNCTION, SINK_SERVER, SOURCE_SERVER, SIDE_INPUT_SERVER)
 KINDS: Tuple[Kind, ...] = tuple(kind for family in FAMILIES for kind in family.kinds)
 
 
@@ -353,7 +409,9 @@ def inspect_handlers(
     handlers = {}
     for kind in kinds:
         func = given.get(kind.keyword)
-        if func is not None or len(kinds) == 1:
+        if kind.inspect is not None and (func is not None or len(kinds) == 1):
+            handlers[kind.name] = kind.inspect(kind.keyword, func)
+        elif func is not None or len(kinds) == 1:
             handlers[kind.name] = inspect_handler(
                 kind.keyword, func, kind.params, stream=kind.stream
             )

@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from pynumaflow._cli._served import role_for
+
 from procs import finish, start_script, wait_for_server_info
 from procs import run_cli as run
 from procs import write_script as script
@@ -244,3 +246,30 @@ def test_v1_run_picks_the_map_mode_of_the_kind_asked_for(tmp_path: Path) -> None
         "(mapstream.sock) is ready; sending the input as map-stream "
         "(v1 protocol, Numaflow >= 1.4, MAP_MODE=stream-map)"
     ) in err
+
+
+@pytest.mark.parametrize(
+    ("source", "role"),
+    [
+        ("from pynumaflow.mapper import MapServer\nMapServer(h).start()", "udf"),
+        ("from pynumaflow.reducer import ReduceAsyncServer\nReduceAsyncServer(R).start()", "udf"),
+        ("from pynumaflow.sinker import SinkServer\nSinkServer(h).start()", "udsink"),
+        ("from pynumaflow.sink import Sink\nSink(h).start()", "udsink"),
+        (
+            "from pynumaflow.sourcetransformer import SourceTransformServer\n"
+            "SourceTransformServer(h).start()",
+            "transformer",
+        ),
+        ("from pynumaflow.function import Server\nServer(mapt_handler=h).start()", "transformer"),
+        ("Server(map_handler=m, mapt_handler=t).start()", "udf"),
+        ("from pynumaflow.sideinput import SideInputWatcher\nServer(map_handler=m)", "udf"),
+        ("from pynumaflow.sideinput import SideInputServer\nSideInputServer(r).start()", "udsi"),
+        (
+            "from pynumaflow.sourcer import SourceAsyncServer\nSourceAsyncServer(s).start()",
+            "udsource",
+        ),
+    ],
+)
+def test_run_reads_the_pod_role_from_the_script(source: str, role: str) -> None:
+    """Without --kind, the container type comes from the server the script builds."""
+    assert role_for(None, source) == role

@@ -168,7 +168,18 @@ def _service(named: list[Kind]) -> str:
     return SERVICES[named[0].name]
 
 
-# What a script's text says of its kind, first match first (a sketch: --kind decides).
+# What a script's text says of its kind (a sketch: --kind decides): the server it
+# builds, else the function handlers it passes, else the modules it imports.
+_SERVERS = (
+    (re.compile(r"\b(?:Async)?Sink(?:Async)?(?:Server)?\s*\("), kinds.SINK),
+    (re.compile(r"\bSource(?:Async)?Server\s*\("), kinds.SOURCE),
+    (re.compile(r"\bSideInputServer\s*\("), kinds.SIDE_INPUT),
+    (re.compile(r"\bSourceTransform\w*Server\s*\("), kinds.MAPT),
+)
+_UDF_HANDLERS = re.compile(r"\b(?:map_handler|map_stream_handler|reduce_handler)\b")
+_MAPT_HANDLER = re.compile(r"\bmapt_handler\b")
+
+
 def _module(name: str) -> re.Pattern[str]:
     return re.compile(rf"\bpynumaflow\.{name}\b|from\s+pynumaflow\s+import\s+[^\n]*\b{name}\b")
 
@@ -176,24 +187,24 @@ def _module(name: str) -> re.Pattern[str]:
 _MODULES = (
     (_module("sink(?:er)?"), kinds.SINK),
     (_module("sourcer"), kinds.SOURCE),
-    (_module("sideinput"), kinds.SIDE_INPUT),
     (_module("sourcetransformer"), kinds.MAPT),
 )
-_OTHER_FUNCTIONS = re.compile(r"\b(map_handler|map_stream_handler|reduce_handler)\b")
 
 
 def role_for(kind: Optional[Kind], script: str) -> str:
     """The ``$NUMAFLOW_UD_CONTAINER_TYPE`` a pod would run the script with.
 
-    From ``kind`` when given, else read from the script's text (never run): the sink,
-    source, side-input or transformer module means that kind's container type, and so
-    does a 0.4 function server given only a ``mapt_handler`` (``transformer``); anything
-    else is ``udf``.
+    From ``kind`` when given, else read from the script's text (never run): the server
+    class it builds (a sink, source, side-input or transformer server), else the 0.4
+    handlers it passes (only a ``mapt_handler``: ``transformer``; another: ``udf``),
+    else the sink, source or transformer module it imports; anything else is ``udf``.
     """
     if kind is None:
+        kind = next((k for pattern, k in _SERVERS if pattern.search(script)), None)
+    if kind is None and _MAPT_HANDLER.search(script) and not _UDF_HANDLERS.search(script):
+        kind = kinds.MAPT
+    if kind is None and not _UDF_HANDLERS.search(script):
         kind = next((k for pattern, k in _MODULES if pattern.search(script)), None)
-    if kind is None:
-        only_mapt = re.search(r"\bmapt_handler\b", script) and not _OTHER_FUNCTIONS.search(script)
-        kind = kinds.MAPT if only_mapt else kinds.MAP
+    kind = kind or kinds.MAP
     assert kind.v1 is not None  # every kind pynumaflow run sends has a v1 endpoint
     return kind.v1.sockets[0].role

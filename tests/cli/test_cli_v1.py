@@ -273,3 +273,25 @@ def test_v1_run_picks_the_map_mode_of_the_kind_asked_for(tmp_path: Path) -> None
 def test_run_reads_the_pod_role_from_the_script(source: str, role: str) -> None:
     """Without --kind, the container type comes from the server the script builds."""
     assert role_for(None, source) == role
+
+
+def test_call_on_a_socket_of_another_name_reads_the_files_beside_it(tmp_path: Path) -> None:
+    """A legacy socket named by sock_path= is told by the legacy server-info beside it."""
+    source = (
+        "from pynumaflow.function import Server, Message, Messages\n"
+        f"Server(map_handler=lambda k, d: Messages(Message(d.value)), "
+        f"sock_path={str(tmp_path / 'mine.sock')!r}).start()\n"
+    )
+    proc = start_script(source, tmp_path)
+    try:
+        wait_for_server_info(proc, tmp_path / "server-info")
+        code, outputs, err = run("call", "--sock", str(tmp_path / "mine.sock"), stdin="x")
+        assert code == 0, err
+        assert outputs[0]["value"] == "x"
+        assert "(mine.sock) is ready; sending the input as map (legacy protocol" in err
+        code, outputs, err = run("call", "--sock", str(tmp_path / "map.sock"), stdin="y")
+        assert code == 0, err
+        assert "(map.sock) is ready; sending the input as map (v1 protocol" in err
+    finally:
+        proc.terminate()
+        finish(proc)

@@ -220,15 +220,13 @@ def test_v1_sink_shows_fallback_serve_and_on_success(tmp_path: Path) -> None:
     assert outputs == [
         {"id": "1", "success": True, "err": None},
         {"id": "2", "success": False, "err": None, "status": "fallback"},
-        {"id": "3", "success": True, "err": None, "status": "serve", "value": "stored"},
+        {"id": "3", "success": True, "err": None, "status": "serve", "serve_response": "stored"},
         {
             "id": "4",
             "success": True,
             "err": None,
             "status": "on_success",
-            "value": "new",
-            "keys": ["k2"],
-            "user_metadata": {"g": {"a": "b"}},
+            "on_success_msg": {"keys": ["k2"], "value": "new", "user_metadata": {"g": {"a": "b"}}},
         },
         {"id": "5", "success": False, "err": "no"},
     ]

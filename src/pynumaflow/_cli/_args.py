@@ -26,7 +26,7 @@ input lines: a JSON object {"value": "text"} or {"value_b64": "..."}, with optio
 stdout: keys, value (or value_b64 if not UTF-8), tags, event_time for map, mapt and
 map-stream (and window_start, window_end for reduce), on v1 headers and user_metadata
 when there are any; id, success, err for sink, on v1 also status (fallback, serve,
-on_success) with the serve payload or on-success message (value, keys, user_metadata).
+on_success) with serve_response or on_success_msg (keys, value, user_metadata).
 """
 
 

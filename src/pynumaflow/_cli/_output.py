@@ -24,11 +24,12 @@ def format_time(moment: datetime) -> str:
     return aware.replace(tzinfo=None).isoformat(timespec=spec) + "Z"
 
 
-def _value_fields(value: bytes) -> dict[str, str]:
+def _value_fields(value: bytes, name: str = "value") -> dict[str, str]:
+    """``{name: text}``, or ``{name_b64: base64}`` when the bytes are not UTF-8."""
     try:
-        return {"value": value.decode("utf-8")}
+        return {name: value.decode("utf-8")}
     except UnicodeDecodeError:
-        return {"value_b64": base64.b64encode(value).decode("ascii")}
+        return {f"{name}_b64": base64.b64encode(value).decode("ascii")}
 
 
 def _extras(
@@ -79,15 +80,18 @@ def response_line(response: Response, user_metadata: Optional[UserMetadata] = No
     """One sink response: ``id``, ``success`` and ``err`` (``null`` on success).
 
     A Numaflow >= 1.4 response beyond success and failure adds ``status``
-    (``fallback``, ``serve`` or ``on_success``), and the serve payload or the
-    on-success message as ``value`` (or ``value_b64``), ``keys`` and ``user_metadata``.
+    (``fallback``, ``serve`` or ``on_success``), and the ``serve_response`` payload or
+    the ``on_success_msg`` (``keys``, ``value`` or ``value_b64``, ``user_metadata``),
+    as sink.v1 names them.
     """
     line: dict[str, Any] = {"id": response.id, "success": response.success, "err": response.err}
     if response.status is not None:
         line["status"] = response.status
-    if response.value is not None:
-        line.update(_value_fields(response.value))
-    if response.keys is not None:
-        line["keys"] = list(response.keys)
-    _extras(line, None, user_metadata or {})
+    if response.value is not None and response.status == "serve":
+        line.update({f"serve_response{k[5:]}": v for k, v in _value_fields(response.value).items()})
+    elif response.value is not None:
+        message: dict[str, Any] = {"keys": list(response.keys or ())}
+        message.update(_value_fields(response.value))
+        _extras(message, None, user_metadata or {})
+        line["on_success_msg"] = message
     return json.dumps(line, ensure_ascii=False)

@@ -12,7 +12,7 @@ from pynumaflow._client.v1 import Result, UserMetadata
 from pynumaflow._types.function import IntervalWindow, Message, MessageT
 from pynumaflow._types.sink import Response
 
-__all__ = ["format_time", "message_line", "response_line"]
+__all__ = ["bytes_fields", "format_time", "message_line", "response_line"]
 
 UTC = timezone.utc
 
@@ -24,7 +24,7 @@ def format_time(moment: datetime) -> str:
     return aware.replace(tzinfo=None).isoformat(timespec=spec) + "Z"
 
 
-def _value_fields(value: bytes, name: str = "value") -> dict[str, str]:
+def bytes_fields(name: str, value: bytes) -> dict[str, str]:
     """``{name: text}``, or ``{name_b64: base64}`` when the bytes are not UTF-8."""
     try:
         return {name: value.decode("utf-8")}
@@ -62,7 +62,7 @@ def message_line(
         headers: the headers the platform gives it (its input's), shown as ``headers``.
 
     """
-    line: dict[str, Any] = {"keys": list(message.keys), **_value_fields(message.value)}
+    line: dict[str, Any] = {"keys": list(message.keys), **bytes_fields("value", message.value)}
     line["tags"] = list(message.tags)
     own = message.event_time if isinstance(message, (MessageT, Result)) else None
     if event_time is None and isinstance(own, datetime):
@@ -88,10 +88,10 @@ def response_line(response: Response, user_metadata: Optional[UserMetadata] = No
     if response.status is not None:
         line["status"] = response.status
     if response.value is not None and response.status == "serve":
-        line.update({f"serve_response{k[5:]}": v for k, v in _value_fields(response.value).items()})
+        line.update(bytes_fields("serve_response", response.value))
     elif response.value is not None:
         message: dict[str, Any] = {"keys": list(response.keys or ())}
-        message.update(_value_fields(response.value))
+        message.update(bytes_fields("value", response.value))
         _extras(message, None, user_metadata or {})
         line["on_success_msg"] = message
     return json.dumps(line, ensure_ascii=False)

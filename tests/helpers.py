@@ -197,3 +197,35 @@ def describe(keys: list[str], values: list[bytes], md: Metadata) -> bytes:
             "end": window.end.isoformat(),
         }
     ).encode()
+
+
+class Peak:
+    """Counts how many calls run at once (thread-safe)."""
+
+    def __init__(self) -> None:
+        self.now = 0
+        self.peak = 0
+        self.threads: set[str] = set()
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> None:
+        with self._lock:
+            self.now += 1
+            self.peak = max(self.peak, self.now)
+            self.threads.add(threading.current_thread().name)
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self.now -= 1
+
+
+def blocking_echo(peak: Peak, seconds: float) -> Callable[[list[str], Any], Any]:
+    """A sync map handler blocking ``seconds`` under ``peak``, echoing the datum's value."""
+    from pynumaflow.function import Message, Messages
+
+    def blocking(keys: list[str], datum: Any) -> Messages:
+        with peak:
+            time.sleep(seconds)
+        return Messages(Message(datum.value))
+
+    return blocking

@@ -36,6 +36,16 @@ class Outcome:
     reset: bool = False  # the server sent RST_STREAM
     ended: bool = False
     body: bytearray = field(default_factory=bytearray)
+    data_frames: int = 0  # DATA frames with a payload
+
+    def messages(self) -> list[bytes]:
+        """The gRPC messages of the body."""
+        found, pos = [], 0
+        while pos < len(self.body):
+            (length,) = struct.unpack_from(">I", self.body, pos + 1)
+            found.append(bytes(self.body[pos + 5 : pos + 5 + length]))
+            pos += 5 + length
+        return found
 
 
 class RawConnection:
@@ -139,6 +149,7 @@ class RawConnection:
                     outcome.message = unquote(value)
         elif isinstance(event, h2.events.DataReceived):
             outcome.body += event.data or b""
+            outcome.data_frames += bool(event.data)
             self.conn.acknowledge_received_data(event.flow_controlled_length, stream_id)
         elif isinstance(event, h2.events.StreamEnded):
             outcome.ended = True

@@ -150,9 +150,14 @@ TARGETS: dict[str, Callable[[bytes], object]] = {
     "function.v1 DatumRequest": legacy_function.decode_datum_request,
     "sink.v1 DatumRequest": legacy_sink.decode_sink_datum_request,
     "map.v1 MapRequest": map_codec.decode_map_request,
+    "map.v1 MapRequest (modern API)": map_codec.decode_map_request_own,
     "sourcetransformer.v1 SourceTransformRequest": map_codec.decode_transform_request,
+    "sourcetransformer.v1 SourceTransformRequest (modern API)": (
+        map_codec.decode_transform_request_own
+    ),
     "reduce.v1 ReduceRequest": reduce_codec.decode_reduce_request,
     "sink.v1 SinkRequest": sink_codec.decode_sink_request,
+    "sink.v1 SinkRequest (modern API)": sink_codec.decode_sink_request_own,
     "source.v1 ReadRequest": source_codec.decode_read_request,
     "source.v1 AckRequest": source_codec.decode_ack_request,
     "source.v1 NackRequest": source_codec.decode_nack_request,

@@ -21,6 +21,13 @@ MODULES = [
     "pynumaflow.sideinput",
     "pynumaflow.testing",
     "pynumaflow.errors",
+    "pynumaflow",
+    "pynumaflow.mapper",
+    "pynumaflow.mapstreamer",
+    "pynumaflow.sourcetransformer",
+    "pynumaflow.reducer",
+    "pynumaflow.sinker",
+    "pynumaflow.shared",
 ]
 
 HEADER = """\
@@ -108,19 +115,20 @@ def _entry(name: str, obj: Any) -> list[str]:
 
 def _kinds() -> list[str]:
     """The kind table (pynumaflow._faces.kinds) as a Markdown table."""
-    from pynumaflow._faces.kinds import FAMILIES
+    from pynumaflow._faces.kinds import FAMILIES, MODERN_FAMILIES
 
     lines = [
         "## Kinds",
         "",
         "Every kind a server serves, from the kind table (`pynumaflow._faces.kinds`). On v1",
         "a container serves the socket of its `NUMAFLOW_UD_CONTAINER_TYPE` role (unset: the",
-        "first one listed).",
+        "first one listed). The 0.4 API's servers (`function`, `sink`) serve both generations;",
+        "the modern API's (`pynumaflow.<server>`) serve v1 only.",
         "",
         "| kind | server | keyword | handler | legacy (Numaflow 0.8-0.9) | v1 (Numaflow >= 1.4) |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
-    for family in FAMILIES:
+    for family in (*FAMILIES, *MODERN_FAMILIES):
         for kind in family.kinds:
             handler = f"`h({kind.params})`" + (" yielding" if kind.stream else "")
             if kind.inspect is not None:  # not one callable: an object with handler methods

@@ -22,7 +22,7 @@ import traceback
 from collections.abc import AsyncGenerator, Awaitable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Callable, Deque, Dict, Optional
+from typing import Any, Callable, Deque, Dict, Optional, Union
 
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
@@ -51,18 +51,31 @@ _HANDLER_EXITS = (SystemExit, KeyboardInterrupt)
 
 @dataclass(frozen=True)
 class Handler:
-    """A user handler, inspected once: its keyword name, the callable, and its kind."""
+    """A user handler, inspected once: its keyword name, the callable, and its kind.
+
+    ``own_metadata``: its results carry their own user metadata (the modern API)
+    instead of the request's (the 0.4 API).
+    """
 
     name: str
     func: Callable[..., Any]
     is_async: bool
+    own_metadata: bool = False
 
 
 def _is_async(func: Callable[..., Any], predicate: Callable[[Any], bool]) -> bool:
     return predicate(func) or predicate(getattr(func, "__call__", None))  # noqa: B004
 
 
-def inspect_handler(name: str, func: object, params: str, *, stream: bool = False) -> Handler:
+def inspect_handler(
+    name: str,
+    func: object,
+    params: str,
+    *,
+    stream: bool = False,
+    call: Optional[Callable[..., Any]] = None,
+    own_metadata: bool = False,
+) -> Handler:
     """Check a handler's shape and decide whether it is async.
 
     Args:
@@ -71,6 +84,9 @@ def inspect_handler(name: str, func: object, params: str, *, stream: bool = Fals
         params: its expected parameters, e.g. ``"keys, datum"``.
         stream: whether it produces a stream (map stream): then it must be an async
             generator function, or a sync callable returning an iterable.
+        call: what the server calls instead of ``func`` (a face's adapter around it,
+            returning what ``func`` returns: a value, a coroutine or a generator).
+        own_metadata: see :class:`Handler`.
 
     Raises:
         TypeError: the handler is not callable or cannot take the arguments.
@@ -92,16 +108,17 @@ def inspect_handler(name: str, func: object, params: str, *, stream: bool = Fals
                 f"{name} must accept {arity} positional arguments ({params}); "
                 f"{label}{signature} does not"
             ) from None
+    target = func if call is None else call
     if stream:
         if _is_async(func, inspect.isasyncgenfunction):
-            return Handler(name, func, is_async=True)
+            return Handler(name, target, True, own_metadata)
         if _is_async(func, inspect.iscoroutinefunction):
             raise TypeError(
                 f"{name} must be an async generator function (async def with yield) "
                 "or a sync generator; got a coroutine function"
             )
-        return Handler(name, func, is_async=False)
-    return Handler(name, func, is_async=_is_async(func, inspect.iscoroutinefunction))
+        return Handler(name, target, False, own_metadata)
+    return Handler(name, target, _is_async(func, inspect.iscoroutinefunction), own_metadata)
 
 
 def inspect_methods(
@@ -195,7 +212,13 @@ class _Completions:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self._lock = threading.Lock()
-        self._done: list[tuple[asyncio.Future[Any], Optional[BaseException], Any]] = []
+        self._done: list[
+            tuple[
+                Union[asyncio.Future[Any], Callable[[Optional[BaseException], Any], None]],
+                Optional[BaseException],
+                Any,
+            ]
+        ] = []
         self._wake_pending = False
 
     def runner(
@@ -218,8 +241,33 @@ class _Completions:
 
         return run
 
+    def each_runner(
+        self,
+        context: contextvars.Context,
+        func: Callable[..., Any],
+        done: Callable[[int, Optional[BaseException], Any], None],
+        wanted: Callable[[], bool],
+    ) -> Callable[[int, tuple[Any, ...]], None]:
+        """What the pool runs for call ``index`` of :meth:`Invoker.call_each`."""
+
+        def run(index: int, args: tuple[Any, ...]) -> None:
+            if not wanted():  # the caller gave up while this waited for a thread
+                return
+            error: Optional[BaseException] = None
+            result = None
+            try:
+                result = context.copy().run(func, *args)
+            except BaseException as err:
+                error = err
+            self._put(functools.partial(done, index), error, result)
+
+        return run
+
     def _put(
-        self, future: asyncio.Future[Any], error: Optional[BaseException], result: Any
+        self,
+        future: Union[asyncio.Future[Any], Callable[[Optional[BaseException], Any], None]],
+        error: Optional[BaseException],
+        result: Any,
     ) -> None:
         with self._lock:
             self._done.append((future, error, result))
@@ -234,6 +282,9 @@ class _Completions:
             done, self._done = self._done, []
             self._wake_pending = False
         for future, error, result in done:
+            if not isinstance(future, asyncio.Future):
+                future(error, result)
+                continue
             if future.cancelled():
                 continue
             if error is None:
@@ -370,6 +421,31 @@ class _Pool:
                 self._threads.append(thread)
                 thread.start()
 
+    def submit_many(self, jobs: list[Callable[[], None]]) -> None:
+        """Queue ``jobs`` as at most ``max_threads`` jobs that take them in turn.
+
+        One job (a thread hop, a wake-up of the loop) per handler call was the largest
+        cost of a sync handler's map.v1 request; threads that take the calls of a batch
+        one after the other still run up to ``max_threads`` of them at once.
+        """
+        batch = collections.deque(jobs)
+        with self._lock:
+            self.waiting += len(jobs)
+
+        def take_in_turn() -> None:
+            while not self._closed:
+                try:
+                    job = batch.popleft()
+                except IndexError:
+                    return
+                with self._lock:
+                    self.waiting -= 1
+                    self.progress = time.monotonic()
+                job()
+
+        for _ in range(min(len(jobs), self._max)):
+            self.submit(take_in_turn)
+
     def _work(self) -> None:
         _WORKER.pool = self
         me = threading.current_thread()
@@ -486,6 +562,28 @@ class Invoker:
         run = completions.runner(future, context, func)
         (via or self._pool.submit)(functools.partial(run, *args))
         return future
+
+    def call_each(
+        self,
+        handler: Handler,
+        calls: list[tuple[Any, ...]],
+        done: Callable[[int, Optional[BaseException], Any], None],
+        wanted: Callable[[], bool],
+    ) -> None:
+        """Call a sync unary handler with each argument tuple of ``calls``, in the pool.
+
+        ``done(index, error, result)`` runs on the loop as each call ends (their ends
+        handed over in batches, as for :meth:`call`); a call not yet started is skipped
+        once ``wanted()`` is false. The calls make a few pool jobs rather than one each
+        (``_Pool.submit_many``).
+        """
+        assert not handler.is_async
+        loop = asyncio.get_running_loop()
+        completions = self._completions
+        if completions is None or completions.loop is not loop:
+            completions = self._completions = _Completions(loop)
+        run = completions.each_runner(contextvars.copy_context(), handler.func, done, wanted)
+        self._pool.submit_many([functools.partial(run, i, args) for i, args in enumerate(calls)])
 
     def stalled(self) -> Optional[str]:
         """Why the pool is stalled, or None: calls wait for a thread and none moved lately.

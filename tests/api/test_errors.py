@@ -15,6 +15,7 @@ def test_exports_exactly_the_public_errors() -> None:
         "FeedAborted",
         "SocketPathError",
         "WorkerExitedError",
+        "persist_critical_error",
     ]
     assert issubclass(pynumaflow.errors.SocketPathError, OSError)
     assert issubclass(pynumaflow.errors.WorkerExitedError, RuntimeError)

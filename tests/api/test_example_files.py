@@ -21,8 +21,12 @@ from conftest import ROOT
 EXAMPLES = sorted(p.parent for p in (ROOT / "examples").glob("*/*/Dockerfile"))
 IDS = [str(p.relative_to(ROOT / "examples")) for p in EXAMPLES]
 # What serves each example: decides which vertex field must carry its image.
-SINKS = ("sink/",)
-TRANSFORMERS = ("function/mapt_event_time", "function/event_time_filter")
+SINKS = ("sink/", "modern/sink_")
+TRANSFORMERS = (
+    "function/mapt_event_time",
+    "function/event_time_filter",
+    "modern/transformer_event_time",
+)
 SOURCES = ("source/",)
 RETRIEVERS = ("sideinput/threshold_retriever",)  # no vertex: the side-input manager runs it
 
@@ -128,7 +132,7 @@ def test_pipeline_is_a_numaflow_pipeline_using_the_image(folder: Path) -> None:
     )
     users = [v["name"] for v in vertices if vertex_images(v).get(role) == tag]
     assert len(users) == 1, f"expected one {role} vertex with image {tag}"
-    if name.startswith("function/reduce"):
+    if name.startswith(("function/reduce", "modern/reduce")):
         (reducer,) = [v for v in vertices if v["name"] == users[0]]
         assert "fixed" in reducer["udf"]["groupBy"]["window"]
 

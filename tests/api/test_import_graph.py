@@ -26,6 +26,12 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "pynumaflow.sink",
             "pynumaflow.sourcer",
             "pynumaflow.sideinput",
+            "pynumaflow.mapper",
+            "pynumaflow.mapstreamer",
+            "pynumaflow.sourcetransformer",
+            "pynumaflow.reducer",
+            "pynumaflow.sinker",
+            "pynumaflow.shared",
             "pynumaflow.testing",
             "pynumaflow.errors",
             "pynumaflow.__main__",
@@ -38,7 +44,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("invoker", ("pynumaflow._invoke",)),
     ("core", ("pynumaflow._core",)),
     ("codec", ("pynumaflow._codec",)),
-    # The package itself holds only the version literal.
+    # The package itself holds only the version literal and setup_logging (stdlib only).
     ("types", ("pynumaflow._types", "pynumaflow")),
     ("generated", ("pynumaflow._proto",)),
 ]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from types import ModuleType
 from typing import Any
@@ -13,29 +12,9 @@ import pytest
 
 from pynumaflow.function import Datum, Message, Messages
 
-from helpers import datum_request, serving
+from helpers import Peak, blocking_echo, datum_request, serving
 
 pytestmark = pytest.mark.anyio
-
-
-class Peak:
-    """Counts how many calls run at once (thread-safe)."""
-
-    def __init__(self) -> None:
-        self.now = 0
-        self.peak = 0
-        self.threads: set[str] = set()
-        self._lock = threading.Lock()
-
-    def __enter__(self) -> None:
-        with self._lock:
-            self.now += 1
-            self.peak = max(self.peak, self.now)
-            self.threads.add(threading.current_thread().name)
-
-    def __exit__(self, *exc: object) -> None:
-        with self._lock:
-            self.now -= 1
 
 
 async def test_500_async_calls_run_concurrently_on_one_connection(
@@ -66,13 +45,7 @@ async def test_16_blocking_sync_handlers_run_in_parallel(
 ) -> None:
     """16 sync handlers blocking 100 ms each run side by side in a pool of 16 threads."""
     peak = Peak()
-
-    def blocking(keys: list[str], datum: Datum) -> Messages:
-        with peak:
-            time.sleep(0.1)
-        return Messages(Message(datum.value))
-
-    async with serving(sock_path, info_path, map_handler=blocking, max_threads=16):
+    async with serving(sock_path, info_path, map_handler=blocking_echo(peak, 0.1), max_threads=16):
         started = time.monotonic()
         await asyncio.gather(*(fn_stub.MapFn(datum_request(fn_pb2)) for _ in range(16)))
         elapsed = time.monotonic() - started

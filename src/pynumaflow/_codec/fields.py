@@ -36,13 +36,16 @@ __all__ = [
     "DELIVERY",
     "HEADER",
     "ID",
+    "METADATA",
     "USER_METADATA",
     "RequestFields",
     "RequestLayout",
     "decode_flag",
+    "decode_metadata",
     "decode_request",
     "decode_string_map_entry",
     "decode_time_wrapper",
+    "encode_user_metadata",
     "new_datum",
     "new_sink_datum",
     "read_length",
@@ -87,9 +90,10 @@ def _decode_time_wrapper_slow(
 
 # --- the request fields ---------------------------------------------------------------------
 
-ID, HEADER, USER_METADATA, DELIVERY = range(4)
+ID, HEADER, USER_METADATA, DELIVERY, METADATA = range(5)
 """What a request field after the watermark holds: the id (a string), one headers
-entry, a common.Metadata (its user metadata is kept), function.v1's delivery Metadata."""
+entry, a common.Metadata (its user metadata is kept), function.v1's delivery Metadata,
+a common.Metadata kept whole (the modern API reads its user and system metadata)."""
 
 
 @dataclass(frozen=True)
@@ -98,7 +102,7 @@ class RequestLayout:
 
     Attributes:
         name: the request message's name, for errors.
-        extra: field number -> ID, HEADER, USER_METADATA or DELIVERY.
+        extra: field number -> ID, HEADER, USER_METADATA, DELIVERY or METADATA.
         wrapped_times: fields 3 and 4 are EventTime/Watermark messages wrapping a
             Timestamp (the legacy protocols), not bare Timestamps (v1).
 
@@ -210,6 +214,9 @@ def decode_request(
                 decode_string_map_entry(data, pos, end, headers)
             elif role == USER_METADATA:
                 user_metadata += user_metadata_of(data, pos, end)
+            elif role == METADATA:
+                user_metadata_of(data, pos, end)  # malformed: refused here, as above
+                user_metadata += data[pos:end]  # occurrences merge: concatenated
             # else: a field between known ones that this layout does not use: skipped.
         pos = end
     if pos != size:  # an unknown field ran past the message's end
@@ -380,3 +387,83 @@ def result_metadata(tag: bytes, user_metadata: bytes) -> bytes:
     if not user_metadata:
         return b""
     return tag + varint(len(user_metadata)) + user_metadata
+
+
+MetadataGroups = Dict[str, Dict[str, bytes]]
+"""Metadata by group name, then key."""
+
+
+def decode_metadata(raw: bytes) -> Tuple[MetadataGroups, MetadataGroups]:
+    """The user and the system metadata groups of a common.Metadata body.
+
+    ``raw`` may also be the user entries alone that :func:`user_metadata_of` kept.
+    Each group is a ``map<string, KeyValueGroup>`` entry, ``{1 group, 2
+    KeyValueGroup{1 key_value: map<string, bytes>}}``: system groups at field 2, user
+    groups at field 3.
+
+    Raises:
+        CodecError: the bytes are not such a message.
+
+    """
+    user: MetadataGroups = {}
+    system: MetadataGroups = {}
+    try:
+        for field, entry in _length_fields(raw, 0, len(raw), "Metadata"):
+            if field not in (2, 3):
+                continue
+            name, values = "", {}
+            for entry_field, part in _length_fields(entry, 0, len(entry), "metadata entry"):
+                if entry_field == 1:
+                    name = part.decode()
+                elif entry_field == 2:
+                    values = _decode_key_values(part)
+            (user if field == 3 else system).setdefault(name, {}).update(values)
+    except UnicodeDecodeError as err:
+        raise CodecError(f"metadata is not valid UTF-8: {err}") from None
+    return user, system
+
+
+def _decode_key_values(body: bytes) -> Dict[str, bytes]:
+    """KeyValueGroup{1 key_value: map<string, bytes>}."""
+    values: Dict[str, bytes] = {}
+    for field, entry in _length_fields(body, 0, len(body), "KeyValueGroup"):
+        if field == 1:
+            key, value = "", b""
+            for entry_field, part in _length_fields(entry, 0, len(entry), "key_value entry"):
+                if entry_field == 1:
+                    key = part.decode()
+                elif entry_field == 2:
+                    value = part
+            values[key] = value
+    return values
+
+
+def _length_fields(data: bytes, pos: int, end: int, what: str) -> List[Tuple[int, bytes]]:
+    """The length-delimited fields of the message in data[pos:end]; others are skipped."""
+    found = []
+    while pos < end:
+        tag, pos = read_varint(data, pos)
+        if tag & 7 != 2:
+            pos = skip_field(data, pos, tag & 7, tag >> 3)
+            continue
+        start, pos = read_length(data, pos, end, what)
+        found.append((tag >> 3, data[start:pos]))
+    if pos != end:
+        raise CodecError(f"{what} overruns its enclosing message")
+    return found
+
+
+def encode_user_metadata(groups: Mapping[str, Mapping[str, bytes]]) -> bytes:
+    """Encode user metadata groups as a common.Metadata body (its field 3 entries)."""
+    out: List[bytes] = []
+    for name, values in groups.items():
+        group = b"".join(
+            _entry(b"\x0a", _entry(b"\x0a", key.encode()) + _entry(b"\x12", value))
+            for key, value in values.items()
+        )
+        out.append(_entry(b"\x1a", _entry(b"\x0a", name.encode()) + _entry(b"\x12", group)))
+    return b"".join(out)
+
+
+def _entry(tag: bytes, body: bytes) -> bytes:
+    return tag + varint(len(body)) + body

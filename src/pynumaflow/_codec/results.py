@@ -12,9 +12,11 @@ from collections.abc import Iterable
 from datetime import date, datetime, time
 from typing import Any, Callable, List, Optional, Tuple
 
+from pynumaflow._codec.fields import encode_user_metadata
 from pynumaflow._codec.wire import varint
 from pynumaflow._types.errors import ReturnTypeError
 from pynumaflow._types.function import Message, MessageT
+from pynumaflow._types.modern import MetadataResponse, UserMetadata
 from pynumaflow._types.sink import Response, check_response_extras
 
 __all__ = [
@@ -26,6 +28,7 @@ __all__ = [
     "encode_strings",
     "message_event_time",
     "message_fields",
+    "own_metadata_field",
     "read_responses",
     "response_body",
 ]
@@ -93,6 +96,23 @@ def response_body(
         out.append(watermark)
     encode_strings(tags_tag, tags, out, "tags")
     return b"".join(out)
+
+
+def own_metadata_field(tag: bytes, message: Any) -> bytes:
+    """A modern API message's own user metadata as its ``metadata`` field (with ``tag``).
+
+    As pynumaflow 0.14.0 sends it: present (maybe empty) when the message has a
+    ``UserMetadata``, absent when it has none (``None``).
+    """
+    metadata = getattr(message, "user_metadata", None)
+    if metadata is None:
+        return b""
+    if not isinstance(metadata, UserMetadata):
+        raise ReturnTypeError(
+            f"message user_metadata must be UserMetadata, found {type(metadata).__name__}"
+        )
+    body = encode_user_metadata(metadata._data)
+    return tag + varint(len(body)) + body
 
 
 def checked_iter(result: object, expected: str) -> Iterable[Any]:
@@ -190,7 +210,7 @@ def read_responses(result: object) -> List[Response]:
             continue
         if item.status is not None or item.value is not None or item.keys is not None:
             check_response_extras(item)
-        if type(item) is not Response:
+        if type(item) is not Response and type(item) is not MetadataResponse:
             item = Response(msg_id, success, err, item.status, item.value, item.keys)
         responses.append(item)
     return responses

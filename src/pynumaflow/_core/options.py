@@ -69,6 +69,20 @@ def _default_max_threads() -> int:
     return 4 * (os.cpu_count() or 1)
 
 
+GRACE_ENV = "NUMAFLOW_GRPC_SHUTDOWN_GRACE_PERIOD_SECONDS"
+"""pynumaflow 0.13+'s grace period variable (not set by the platform; see docs/compat.md)."""
+
+
+def _grace_from_env() -> Optional[float]:
+    raw = os.environ.get(GRACE_ENV, "").strip()
+    if not raw:
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"{GRACE_ENV} must be a number of seconds, got {raw!r}") from None
+
+
 def process_count() -> int:
     """How many server processes to run: $NUM_CPU_MULTIPROC, else $NUMAFLOW_CPU_LIMIT, else 1.
 
@@ -213,6 +227,8 @@ class ServerOptions:
         """
         folder = run_dir()
         grace = DEFAULT_SHUTDOWN_GRACE_PERIOD
+        if shutdown_grace_period is None:
+            shutdown_grace_period = _grace_from_env()
         if shutdown_grace_period is not None:
             if isinstance(shutdown_grace_period, bool) or shutdown_grace_period < 0:
                 raise ValueError(

@@ -15,12 +15,13 @@ unfinished is closed (:data:`FRAME_TIMEOUT`), and every status text is made enco
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import logging
 import struct
 from collections.abc import Sequence
-from typing import Any, Callable, Dict, NoReturn, Optional
+from typing import Any, Callable, Deque, Dict, NoReturn, Optional
 
 import grpclib.const
 import grpclib.server
@@ -119,40 +120,135 @@ class _MessageBuffer(Buffer):
     compressed one ``UNIMPLEMENTED`` (no compression is negotiated), and a stream ending
     inside a prefix or a message ``INTERNAL`` (gRPC's rule for bad framing). Each refusal
     is one warning line in the log; grpclib then sends the status and resets the stream.
+
+    Received DATA is acknowledged when it is taken to be read, as grpclib does. Besides
+    grpclib's ``read`` (one prefix, then one body: two awaits a message),
+    :meth:`read_messages` hands over every complete message received so far at once:
+    one DATA frame from the platform carries a hundred requests or more.
     """
 
     def __init__(
         self, stream: H2Stream, headers: Sequence[tuple[str, str]], max_message_size: int
     ) -> None:
+        # grpclib's Buffer state (a queue, a deque of memoryviews) is not used.
         assert stream.id is not None
-        super().__init__(functools.partial(stream.connection.ack, stream.id))
+        self._ack = functools.partial(stream.connection.ack, stream.id)
         self._headers = headers
         self._max = max_message_size
+        self._received: Deque[tuple[bytes, int]] = collections.deque()  # not yet acknowledged
+        self._data = b""  # taken (acknowledged) and not yet read from self._pos on
+        self._pos = 0
+        self._eof = False
+        self._waiter: Optional[asyncio.Future[None]] = None
         self._body: Optional[int] = None  # the length of the message whose prefix was read
 
-    async def read(self, size: int) -> bytes:
+    def add(self, data: bytes, ack_size: int) -> None:
+        self._received.append((data, ack_size))
+        self._wake()
+
+    def eof(self) -> None:
+        self._eof = True
+        self._wake()
+
+    def unacked_size(self) -> int:
+        return sum(ack_size for _, ack_size in self._received)
+
+    def _wake(self) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _fill(self, size: int, *, wait: bool = True) -> bool:
+        """Take received DATA until ``size`` bytes are unread; False if they cannot be.
+
+        Waits for DATA to arrive only if ``wait``; never past the end of the stream.
+        """
+        unread = len(self._data) - self._pos
+        if unread >= size:
+            return True
+        parts = [self._data[self._pos :]] if unread else []
+        acked = 0
         try:
-            data: Optional[bytes] = await super().read(size)
-        except AssertionError:  # grpclib's Buffer: the stream ended before `size` bytes
-            data = None
-        if self._body is not None:  # the message whose prefix came last
-            self._body = None
-            if data is None or len(data) != size:
+            while unread < size:
+                if not self._received:
+                    if self._eof or not wait:
+                        break
+                    if acked:  # let the client send the rest
+                        self._ack(acked)
+                        acked = 0
+                    self._waiter = asyncio.get_running_loop().create_future()
+                    await self._waiter
+                    continue
+                data, ack_size = self._received.popleft()
+                parts.append(data)
+                unread += len(data)
+                acked += ack_size
+        finally:
+            self._data = parts[0] if len(parts) == 1 else b"".join(parts)
+            self._pos = 0
+            if acked:
+                self._ack(acked)
+        return unread >= size
+
+    async def read(self, size: int) -> bytes:
+        body, self._body = self._body, None
+        complete = await self._fill(size)
+        if body is not None:  # the message whose prefix came last
+            if not complete:
                 self._refuse(Status.INTERNAL, "the request stream ended inside a message")
-            return data
-        if data is None or (data and len(data) != size):
+            return self._take(size)
+        if len(self._data) == self._pos:
+            return b""  # the end of the stream
+        if not complete:
             self._refuse(Status.INTERNAL, "the request stream ended inside a message prefix")
-        if data:  # nothing at all is the end of the stream
-            flag, length = _PREFIX.unpack(data)
-            if flag:
-                self._refuse(Status.UNIMPLEMENTED, "compressed messages are not supported")
-            if length > self._max:
-                self._refuse(
-                    Status.RESOURCE_EXHAUSTED,
-                    f"request of {length} bytes exceeds max_message_size ({self._max})",
-                )
-            self._body = length
-        return data
+        prefix = self._take(size)
+        self._body = self._check(*_PREFIX.unpack(prefix))
+        return prefix
+
+    async def read_messages(self, limit: int) -> list[bytes]:
+        """The next messages received, at least one and at most ``limit``; none at the end.
+
+        Takes (acknowledges) received DATA only as far as the messages it returns need,
+        and checks every prefix before taking the body it announces.
+        """
+        messages: list[bytes] = []
+        while True:
+            data, pos = self._data, self._pos
+            end = len(data)
+            need = 5
+            while len(messages) < limit and end - pos >= 5:
+                flag, length = _PREFIX.unpack_from(data, pos)
+                stop = pos + 5 + self._check(flag, length)
+                if stop > end:
+                    need = stop - pos
+                    break
+                messages.append(data[pos + 5 : stop])
+                pos = stop
+            self._pos = pos
+            if len(messages) >= limit:
+                return messages
+            if not await self._fill(need, wait=not messages):
+                if messages:
+                    return messages
+                if self._pos < len(self._data):
+                    where = "a message" if need > 5 else "a message prefix"
+                    self._refuse(Status.INTERNAL, f"the request stream ended inside {where}")
+                return messages
+
+    def _take(self, size: int) -> bytes:
+        start = self._pos
+        self._pos = start + size
+        return self._data[start : self._pos]
+
+    def _check(self, flag: int, length: int) -> int:
+        if flag:
+            self._refuse(Status.UNIMPLEMENTED, "compressed messages are not supported")
+        if length > self._max:
+            self._refuse(
+                Status.RESOURCE_EXHAUSTED,
+                f"request of {length} bytes exceeds max_message_size ({self._max})",
+            )
+        return length
 
     def _refuse(self, status: Status, text: str) -> NoReturn:
         path = dict(self._headers).get(":path", "?")

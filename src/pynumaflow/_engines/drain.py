@@ -35,14 +35,14 @@ class IdleDrain:
         self._idle.set()
         self._scope = anyio.CancelScope()
 
-    def begin(self) -> None:
-        """One more piece of work is in progress."""
-        self._in_progress += 1
+    def begin(self, count: int = 1) -> None:
+        """``count`` more pieces of work are in progress."""
+        self._in_progress += count
         self._idle.clear()
 
-    def end(self) -> None:
-        """A piece of work :meth:`begin` announced is done (answered, or abandoned)."""
-        self._in_progress -= 1
+    def end(self, count: int = 1) -> None:
+        """``count`` pieces of work :meth:`begin` announced are done (answered, or abandoned)."""
+        self._in_progress -= count
         if not self._in_progress:
             self._idle.set()
 

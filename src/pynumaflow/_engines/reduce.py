@@ -54,6 +54,7 @@ from typing import (
 import grpclib.server
 from grpclib.exceptions import GRPCError
 
+from pynumaflow._core.messages import MessageReader
 from pynumaflow._engines.feed import Feed, FeedAborted
 from pynumaflow._engines.tasks import StreamTasks
 from pynumaflow._invoke import Handler, HandlerErrors, Invoker
@@ -177,6 +178,8 @@ class ReduceStream(Generic[Group]):
         v1_container: Optional[str] = None,
     ) -> None:
         self._stream = stream
+        self._requests = MessageReader(stream)
+        """The request messages, for :meth:`_read`."""
         self._handler = handler
         self._invoker = invoker
         self._new_inbox: Callable[[], _Inbox] = _AsyncInbox if handler.is_async else _ThreadInbox

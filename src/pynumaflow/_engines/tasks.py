@@ -66,9 +66,13 @@ class StreamTasks:
     async def fail(self, err: Exception) -> None:
         """Keep ``err`` if it is the first failure, and cancel every task."""
         async with self._send_lock:
-            if self.failure is None:
-                self.failure = err
-            self.cancel()
+            self.fail_nowait(err)
+
+    def fail_nowait(self, err: Exception) -> None:
+        """:meth:`fail` without the send lock, for a stream whose sends no task makes."""
+        if self.failure is None:
+            self.failure = err
+        self.cancel()
 
     def cancel(self) -> None:
         """Cancel every task still running, and every task started from now on."""

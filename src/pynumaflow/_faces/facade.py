@@ -56,8 +56,30 @@ class Facade:
         protocols: Optional[Iterable[str]],
     ) -> None:
         """Inspect ``handlers`` (by keyword) and resolve the options."""
+        self._configure_inspected(
+            inspect_handlers(self.family, type(self).__name__, handlers),
+            sock_path=sock_path,
+            max_message_size=max_message_size,
+            max_threads=max_threads,
+            server_info_file=server_info_file,
+            shutdown_grace_period=shutdown_grace_period,
+            protocols=protocols,
+        )
+
+    def _configure_inspected(
+        self,
+        handlers: Dict[str, Handler],
+        *,
+        sock_path: Optional[str],
+        max_message_size: Optional[int],
+        max_threads: Optional[int],
+        server_info_file: Optional[str],
+        shutdown_grace_period: Optional[float],
+        protocols: Optional[Iterable[str]],
+    ) -> None:
+        """Take handlers already inspected (by kind name) and resolve the options."""
         family = self.family
-        self._handlers = inspect_handlers(family, type(self).__name__, handlers)
+        self._handlers = handlers
         self._options = ServerOptions.resolve(
             sock_name=family.legacy.sock_name if family.legacy is not None else None,
             sock_path=sock_path,

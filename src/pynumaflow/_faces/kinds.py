@@ -31,17 +31,23 @@ __all__ = [
     "FUNCTION",
     "KINDS",
     "MAP",
+    "MAPPER",
     "MAPT",
     "MAP_MODES",
     "MAP_MODE_ENV",
     "MAP_STREAM",
+    "MAP_STREAMER",
+    "MODERN_FAMILIES",
     "REDUCE",
+    "REDUCER",
     "SIDE_INPUT",
     "SIDE_INPUT_SERVER",
     "SINK",
+    "SINKER",
     "SINK_SERVER",
     "SOURCE",
     "SOURCE_SERVER",
+    "SOURCE_TRANSFORMER",
     "STREAM_MAP",
     "UNARY_MAP",
     "Family",
@@ -357,7 +363,17 @@ SOURCE_SERVER = Family("source", (SOURCE,), legacy=None)
 SIDE_INPUT_SERVER = Family("side input", (SIDE_INPUT,), legacy=None)
 
 FAMILIES: Tuple[Family, ...] = (FUNCTION, SINK_SERVER, SOURCE_SERVER, SIDE_INPUT_SERVER)
+"""The families of the kinds' first servers; together they hold every kind once."""
 KINDS: Tuple[Kind, ...] = tuple(kind for family in FAMILIES for kind in family.kinds)
+
+# The modern API (pynumaflow 0.9-0.14): a server class per kind, served on v1 only.
+MAPPER = Family("mapper", (MAP,), None)
+MAP_STREAMER = Family("mapstreamer", (MAP_STREAM,), None)
+SOURCE_TRANSFORMER = Family("sourcetransformer", (MAPT,), None)
+REDUCER = Family("reducer", (REDUCE,), None)
+SINKER = Family("sinker", (SINK,), None)
+MODERN_FAMILIES: Tuple[Family, ...] = (MAPPER, MAP_STREAMER, SOURCE_TRANSFORMER, REDUCER, SINKER)
+"""The modern API's families, each named as its module (``pynumaflow.<name>``)."""
 
 
 MAP_MODES = {UNARY_MAP: MAP, STREAM_MAP: MAP_STREAM}

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional, cast
 
-from pynumaflow._faces.facade import Facade
 from pynumaflow._faces.kinds import SOURCE_SERVER
+from pynumaflow._faces.modern import ModernServer
 from pynumaflow._types.source import Sourcer
 
 __all__ = ["SourceAsyncServer"]
 
 
-class SourceAsyncServer(Facade):
+class SourceAsyncServer(ModernServer):
     """Serves a :class:`~pynumaflow.sourcer.Sourcer` on source.sock (Numaflow >= 1.4).
 
     ``read_handler`` must be ``async def``; the other handlers may be sync (they run in
@@ -30,7 +30,8 @@ class SourceAsyncServer(Facade):
         max_threads: size of the pool for sync handlers.
         server_info_file: where the server-info file is written (default
             ``sourcer-server-info`` beside the socket's default folder).
-        shutdown_callback: called after the server stopped, from :meth:`start`.
+        shutdown_callback: called with the event loop once the server has stopped
+            (as aiorun calls it in 0.14.0).
         shutdown_grace_period: seconds calls in flight get to finish on SIGTERM (default 5).
 
     Raises:
@@ -63,15 +64,3 @@ class SourceAsyncServer(Facade):
             shutdown_grace_period=shutdown_grace_period,
             protocols=None,
         )
-
-    def start(self) -> None:
-        """Serve until SIGTERM or SIGINT, drain, then call the shutdown callback."""
-        try:
-            self._serve_blocking()
-        finally:
-            if self._shutdown_callback is not None:
-                self._shutdown_callback()
-
-    async def aexec(self) -> None:
-        """Serve from a running event loop until SIGTERM or SIGINT, then drain."""
-        await self._serve_async()

@@ -26,12 +26,14 @@ same way in every protocol.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 from pynumaflow._codec import results
 from pynumaflow._codec.fields import (
     HEADER,
     ID,
+    METADATA,
     USER_METADATA,
     RequestFields,
     RequestLayout,
@@ -54,11 +56,16 @@ __all__ = [
     "HANDSHAKE_RESPONSE",
     "Incoming",
     "decode_map_request",
+    "decode_map_request_own",
     "decode_transform_request",
+    "decode_transform_request_own",
     "encode_map_eot",
     "encode_map_response",
+    "encode_map_response_own",
     "encode_map_stream_response",
+    "encode_map_stream_response_own",
     "encode_transform_response",
+    "encode_transform_response_own",
 ]
 
 HANDSHAKE_RESPONSE = b"\x1a\x02\x08\x01"
@@ -103,6 +110,11 @@ _TRANSFORM = _Layout(
     {1: _REQUEST, 2: _HANDSHAKE},
     RequestLayout("Request", {5: HEADER, 6: ID, 7: USER_METADATA}),
 )
+# The modern API's: the request's common.Metadata kept whole (user and system metadata).
+_MAP_OWN = _Layout(_MAP.name, _MAP.outer, RequestLayout("Request", {5: HEADER, 6: METADATA}))
+_TRANSFORM_OWN = _Layout(
+    _TRANSFORM.name, _TRANSFORM.outer, RequestLayout("Request", {5: HEADER, 6: ID, 7: METADATA})
+)
 
 
 def decode_map_request(data: bytes) -> Incoming:
@@ -113,6 +125,16 @@ def decode_map_request(data: bytes) -> Incoming:
 
     """
     return _decode(data, _MAP)
+
+
+def decode_map_request_own(data: bytes) -> Incoming:
+    """:func:`decode_map_request` keeping the request's Metadata whole (the modern API)."""
+    return _decode(data, _MAP_OWN)
+
+
+def decode_transform_request_own(data: bytes) -> Incoming:
+    """:func:`decode_transform_request` keeping the Metadata whole (the modern API)."""
+    return _decode(data, _TRANSFORM_OWN)
 
 
 def decode_transform_request(data: bytes) -> Incoming:
@@ -203,6 +225,13 @@ def _map_result(message: Any, user_metadata: bytes) -> bytes:
     )
 
 
+def _own_map_result(message: Any) -> bytes:
+    """A MapResponse.Result body carrying the message's own metadata (the modern API)."""
+    return results.response_body(message, None, None, b"\x1a") + results.own_metadata_field(
+        b"\x22", message
+    )
+
+
 def encode_map_response(result: object, datum: Datum) -> bytes:
     """Encode a map handler's Messages as the MapResponse answering ``datum``'s request.
 
@@ -217,6 +246,16 @@ def encode_map_response(result: object, datum: Datum) -> bytes:
     return encoded + _id_field(datum)
 
 
+def encode_map_response_own(result: object, datum: Datum) -> bytes:
+    """:func:`encode_map_response` for the modern API: each result carries its own metadata."""
+    encoded = results.encode_list(
+        result,
+        results.MESSAGES,
+        lambda message: _own_map_result(message),
+    )
+    return encoded + _id_field(datum)
+
+
 def encode_map_stream_response(message: object, datum: Datum) -> bytes:
     """Encode one Message a map stream handler yielded: ``MapResponse{id, results: [r]}``.
 
@@ -226,6 +265,13 @@ def encode_map_stream_response(message: object, datum: Datum) -> bytes:
     """
     results.check_yielded(message)
     result = _map_result(message, datum._user_metadata)
+    return b"\x0a" + varint(len(result)) + result + _id_field(datum)
+
+
+def encode_map_stream_response_own(message: object, datum: Datum) -> bytes:
+    """:func:`encode_map_stream_response` for the modern API: the message's own metadata."""
+    results.check_yielded(message)
+    result = _own_map_result(message)
     return b"\x0a" + varint(len(result)) + result + _id_field(datum)
 
 
@@ -246,13 +292,28 @@ def encode_transform_response(result: object, datum: Datum) -> bytes:
 
     """
     request_date = datum.event_time.date()
-    user_metadata = datum._user_metadata
+    metadata = result_metadata(b"\x2a", datum._user_metadata)
 
     def body(message: Any) -> bytes:
-        moment = results.message_event_time(message, request_date)
-        event_time = encode_timestamp(timestamp_parts(moment))
-        return results.response_body(message, event_time, None, b"\x22") + result_metadata(
-            b"\x2a", user_metadata
+        return _transform_result(message, request_date) + metadata
+
+    return results.encode_list(result, results.MESSAGE_TS, body) + _id_field(datum)
+
+
+def encode_transform_response_own(result: object, datum: Datum) -> bytes:
+    """:func:`encode_transform_response` for the modern API: each result's own metadata."""
+    request_date = datum.event_time.date()
+
+    def body(message: Any) -> bytes:
+        return _transform_result(message, request_date) + results.own_metadata_field(
+            b"\x2a", message
         )
 
     return results.encode_list(result, results.MESSAGE_TS, body) + _id_field(datum)
+
+
+def _transform_result(message: Any, request_date: date) -> bytes:
+    """A SourceTransformResponse.Result body up to its metadata: keys, value, event time, tags."""
+    moment = results.message_event_time(message, request_date)
+    event_time = encode_timestamp(timestamp_parts(moment))
+    return results.response_body(message, event_time, None, b"\x22")

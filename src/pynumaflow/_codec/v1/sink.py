@@ -17,6 +17,7 @@ from typing import List, NamedTuple, Optional, Tuple
 from pynumaflow._codec.fields import (
     HEADER,
     ID,
+    METADATA,
     USER_METADATA,
     RequestLayout,
     decode_flag,
@@ -25,8 +26,10 @@ from pynumaflow._codec.fields import (
     read_length,
     result_metadata,
 )
+from pynumaflow._codec.results import own_metadata_field
 from pynumaflow._codec.wire import encode_text, read_varint, skip_field, varint
 from pynumaflow._types.errors import CodecError
+from pynumaflow._types.modern import MetadataResponse
 from pynumaflow._types.sink import Datum, Response
 
 __all__ = [
@@ -34,6 +37,7 @@ __all__ = [
     "HANDSHAKE_RESPONSE",
     "SinkRequest",
     "decode_sink_request",
+    "decode_sink_request_own",
     "encode_result",
 ]
 
@@ -46,6 +50,7 @@ EOT_RESPONSE = b"\x1a\x02\x08\x01"
 # sink.v1 Status by Response.status; None means success or failure by Response.success.
 _STATUS_NUMBER = {"fallback": 2, "serve": 3, "on_success": 4}
 _REQUEST = RequestLayout("Request", {5: ID, 6: HEADER, 7: USER_METADATA})
+_REQUEST_OWN = RequestLayout("Request", {5: ID, 6: HEADER, 7: METADATA})  # the modern API's
 
 
 class SinkRequest(NamedTuple):
@@ -66,6 +71,15 @@ def decode_sink_request(data: bytes) -> SinkRequest:
         CodecError: the bytes are not a valid SinkRequest.
 
     """
+    return _decode_sink_request(data, _REQUEST)
+
+
+def decode_sink_request_own(data: bytes) -> SinkRequest:
+    """:func:`decode_sink_request` keeping the request's Metadata whole (the modern API)."""
+    return _decode_sink_request(data, _REQUEST_OWN)
+
+
+def _decode_sink_request(data: bytes, layout: RequestLayout) -> SinkRequest:
     requests: List[Tuple[int, int]] = []
     eot = False
     handshake: Optional[bool] = None
@@ -91,10 +105,10 @@ def decode_sink_request(data: bytes) -> SinkRequest:
         return SinkRequest(None, eot, handshake)
     if len(requests) == 1:
         start, end = requests[0]
-        return SinkRequest(_decode_request(data, start, end), eot, handshake)
+        return SinkRequest(_decode_request(data, start, end, layout), eot, handshake)
     # Occurrences of a sub-message merge: decoding their concatenation does just that.
     merged = b"".join(data[start:end] for start, end in requests)
-    return SinkRequest(_decode_request(merged, 0, len(merged)), eot, handshake)
+    return SinkRequest(_decode_request(merged, 0, len(merged), layout), eot, handshake)
 
 
 def _read_small(data: bytes, pos: int) -> Tuple[int, int]:
@@ -104,10 +118,10 @@ def _read_small(data: bytes, pos: int) -> Tuple[int, int]:
     return read_varint(data, pos)
 
 
-def _decode_request(data: bytes, pos: int, size: int) -> Datum:
+def _decode_request(data: bytes, pos: int, size: int, layout: RequestLayout) -> Datum:
     """Decode SinkRequest.Request in data[pos:size] into a sink Datum (user metadata encoded)."""
     try:
-        return new_sink_datum(decode_request(data, _REQUEST, pos, size))
+        return new_sink_datum(decode_request(data, layout, pos, size))
     except UnicodeDecodeError as err:
         raise CodecError(f"Request string is not valid UTF-8: {err}") from None
 
@@ -134,19 +148,27 @@ def encode_result(response: Response, user_metadata: bytes = b"") -> bytes:
     if value is not None and status == "serve":
         out += (b"\x22", varint(len(value)), value)
     elif value is not None and status == "on_success":
-        message = _on_success_message(value, response.keys or (), user_metadata)
+        message = _on_success_message(value, response.keys or (), user_metadata, response)
         out += (b"\x2a", varint(len(message)), message)
     body = b"".join(out)
     return b"\x0a" + varint(len(body)) + body
 
 
-def _on_success_message(value: bytes, keys: Sequence[str], metadata: bytes) -> bytes:
-    """Encode SinkResponse.Result.Message{1 value, 2 keys, 3 metadata}."""
+def _on_success_message(
+    value: bytes, keys: Sequence[str], metadata: bytes, response: Response
+) -> bytes:
+    """Encode SinkResponse.Result.Message{1 value, 2 keys, 3 metadata}.
+
+    The metadata is the datum's, or (the modern API) the response's own.
+    """
     out: List[bytes] = []
     if value:
         out += (b"\x0a", varint(len(value)), value)
     for key in keys:
         raw = key.encode()
         out += (b"\x12", varint(len(raw)), raw)
-    out.append(result_metadata(b"\x1a", metadata))
+    if isinstance(response, MetadataResponse):
+        out.append(own_metadata_field(b"\x1a", response))
+    else:
+        out.append(result_metadata(b"\x1a", metadata))
     return b"".join(out)

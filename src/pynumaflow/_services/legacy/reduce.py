@@ -75,7 +75,7 @@ class _LegacyReduce(ReduceStream[Tuple[str, ...]]):
         self._md = md
 
     async def _read(self) -> None:
-        async for data in self._stream:
+        async for data in self._requests:
             datum = decode_or_refuse(codec.decode_datum_request, data, "DatumRequest")
             await self._feed(tuple(datum.keys), datum.keys, self._md, datum)
 

@@ -9,6 +9,7 @@ import grpclib.server
 
 from pynumaflow._codec.legacy import sink as _codec
 from pynumaflow._codec.rpc import READY, decode_or_refuse
+from pynumaflow._core.messages import MessageReader
 from pynumaflow._engines.batch import OMITTED, BatchEngine
 from pynumaflow._invoke import Handler, Invoker
 from pynumaflow._services.base import is_ready_method, service_mapping
@@ -43,8 +44,10 @@ class SinkService:
         )
 
     async def _sink_fn(self, stream: RawStream) -> None:
+        requests = MessageReader(stream)
+
         async def next_datum() -> Optional[Datum]:
-            data = await stream.recv_message()
+            data = await requests.next()
             if data is None:
                 return None
             return decode_or_refuse(_codec.decode_sink_datum_request, data, "DatumRequest")

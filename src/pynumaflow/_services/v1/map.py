@@ -38,10 +38,16 @@ class MapV1Service:
         self._handler = handler
         self._invoker = invoker
         self._container_type = container_type
+        own = handler.own_metadata
+        self._encode_message = (
+            codec.encode_map_stream_response_own if own else codec.encode_map_stream_response
+        )
+        encode = codec.encode_map_response_own if own else codec.encode_map_response
+        self._decode = codec.decode_map_request_own if own else codec.decode_map_request
         self._answer: Answer = (
             self._answer_stream
             if stream
-            else unary_answer(handler, invoker, container_type, codec.encode_map_response)
+            else unary_answer(handler, invoker, container_type, encode)
         )
 
     def __mapping__(self) -> Dict[str, grpclib.const.Handler]:
@@ -53,17 +59,18 @@ class MapV1Service:
     async def _map_fn(self, stream: RawStream) -> None:
         await serve_requests(
             stream,
-            codec.decode_map_request,
+            self._decode,
             self._answer,
             what="MapRequest",
             handshake_response=codec.HANDSHAKE_RESPONSE,
         )
 
     async def _answer_stream(self, datum: Datum, send: Send) -> None:
+        encode = self._encode_message
         await self._invoker.relay(
             self._handler,
             (datum.keys, datum),
-            lambda message: codec.encode_map_stream_response(message, datum),
+            lambda message: encode(message, datum),
             send,
             v1_container=self._container_type,
         )

@@ -87,7 +87,7 @@ class _ReduceV1Stream(ReduceStream[Group]):
     async def _read(self) -> None:
         drain_watch = self._spawn(self._abandon_on_drain)
         try:
-            async for data in self._stream:
+            async for data in self._requests:
                 request = _decode(data)
                 if len(request.windows) != 1:
                     raise GRPCError(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import grpclib.const
 import grpclib.server
@@ -13,6 +13,7 @@ from grpclib.exceptions import GRPCError
 
 from pynumaflow._codec.rpc import READY, decode_or_refuse
 from pynumaflow._codec.v1 import sink as codec
+from pynumaflow._core.messages import MessageReader
 from pynumaflow._core.options import DEFAULT_MAX_MESSAGE_SIZE
 from pynumaflow._engines.batch import Batch, BatchEngine
 from pynumaflow._engines.drain import IdleDrain
@@ -56,6 +57,9 @@ class SinkV1Service:
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     ) -> None:
         self._engine = BatchEngine(handler, invoker)
+        self._decode = (
+            codec.decode_sink_request_own if handler.own_metadata else codec.decode_sink_request
+        )
         self._container_type = container_type
         self._max_message_size = max_message_size
 
@@ -68,7 +72,7 @@ class SinkV1Service:
     async def _sink_fn(self, stream: RawStream) -> None:
         drain = IdleDrain()  # busy from a batch's first request to its EOT response
         async with drain.reading():
-            await self._converse(stream, _BatchReader(stream), drain)
+            await self._converse(stream, _BatchReader(stream, self._decode), drain)
         drain.check()
 
     async def _converse(self, stream: RawStream, reader: _BatchReader, drain: IdleDrain) -> None:
@@ -124,18 +128,19 @@ def _messages(entries: Iterable[bytes], max_message_size: int) -> Iterator[bytes
 class _BatchReader:
     """Reads a SinkFn stream: the handshake, then datums batch by batch."""
 
-    def __init__(self, stream: RawStream) -> None:
-        self._stream = stream
+    def __init__(self, stream: RawStream, decode: Callable[[bytes], codec.SinkRequest]) -> None:
+        self._requests = MessageReader(stream)
+        self._decode = decode
         self._eot_pending = False
         self.closed = False
         """Whether the client has ended the stream."""
 
     async def _next(self) -> Optional[codec.SinkRequest]:
-        data = await self._stream.recv_message()
+        data = await self._requests.next()
         if data is None:
             self.closed = True
             return None
-        return decode_or_refuse(codec.decode_sink_request, data, "SinkRequest")
+        return decode_or_refuse(self._decode, data, "SinkRequest")
 
     async def handshake(self) -> bool:
         """Read the handshake; False if the stream ended before any message."""

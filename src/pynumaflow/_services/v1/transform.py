@@ -25,8 +25,16 @@ class SourceTransformV1Service:
     """Serves SourceTransformFn and IsReady with one (mapt) handler."""
 
     def __init__(self, handler: Handler, invoker: Invoker, *, container_type: str) -> None:
-        self._answer = unary_answer(
-            handler, invoker, container_type, codec.encode_transform_response
+        encode = (
+            codec.encode_transform_response_own
+            if handler.own_metadata
+            else codec.encode_transform_response
+        )
+        self._answer = unary_answer(handler, invoker, container_type, encode)
+        self._decode = (
+            codec.decode_transform_request_own
+            if handler.own_metadata
+            else codec.decode_transform_request
         )
 
     def __mapping__(self) -> Dict[str, grpclib.const.Handler]:
@@ -41,7 +49,7 @@ class SourceTransformV1Service:
     async def _transform_fn(self, stream: grpclib.server.Stream[bytes, bytes]) -> None:
         await serve_requests(
             stream,
-            codec.decode_transform_request,
+            self._decode,
             self._answer,
             what="SourceTransformRequest",
             handshake_response=codec.HANDSHAKE_RESPONSE,

@@ -1,0 +1,246 @@
+"""The modern API's server base: handlers as pynumaflow 0.9-0.14 takes them, served on v1.
+
+A modern server is a :class:`~pynumaflow._faces.facade.Facade` of a family without a
+legacy endpoint: it serves the v1 protocols (Numaflow >= 1.4) through the same kind
+table, services, codecs and invoker as the 0.4 API. What differs is only at the edges,
+here: the handler (a function, or an instance of ``Mapper`` & co. whose ``handler`` is
+called; for reduce also the class itself, instantiated per key and window) is called
+through an adapter that gives it a modern view of each datum (one small object per
+request), and sink responses are translated into the internal ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import logging
+from collections.abc import AsyncIterable, Awaitable, Iterable, Mapping
+from typing import Any, Callable, List, Optional, Tuple
+
+from pynumaflow._codec.fields import decode_metadata
+from pynumaflow._core.options import V1
+from pynumaflow._faces.facade import Facade
+from pynumaflow._faces.kinds import REDUCE, SINK, Kind
+from pynumaflow._invoke import Handler, inspect_handler
+from pynumaflow._types import function, sink
+from pynumaflow._types.modern import (
+    Datum,
+    MetadataResponse,
+    Reducer,
+    SinkDatum,
+    SinkResponse,
+    SystemMetadata,
+    UserMetadata,
+    _HandlerClass,
+)
+
+__all__ = ["ModernServer"]
+
+_LOGGER = logging.getLogger("pynumaflow")
+
+
+def _metadata(raw: bytes) -> Tuple[UserMetadata, SystemMetadata]:
+    """The request's common.Metadata (kept whole by the modern codecs), decoded."""
+    if not raw:
+        return UserMetadata(), SystemMetadata()
+    user, system = decode_metadata(raw)
+    return UserMetadata(user), SystemMetadata(system)
+
+
+def view(inner: function.Datum) -> Datum:
+    """The modern view of a request's datum."""
+    return Datum._view(inner, *_metadata(inner._user_metadata))
+
+
+def sink_view(inner: sink.Datum) -> SinkDatum:
+    """The modern view of a sink datum."""
+    return SinkDatum._view(inner, *_metadata(inner._user_metadata))
+
+
+# --- adapters: what the server calls instead of the user's handler ------------------------
+
+
+def _unary(user: Callable[..., Any]) -> Callable[..., Any]:
+    def call(keys: List[str], datum: function.Datum) -> Any:
+        return user(keys, view(datum))
+
+    return call
+
+
+async def _async_views(datums: AsyncIterable[function.Datum]) -> Any:
+    async for datum in datums:
+        yield view(datum)
+
+
+def _views(datums: Any) -> Any:
+    if hasattr(datums, "__aiter__"):
+        return _async_views(datums)
+    return (view(datum) for datum in datums)
+
+
+def _reduce(make: Callable[[], Callable[..., Any]]) -> Callable[..., Any]:
+    def call(keys: List[str], datums: Any, md: function.Metadata) -> Any:
+        return make()(keys, _views(datums), md)
+
+    return call
+
+
+def internal_responses(result: object) -> object:
+    """Translate the sink responses of the modern API into the internal ones.
+
+    Anything else passes through, for the codec to accept or refuse.
+    """
+    if isinstance(result, (str, bytes)) or not isinstance(result, Iterable):
+        return result
+    return [_internal(item) for item in result]
+
+
+def _internal(item: object) -> object:
+    if not isinstance(item, SinkResponse):
+        return item
+    if item.serve:
+        return sink.Response(item.id, True, None, "serve", item.serve_response)
+    if item.success:
+        return sink.Response.as_success(item.id)
+    if item.fallback:
+        return sink.Response.as_fallback(item.id)
+    if item.on_success:
+        message = item.on_success_msg
+        if message is None:
+            return sink.Response(item.id, True, None, "on_success")
+        return MetadataResponse(
+            item.id,
+            True,
+            None,
+            "on_success",
+            message.value,
+            message.keys,
+            message.user_metadata,
+        )
+    return sink.Response.as_failure(item.id, item.err or "")
+
+
+async def _translated(result: Awaitable[object]) -> object:
+    return internal_responses(await result)
+
+
+def _sink(user: Callable[..., Any]) -> Callable[..., Any]:
+    def call(datums: Any) -> Any:
+        if hasattr(datums, "__aiter__"):
+            result = user(_async_sink_views(datums))
+        else:
+            result = user(sink_view(datum) for datum in datums)
+        if inspect.isawaitable(result):
+            return _translated(result)
+        return internal_responses(result)
+
+    return call
+
+
+async def _async_sink_views(datums: AsyncIterable[sink.Datum]) -> Any:
+    async for datum in datums:
+        yield sink_view(datum)
+
+
+def _target(handler: object) -> object:
+    """What to inspect and call: a handler class instance's ``handler``, else the handler."""
+    return handler.handler if isinstance(handler, _HandlerClass) else handler
+
+
+def modern_handler(
+    kind: Kind,
+    name: str,
+    handler: object,
+    init_args: Tuple[Any, ...] = (),
+    init_kwargs: Optional[Mapping[str, Any]] = None,
+) -> Handler:
+    """Inspect a modern API handler of ``kind`` (given as ``name``) and adapt it.
+
+    Raises:
+        TypeError: the handler has the wrong shape, or ``init_args``/``init_kwargs`` come
+            without a ``Reducer`` class.
+
+    """
+    kwargs = dict(init_kwargs or {})
+    if kind is REDUCE and isinstance(handler, type):
+        if not issubclass(handler, Reducer):
+            raise TypeError(f"{handler.__name__} is not a subclass of Reducer")
+        cls = handler
+        # Its shape and asyncness, without an instance (one is made per key and window).
+        target: object = functools.partial(cls.handler, None)  # type: ignore[arg-type]
+        return inspect_handler(
+            name,
+            target,
+            kind.params,
+            call=_reduce(lambda: cls(*init_args, **kwargs).handler),
+            own_metadata=True,
+        )
+    if init_args or kwargs:
+        raise TypeError("init_args and init_kwargs need a Reducer class as the handler")
+    target = _target(handler)
+    if not callable(target):
+        raise TypeError(f"{name} must be callable ({kind.params})")
+    func: Callable[..., Any] = target
+    if kind is REDUCE:
+        call = _reduce(lambda: func)
+    elif kind is SINK:
+        call = _sink(func)
+    else:
+        call = _unary(func)
+    return inspect_handler(
+        name, func, kind.params, stream=kind.stream, call=call, own_metadata=True
+    )
+
+
+class ModernServer(Facade):
+    """Base of the modern API's servers: one handler, served on v1 only.
+
+    ``sock_path`` and ``server_info_file``, when given, are the exact socket and
+    server-info file (whatever the role); by default each role the platform names by
+    ``$NUMAFLOW_UD_CONTAINER_TYPE`` (e.g. a fallback or on-success sink) gets its own.
+    """
+
+    _shutdown_callback: Optional[Callable[..., Any]] = None
+
+    def _setup(
+        self,
+        kind: Kind,
+        handler: object,
+        *,
+        sock_path: Optional[str],
+        max_message_size: Optional[int],
+        max_threads: Optional[int],
+        server_info_file: Optional[str],
+        shutdown_callback: Optional[Callable[..., Any]] = None,
+        shutdown_grace_period: Optional[float] = None,
+        init_args: Tuple[Any, ...] = (),
+        init_kwargs: Optional[Mapping[str, Any]] = None,
+    ) -> None:
+        self._shutdown_callback = shutdown_callback
+        # The handler's parameter name as the server class spells it (mapper_instance, ...).
+        name = list(inspect.signature(type(self).__init__).parameters)[1]
+        self._configure_inspected(
+            {kind.name: modern_handler(kind, name, handler, init_args, init_kwargs)},
+            sock_path=sock_path,
+            max_message_size=max_message_size,
+            max_threads=max_threads,
+            server_info_file=server_info_file,
+            shutdown_grace_period=shutdown_grace_period,
+            protocols=[V1],
+        )
+
+    def start(self) -> None:
+        """Serve until SIGTERM or SIGINT, then drain and return."""
+        asyncio.run(self.aexec())
+
+    async def aexec(self) -> None:
+        """Serve from a running event loop until SIGTERM or SIGINT, then drain."""
+        try:
+            await self._serve_async()
+        finally:
+            callback = self._shutdown_callback
+            if callback is not None:
+                result = callback(asyncio.get_running_loop())
+                if inspect.isawaitable(result):
+                    await result

@@ -16,12 +16,8 @@ import pytest
 
 from conftest import ROOT
 
-# The modern API's examples serve v1 only, which `pynumaflow run` does not speak yet.
-PENDING_V1_TOOLS = ROOT / "examples" / "modern"
-ALL_EXAMPLES = sorted(p.parent for p in (ROOT / "examples").glob("*/*/expected.jsonl"))
-EXAMPLES = [p for p in ALL_EXAMPLES if p.parent != PENDING_V1_TOOLS]
+EXAMPLES = sorted(p.parent for p in (ROOT / "examples").glob("*/*/expected.jsonl"))
 IDS = [str(p.relative_to(ROOT / "examples")) for p in EXAMPLES]
-PENDING = [p for p in ALL_EXAMPLES if p.parent == PENDING_V1_TOOLS]
 
 
 @pytest.fixture(scope="module")
@@ -63,15 +59,3 @@ def test_example_gives_its_expected_output(
         shown, expected = sorted(shown, key=json.dumps), sorted(expected, key=json.dumps)
     assert shown == expected
     assert "with SIGTERM; it exited with code 0" in err
-
-
-@pytest.mark.skip(
-    reason="pending the v1 local tools (issue 16, tools part): `pynumaflow run` speaks only "
-    "the legacy protocol, and the modern API's servers serve v1 only"
-)
-@pytest.mark.parametrize(
-    "folder", PENDING, ids=[str(p.relative_to(ROOT / "examples")) for p in PENDING]
-)
-def test_modern_example_gives_its_expected_output(folder: Path) -> None:
-    """The modern API's examples, once `pynumaflow run` speaks v1."""
-    test_example_gives_its_expected_output(folder, {})

@@ -61,15 +61,21 @@ from pynumaflow._types.function import (
     MessageT,
     MessageTs,
 )
+from pynumaflow._types.modern import _HandlerClass
 from pynumaflow._types.sideinput import Response as SideInputResponse
 from pynumaflow._types.sink import Datum as SinkDatum
 from pynumaflow._types.sink import Responses
 from pynumaflow._types.source import Message as SourceMessage
 from pynumaflow._types.source import Offset, Sourcer
 from pynumaflow.function._servers import AsyncServer
+from pynumaflow.mapper._servers import MapAsyncServer
+from pynumaflow.mapstreamer._servers import MapStreamAsyncServer
+from pynumaflow.reducer._servers import ReduceAsyncServer
 from pynumaflow.sideinput._servers import SideInputServer
 from pynumaflow.sink._servers import AsyncSink
+from pynumaflow.sinker._servers import SinkAsyncServer
 from pynumaflow.sourcer._servers import SourceAsyncServer
+from pynumaflow.sourcetransformer._servers import SourceTransformAsyncServer
 
 __all__ = [
     "CallError",
@@ -598,6 +604,38 @@ def _sock_path(folder: Path, family: Family) -> str:
     return str(folder / family.legacy.sock_name)
 
 
+def _is_modern(handler: object) -> bool:
+    """A handler of the modern API's classes (an instance, or a ``Reducer`` class)."""
+    return isinstance(handler, _HandlerClass) or (
+        isinstance(handler, type) and issubclass(handler, _HandlerClass)
+    )
+
+
+# The modern API's async server of each kind.
+_MODERN_SERVERS: Dict[str, Callable[..., Any]] = {
+    kinds.MAP.name: MapAsyncServer,
+    kinds.MAP_STREAM.name: MapStreamAsyncServer,
+    kinds.MAPT.name: SourceTransformAsyncServer,
+    kinds.REDUCE.name: ReduceAsyncServer,
+    kinds.SINK.name: SinkAsyncServer,
+}
+
+
+def _modern_server(
+    family: Family, group: Mapping[str, AnyHandler], folder: Path, max_threads: Optional[int]
+) -> Any:
+    ((keyword, handler),) = group.items()
+    kind = next(k for k in family.kinds if k.keyword == keyword)
+    assert kind.v1 is not None
+    socket = kind.v1.sockets[0]
+    return _MODERN_SERVERS[kind.name](
+        handler,
+        sock_path=str(folder / socket.sock),
+        max_threads=max_threads,
+        server_info_file=str(folder / socket.info),
+    )
+
+
 @contextlib.asynccontextmanager
 async def _serve(
     family: Family,
@@ -605,12 +643,23 @@ async def _serve(
     protocol: str,
     call_timeout: Optional[float],
     start: Callable[[Mapping[str, AnyHandler], Path], Any],
+    max_threads: Optional[int],
 ) -> AsyncIterator[_Backend]:
-    """Serve ``handlers`` (by keyword) with ``start``; a backend calling them."""
+    """Serve ``handlers`` (by keyword) with ``start``; a backend calling them.
+
+    A modern class handler (a ``Mapper`` & co. instance, or a ``Reducer`` class) is
+    served by its modern server, which serves v1 only, as in a deployment.
+    """
     _check_protocol(protocol)
     async with contextlib.AsyncExitStack() as stack:
         folder = stack.enter_context(_socket_dir())
         given = {k: h for k, h in handlers.items() if h is not None}
+        modern = {k: h for k, h in given.items() if _is_modern(h)}
+        if modern and protocol == LEGACY:
+            raise ValueError(
+                f"{', '.join(modern)}: the modern API's handlers are served on v1 only "
+                "(Numaflow >= 1.4): use protocol='v1' (the default)"
+            )
         if protocol == LEGACY:
             server = start(handlers, folder)
             await stack.enter_async_context(server.running())
@@ -619,19 +668,25 @@ async def _serve(
             yield _Legacy(connection, family.legacy.service_name)
             return
         # v1 announces one MAP_MODE per server: map stream gets a server of its own.
-        groups = [given]
+        plain = {k: h for k, h in given.items() if k not in modern}
+        groups = [plain] if plain or not modern else []
         stream_keyword = kinds.MAP_STREAM.keyword
-        if kinds.MAP.keyword in given and stream_keyword in given:
+        if kinds.MAP.keyword in plain and stream_keyword in plain:
             groups = [
-                {k: h for k, h in given.items() if k != stream_keyword},
-                {stream_keyword: given[stream_keyword]},
+                {k: h for k, h in plain.items() if k != stream_keyword},
+                {stream_keyword: plain[stream_keyword]},
             ]
+        groups += [{keyword: handler} for keyword, handler in modern.items()]
         connections: Dict[str, V1Connection] = {}
         for n, group in enumerate(groups):
             place = folder / str(n)
             place.mkdir()
             with _local_run():
-                server = start(group, place)
+                server = (
+                    _modern_server(family, group, place, max_threads)
+                    if set(group) <= set(modern)
+                    else start(group, place)
+                )
             await stack.enter_async_context(server.running())
             for kind in family.kinds:
                 if kind.keyword in group and kind.v1 is not None:
@@ -697,7 +752,7 @@ async def serve_function(
             protocols=[protocol],
         )
 
-    async with _serve(FUNCTION, handlers, protocol, call_timeout, start) as backend:
+    async with _serve(FUNCTION, handlers, protocol, call_timeout, start, max_threads) as backend:
         yield FunctionClient(backend)
 
 
@@ -732,7 +787,7 @@ async def serve_sink(
         )
 
     handlers = {kinds.SINK.keyword: sink_handler}
-    async with _serve(SINK_SERVER, handlers, protocol, call_timeout, start) as backend:
+    async with _serve(SINK_SERVER, handlers, protocol, call_timeout, start, max_threads) as backend:
         yield SinkClient(backend)
 
 

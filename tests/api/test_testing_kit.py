@@ -302,3 +302,68 @@ async def test_an_unknown_protocol_is_refused() -> None:
     with pytest.raises(ValueError, match="protocol must be 'v1' or 'legacy'"):
         async with testing.serve_function(map_handler=echo, protocol="v2"):  # type: ignore[arg-type]
             pass
+
+
+@pytest.mark.anyio
+async def test_modern_class_handlers_get_the_modern_datum() -> None:
+    """Modern class handlers are served by their modern servers.
+
+    A Mapper instance, a MapStreamer, a SourceTransformer and a Reducer class: the
+    handler sees the modern datum, user metadata included.
+    """
+    from pynumaflow import mapper, mapstreamer, reducer, sourcetransformer
+
+    class Show(mapper.Mapper):
+        def handler(self, keys: list[str], datum: mapper.Datum) -> mapper.Messages:
+            seen = f"{datum.headers['h']}|{datum.user_metadata['grp']['k'].decode()}"
+            return mapper.Messages(mapper.Message(seen.encode(), keys=keys))
+
+    class Split(mapstreamer.MapStreamer):
+        async def handler(self, keys: list[str], datum: Any) -> AsyncIterator[Any]:
+            for part in datum.value.split(b","):
+                yield mapstreamer.Message(part)
+
+    class Stamp(sourcetransformer.SourceTransformer):
+        def handler(self, keys: list[str], datum: Any) -> Any:
+            return sourcetransformer.Messages(sourcetransformer.Message(datum.value, T0))
+
+    class Count(reducer.Reducer):
+        async def handler(self, keys: list[str], datums: Any, md: Any) -> reducer.Messages:
+            return reducer.Messages(reducer.Message(str(len([d async for d in datums])).encode()))
+
+    async with testing.serve_function(
+        map_handler=Show(), map_stream_handler=Split(), mapt_handler=Stamp(), reduce_handler=Count
+    ) as udf:
+        (out,) = await udf.map(
+            b"x", keys=["k"], headers={"h": "1"}, user_metadata={"grp": {"k": b"v"}}
+        )
+        assert out.value == b"1|v"
+        assert [m.value for m in await udf.map_stream(b"a,b")] == [b"a", b"b"]
+        assert [m.event_time for m in await udf.mapt(b"t")] == [T0]
+        assert [m.value for m in await udf.reduce([b"1", b"2", b"3"])] == [b"3"]
+    with pytest.raises(ValueError, match="served on v1 only"):
+        async with testing.serve_function(map_handler=Show(), protocol="legacy"):
+            pass
+
+
+@pytest.mark.anyio
+async def test_a_modern_sinker_is_served_by_its_modern_server() -> None:
+    from pynumaflow import sinker
+
+    class Keep(sinker.Sinker):
+        def handler(self, datums: Any) -> sinker.Responses:
+            out = sinker.Responses()
+            for d in datums:
+                out.append(
+                    sinker.Response.as_success(d.id)
+                    if d.value
+                    else sinker.Response.as_fallback(d.id)
+                )
+            return out
+
+    async with testing.serve_sink(Keep()) as sink:
+        responses = await sink.sink([b"a", b""])
+    assert [(r.id, r.success, r.status) for r in responses] == [
+        ("1", True, None),
+        ("2", False, "fallback"),
+    ]

@@ -711,9 +711,10 @@ async def serve_function(
     """Serve these handlers on a temporary socket in the running event loop.
 
     The server is the real :class:`~pynumaflow.function.AsyncServer`, serving only the
-    protocol the client speaks; leaving the block stops it and removes its files. On
-    v1, map and map stream handlers given together are served by two servers (a v1
-    server announces one map mode).
+    protocol the client speaks (a modern class handler, e.g. a ``Mapper`` instance or a
+    ``Reducer`` class, gets its modern server, v1 only); leaving the block stops it and
+    removes its files. On v1, map and map stream handlers given together are served by
+    two servers (a v1 server announces one map mode).
 
     Args:
         map_handler: as for :class:`~pynumaflow.function.Server`.

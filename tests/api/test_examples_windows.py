@@ -1,6 +1,6 @@
 """The window-kind examples (reduce stream, accumulator, session reduce) run with their input.
 
-test_examples_run.py skips the modern API's examples until `pynumaflow run` speaks v1.
+test_examples_run.py leaves these examples out (its WINDOWS) for this test.
 
 ``pynumaflow run`` does not drive these kinds yet, so each example runs as the platform
 runs it (a process serving its socket in a run folder) and a small driver plays the

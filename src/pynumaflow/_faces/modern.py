@@ -61,11 +61,16 @@ def sink_view(inner: sink.Datum) -> SinkDatum:
 # --- adapters: what the server calls instead of the user's handler ------------------------
 
 
-def _unary(user: Callable[..., Any]) -> Callable[..., Any]:
-    def call(keys: List[str], datum: function.Datum) -> Any:
-        return user(keys, view(datum))
+# Adapters are partials of top-level functions, not closures: a multi-process face is
+# pickled to its workers with them, and they must pickle by reference.
 
-    return call
+
+def _call_unary(user: Callable[..., Any], keys: List[str], datum: function.Datum) -> Any:
+    return user(keys, view(datum))
+
+
+def _unary(user: Callable[..., Any]) -> Callable[..., Any]:
+    return functools.partial(_call_unary, user)
 
 
 async def _async_views(datums: AsyncIterable[function.Datum]) -> Any:
@@ -125,17 +130,18 @@ async def _translated(result: Awaitable[object]) -> object:
     return internal_responses(await result)
 
 
-def _sink(user: Callable[..., Any]) -> Callable[..., Any]:
-    def call(datums: Any) -> Any:
-        if hasattr(datums, "__aiter__"):
-            result = user(_async_sink_views(datums))
-        else:
-            result = user(sink_view(datum) for datum in datums)
-        if inspect.isawaitable(result):
-            return _translated(result)
-        return internal_responses(result)
+def _call_sink(user: Callable[..., Any], datums: Any) -> Any:
+    if hasattr(datums, "__aiter__"):
+        result = user(_async_sink_views(datums))
+    else:
+        result = user(sink_view(datum) for datum in datums)
+    if inspect.isawaitable(result):
+        return _translated(result)
+    return internal_responses(result)
 
-    return call
+
+def _sink(user: Callable[..., Any]) -> Callable[..., Any]:
+    return functools.partial(_call_sink, user)
 
 
 async def _async_sink_views(datums: AsyncIterable[sink.Datum]) -> Any:

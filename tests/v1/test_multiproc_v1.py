@@ -67,7 +67,7 @@ class PidMapper(Mapper):
         return Messages(Message(str(os.getpid()).encode(), keys=keys))
 
 def transform(keys, datum):
-    time.sleep(0.02)
+    time.sleep(float(datum.value[6:]))
     return sourcetransformer.Messages(
         sourcetransformer.Message(str(os.getpid()).encode(), datum.event_time, keys=keys)
     )
@@ -264,11 +264,13 @@ def test_a_handler_error_fails_the_stream_as_in_one_process(
     assert output.count("handler raised ValueError") == 1, output
 
 
+@pytest.mark.parametrize("modern", [False, True], ids=["MultiProcServer", "MapMultiprocServer"])
 def test_sigterm_drains_every_worker_and_exits_0(
-    start: Start, run_dir: Path, stubs: dict[str, ModuleType]
+    start: Start, run_dir: Path, stubs: dict[str, ModuleType], modern: bool
 ) -> None:
     """Requests in progress in both workers are answered; the stream ends UNAVAILABLE; exit 0."""
-    server = start(2)
+    # The modern script asks for server_count=2 over NUM_CPU_MULTIPROC=1.
+    server = start(1, script=MODERN_SCRIPT) if modern else start(2)
     stream = Stream(stubs, run_dir / "map.sock")
     for i in range(6):
         stream.send(f"id-{i}", b"sleep 1")
@@ -400,16 +402,40 @@ def test_large_requests_and_answers_cross_the_workers_whole(
     server.stop()
 
 
-def test_the_modern_map_face_deals_one_stream_to_server_count_workers(
-    start: Start, run_dir: Path, reference_client: ReferenceClient
+@pytest.mark.parametrize(
+    ("role", "service", "info", "metadata", "face"),
+    [
+        ("udf", "map", "mapper-server-info", {"MAP_MODE": "unary-map"}, "MapMultiprocServer"),
+        (
+            "transformer",
+            "sourcetransform",
+            "sourcetransformer-server-info",
+            {},
+            "SourceTransformMultiProcServer",  # served through aexec()
+        ),
+    ],
+)
+def test_the_modern_faces_deal_one_stream_to_server_count_workers(
+    start: Start,
+    run_dir: Path,
+    reference_client: ReferenceClient,
+    role: str,
+    service: str,
+    info: str,
+    metadata: dict[str, str],
+    face: str,
 ) -> None:
-    """0.14.0's MapMultiprocServer(Mapper(), server_count=2): both pids answer one stream."""
-    server = start(1, script=MODERN_SCRIPT)  # server_count=2 wins over NUM_CPU_MULTIPROC=1
-    assert server.info()["metadata"] == {"MAP_MODE": "unary-map"}
+    """0.14.0-style scripts with server_count=2: both worker pids answer one stream."""
+    server = start(1, role=role, script=MODERN_SCRIPT)  # server_count=2 wins over the env's 1
+    assert server.info(info)["metadata"] == metadata
+    request = {"keys": ["k"], "value": b64(b"sleep 0.02")}
     requests = [{"handshake": {"sot": True}}] + [
-        {"id": f"r{i}", "request": {"keys": ["k"], "value": b64(b"sleep 0.02")}} for i in range(40)
+        {"id": f"r{i}", "request": request}
+        if service == "map"
+        else {"request": {"id": f"r{i}", **request}}
+        for i in range(40)
     ]
-    talk = reference_client.converse_blocking("map", run_dir / "map.sock", requests)
+    talk = reference_client.converse_blocking(service, run_dir / f"{service}.sock", requests)
     assert talk["code"] == "OK", talk
     first, *answers = talk["responses"]
     assert first == {"handshake": {"sot": True}}
@@ -418,53 +444,9 @@ def test_the_modern_map_face_deals_one_stream_to_server_count_workers(
     assert len(pids) == 2, pids
     assert server.proc.pid not in pids
     output = server.stop()
-    assert "starting MapMultiprocServer" in output
+    assert f"starting {face}" in output
     assert "requests dealt to 2 worker process(es)" in output
-    assert not (run_dir / "map.sock").exists()
-
-
-def test_the_modern_map_face_drains_every_worker_on_sigterm(
-    start: Start, run_dir: Path, stubs: dict[str, ModuleType]
-) -> None:
-    """Requests in progress in both workers are answered; the stream ends UNAVAILABLE; exit 0."""
-    server = start(1, script=MODERN_SCRIPT)
-    stream = Stream(stubs, run_dir / "map.sock")
-    for i in range(4):
-        stream.send(f"id-{i}", b"sleep 1")
-    time.sleep(0.5)
-    server.proc.send_signal(signal.SIGTERM)
-    answers = stream.rest()
-    assert sorted(a.id for a in answers) == [f"id-{i}" for i in range(4)]
-    assert len({a.results[0].value for a in answers}) == 2
-    assert stream.error is not None
-    assert stream.error.code() == grpc.StatusCode.UNAVAILABLE
-    code, output = server.finish()
-    assert code == 0, output
-    assert not (run_dir / "mapper-server-info").exists()
-
-
-def test_the_modern_transformer_face_serves_from_workers_with_aexec(
-    start: Start, run_dir: Path, reference_client: ReferenceClient
-) -> None:
-    """SourceTransformMultiProcServer(server_count=2) through aexec(): both pids answer."""
-    server = start(1, role="transformer", script=MODERN_SCRIPT)
-    assert server.info("sourcetransformer-server-info")["metadata"] == {}
-    requests = [{"handshake": {"sot": True}}] + [
-        {"request": {"id": f"t{i}", "keys": ["k"], "value": b64(b"v")}} for i in range(40)
-    ]
-    talk = reference_client.converse_blocking(
-        "sourcetransform", run_dir / "sourcetransform.sock", requests
-    )
-    assert talk["code"] == "OK", talk
-    first, *answers = talk["responses"]
-    assert first == {"handshake": {"sot": True}}
-    assert sorted(a["id"] for a in answers) == sorted(f"t{i}" for i in range(40))
-    pids = {int(unb64(a["results"][0]["value"])) for a in answers}
-    assert len(pids) == 2, pids
-    assert server.proc.pid not in pids
-    output = server.stop()
-    assert "starting SourceTransformMultiProcServer" in output
-    assert not (run_dir / "sourcetransform.sock").exists()
+    assert not (run_dir / f"{service}.sock").exists()
 
 
 def test_the_modern_faces_take_the_process_count_and_refuse_unimportable_handlers(

@@ -508,8 +508,13 @@ V1_SERVICES = {
     ),
     "reduce": ("reducer-server-info", "reduce.sock", "/reduce.v1.Reduce/ReduceFn"),
     "sink": ("sinker-server-info", "sink.sock", "/sink.v1.Sink/SinkFn"),
+    "batchmap": ("mapper-server-info", "batchmap.sock", "/map.v1.Map/MapFn"),
 }
-MAP_MODE_SOCKETS = {"unary-map": "map.sock", "stream-map": "mapstream.sock"}
+MAP_MODE_SOCKETS = {
+    "unary-map": "map.sock",
+    "stream-map": "mapstream.sock",
+    "batch-map": "batchmap.sock",
+}
 
 
 def v1_socket(run_dir: str, rpc: str) -> str:
@@ -517,7 +522,7 @@ def v1_socket(run_dir: str, rpc: str) -> str:
     info_name, sock, _ = V1_SERVICES[rpc]
     text = (Path(run_dir) / info_name).read_text(encoding="utf-8")
     info = json.loads(text[: -len(END)])
-    if rpc in ("map", "mapstream"):
+    if rpc in ("map", "mapstream", "batchmap"):
         mode = info.get("metadata", {}).get("MAP_MODE") or "unary-map"
         if MAP_MODE_SOCKETS.get(mode) != sock:
             raise RuntimeError(f"{info_name} announces MAP_MODE {mode!r}, not for {rpc}")
@@ -703,7 +708,6 @@ def drive_sink_v1(spec: Dict[str, Any], pb2: Dict[str, Any]) -> Dict[str, Any]:
     platform waits for a batch's EOT before the next); each batch's answer checked (one
     SUCCESS per id, then the EOT); latency per batch."""
     pb = pb2["sink"]
-    packed = spec.get("framing", "packed") == "packed"
     now = time.time()
     request = pb.SinkRequest(
         request=pb.SinkRequest.Request(
@@ -713,14 +717,62 @@ def drive_sink_v1(spec: Dict[str, Any], pb2: Dict[str, Any]) -> Dict[str, Any]:
             watermark=timestamp(now - 1),
         )
     )
-    eot = h2client.frame(pb.SinkRequest(status=pb.TransmissionStatus(eot=True)).SerializeToString())
-    hello = h2client.frame(pb.SinkRequest(handshake=pb.Handshake(sot=True)).SerializeToString())
+
+    def set_id(rid: str) -> None:
+        request.request.id = rid
+
+    def answers(message: bytes) -> Tuple[Any, List[Tuple[str, int]]]:
+        r = pb.SinkResponse.FromString(message)
+        return r, [(res.id, res.status) for res in r.results]  # SUCCESS is 0
+
+    return _drive_batches(spec, "sink", pb, pb.SinkRequest, request, set_id, answers)
+
+
+def drive_batch_map_v1(spec: Dict[str, Any], pb2: Dict[str, Any]) -> Dict[str, Any]:
+    """map.v1 batch mode: as sink.v1, each id answered once with its value echoed."""
+    pb = pb2["map"]
+    now = time.time()
+    value = b"x" * spec["size"]
+    request = pb.MapRequest(
+        request=pb.MapRequest.Request(
+            keys=["key"], value=value, event_time=timestamp(now), watermark=timestamp(now - 1)
+        )
+    )
+
+    def set_id(rid: str) -> None:
+        request.id = rid
+
+    def answers(message: bytes) -> Tuple[Any, List[Tuple[str, int]]]:
+        r = pb.MapResponse.FromString(message)
+        if not r.id:
+            return r, []
+        ok = len(r.results) == 1 and r.results[0].value == value
+        return r, [(r.id, 0 if ok else 1)]
+
+    return _drive_batches(spec, "batchmap", pb, pb.MapRequest, request, set_id, answers)
+
+
+def _drive_batches(
+    spec: Dict[str, Any],
+    rpc: str,
+    pb: Any,
+    request_type: Any,
+    request: Any,
+    set_id: Callable[[str], None],
+    answers: Callable[[bytes], Tuple[Any, List[Tuple[str, int]]]],
+) -> Dict[str, Any]:
+    """The batch conversation sink.v1 and map.v1 batch mode share: the handshake, then
+    batches of `batch` requests + EOT, each answered (every id once with outcome 0, then
+    the EOT) before the next is sent, as the platform does; latency per batch."""
+    packed = spec.get("framing", "packed") == "packed"
+    eot = h2client.frame(request_type(status=pb.TransmissionStatus(eot=True)).SerializeToString())
+    hello = h2client.frame(request_type(handshake=pb.Handshake(sot=True)).SerializeToString())
     n_batches = spec["total"] // spec["batch"]
     batches: List[Tuple[List[str], List[bytes]]] = []
     for b in range(3 + n_batches):  # 3 warm-up batches first
         ids, frames = [], []
         for i in range(spec["batch"]):
-            request.request.id = rid = f"{b}-{i}"
+            set_id(rid := f"{b}-{i}")
             ids.append(rid)
             frames.append(h2client.frame(request.SerializeToString()))
         batches.append((ids, [*frames, eot]))
@@ -730,20 +782,20 @@ def drive_sink_v1(spec: Dict[str, Any], pb2: Dict[str, Any]) -> Dict[str, Any]:
 
     def feed(call: h2client.RawCall) -> int:
         for message in call.take():
-            r = pb.SinkResponse.FromString(message)
+            r, outcomes = answers(message)
             if r.HasField("handshake"):
                 state["handshake"] += 1
                 continue
-            for res in r.results:
-                if res.id in got:
-                    window.fail("WRONG_SINK_RESPONSE", f"id {res.id} answered twice")
-                got[res.id] = res.status
+            for rid, outcome in outcomes:
+                if rid in got:
+                    window.fail("WRONG_BATCH_RESPONSE", f"id {rid} answered twice")
+                got[rid] = outcome
             if r.HasField("status") and r.status.eot:
                 state["eots"] += 1
         return state["eots"]
 
-    with h2client.RawChannel(v1_socket(spec["run_dir"], "sink")) as ch:
-        call = ch.open(V1_SERVICES["sink"][2])
+    with h2client.RawChannel(v1_socket(spec["run_dir"], rpc)) as ch:
+        call = ch.open(V1_SERVICES[rpc][2])
         ch.send(call, [hello], packed)
         ch.run_until(lambda: (feed(call) >= 0 and state["handshake"] > 0) or call.done)
         for b, (ids, frames) in enumerate(batches):
@@ -756,8 +808,8 @@ def drive_sink_v1(spec: Dict[str, Any], pb2: Dict[str, Any]) -> Dict[str, Any]:
                 break
             if b >= 3:
                 window.latencies.append(time.perf_counter() - started)
-            if sorted(got) != sorted(ids) or any(got.values()):  # SUCCESS is 0
-                window.fail("WRONG_SINK_RESPONSE", f"batch {b}: wrong ids or not SUCCESS")
+            if sorted(got) != sorted(ids) or any(got.values()):
+                window.fail("WRONG_BATCH_RESPONSE", f"batch {b}: wrong ids or outcomes")
             got.clear()
         window.stop()
         window.end()
@@ -841,6 +893,7 @@ V1_DRIVERS: Dict[str, Callable[[Dict[str, Any], Dict[str, Any]], Dict[str, Any]]
     "mapstream": drive_map_v1,
     "sink": drive_sink_v1,
     "reduce": drive_reduce_v1,
+    "batchmap": drive_batch_map_v1,
 }
 
 

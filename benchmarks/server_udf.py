@@ -33,7 +33,7 @@ import time
 
 import _profile_hook
 
-RPCS = ("map", "mapt", "mapstream", "reduce", "sink")
+RPCS = ("map", "mapt", "mapstream", "reduce", "sink", "batchmap")
 
 
 def make_handlers(api: str, rpc: str, outputs: int, sleep_ms: int = 0):
@@ -184,6 +184,8 @@ V014_SERVERS = {
                "reduce.sock", "reducer-server-info"),
     "sink": ("sinker", "SinkServer", "SinkAsyncServer", "sinker_instance",
              "sink.sock", "sinker-server-info"),
+    "batchmap": ("batchmapper", None, "BatchMapAsyncServer", "batch_mapper_instance",
+                 "batchmap.sock", "mapper-server-info"),
 }  # fmt: skip
 
 
@@ -208,6 +210,17 @@ def v014_handler(api: str, rpc: str, outputs: int, sleep_ms: int):
             return responses
 
         return sink if api == "sync" else async_sink
+    if rpc == "batchmap":  # our pynumaflow.batchmapper takes the same handler
+        BatchResponse, BatchResponses = mod.BatchResponse, mod.BatchResponses  # noqa: N806
+        Message = mod.Message  # noqa: N806
+
+        async def batch_map(datums):
+            responses = BatchResponses()
+            async for d in datums:
+                responses.append(BatchResponse.with_msgs(d.id, [Message(d.value, keys=d.keys)]))
+            return responses
+
+        return batch_map
     Message, Messages = mod.Message, mod.Messages  # noqa: N806 - its class names
     if rpc == "map":
 
@@ -281,6 +294,12 @@ def main() -> None:
     args = parser.parse_args()
     _profile_hook.install()
     v1 = args.protocol == "v1"
+    if args.rpc == "batchmap" and args.impl == "ours":  # the modern API only
+        from pynumaflow.batchmapper import BatchMapAsyncServer
+
+        handler = v014_handler(args.api, args.rpc, args.outputs, args.sleep_ms)
+        BatchMapAsyncServer(handler).start()  # sockets in $PYNUMAFLOW_RUN_DIR
+        return
     if v1 and args.impl == "original":
         serve_v014(args.api, args.rpc, args.outputs, args.sleep_ms, args.run_dir)
         return

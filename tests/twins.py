@@ -41,6 +41,7 @@ INFO_FILES = {
     "sourcetransform": "sourcetransformer-server-info",
     "reduce": "reducer-server-info",
     "sink": "sinker-server-info",
+    "batchmap": "mapper-server-info",
 }
 SOCKETS = {
     "map": "map.sock",
@@ -48,6 +49,7 @@ SOCKETS = {
     "sourcetransform": "sourcetransform.sock",
     "reduce": "reduce.sock",
     "sink": "sink.sock",
+    "batchmap": "batchmap.sock",
 }
 
 
@@ -96,7 +98,7 @@ def serve_and_converse(
     try:
         _wait_for(proc, run_dir / INFO_FILES[kind])
         sock = run_dir / (sock_name or SOCKETS[kind])
-        service = "map" if kind == "mapstream" else kind  # map.v1 in stream mode
+        service = "map" if kind in ("mapstream", "batchmap") else kind  # map.v1 modes
         talk = client.converse_blocking(service, sock, requests, await_first=await_first)
         proc.send_signal(signal.SIGTERM)
         output, _ = proc.communicate(timeout=30)

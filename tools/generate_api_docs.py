@@ -27,6 +27,7 @@ MODULES = [
     "pynumaflow.sourcetransformer",
     "pynumaflow.reducer",
     "pynumaflow.sinker",
+    "pynumaflow.batchmapper",
     "pynumaflow.shared",
 ]
 

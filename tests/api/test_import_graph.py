@@ -24,6 +24,13 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         (
             "pynumaflow.function",
             "pynumaflow.sink",
+            "pynumaflow.mapper",
+            "pynumaflow.mapstreamer",
+            "pynumaflow.sourcetransformer",
+            "pynumaflow.reducer",
+            "pynumaflow.sinker",
+            "pynumaflow.batchmapper",
+            "pynumaflow.shared",
             "pynumaflow.sourcer",
             "pynumaflow.sideinput",
             "pynumaflow.mapper",

@@ -11,23 +11,44 @@ from pynumaflow import testing
 from pynumaflow._cli._args import build_parser
 from pynumaflow._codec.rpc import SERVICES
 from pynumaflow._core.options import ServerOptions
-from pynumaflow._faces.kinds import FAMILIES, FUNCTION, KINDS, SINK_SERVER, Kind, v1_sockets
+from pynumaflow._faces.kinds import (
+    FAMILIES,
+    FUNCTION,
+    KINDS,
+    MODERN_FAMILIES,
+    SINK_SERVER,
+    Kind,
+    v1_sockets,
+)
 from pynumaflow._invoke import Handler, Invoker
 from pynumaflow.function import AsyncServer, MultiProcServer, Server
 from pynumaflow.sink import AsyncSink, Sink
 
+ALL_KINDS = (
+    *KINDS,
+    *(kind for family in MODERN_FAMILIES for kind in family.kinds if kind not in KINDS),
+)
 LEGACY_SERVICES = {"function": "function.v1.UserDefinedFunction", "sink": "sink.v1.UserDefinedSink"}
 
 
 def test_names_and_keywords_are_unique() -> None:
-    assert len({kind.name for kind in KINDS}) == len(KINDS)
-    assert len({kind.keyword for kind in KINDS}) == len(KINDS)
+    assert len({kind.name for kind in ALL_KINDS}) == len(ALL_KINDS)
+    assert len({kind.keyword for kind in ALL_KINDS}) == len(ALL_KINDS)
 
 
-@pytest.mark.parametrize("kind", KINDS, ids=[kind.name for kind in KINDS])
+def test_map_modes_share_the_server_info_file_with_their_own_socket_and_mode() -> None:
+    """One container serves one map mode: MAP_MODE in mapper-server-info names the socket."""
+    modes = [k.v1 for k in ALL_KINDS if k.v1 is not None and "MAP_MODE" in k.v1.metadata]
+    assert {v1.metadata["MAP_MODE"] for v1 in modes} == {"unary-map", "stream-map", "batch-map"}
+    sockets = [v1.for_role("udf") for v1 in modes]
+    assert {socket.info for socket in sockets if socket} == {"mapper-server-info"}
+    assert len({socket.sock for socket in sockets if socket}) == len(modes)
+
+
+@pytest.mark.parametrize("kind", ALL_KINDS, ids=[kind.name for kind in ALL_KINDS])
 def test_each_kind_names_rpcs_that_exist(kind: Kind, tmp_path: object) -> None:
     """Its legacy RPC is on its family's legacy service; its v1 service serves a proto service."""
-    family = next(f for f in FAMILIES if kind in f.kinds)
+    family = next(f for f in (*FAMILIES, *MODERN_FAMILIES) if kind in f.kinds)
     if kind.legacy_method is not None:
         assert family.legacy is not None
         assert kind.legacy_method in SERVICES[LEGACY_SERVICES[family.legacy.service_name]]

@@ -21,7 +21,7 @@ from pynumaflow.function import (
 
 
 def test_public_names_are_exactly_the_documented_ones() -> None:
-    """pynumaflow.function exports the 0.4 names, nothing more and nothing missing."""
+    """pynumaflow.function exports the 0.4 names and NACK's two, nothing more or missing."""
     assert sorted(pynumaflow.function.__all__) == sorted(
         [
             "AsyncServer",
@@ -35,6 +35,8 @@ def test_public_names_are_exactly_the_documented_ones() -> None:
             "Messages",
             "Metadata",
             "MultiProcServer",
+            "NACK",
+            "NackOptions",
             "Server",
         ]
     )

@@ -460,10 +460,11 @@ def test_datum_str_and_repr_never_raise() -> None:
 
 
 def test_public_names() -> None:
-    """pynumaflow.sink exports exactly the 0.4 names."""
+    """pynumaflow.sink exports exactly the 0.4 names, and NackOptions (for as_nack)."""
     assert sorted(pynumaflow.sink.__all__) == [
         "AsyncSink",
         "Datum",
+        "NackOptions",
         "Response",
         "Responses",
         "Sink",

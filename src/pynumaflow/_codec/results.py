@@ -8,28 +8,34 @@ way in every protocol.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from datetime import date, datetime, time
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Set, Tuple
 
 from pynumaflow._codec.fields import encode_user_metadata
 from pynumaflow._codec.wire import varint
 from pynumaflow._types.errors import ReturnTypeError
 from pynumaflow._types.function import Message, MessageT
 from pynumaflow._types.modern import MetadataResponse, UserMetadata
-from pynumaflow._types.sink import Response, check_response_extras
+from pynumaflow._types.nack import NackOptions
+from pynumaflow._types.sink import NackResponse, Response, check_response_extras
 
 __all__ = [
     "MESSAGES",
     "MESSAGE_TS",
+    "NACK_NOT_IN_REDUCE",
+    "NACK_NOT_ON_LEGACY",
     "check_yielded",
     "checked_iter",
     "encode_list",
+    "encode_nack_options",
     "encode_strings",
     "message_event_time",
     "message_fields",
     "own_metadata_field",
+    "read_batch_answers",
     "read_responses",
+    "refuse_nack",
     "response_body",
 ]
 
@@ -37,6 +43,9 @@ __all__ = [
 MESSAGES = "Messages (an iterable of Message)"
 MESSAGE_TS = "MessageTs (an iterable of MessageT)"
 _RESPONSES = "Responses (an iterable of Response)"
+_KEPT_RESPONSES = (Response, MetadataResponse, NackResponse)
+_BATCH_RESPONSES = "BatchResponses (an iterable of BatchResponse)"
+_SHOWN_IDS = 5
 
 
 def encode_strings(tag: bytes, items: Iterable[str], out: List[bytes], what: str) -> None:
@@ -210,7 +219,100 @@ def read_responses(result: object) -> List[Response]:
             continue
         if item.status is not None or item.value is not None or item.keys is not None:
             check_response_extras(item)
-        if type(item) is not Response and type(item) is not MetadataResponse:
+        if type(item) not in _KEPT_RESPONSES:
             item = Response(msg_id, success, err, item.status, item.value, item.keys)
         responses.append(item)
     return responses
+
+
+def read_batch_answers(result: object, ids: Collection[str]) -> List[Tuple[str, Any]]:
+    """Check what a batch map handler returned for the batch of ``ids``: one answer per id.
+
+    Objects with ``id`` (str) and ``messages`` attributes count as answers, like
+    :class:`~pynumaflow.batchmapper.BatchResponse`. Returns ``(id, messages)`` in the
+    handler's order; the messages are checked when they are encoded.
+
+    Raises:
+        ReturnTypeError: ``result`` is not an iterable of such objects, or it answers an
+            id not in the batch, an id twice, or not every id of the batch.
+
+    """
+    answers: List[Tuple[str, Any]] = []
+    seen: Set[str] = set()
+    unknown: List[str] = []
+    repeated: List[str] = []
+    for item in checked_iter(result, _BATCH_RESPONSES):
+        try:
+            msg_id, messages = item.id, item.messages
+        except AttributeError:
+            raise ReturnTypeError(
+                f"expected BatchResponse objects, found {type(item).__name__}"
+            ) from None
+        if not isinstance(msg_id, str):
+            raise ReturnTypeError(f"BatchResponse id must be str, found {type(msg_id).__name__}")
+        if msg_id not in ids:
+            unknown.append(msg_id)
+        elif msg_id in seen:
+            repeated.append(msg_id)
+        seen.add(msg_id)
+        answers.append((msg_id, messages))
+    missing = [msg_id for msg_id in ids if msg_id not in seen]
+    problems = [
+        _ids("answers ids that are not in the batch", unknown),
+        _ids("answers ids more than once", repeated),
+        _ids(f"has no BatchResponse for {len(missing)} of the batch's {len(ids)} ids", missing),
+    ]
+    if any(problems):
+        raise ReturnTypeError("BatchResponses " + "; ".join(p for p in problems if p))
+    return answers
+
+
+def _ids(what: str, ids: List[str]) -> str:
+    if not ids:
+        return ""
+    shown = ", ".join(map(repr, ids[:_SHOWN_IDS]))
+    more = f" and {len(ids) - _SHOWN_IDS} more" if len(ids) > _SHOWN_IDS else ""
+    return f"{what}: {shown}{more}"
+
+
+def encode_nack_options(options: NackOptions) -> bytes:
+    """A ``common.NackOptions`` body: reason 1, max_deliveries 2, delay 3, nack_map 4.
+
+    The first three are ``optional``: each is sent when set, even to its default value.
+    """
+    out: List[bytes] = []
+    if options.reason is not None:
+        raw = options.reason.encode()
+        out += (b"\x0a", varint(len(raw)), raw)
+    if options.max_deliveries is not None:
+        out += (b"\x10", varint(options.max_deliveries))
+    delay = options.delay_ms
+    if delay is not None:
+        out += (b"\x18", varint(delay))
+    for key, value in options.nack_map.items():
+        entry = _string_field(b"\x0a", key) + _string_field(b"\x12", value)  # both always
+        out += (b"\x22", varint(len(entry)), entry)
+    return b"".join(out)
+
+
+def _string_field(tag: bytes, text: str) -> bytes:
+    raw = text.encode()
+    return tag + varint(len(raw)) + raw
+
+
+NACK_NOT_ON_LEGACY = (
+    "a NACK result (Message.to_nack()) needs Numaflow >= 1.8.2; on the 0.8-0.9 "
+    "protocol it fails the request, so that the platform retries the input"
+)
+NACK_NOT_IN_REDUCE = "a NACK result (Message.to_nack()) has no input to nack in a reduce result"
+
+
+def refuse_nack(message: Any, why: str) -> None:
+    """Refuse a NACK result where it cannot be sent.
+
+    Raises:
+        ReturnTypeError: ``message`` is a NACK result, saying ``why``.
+
+    """
+    if getattr(message, "_nack", None) is not None:
+        raise ReturnTypeError(why)

@@ -83,6 +83,15 @@ def _grace_from_env() -> Optional[float]:
         raise ValueError(f"{GRACE_ENV} must be a number of seconds, got {raw!r}") from None
 
 
+def _flag_from_env(name: str) -> bool:
+    value = os.environ.get(name, "").strip().lower()
+    if value in ("", "0", "false", "no"):
+        return False
+    if value in ("1", "true", "yes"):
+        return True
+    raise ValueError(f"${name} must be 1/true/yes or 0/false/no, got {value!r}")
+
+
 def process_count() -> int:
     """How many server processes to run: $NUM_CPU_MULTIPROC, else $NUMAFLOW_CPU_LIMIT, else 1.
 
@@ -189,6 +198,9 @@ class ServerOptions:
     """Where the v1 sockets (map.sock, sink.sock, ...) are bound."""
     v1_info_dir: Path = Path(DEFAULT_RUN_DIR)
     """Where the v1 server-info files (mapper-server-info, ...) are written."""
+    nack: bool = False
+    """``$PYNUMAFLOW_NACK``: the platform is Numaflow >= 1.8.2, so NACK results are sent
+    as such (and the v1 server-info files require that version)."""
     container_type: Optional[str] = None
     """``$NUMAFLOW_UD_CONTAINER_TYPE``: the container's role (None: unset)."""
 
@@ -260,5 +272,6 @@ class ServerOptions:
             protocols=resolve_protocols(protocols),
             v1_sock_dir=legacy_sock.parent if legacy_sock is not None else folder,
             v1_info_dir=info.parent if info is not None else folder,
+            nack=_flag_from_env("PYNUMAFLOW_NACK"),
             container_type=ud_container_type(),
         )

@@ -1,4 +1,11 @@
-"""The sink batch engine both sink protocols share: a batch in, one response per datum out.
+"""Batches: a handler fed a batch's datums as they arrive, then answering each of them.
+
+:func:`serve_batches` is the conversation sink.v1 and map.v1's batch mode share: a
+handshake, then batches of requests each ended by an EOT, each answered up to the
+server's EOT before the next is read. :func:`feed_batch` is its step: the handler call
+starts at the batch's first datum and reads the others from a feed while the service
+reads them off its stream. :class:`BatchEngine` is the sinks' use of it, the batch
+engine both sink protocols share: a batch in, one response per datum out.
 
 A protocol's service reads the batch off its stream (the whole call for the legacy
 UserDefinedSink, up to each EOT for the v1 Sink) and hands the datums to
@@ -18,17 +25,30 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
-from typing import Callable, Dict, List, NamedTuple, Optional, Union
+from collections.abc import Awaitable, Coroutine, Iterable
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, TypeVar, Union
 
+import grpclib.server
+from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from pynumaflow._codec.results import read_responses
+from pynumaflow._codec.rpc import decode_or_refuse
+from pynumaflow._core.messages import MessageReader
+from pynumaflow._engines.drain import IdleDrain
 from pynumaflow._engines.feed import Feed
 from pynumaflow._invoke import Handler, HandlerErrors, Invoker
 from pynumaflow._types.sink import Datum, Response
 
-__all__ = ["OMITTED", "Batch", "BatchEngine", "NextDatum"]
+__all__ = [
+    "OMITTED",
+    "Batch",
+    "BatchEngine",
+    "BatchReader",
+    "NextDatum",
+    "feed_batch",
+    "serve_batches",
+]
 
 _LOGGER = logging.getLogger("pynumaflow")
 
@@ -36,6 +56,9 @@ _LOGGER = logging.getLogger("pynumaflow")
 # stream pauses, and HTTP/2 flow control slows the platform down.
 _FEED_SIZE = 256
 _LOGGED_IDS = 5
+
+_D = TypeVar("_D")
+_R = TypeVar("_R")
 
 OMITTED = "the sink handler returned no response for this datum"
 """The error of the failure reported for a datum the handler did not answer."""
@@ -70,21 +93,14 @@ class BatchEngine:
         is a datum of the batch its caller already read. Whatever reading raises (a
         malformed request, a cancelled call) abandons the handler and propagates.
         """
-        feed: Feed[Datum] = Feed(_FEED_SIZE, sync_consumer=not self._handler.is_async)
-        call = asyncio.create_task(self._call_handler(feed))
         received: Dict[str, bytes] = {}
-        try:
-            datum = first if first is not None else await next_datum()
-            while datum is not None:
-                received[datum.id] = datum._user_metadata
-                await feed.put(datum)
-                datum = await next_datum()
-            feed.close()
-            outcome = await call
-        except BaseException:
-            feed.abort()
-            call.cancel()
-            raise
+
+        def note(datum: Datum) -> None:
+            received[datum.id] = datum._user_metadata
+
+        outcome = await feed_batch(
+            self._call_handler, self._handler, next_datum, first, received=note
+        )
         return Batch(_reconcile(received, outcome), received)
 
     async def _call_handler(self, feed: Feed[Datum]) -> _Outcome:
@@ -96,6 +112,37 @@ class BatchEngine:
             return err.message or err.status.name
         finally:
             feed.abort()  # the handler stopped reading: drop what still arrives
+
+
+async def feed_batch(
+    call: Callable[[Feed[_D]], Coroutine[Any, Any, _R]],
+    handler: Handler,
+    next_datum: Callable[[], Awaitable[Optional[_D]]],
+    first: Optional[_D],
+    *,
+    received: Callable[[_D], None],
+) -> _R:
+    """Run ``call`` (a handler's call reading a feed) over the batch ``next_datum`` reads.
+
+    The call starts at once, and each datum goes into its feed as it is read (after
+    ``received(datum)``); at the batch's end (``next_datum`` returns None) the feed is
+    closed and the call's result returned. ``first`` is a datum of the batch already
+    read. Whatever reading or the call raises abandons the call and propagates.
+    """
+    feed: Feed[_D] = Feed(_FEED_SIZE, sync_consumer=not handler.is_async)
+    task: asyncio.Task[_R] = asyncio.create_task(call(feed))
+    try:
+        datum = first if first is not None else await next_datum()
+        while datum is not None:
+            received(datum)
+            await feed.put(datum)
+            datum = await next_datum()
+        feed.close()
+        return await task
+    except BaseException:
+        feed.abort()
+        task.cancel()
+        raise
 
 
 def _reconcile(received: Dict[str, bytes], outcome: _Outcome) -> List[Response]:
@@ -131,3 +178,123 @@ def _warn(what: str, ids: List[str]) -> None:
         shown = ", ".join(map(repr, ids[:_LOGGED_IDS]))
         more = f" and {len(ids) - _LOGGED_IDS} more" if len(ids) > _LOGGED_IDS else ""
         _LOGGER.warning("sink_handler %s (%d): %s%s", what, len(ids), shown, more)
+
+
+RawStream = grpclib.server.Stream[bytes, bytes]
+AnswerBatch = Callable[[Callable[[], Awaitable[Any]], Any], Awaitable[Iterable[bytes]]]
+"""How a service answers a batch: ``await answer(next_datum, first)`` -> the messages to send."""
+
+
+async def serve_batches(
+    stream: RawStream,
+    reader: BatchReader,
+    answer: AnswerBatch,
+    *,
+    handshake_response: bytes,
+    eot_response: bytes,
+    label: str,
+) -> None:
+    """Serve one batch-mode stream: the handshake, then batch after batch.
+
+    The client's handshake is answered first. Each batch (from its first request to its
+    EOT, or the end of the stream) is answered by ``answer``'s messages, then
+    ``eot_response`` at once; a bare EOT gets a bare EOT. When the server drains, the
+    stream ends UNAVAILABLE between batches: at once if it is idle, else after the batch
+    in progress is answered up to its EOT.
+
+    Raises:
+        GRPCError: ``INVALID_ARGUMENT`` for a malformed or out-of-order request;
+            whatever ``answer`` raised; ``UNAVAILABLE`` when the drain ended the stream.
+
+    """
+    drain = IdleDrain()  # busy from a batch's first request to its EOT response
+    async with drain.reading():
+        await _converse(stream, reader, answer, handshake_response, eot_response, drain, label)
+    drain.check()
+
+
+async def _converse(
+    stream: RawStream,
+    reader: BatchReader,
+    answer: AnswerBatch,
+    handshake_response: bytes,
+    eot_response: bytes,
+    drain: IdleDrain,
+    label: str,
+) -> None:
+    if not await reader.handshake():
+        return
+    await stream.send_message(handshake_response)
+    _LOGGER.debug("%s: stream opened", label)
+    while True:
+        first = await reader.next_datum()
+        if first is None and reader.closed:
+            break
+        with drain.busy():
+            if first is not None:
+                for message in await answer(reader.next_datum, first):
+                    await stream.send_message(message)
+            await stream.send_message(eot_response)
+        if reader.closed:
+            break
+    _LOGGER.debug("%s: stream closed by the client", label)
+
+
+class BatchReader:
+    """Reads a batch-mode stream: the handshake, then datums batch by batch.
+
+    ``decode`` gives the codec's view of a request message: ``handshake`` (set, with
+    sot), ``datum`` (or None) and ``eot``; ``what`` and ``rpc`` name the message and
+    the method in errors.
+    """
+
+    def __init__(
+        self, stream: RawStream, decode: Callable[[bytes], Any], what: str, rpc: str
+    ) -> None:
+        self._requests = MessageReader(stream)
+        self._decode = decode
+        self._what = what
+        self._rpc = rpc
+        self._eot_pending = False
+        self.closed = False
+        """Whether the client has ended the stream."""
+
+    async def _next(self) -> Any:
+        data = await self._requests.next()
+        if data is None:
+            self.closed = True
+            return None
+        return decode_or_refuse(self._decode, data, self._what)
+
+    async def handshake(self) -> bool:
+        """Read the handshake; False if the stream ended before any message."""
+        request = await self._next()
+        if request is None:
+            return False
+        if request.handshake is not True or request.datum is not None or request.eot:
+            raise GRPCError(
+                Status.INVALID_ARGUMENT,
+                f"the first {self._what} must be the handshake, {{handshake: {{sot: true}}}}",
+            )
+        return True
+
+    async def next_datum(self) -> Any:
+        """The batch's next datum; None at its EOT or when the stream ends."""
+        if self._eot_pending or self.closed:
+            self._eot_pending = False
+            return None
+        request = await self._next()
+        if request is None:
+            return None
+        if request.handshake:
+            raise GRPCError(
+                Status.INVALID_ARGUMENT, f"a second handshake on the {self._rpc} stream"
+            )
+        if request.datum is None:
+            if request.eot:
+                return None
+            raise GRPCError(
+                Status.INVALID_ARGUMENT, f"a {self._what} with neither a request nor status.eot"
+            )
+        self._eot_pending = request.eot
+        return request.datum

@@ -23,12 +23,14 @@ from pynumaflow._faces.kinds import (
 )
 from pynumaflow._invoke import Handler, Invoker
 
-__all__ = ["MINIMUM_NUMAFLOW_VERSION", "Facade"]
+__all__ = ["MINIMUM_NUMAFLOW_VERSION", "NACK_NUMAFLOW_VERSION", "Facade"]
 
 _LOGGER = logging.getLogger("pynumaflow")
 
 MINIMUM_NUMAFLOW_VERSION = "1.4.0-z"
 """What the v1 server-info files announce: Numaflow 1.4.0 or later."""
+NACK_NUMAFLOW_VERSION = "1.8.2-z"
+"""What they require with ``$PYNUMAFLOW_NACK``: NACK's first release."""
 
 
 class Facade:
@@ -193,7 +195,9 @@ class Facade:
                     info_path,
                     [service],
                     info_metadata=dict(v1.metadata),
-                    minimum_numaflow_version=MINIMUM_NUMAFLOW_VERSION,
+                    minimum_numaflow_version=(
+                        NACK_NUMAFLOW_VERSION if options.nack else MINIMUM_NUMAFLOW_VERSION
+                    ),
                     label=f"v1 (Numaflow >= 1.4) {socket.label}",
                 )
             )

@@ -27,6 +27,9 @@ if TYPE_CHECKING:  # the command line reads the table without loading the server
     from pynumaflow._services.legacy.function import FunctionHandlers
 
 __all__ = [
+    "BATCH_MAP",
+    "BATCH_MAPPER",
+    "BATCH_MAP_MODE",
     "FAMILIES",
     "FUNCTION",
     "KINDS",
@@ -177,7 +180,7 @@ class Family:
 def _map_v1(handler: Handler, invoker: Invoker, role: str, options: ServerOptions) -> Service:
     from pynumaflow._services.v1.map import MapV1Service
 
-    return MapV1Service(handler, invoker, stream=False, container_type=role)
+    return MapV1Service(handler, invoker, stream=False, container_type=role, nack=options.nack)
 
 
 def _map_stream_v1(
@@ -185,7 +188,13 @@ def _map_stream_v1(
 ) -> Service:
     from pynumaflow._services.v1.map import MapV1Service
 
-    return MapV1Service(handler, invoker, stream=True, container_type=role)
+    return MapV1Service(handler, invoker, stream=True, container_type=role, nack=options.nack)
+
+
+def _batch_map_v1(handler: Handler, invoker: Invoker, role: str, options: ServerOptions) -> Service:
+    from pynumaflow._services.v1.batchmap import BatchMapV1Service
+
+    return BatchMapV1Service(handler, invoker, container_type=role, nack=options.nack)
 
 
 def _transform_v1(handler: Handler, invoker: Invoker, role: str, options: ServerOptions) -> Service:
@@ -204,7 +213,11 @@ def _sink_v1(handler: Handler, invoker: Invoker, role: str, options: ServerOptio
     from pynumaflow._services.v1.sink import SinkV1Service
 
     return SinkV1Service(
-        handler, invoker, container_type=role, max_message_size=options.max_message_size
+        handler,
+        invoker,
+        container_type=role,
+        max_message_size=options.max_message_size,
+        nack=options.nack,
     )
 
 
@@ -258,6 +271,7 @@ def _sink_legacy(handlers: Mapping[str, Handler], invoker: Invoker) -> Service:
 
 UNARY_MAP = "unary-map"
 STREAM_MAP = "stream-map"
+BATCH_MAP_MODE = "batch-map"  # served by pynumaflow.batchmapper alone (its own family)
 MAP_MODE_ENV = "PYNUMAFLOW_MAP_MODE"
 
 MAP = Kind(
@@ -300,6 +314,20 @@ MAP_STREAM = Kind(
         (V1Socket("map stream", "udf", "mapstream.sock", "mapper-server-info"),),
         _map_stream_v1,
         {"MAP_MODE": STREAM_MAP},
+    ),
+)
+# The map modes share mapper-server-info, whose MAP_MODE tells the platform which socket
+# to dial: a container serves one mode.
+BATCH_MAP = Kind(
+    "batch-map",
+    "batch_mapper_instance",
+    "datums",
+    stream=False,
+    legacy_method=None,
+    v1=V1Endpoint(
+        (V1Socket("batch map", "udf", "batchmap.sock", "mapper-server-info"),),
+        _batch_map_v1,
+        {"MAP_MODE": BATCH_MAP_MODE},
     ),
 )
 REDUCE = Kind(
@@ -363,7 +391,8 @@ SOURCE_SERVER = Family("source", (SOURCE,), legacy=None)
 SIDE_INPUT_SERVER = Family("side input", (SIDE_INPUT,), legacy=None)
 
 FAMILIES: Tuple[Family, ...] = (FUNCTION, SINK_SERVER, SOURCE_SERVER, SIDE_INPUT_SERVER)
-"""The families of the kinds' first servers; together they hold every kind once."""
+"""The families of the kinds' first servers; together they hold every kind once but batch
+map, which only :data:`BATCH_MAPPER` serves (``pynumaflow run`` does not drive it yet)."""
 KINDS: Tuple[Kind, ...] = tuple(kind for family in FAMILIES for kind in family.kinds)
 
 # The modern API (pynumaflow 0.9-0.14): a server class per kind, served on v1 only.
@@ -372,7 +401,15 @@ MAP_STREAMER = Family("mapstreamer", (MAP_STREAM,), None)
 SOURCE_TRANSFORMER = Family("sourcetransformer", (MAPT,), None)
 REDUCER = Family("reducer", (REDUCE,), None)
 SINKER = Family("sinker", (SINK,), None)
-MODERN_FAMILIES: Tuple[Family, ...] = (MAPPER, MAP_STREAMER, SOURCE_TRANSFORMER, REDUCER, SINKER)
+BATCH_MAPPER = Family("batchmapper", (BATCH_MAP,), None)
+MODERN_FAMILIES: Tuple[Family, ...] = (
+    MAPPER,
+    MAP_STREAMER,
+    SOURCE_TRANSFORMER,
+    REDUCER,
+    SINKER,
+    BATCH_MAPPER,
+)
 """The modern API's families, each named as its module (``pynumaflow.<name>``)."""
 
 

@@ -21,7 +21,7 @@ from typing import Any, Callable, List, Optional, Tuple
 from pynumaflow._codec.fields import decode_metadata
 from pynumaflow._core.options import V1
 from pynumaflow._faces.facade import Facade
-from pynumaflow._faces.kinds import REDUCE, SINK, Kind
+from pynumaflow._faces.kinds import BATCH_MAP, REDUCE, SINK, Kind
 from pynumaflow._invoke import Handler, inspect_handler
 from pynumaflow._types import function, sink
 from pynumaflow._types.modern import (
@@ -84,6 +84,13 @@ def _views(datums: Any) -> Any:
     return (view(datum) for datum in datums)
 
 
+def _batch_map(user: Callable[..., Any]) -> Callable[..., Any]:
+    def call(datums: Any) -> Any:
+        return user(_views(datums))
+
+    return call
+
+
 def _reduce(make: Callable[[], Callable[..., Any]]) -> Callable[..., Any]:
     def call(keys: List[str], datums: Any, md: function.Metadata) -> Any:
         return make()(keys, _views(datums), md)
@@ -104,6 +111,8 @@ def internal_responses(result: object) -> object:
 def _internal(item: object) -> object:
     if not isinstance(item, SinkResponse):
         return item
+    if item.nack_options is not None:
+        return sink.Response.as_nack(item.id, item.nack_options)
     if item.serve:
         return sink.Response(item.id, True, None, "serve", item.serve_response)
     if item.success:
@@ -192,6 +201,8 @@ def modern_handler(
         call = _reduce(lambda: func)
     elif kind is SINK:
         call = _sink(func)
+    elif kind is BATCH_MAP:
+        call = _batch_map(func)
     else:
         call = _unary(func)
     return inspect_handler(

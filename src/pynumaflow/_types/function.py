@@ -8,6 +8,7 @@ from types import MappingProxyType
 from typing import List, Optional, Union
 
 from pynumaflow._types.collections import ItemList
+from pynumaflow._types.nack import NACK, NackOptions
 
 __all__ = [
     "DROP",
@@ -74,7 +75,7 @@ class Message:
 
     """
 
-    __slots__ = ("_keys", "_tags", "_value")
+    __slots__ = ("_keys", "_nack", "_tags", "_value")
 
     def __init__(
         self,
@@ -85,11 +86,31 @@ class Message:
         self._value = _check_value(value)
         self._keys = _check_str_list("message keys", keys)
         self._tags = _check_str_list("message tags", tags)
+        self._nack: Optional[NackOptions] = None
 
     @classmethod
     def to_drop(cls) -> Message:
         """Return a message that the platform drops."""
         return cls(b"", None, [DROP])
+
+    @classmethod
+    def to_nack(cls, options: Optional[NackOptions] = None) -> Message:
+        """Return a result asking the platform to redeliver the input later (a NACK).
+
+        Honoured by Numaflow >= 1.8.2 on v1, and sent only when ``PYNUMAFLOW_NACK=1``
+        says the platform is that new; elsewhere a nack fails the request like a
+        handler error, so that the platform retries the input. Other results of the
+        same input are still forwarded. Not for reduce results (they have no input to
+        nack).
+        """
+        message = cls(b"", None, [NACK])
+        message._nack = options if options is not None else NackOptions()
+        return message
+
+    @property
+    def nack_options(self) -> Optional[NackOptions]:
+        """The options of a :meth:`to_nack` result, else None."""
+        return self._nack
 
     @property
     def value(self) -> bytes:
@@ -110,7 +131,12 @@ class Message:
         if type(other) is not type(self):
             return NotImplemented
         assert isinstance(other, Message)
-        return (self._value, self._keys, self._tags) == (other._value, other._keys, other._tags)
+        return (self._value, self._keys, self._tags, self._nack) == (
+            other._value,
+            other._keys,
+            other._tags,
+            other._nack,
+        )
 
     __hash__ = None  # type: ignore[assignment]
 

@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Optional, Type, TypeVar, Union
 
 from pynumaflow._types import function, sink
 from pynumaflow._types.collections import ItemList
+from pynumaflow._types.nack import NackOptions
 
 __all__ = [
     "Datum",
@@ -406,6 +407,7 @@ class SinkResponse:
     on_success_msg: Optional[SinkMessage]
     serve: bool = False
     serve_response: Optional[bytes] = None
+    nack_options: Optional[NackOptions] = None
 
     @classmethod
     def as_success(cls, id_: str) -> SinkResponse:
@@ -434,6 +436,15 @@ class SinkResponse:
         Numaflow >= 1.5; not in pynumaflow 0.14.0.
         """
         return cls(id_, True, None, False, False, None, True, payload)
+
+    @classmethod
+    def as_nack(cls, id_: str, options: Optional[NackOptions] = None) -> SinkResponse:
+        """Ask the platform to redeliver the datum later: see ``pynumaflow.sink.Response.as_nack``.
+
+        Not in pynumaflow 0.14.0.
+        """
+        options = options if options is not None else NackOptions()
+        return cls(id_, False, options.reason, False, False, None, nack_options=options)
 
 
 class SinkResponses(ItemList[SinkResponse]):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
 from typing import List, Literal, Optional
@@ -11,8 +11,16 @@ from typing import List, Literal, Optional
 from pynumaflow._types.collections import ItemList
 from pynumaflow._types.errors import ReturnTypeError
 from pynumaflow._types.function import NO_HEADERS
+from pynumaflow._types.nack import NackOptions
 
-__all__ = ["Datum", "Response", "ResponseStatus", "Responses", "check_response_extras"]
+__all__ = [
+    "Datum",
+    "NackResponse",
+    "Response",
+    "ResponseStatus",
+    "Responses",
+    "check_response_extras",
+]
 
 
 def _check_time(name: str, value: object) -> datetime:
@@ -117,10 +125,10 @@ class Datum:
         )
 
 
-ResponseStatus = Literal["fallback", "serve", "on_success"]
+ResponseStatus = Literal["fallback", "serve", "on_success", "nack"]
 """What a :class:`Response` asks of Numaflow >= 1.4 beyond plain success or failure."""
 
-_STATUS_SUCCESS = {"fallback": False, "serve": True, "on_success": True}
+_STATUS_SUCCESS = {"fallback": False, "serve": True, "on_success": True, "nack": False}
 
 
 @dataclass(slots=True, repr=False)
@@ -216,6 +224,18 @@ class Response:
         check_response_extras(response)
         return response
 
+    @classmethod
+    def as_nack(cls, id_: str, options: Optional[NackOptions] = None) -> Response:
+        """Return a response asking the platform to redeliver the datum later (a NACK).
+
+        Honoured by Numaflow >= 1.8.2 on v1, and sent as such only when
+        ``PYNUMAFLOW_NACK=1`` says the platform is that new; elsewhere (and on the
+        legacy protocol) it is a failure with the options' reason as its error, which
+        the platform retries.
+        """
+        options = options if options is not None else NackOptions()
+        return NackResponse(id_, False, options.reason or "nack", "nack", nack_options=options)
+
     def __repr__(self) -> str:
         # pynumaflow 0.4's repr for the responses it knew.
         text = f"Response(id={self.id!r}, success={self.success!r}, err={self.err!r}"
@@ -226,6 +246,13 @@ class Response:
         if self.keys is not None:
             text += f", keys={self.keys!r}"
         return text + ")"
+
+
+@dataclass(slots=True, repr=False)
+class NackResponse(Response):
+    """A :meth:`Response.as_nack` answer, with its options."""
+
+    nack_options: NackOptions = field(default_factory=NackOptions)
 
 
 def check_response_extras(response: Response) -> None:
@@ -244,12 +271,13 @@ def check_response_extras(response: Response) -> None:
         return
     if not isinstance(status, str) or status not in _STATUS_SUCCESS:
         raise ReturnTypeError(
-            f"Response status must be None, 'fallback', 'serve' or 'on_success', found {status!r}"
+            "Response status must be None, 'fallback', 'serve', 'on_success' or 'nack', "
+            f"found {status!r}"
         )
     expected = _STATUS_SUCCESS[status]
     if response.success is not expected:
         raise ReturnTypeError(f"Response status {status!r} needs success={expected}")
-    if value is not None and status == "fallback":
+    if value is not None and status in ("fallback", "nack"):
         raise ReturnTypeError("Response value is only sent with status 'serve' or 'on_success'")
     if value is not None and not isinstance(value, bytes):
         raise ReturnTypeError(f"Response value must be bytes, found {type(value).__name__}")

@@ -14,6 +14,7 @@ from pynumaflow._types.function import (
     MessageTs,
     Metadata,
 )
+from pynumaflow._types.nack import NACK, NackOptions
 
 if _typing.TYPE_CHECKING:
     from pynumaflow.function._multiproc import MultiProcServer
@@ -21,6 +22,7 @@ if _typing.TYPE_CHECKING:
 
 __all__ = [
     "DROP",
+    "NACK",
     "AsyncServer",
     "Datum",
     "DatumMetadata",
@@ -31,6 +33,7 @@ __all__ = [
     "Messages",
     "Metadata",
     "MultiProcServer",
+    "NackOptions",
     "Server",
 ]
 

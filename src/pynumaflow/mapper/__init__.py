@@ -8,10 +8,12 @@ a :class:`Mapper` subclass implementing ``handler``. Served on ``map.sock`` by
 
 from pynumaflow._types.function import DROP, Messages
 from pynumaflow._types.modern import Datum, Mapper, Message, SystemMetadata, UserMetadata
+from pynumaflow._types.nack import NACK, NackOptions
 from pynumaflow.mapper._servers import MapAsyncServer, MapMultiprocServer, MapServer
 
 __all__ = [
     "DROP",
+    "NACK",
     "Datum",
     "MapAsyncServer",
     "MapMultiprocServer",
@@ -19,6 +21,7 @@ __all__ = [
     "Mapper",
     "Message",
     "Messages",
+    "NackOptions",
     "SystemMetadata",
     "UserMetadata",
 ]

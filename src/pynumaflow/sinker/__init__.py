@@ -12,11 +12,13 @@ from pynumaflow._types.modern import Sinker, SystemMetadata, UserMetadata
 from pynumaflow._types.modern import SinkMessage as Message
 from pynumaflow._types.modern import SinkResponse as Response
 from pynumaflow._types.modern import SinkResponses as Responses
+from pynumaflow._types.nack import NackOptions
 from pynumaflow.sinker._servers import SinkAsyncServer, SinkServer
 
 __all__ = [
     "Datum",
     "Message",
+    "NackOptions",
     "Response",
     "Responses",
     "SinkAsyncServer",

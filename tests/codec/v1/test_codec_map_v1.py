@@ -14,6 +14,7 @@ from strategies import EPOCH, UTC, key_lists, length_delimited, moments, payload
 from strategies import unknown_fields as unknown_fields_from
 
 from pynumaflow._codec.v1.map import (
+    BATCH_EOT,
     HANDSHAKE_RESPONSE,
     decode_map_request,
     decode_transform_request,
@@ -104,6 +105,7 @@ def test_decode_map_request_matches_betterproto(
     data = bytes(map_pb.MapRequest(request=request, id=msg_id)) + _unknown(extra)
     incoming = decode_map_request(data)
     assert not incoming.handshake
+    assert not incoming.eot
     _check_datum(incoming.datum, msg_id, request, user)
 
 
@@ -147,13 +149,15 @@ def test_decode_transform_request_matches_betterproto(
 def test_control_messages() -> None:
     """Handshakes and EOTs carry no datum; an empty message is an all-default request."""
     handshake = decode_map_request(bytes(map_pb.MapRequest(handshake=map_pb.Handshake(sot=True))))
-    assert handshake == (True, None)
+    assert handshake == (True, None, False)
     unset = decode_map_request(bytes(map_pb.MapRequest(handshake=map_pb.Handshake(sot=False))))
-    assert unset == (False, None)
+    assert unset == (False, None, False)
     eot = map_pb.MapRequest(status=map_pb.TransmissionStatus(eot=True))
-    assert decode_map_request(bytes(eot)) == (False, None)
+    assert decode_map_request(bytes(eot)) == (False, None, True)  # a batch's end (batch mode)
+    not_eot = map_pb.MapRequest(status=map_pb.TransmissionStatus(eot=False))
+    assert decode_map_request(bytes(not_eot)) == (False, None, False)
     st_handshake = st_pb.SourceTransformRequest(handshake=st_pb.Handshake(sot=True))
-    assert decode_transform_request(bytes(st_handshake)) == (True, None)
+    assert decode_transform_request(bytes(st_handshake)) == (True, None, False)
     for decode in (decode_map_request, decode_transform_request):
         empty = decode(b"")
         assert not empty.handshake
@@ -279,6 +283,7 @@ def test_control_responses() -> None:
         map_pb.MapResponse(id="e", status=map_pb.TransmissionStatus(eot=True))
     )
     assert encode_map_response(Messages(), _datum("")) == b""
+    assert bytes(map_pb.MapResponse(status=map_pb.TransmissionStatus(eot=True))) == BATCH_EOT
 
 
 @settings(max_examples=200, deadline=None)

@@ -20,9 +20,11 @@ from pynumaflow._codec.fields import (
 from pynumaflow._codec.results import (
     MESSAGE_TS,
     MESSAGES,
+    NACK_NOT_ON_LEGACY,
     check_yielded,
     encode_list,
     message_event_time,
+    refuse_nack,
     response_body,
 )
 from pynumaflow._codec.wire import TimestampParts, encode_timestamp, timestamp_parts, varint
@@ -63,12 +65,17 @@ def _encode_timestamp_wrapper(parts: TimestampParts) -> bytes:
 
 def encode_datum_response_list(result: object) -> bytes:
     """Encode a map handler's Messages as a function.v1 DatumResponseList."""
-    return encode_list(result, MESSAGES, response_body)
+    return encode_list(result, MESSAGES, _body)
 
 
 def encode_datum_response(message: object) -> bytes:
     """Encode one Message yielded by a map stream handler as a function.v1 DatumResponse."""
     check_yielded(message)
+    return _body(message)
+
+
+def _body(message: object) -> bytes:
+    refuse_nack(message, NACK_NOT_ON_LEGACY)  # function.v1 has no NACK: a failure instead
     return response_body(message)
 
 

@@ -49,11 +49,13 @@ from pynumaflow._codec.wire import (
     timestamp_parts,
     varint,
 )
-from pynumaflow._types.errors import CodecError
+from pynumaflow._types.errors import CodecError, ReturnTypeError
 from pynumaflow._types.function import Datum, DatumMetadata
 
 __all__ = [
+    "BATCH_EOT",
     "HANDSHAKE_RESPONSE",
+    "NACK_REFUSED",
     "Incoming",
     "decode_map_request",
     "decode_map_request_own",
@@ -81,11 +83,14 @@ class Incoming(NamedTuple):
         handshake: it carries a handshake with ``sot`` set (the start of the stream).
         datum: its request, or None when it carries none but a handshake or a
             transmission status (a message with neither is an all-default request).
+        eot: it carries a transmission status with ``eot`` set (map.v1 only: the end
+            of a batch in batch mode).
 
     """
 
     handshake: bool
     datum: Optional[Datum]
+    eot: bool = False
 
 
 _REQUEST, _ID, _HANDSHAKE, _STATUS = range(4)
@@ -193,7 +198,7 @@ def _decode(data: bytes, layout: _Layout) -> Incoming:
             datum = _decode_request(data, spans, layout, msg_id)
     except UnicodeDecodeError as err:
         raise CodecError(f"{layout.name} string is not valid UTF-8: {err}") from None
-    return Incoming(bool(handshake), datum)
+    return Incoming(bool(handshake), datum, bool(status))
 
 
 def _decode_request(
@@ -218,66 +223,96 @@ def _id_field(datum: Datum) -> bytes:
     return b"\x12" + varint(len(raw)) + raw if raw else b""
 
 
-def _map_result(message: Any, user_metadata: bytes) -> bytes:
-    """A MapResponse.Result body: keys 1, value 2, tags 3, metadata 4."""
-    return results.response_body(message, None, None, b"\x1a") + result_metadata(
+NACK_REFUSED = (
+    "a NACK result (Message.to_nack()) needs Numaflow >= 1.8.2; set PYNUMAFLOW_NACK=1 "
+    "when the platform is that new (older ones ack the input and forward the result)"
+)
+"""Why a NACK result fails its request when ``$PYNUMAFLOW_NACK`` is not set."""
+
+
+def _map_result(message: Any, user_metadata: bytes, nack: bool) -> bytes:
+    """A MapResponse.Result body: keys 1, value 2, tags 3, metadata 4, nack_options 5.
+
+    A NACK result (one with nack options) is refused unless ``nack``.
+    """
+    body = results.response_body(message, None, None, b"\x1a") + result_metadata(
         b"\x22", user_metadata
     )
+    return _with_nack(body, message, nack)
 
 
-def _own_map_result(message: Any) -> bytes:
+def _own_map_result(message: Any, nack: bool) -> bytes:
     """A MapResponse.Result body carrying the message's own metadata (the modern API)."""
-    return results.response_body(message, None, None, b"\x1a") + results.own_metadata_field(
+    body = results.response_body(message, None, None, b"\x1a") + results.own_metadata_field(
         b"\x22", message
     )
+    return _with_nack(body, message, nack)
 
 
-def encode_map_response(result: object, datum: Datum) -> bytes:
+def _with_nack(body: bytes, message: Any, nack: bool) -> bytes:
+    """``body`` and, for a NACK result, its nack_options 5 (refused unless ``nack``)."""
+    options = getattr(message, "_nack", None)
+    if options is None:
+        return body
+    if not nack:
+        raise ReturnTypeError(NACK_REFUSED)
+    encoded = results.encode_nack_options(options)
+    return body + b"\x2a" + varint(len(encoded)) + encoded
+
+
+def encode_map_response(result: object, datum: Datum, nack: bool = False) -> bytes:
     """Encode a map handler's Messages as the MapResponse answering ``datum``'s request.
 
+    ``nack``: NACK results may be sent (Numaflow >= 1.8.2), else they are refused.
+
     Raises:
-        ReturnTypeError: ``result`` is not an iterable of Message.
+        ReturnTypeError: ``result`` is not an iterable of Message, or holds a NACK
+            result and ``nack`` is false.
 
     """
     user_metadata = datum._user_metadata
     encoded = results.encode_list(
-        result, results.MESSAGES, lambda message: _map_result(message, user_metadata)
+        result, results.MESSAGES, lambda message: _map_result(message, user_metadata, nack)
     )
     return encoded + _id_field(datum)
 
 
-def encode_map_response_own(result: object, datum: Datum) -> bytes:
+def encode_map_response_own(result: object, datum: Datum, nack: bool = False) -> bytes:
     """:func:`encode_map_response` for the modern API: each result carries its own metadata."""
     encoded = results.encode_list(
         result,
         results.MESSAGES,
-        lambda message: _own_map_result(message),
+        lambda message: _own_map_result(message, nack),
     )
     return encoded + _id_field(datum)
 
 
-def encode_map_stream_response(message: object, datum: Datum) -> bytes:
+def encode_map_stream_response(message: object, datum: Datum, nack: bool = False) -> bytes:
     """Encode one Message a map stream handler yielded: ``MapResponse{id, results: [r]}``.
 
     Raises:
-        ReturnTypeError: ``message`` is not a Message.
+        ReturnTypeError: ``message`` is not a Message, or a NACK result and not ``nack``.
 
     """
     results.check_yielded(message)
-    result = _map_result(message, datum._user_metadata)
+    result = _map_result(message, datum._user_metadata, nack)
     return b"\x0a" + varint(len(result)) + result + _id_field(datum)
 
 
-def encode_map_stream_response_own(message: object, datum: Datum) -> bytes:
+def encode_map_stream_response_own(message: object, datum: Datum, nack: bool = False) -> bytes:
     """:func:`encode_map_stream_response` for the modern API: the message's own metadata."""
     results.check_yielded(message)
-    result = _own_map_result(message)
+    result = _own_map_result(message, nack)
     return b"\x0a" + varint(len(result)) + result + _id_field(datum)
 
 
 def encode_map_eot(datum: Datum) -> bytes:
     """The end of a map stream handler's output: ``MapResponse{id, status{eot: true}}``."""
     return _id_field(datum) + _EOT_STATUS
+
+
+BATCH_EOT = _EOT_STATUS
+"""The end of a batch's responses in batch mode: ``MapResponse{status{eot: true}}``, no id."""
 
 
 def encode_transform_response(result: object, datum: Datum) -> bytes:

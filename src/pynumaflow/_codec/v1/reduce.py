@@ -22,7 +22,14 @@ from pynumaflow._codec.fields import (
     new_datum,
     read_length,
 )
-from pynumaflow._codec.results import MESSAGES, checked_iter, encode_strings, message_fields
+from pynumaflow._codec.results import (
+    MESSAGES,
+    NACK_NOT_IN_REDUCE,
+    checked_iter,
+    encode_strings,
+    message_fields,
+    refuse_nack,
+)
 from pynumaflow._codec.wire import (
     TimestampParts,
     decode_timestamp,
@@ -187,6 +194,7 @@ def encode_reduce_results(result: object, window: ReduceWindow) -> List[bytes]:
     window_field = _window_field(window)
     responses = []
     for message in checked_iter(result, MESSAGES):
+        refuse_nack(message, NACK_NOT_IN_REDUCE)
         keys, value, tags = message_fields(message)
         body: List[bytes] = []
         encode_strings(b"\x0a", keys, body, "keys")

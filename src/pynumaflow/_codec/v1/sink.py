@@ -26,11 +26,11 @@ from pynumaflow._codec.fields import (
     read_length,
     result_metadata,
 )
-from pynumaflow._codec.results import own_metadata_field
+from pynumaflow._codec.results import encode_nack_options, own_metadata_field
 from pynumaflow._codec.wire import encode_text, read_varint, skip_field, varint
 from pynumaflow._types.errors import CodecError
 from pynumaflow._types.modern import MetadataResponse
-from pynumaflow._types.sink import Datum, Response
+from pynumaflow._types.sink import Datum, NackResponse, Response
 
 __all__ = [
     "EOT_RESPONSE",
@@ -126,19 +126,26 @@ def _decode_request(data: bytes, pos: int, size: int, layout: RequestLayout) -> 
         raise CodecError(f"Request string is not valid UTF-8: {err}") from None
 
 
-def encode_result(response: Response, user_metadata: bytes = b"") -> bytes:
+def encode_result(response: Response, user_metadata: bytes = b"", nack: bool = False) -> bytes:
     """Encode a checked response as one ``SinkResponse.results`` entry (tag and length included).
 
     ``user_metadata`` (an encoded common.Metadata, see :func:`user_metadata_of`) goes
     into an on-success replacement message, so that the datum's user metadata is not
-    lost. An error text that is not encodable as UTF-8 is sent backslash-escaped.
+    lost. An error text that is not encodable as UTF-8 is sent backslash-escaped. A NACK
+    (:meth:`Response.as_nack`) is sent as status NACK with its options when ``nack``
+    (Numaflow >= 1.8.2), else as a failure with its reason.
     """
     out: List[bytes] = []
     if response.id:
         raw = response.id.encode()
         out += (b"\x0a", varint(len(raw)), raw)
     status = response.status
-    number = _STATUS_NUMBER[status] if status is not None else 0 if response.success else 1
+    if status == "nack" and nack and isinstance(response, NackResponse):
+        options = encode_nack_options(response.nack_options)
+        out += (b"\x10\x05\x32", varint(len(options)), options)
+        body = b"".join(out)
+        return b"\x0a" + varint(len(body)) + body
+    number = _STATUS_NUMBER.get(status, 1) if status is not None else 0 if response.success else 1
     if number:
         out += (b"\x10", varint(number))
     if response.err:

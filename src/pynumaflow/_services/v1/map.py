@@ -6,6 +6,7 @@ says how one request is answered.
 
 from __future__ import annotations
 
+import functools
 from typing import Dict
 
 import grpclib.const
@@ -34,16 +35,26 @@ class MapV1Service:
     """
 
     def __init__(
-        self, handler: Handler, invoker: Invoker, *, stream: bool, container_type: str
+        self,
+        handler: Handler,
+        invoker: Invoker,
+        *,
+        stream: bool,
+        container_type: str,
+        nack: bool = False,
     ) -> None:
         self._handler = handler
         self._invoker = invoker
         self._container_type = container_type
         own = handler.own_metadata
-        self._encode_message = (
+        encode_message = (
             codec.encode_map_stream_response_own if own else codec.encode_map_stream_response
         )
         encode = codec.encode_map_response_own if own else codec.encode_map_response
+        if nack:  # NACK results are sent (Numaflow >= 1.8.2), not refused
+            encode_message = functools.partial(encode_message, nack=True)
+            encode = functools.partial(encode, nack=True)
+        self._encode_message = encode_message
         self._decode = codec.decode_map_request_own if own else codec.decode_map_request
         self._answer: Answer = (
             self._answer_stream

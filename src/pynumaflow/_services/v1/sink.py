@@ -4,19 +4,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator
-from typing import Callable, Dict, List, Optional
+from typing import Dict, List
 
 import grpclib.const
 import grpclib.server
-from grpclib.const import Status
-from grpclib.exceptions import GRPCError
 
-from pynumaflow._codec.rpc import READY, decode_or_refuse
+from pynumaflow._codec.rpc import READY
 from pynumaflow._codec.v1 import sink as codec
-from pynumaflow._core.messages import MessageReader
 from pynumaflow._core.options import DEFAULT_MAX_MESSAGE_SIZE
-from pynumaflow._engines.batch import Batch, BatchEngine
-from pynumaflow._engines.drain import IdleDrain
+from pynumaflow._engines.batch import Batch, BatchEngine, BatchReader, NextDatum, serve_batches
 from pynumaflow._invoke import Handler, Invoker
 from pynumaflow._services.base import is_ready_method, service_mapping
 from pynumaflow._types.sink import Datum, Response
@@ -55,8 +51,10 @@ class SinkV1Service:
         *,
         container_type: str,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        nack: bool = False,
     ) -> None:
         self._engine = BatchEngine(handler, invoker)
+        self._nack = nack
         self._decode = (
             codec.decode_sink_request_own if handler.own_metadata else codec.decode_sink_request
         )
@@ -70,34 +68,23 @@ class SinkV1Service:
         )
 
     async def _sink_fn(self, stream: RawStream) -> None:
-        drain = IdleDrain()  # busy from a batch's first request to its EOT response
-        async with drain.reading():
-            await self._converse(stream, _BatchReader(stream, self._decode), drain)
-        drain.check()
+        await serve_batches(
+            stream,
+            BatchReader(stream, self._decode, "SinkRequest", "SinkFn"),
+            self._answer,
+            handshake_response=codec.HANDSHAKE_RESPONSE,
+            eot_response=codec.EOT_RESPONSE,
+            label=f"sink.v1 Sink ({self._container_type})",
+        )
 
-    async def _converse(self, stream: RawStream, reader: _BatchReader, drain: IdleDrain) -> None:
-        if not await reader.handshake():
-            return
-        await stream.send_message(codec.HANDSHAKE_RESPONSE)
-        _LOGGER.debug("sink.v1 Sink (%s): stream opened", self._container_type)
-        while True:
-            first = await reader.next_datum()
-            if first is None and reader.closed:
-                break
-            with drain.busy():
-                if first is not None:
-                    batch = await self._engine.run(reader.next_datum, first)
-                    for message in _messages(self._results(batch), self._max_message_size):
-                        await stream.send_message(message)
-                await stream.send_message(codec.EOT_RESPONSE)
-            if reader.closed:
-                break
-        _LOGGER.debug("sink.v1 Sink (%s): stream closed by the client", self._container_type)
+    async def _answer(self, next_datum: NextDatum, first: Datum) -> Iterator[bytes]:
+        batch = await self._engine.run(next_datum, first)
+        return _messages(self._results(batch), self._max_message_size)
 
     def _results(self, batch: Batch) -> Iterator[bytes]:
         """Encode a batch's results; one too big to send becomes a failure saying so."""
         for response in batch.responses:
-            entry = codec.encode_result(response, batch.user_metadata[response.id])
+            entry = codec.encode_result(response, batch.user_metadata[response.id], self._nack)
             if len(entry) > self._max_message_size:
                 error = (
                     f"the sink handler's response for this datum is {len(entry)} bytes, "
@@ -123,52 +110,3 @@ def _messages(entries: Iterable[bytes], max_message_size: int) -> Iterator[bytes
         size += len(entry)
     if chunk:
         yield b"".join(chunk)
-
-
-class _BatchReader:
-    """Reads a SinkFn stream: the handshake, then datums batch by batch."""
-
-    def __init__(self, stream: RawStream, decode: Callable[[bytes], codec.SinkRequest]) -> None:
-        self._requests = MessageReader(stream)
-        self._decode = decode
-        self._eot_pending = False
-        self.closed = False
-        """Whether the client has ended the stream."""
-
-    async def _next(self) -> Optional[codec.SinkRequest]:
-        data = await self._requests.next()
-        if data is None:
-            self.closed = True
-            return None
-        return decode_or_refuse(self._decode, data, "SinkRequest")
-
-    async def handshake(self) -> bool:
-        """Read the handshake; False if the stream ended before any message."""
-        request = await self._next()
-        if request is None:
-            return False
-        if request.handshake is not True or request.datum is not None or request.eot:
-            raise GRPCError(
-                Status.INVALID_ARGUMENT,
-                "the first SinkRequest must be the handshake, {handshake: {sot: true}}",
-            )
-        return True
-
-    async def next_datum(self) -> Optional[Datum]:
-        """The batch's next datum; None at its EOT or when the stream ends."""
-        if self._eot_pending or self.closed:
-            self._eot_pending = False
-            return None
-        request = await self._next()
-        if request is None:
-            return None
-        if request.handshake is not None:
-            raise GRPCError(Status.INVALID_ARGUMENT, "a second handshake on the SinkFn stream")
-        if request.datum is None:
-            if request.eot:
-                return None
-            raise GRPCError(
-                Status.INVALID_ARGUMENT, "a SinkRequest with neither a request nor status.eot"
-            )
-        self._eot_pending = request.eot
-        return request.datum

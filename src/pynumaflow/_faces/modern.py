@@ -61,8 +61,8 @@ def sink_view(inner: sink.Datum) -> SinkDatum:
 # --- adapters: what the server calls instead of the user's handler ------------------------
 
 
-# Adapters are partials of top-level functions, not closures: a multi-process face is
-# pickled to its workers with them, and they must pickle by reference.
+# The map, batch map, transformer and sink adapters are partials of top-level functions,
+# not closures: a multi-process face is pickled to its workers with them, by reference.
 
 
 def _call_unary(user: Callable[..., Any], keys: List[str], datum: function.Datum) -> Any:
@@ -84,11 +84,12 @@ def _views(datums: Any) -> Any:
     return (view(datum) for datum in datums)
 
 
-def _batch_map(user: Callable[..., Any]) -> Callable[..., Any]:
-    def call(datums: Any) -> Any:
-        return user(_views(datums))
+def _call_batch_map(user: Callable[..., Any], datums: Any) -> Any:
+    return user(_views(datums))
 
-    return call
+
+def _batch_map(user: Callable[..., Any]) -> Callable[..., Any]:
+    return functools.partial(_call_batch_map, user)
 
 
 def _reduce(make: Callable[[], Callable[..., Any]]) -> Callable[..., Any]:

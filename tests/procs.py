@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
 import sys
+import textwrap
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -71,3 +73,19 @@ def finish(proc: subprocess.Popen[str], timeout: float = 30.0) -> tuple[int, str
         output, _ = proc.communicate()
         raise AssertionError(f"server did not exit in time:\n{output}") from None
     return proc.returncode, output
+
+
+def write_script(folder: Path, source: str, name: str = "udf.py") -> str:
+    """Write a (dedented) script into `folder`; its path."""
+    path = folder / name
+    path.write_text(textwrap.dedent(source), encoding="utf-8")
+    return str(path)
+
+
+def run_cli(*args: str, stdin: str = "") -> tuple[int, list[dict[str, Any]], str]:
+    """Run the `pynumaflow` command in-process: exit code, stdout JSON lines, stderr."""
+    from pynumaflow._cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    code = main(list(args), stdin=io.StringIO(stdin), stdout=out, stderr=err)
+    return code, [json.loads(line) for line in out.getvalue().splitlines()], err.getvalue()

@@ -43,12 +43,30 @@ async def test_shout_tags_long_text() -> None:
 
 @pytest.mark.anyio
 async def test_shout_fails_the_call_on_bytes_that_are_not_text() -> None:
-    """A handler that raises fails its call with UNKNOWN and the error text."""
+    """A handler that raises fails its call as on Numaflow >= 1.4.
+
+    The status is INTERNAL, with the error and the handler's traceback.
+    """
     async with testing.serve_function(map_handler=shout) as udf:
         with pytest.raises(testing.CallError) as failure:
             await udf.map(b"\xff")
-    assert failure.value.status == "UNKNOWN"
-    assert "UnicodeDecodeError" in failure.value.details
+    assert failure.value.status == "INTERNAL"
+    assert failure.value.details.startswith("UDF_EXECUTION_ERROR(udf): UnicodeDecodeError")
+    assert failure.value.traceback is not None
+    assert "in shout" in failure.value.traceback
+
+
+@pytest.mark.anyio
+async def test_shout_sees_headers_and_keeps_user_metadata() -> None:
+    """Numaflow >= 1.4 carries headers and user metadata: the kit sends both."""
+    async with testing.serve_function(map_handler=shout) as udf:
+        (message,) = await udf.map(
+            "hi", headers={"lang": "en"}, user_metadata={"trace": {"id": b"42"}}
+        )
+    assert message.value == b"HI"
+    # On v1 the kit returns ResultMessage: a Message with the result's user metadata.
+    assert isinstance(message, testing.ResultMessage)
+    assert message.user_metadata == {"trace": {"id": b"42"}}
 
 
 @pytest.mark.anyio

@@ -18,46 +18,70 @@ does (same RPCs, same bytes), returning the public datatypes::
         with testing.serve_function_sync(map_handler=double) as udf:
             assert udf.map(b"ab")[0].value == b"abab"
 
-A handler that raises makes the call fail with :class:`CallError` (``status`` is
-``"UNKNOWN"`` and ``details`` the error text, as the platform would see it).
+The client speaks the protocols of Numaflow >= 1.4 (``protocol="v1"``, the default:
+map.v1, sourcetransformer.v1, reduce.v1, sink.v1, what every current cluster runs),
+or those of 0.8-0.9 (``protocol="legacy"``: function.v1 and the UserDefinedSink). Only
+v1 carries headers and user metadata (``headers=``, ``user_metadata=``; the messages
+returned carry the ``user_metadata`` the platform would get) and the sink's fallback,
+serve and on-success answers.
+
+A handler that raises makes the call fail with :class:`CallError` as the platform
+would see it: on v1 ``status`` is ``"INTERNAL"``, ``details``
+``"UDF_EXECUTION_ERROR(udf): ValueError('...')"`` and ``traceback`` the handler's
+traceback; on legacy ``"UNKNOWN"`` and the error text.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import os
 import shutil
 import tempfile
+import threading
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Literal, Mapping, Optional, Tuple, Union
 
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from pynumaflow._client.legacy import CallError, Connection, epoch_millis
-from pynumaflow._client.v1 import SideInputConnection, SourceConnection
-from pynumaflow._core.options import LEGACY
+from pynumaflow._client.source import SideInputConnection, SourceConnection
+from pynumaflow._client.v1 import Input, Result, UserMetadata, V1Connection
+from pynumaflow._core.options import CONTAINER_TYPE_ENV, LEGACY, V1
+from pynumaflow._faces import kinds
 from pynumaflow._faces.kinds import FUNCTION, SIDE_INPUT, SINK_SERVER, SOURCE, Family, Kind
 from pynumaflow._types.function import (
     Datum,
     DatumMetadata,
     IntervalWindow,
+    Message,
     Messages,
+    MessageT,
     MessageTs,
 )
+from pynumaflow._types.modern import _HandlerClass
 from pynumaflow._types.sideinput import Response as SideInputResponse
 from pynumaflow._types.sink import Datum as SinkDatum
 from pynumaflow._types.sink import Responses
 from pynumaflow._types.source import Message as SourceMessage
 from pynumaflow._types.source import Offset, Sourcer
 from pynumaflow.function._servers import AsyncServer
+from pynumaflow.mapper._servers import MapAsyncServer
+from pynumaflow.mapstreamer._servers import MapStreamAsyncServer
+from pynumaflow.reducer._servers import ReduceAsyncServer
 from pynumaflow.sideinput._servers import SideInputServer
 from pynumaflow.sink._servers import AsyncSink
+from pynumaflow.sinker._servers import SinkAsyncServer
 from pynumaflow.sourcer._servers import SourceAsyncServer
+from pynumaflow.sourcetransformer._servers import SourceTransformAsyncServer
 
 __all__ = [
     "CallError",
     "FunctionClient",
+    "ResultMessage",
+    "ResultMessageT",
     "SideInputClient",
     "SinkClient",
     "SourceClient",
@@ -86,9 +110,9 @@ SinkDatumLike = Union[bytes, str, SinkDatum]
 _UTC = timezone.utc
 _DEFAULT_WINDOW = timedelta(seconds=60)
 _CALL_TIMEOUT = 60.0
-# The client speaks function.v1 / sink.v1 (Numaflow 0.8-0.9); the handlers behave the
-# same under every protocol generation.
-_PROTOCOL = LEGACY
+ProtocolName = Literal["v1", "legacy"]
+"""The protocol generation the client speaks (see the module docstring)."""
+_DEFAULT_PROTOCOL: ProtocolName = "v1"
 
 
 def _naive_utc(moment: Optional[datetime]) -> datetime:
@@ -111,6 +135,7 @@ def make_datum(
     watermark: Optional[datetime] = None,
     msg_id: str = "",
     num_delivered: int = 1,
+    headers: Optional[Mapping[str, str]] = None,
 ) -> Datum:
     """Build a function :class:`~pynumaflow.function.Datum` with sensible defaults.
 
@@ -119,8 +144,11 @@ def make_datum(
         keys: the datum's keys (default none).
         event_time: its event time (default now); naive datetimes are UTC.
         watermark: its watermark (default: the event time).
-        msg_id: ``datum.metadata.id``.
-        num_delivered: ``datum.metadata.num_delivered``.
+        msg_id: ``datum.metadata.id`` (v1 sends it as the request id; empty: the
+            client numbers the requests).
+        num_delivered: ``datum.metadata.num_delivered`` (legacy only: v1 has no count,
+            the handler sees 0).
+        headers: the message headers (v1 only).
 
     Returns:
         The datum, with times as the handler receives them (naive UTC).
@@ -133,6 +161,7 @@ def make_datum(
         event,
         _naive_utc(watermark) if watermark is not None else event,
         DatumMetadata(msg_id, num_delivered),
+        headers=headers,
     )
 
 
@@ -143,6 +172,7 @@ def make_sink_datum(
     *,
     event_time: Optional[datetime] = None,
     watermark: Optional[datetime] = None,
+    headers: Optional[Mapping[str, str]] = None,
 ) -> SinkDatum:
     """Build a :class:`pynumaflow.sink.Datum` with sensible defaults.
 
@@ -152,6 +182,7 @@ def make_sink_datum(
         keys: the datum's keys (default none).
         event_time: its event time (default now); naive datetimes are UTC.
         watermark: its watermark (default: the event time).
+        headers: the message headers (v1 only).
 
     Returns:
         The sink datum.
@@ -164,6 +195,7 @@ def make_sink_datum(
         _bytes(value),
         event,
         _naive_utc(watermark) if watermark is not None else event,
+        headers=headers,
     )
 
 
@@ -184,19 +216,208 @@ def _window_around(datums: Sequence[Datum]) -> IntervalWindow:
     return IntervalWindow(start, start + _DEFAULT_WINDOW)
 
 
+class _UserMetadata:
+    """What a message as the platform received it over v1 adds: its user metadata.
+
+    Equal to a plain message of its base class with the same fields; two such messages
+    also compare their user metadata.
+    """
+
+    __slots__ = ()
+    _user_metadata: Dict[str, Dict[str, bytes]]
+    _plain: type = Message
+    _fields: Tuple[str, ...] = ("value", "keys", "tags")
+
+    @property
+    def user_metadata(self) -> Dict[str, Dict[str, bytes]]:
+        """The result's user metadata: group name -> key -> bytes."""
+        return self._user_metadata
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, self._plain):
+            return NotImplemented
+        same = all(getattr(self, f) == getattr(other, f) for f in self._fields)
+        if isinstance(other, _UserMetadata):
+            same = same and self._user_metadata == other._user_metadata
+        return same
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def _copy(user_metadata: Optional[UserMetadata]) -> Dict[str, Dict[str, bytes]]:
+    return {group: dict(kv) for group, kv in (user_metadata or {}).items()}
+
+
+class ResultMessage(_UserMetadata, Message):
+    """A map, map stream or reduce output as the platform received it over v1.
+
+    A :class:`~pynumaflow.function.Message` that also carries the ``user_metadata`` of
+    the result (the server echoes the request's); it compares equal to a plain
+    ``Message`` with the same value, keys and tags.
+    """
+
+    __slots__ = ("_user_metadata",)
+
+    def __init__(
+        self,
+        value: Optional[bytes],
+        keys: Optional[List[str]] = None,
+        tags: Optional[List[str]] = None,
+        *,
+        user_metadata: Optional[UserMetadata] = None,
+    ) -> None:
+        super().__init__(value, keys, tags)
+        self._user_metadata = _copy(user_metadata)
+
+
+class ResultMessageT(_UserMetadata, MessageT):
+    """A mapt output as the platform received it over v1, with its ``user_metadata``.
+
+    Compares equal to a plain :class:`~pynumaflow.function.MessageT` with the same
+    value, event time, keys and tags.
+    """
+
+    __slots__ = ("_user_metadata",)
+    _plain = MessageT
+    _fields = ("value", "event_time", "keys", "tags")
+
+    def __init__(
+        self,
+        value: Optional[bytes],
+        event_time: datetime,
+        keys: Optional[List[str]] = None,
+        tags: Optional[List[str]] = None,
+        *,
+        user_metadata: Optional[UserMetadata] = None,
+    ) -> None:
+        super().__init__(value, event_time, keys, tags)
+        self._user_metadata = _copy(user_metadata)
+
+
+def _message(result: Result) -> ResultMessage:
+    return ResultMessage(result.value, result.keys, result.tags, user_metadata=result.user_metadata)
+
+
+def _message_t(result: Result) -> ResultMessageT:
+    moment = result.event_time or datetime(1970, 1, 1, tzinfo=_UTC)
+    return ResultMessageT(
+        result.value, moment, result.keys, result.tags, user_metadata=result.user_metadata
+    )
+
+
+def _input(datum: Datum, user_metadata: Optional[UserMetadata]) -> Input:
+    return Input(
+        datum.value,
+        list(datum.keys),
+        datum.event_time,
+        datum.watermark,
+        datum.metadata.id,
+        datum.headers,
+        user_metadata or {},
+    )
+
+
+class _Legacy:
+    """Calls over function.v1 and the UserDefinedSink (Numaflow 0.8-0.9)."""
+
+    def __init__(self, connection: Connection, service: str) -> None:
+        self._connection = connection
+        self._service = service
+
+    @staticmethod
+    def _plain(headers: Mapping[str, str], user_metadata: Optional[UserMetadata]) -> None:
+        if headers or user_metadata:
+            raise ValueError(
+                "headers and user metadata exist on Numaflow >= 1.4 only: serve with "
+                "protocol='v1' (the default) to send them"
+            )
+
+    async def is_ready(self) -> bool:
+        return await self._connection.is_ready(self._service)  # type: ignore[arg-type]
+
+    async def one(self, kind: Kind, datum: Datum, user_metadata: Optional[UserMetadata]) -> Any:
+        self._plain(datum.headers, user_metadata)
+        if kind is kinds.MAP:
+            return await self._connection.map(datum)
+        if kind is kinds.MAPT:
+            return await self._connection.mapt(datum)
+        return Messages(*[m async for m in self._connection.map_stream(datum)])
+
+    async def reduce(
+        self, datums: List[Datum], window: IntervalWindow, user_metadata: Optional[UserMetadata]
+    ) -> Messages:
+        for datum in datums:
+            self._plain(datum.headers, user_metadata)
+        answers = await self._connection.reduce(datums, window)
+        return Messages(*(m for answer in answers for m in answer))
+
+    async def sink(
+        self, datums: List[SinkDatum], user_metadata: Optional[UserMetadata]
+    ) -> Responses:
+        for datum in datums:
+            self._plain(datum.headers, user_metadata)
+        return await self._connection.sink(datums)
+
+
+class _V1:
+    """Calls over map.v1, sourcetransformer.v1, reduce.v1, sink.v1 (Numaflow >= 1.4)."""
+
+    def __init__(self, connections: Mapping[str, V1Connection]) -> None:
+        self._connections = connections
+
+    def _to(self, kind: Kind) -> V1Connection:
+        connection = self._connections.get(kind.name)
+        if connection is None:
+            raise CallError("UNIMPLEMENTED", f"no {kind.keyword} is served")
+        return connection
+
+    async def is_ready(self) -> bool:
+        for name, connection in self._connections.items():
+            if not await connection.is_ready(name):
+                return False
+        return True
+
+    async def one(self, kind: Kind, datum: Datum, user_metadata: Optional[UserMetadata]) -> Any:
+        results = await self._to(kind).call(kind.name, _input(datum, user_metadata))
+        if kind is kinds.MAPT:
+            return MessageTs(*map(_message_t, results))
+        return Messages(*map(_message, results))
+
+    async def reduce(
+        self, datums: List[Datum], window: IntervalWindow, user_metadata: Optional[UserMetadata]
+    ) -> Messages:
+        inputs = [_input(d, user_metadata) for d in datums]
+        return Messages(*map(_message, await self._to(kinds.REDUCE).reduce(inputs, window)))
+
+    async def sink(
+        self, datums: List[SinkDatum], user_metadata: Optional[UserMetadata]
+    ) -> Responses:
+        inputs = [
+            Input(d.value, d.keys, d.event_time, d.watermark, d.id, d.headers, user_metadata or {})
+            for d in datums
+        ]
+        responses, _ = await self._to(kinds.SINK).sink(inputs)
+        return Responses(*responses)
+
+
+_Backend = Union[_Legacy, _V1]
+
+
 class FunctionClient:
     """Calls a function server over gRPC, as the platform does; see :func:`serve_function`.
 
-    Every method raises :class:`CallError` when the call fails (``status`` ``"UNKNOWN"``
-    when the handler raised, ``"UNIMPLEMENTED"`` when the server has no such handler).
+    Every method raises :class:`CallError` when the call fails (see the module
+    docstring; ``"UNIMPLEMENTED"`` when the server has no such handler). ``headers``
+    and ``user_metadata`` (group name -> key -> bytes) go with the request on v1; on
+    legacy, which has neither, giving them raises ``ValueError``.
     """
 
-    def __init__(self, connection: Connection) -> None:
-        self._connection = connection
+    def __init__(self, backend: _Backend) -> None:
+        self._backend = backend
 
     async def is_ready(self) -> bool:
         """Whether the server answers IsReady with ``ready: true``."""
-        return await self._connection.is_ready("function")
+        return await self._backend.is_ready()
 
     async def map(
         self,
@@ -205,22 +426,28 @@ class FunctionClient:
         *,
         event_time: Optional[datetime] = None,
         watermark: Optional[datetime] = None,
+        headers: Optional[Mapping[str, str]] = None,
+        user_metadata: Optional[UserMetadata] = None,
     ) -> Messages:
         """Call the map handler (MapFn) with one datum.
 
         Args:
             value: the payload, or a whole :class:`~pynumaflow.function.Datum` (then
-                give no other argument).
+                give no other argument but ``user_metadata``).
             keys: the datum's keys.
             event_time: its event time (default now).
             watermark: its watermark (default: the event time).
+            headers: its message headers (v1).
+            user_metadata: its user metadata (v1).
 
         Returns:
-            The messages the handler returned, as the platform received them.
+            The messages the handler returned, as the platform received them (on v1,
+            :class:`ResultMessage` objects with their ``user_metadata``).
 
         """
-        datum = _as_datum(value, keys, event_time=event_time, watermark=watermark)
-        return await self._connection.map(datum)
+        datum = _as_datum(value, keys, event_time=event_time, watermark=watermark, headers=headers)
+        result: Messages = await self._backend.one(kinds.MAP, datum, user_metadata)
+        return result
 
     async def mapt(
         self,
@@ -229,16 +456,19 @@ class FunctionClient:
         *,
         event_time: Optional[datetime] = None,
         watermark: Optional[datetime] = None,
+        headers: Optional[Mapping[str, str]] = None,
+        user_metadata: Optional[UserMetadata] = None,
     ) -> MessageTs:
         """Call the mapt handler (MapTFn) with one datum; arguments as for :meth:`map`.
 
         Returns:
             The messages, each with the event time the handler assigned as a
-            timezone-aware UTC datetime.
+            timezone-aware UTC datetime (on v1, :class:`ResultMessageT` objects).
 
         """
-        datum = _as_datum(value, keys, event_time=event_time, watermark=watermark)
-        return await self._connection.mapt(datum)
+        datum = _as_datum(value, keys, event_time=event_time, watermark=watermark, headers=headers)
+        result: MessageTs = await self._backend.one(kinds.MAPT, datum, user_metadata)
+        return result
 
     async def map_stream(
         self,
@@ -247,6 +477,8 @@ class FunctionClient:
         *,
         event_time: Optional[datetime] = None,
         watermark: Optional[datetime] = None,
+        headers: Optional[Mapping[str, str]] = None,
+        user_metadata: Optional[UserMetadata] = None,
     ) -> Messages:
         """Call the map stream handler (MapStreamFn); arguments as for :meth:`map`.
 
@@ -254,8 +486,9 @@ class FunctionClient:
             Every message the handler yielded, in order.
 
         """
-        datum = _as_datum(value, keys, event_time=event_time, watermark=watermark)
-        return Messages(*[m async for m in self._connection.map_stream(datum)])
+        datum = _as_datum(value, keys, event_time=event_time, watermark=watermark, headers=headers)
+        result: Messages = await self._backend.one(kinds.MAP_STREAM, datum, user_metadata)
+        return result
 
     async def reduce(
         self,
@@ -263,6 +496,7 @@ class FunctionClient:
         keys: Optional[Sequence[str]] = None,
         *,
         window: Optional[IntervalWindow] = None,
+        user_metadata: Optional[UserMetadata] = None,
     ) -> Messages:
         """Send datums as one window on one ReduceFn stream, as the platform does.
 
@@ -270,10 +504,11 @@ class FunctionClient:
 
         Args:
             datums: the window's datums: values (given ``keys``) or whole Datums, which
-                may have different keys.
+                may have different keys (and, on v1, headers).
             keys: the keys of the datums given as values.
             window: the window (default: the minute holding the first datum's
                 event time).
+            user_metadata: the user metadata of every datum (v1).
 
         Returns:
             The messages of every key group, group after group in the order they
@@ -281,32 +516,40 @@ class FunctionClient:
 
         """
         batch = [_as_datum(d, keys) if not isinstance(d, Datum) else d for d in datums]
-        answers = await self._connection.reduce(batch, window or _window_around(batch))
-        return Messages(*(m for answer in answers for m in answer))
+        return await self._backend.reduce(batch, window or _window_around(batch), user_metadata)
 
 
 class SinkClient:
     """Calls a sink server over gRPC, as the platform does; see :func:`serve_sink`."""
 
-    def __init__(self, connection: Connection) -> None:
-        self._connection = connection
+    def __init__(self, backend: _Backend) -> None:
+        self._backend = backend
 
     async def is_ready(self) -> bool:
         """Whether the server answers IsReady with ``ready: true``."""
-        return await self._connection.is_ready("sink")
+        return await self._backend.is_ready()
 
     async def sink(
-        self, datums: Iterable[SinkDatumLike], keys: Optional[Sequence[str]] = None
+        self,
+        datums: Iterable[SinkDatumLike],
+        keys: Optional[Sequence[str]] = None,
+        *,
+        headers: Optional[Mapping[str, str]] = None,
+        user_metadata: Optional[UserMetadata] = None,
     ) -> Responses:
-        """Send one batch on one SinkFn stream.
+        """Send one batch (one SinkFn stream on legacy, a batch and its EOT on v1).
 
         Args:
             datums: values (their ids are ``"1"``, ``"2"``... in order) or whole sink
                 Datums.
             keys: the keys of the datums given as values.
+            headers: the headers of the datums given as values (v1).
+            user_metadata: the user metadata of every datum (v1).
 
         Returns:
-            One response per datum, in the order sent.
+            One response per datum, in the order answered; on v1 with the status
+            asked for (``"fallback"``, ``"serve"``, ``"on_success"``) and its value
+            and keys.
 
         Raises:
             CallError: the call failed (a handler that raises does not fail the call:
@@ -314,15 +557,10 @@ class SinkClient:
 
         """
         batch = [
-            d if isinstance(d, SinkDatum) else make_sink_datum(d, str(n), keys)
+            d if isinstance(d, SinkDatum) else make_sink_datum(d, str(n), keys, headers=headers)
             for n, d in enumerate(datums, 1)
         ]
-        return await self._connection.sink(batch)
-
-
-def _legacy_socket(family: Family) -> str:
-    assert family.legacy is not None  # the kit's client speaks the legacy protocols
-    return family.legacy.sock_name
+        return await self._backend.sink(batch, user_metadata)
 
 
 @contextlib.contextmanager
@@ -335,6 +573,130 @@ def _socket_dir() -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+_ENVIRONMENT = threading.Lock()
+
+
+@contextlib.contextmanager
+def _local_run() -> Iterator[None]:
+    """Build a v1 server as for a local run, whatever ``$NUMAFLOW_UD_CONTAINER_TYPE`` says.
+
+    A container type limits a server to its role's sockets (a sink's pod would serve no
+    map): the kit, which may run inside a pod, is no pod itself. The server reads the
+    variable once, when it is built.
+    """
+    with _ENVIRONMENT:
+        saved = os.environ.pop(CONTAINER_TYPE_ENV, None)
+        try:
+            yield
+        finally:
+            if saved is not None:
+                os.environ[CONTAINER_TYPE_ENV] = saved
+
+
+def _check_protocol(protocol: str) -> None:
+    if protocol not in (V1, LEGACY):
+        raise ValueError(f"protocol must be 'v1' or 'legacy', got {protocol!r}")
+
+
+def _sock_path(folder: Path, family: Family) -> str:
+    # The legacy socket's folder is where the v1 sockets go too.
+    assert family.legacy is not None
+    return str(folder / family.legacy.sock_name)
+
+
+def _is_modern(handler: object) -> bool:
+    """A handler of the modern API's classes (an instance, or a ``Reducer`` class)."""
+    return isinstance(handler, _HandlerClass) or (
+        isinstance(handler, type) and issubclass(handler, _HandlerClass)
+    )
+
+
+# The modern API's async server of each kind.
+_MODERN_SERVERS: Dict[str, Callable[..., Any]] = {
+    kinds.MAP.name: MapAsyncServer,
+    kinds.MAP_STREAM.name: MapStreamAsyncServer,
+    kinds.MAPT.name: SourceTransformAsyncServer,
+    kinds.REDUCE.name: ReduceAsyncServer,
+    kinds.SINK.name: SinkAsyncServer,
+}
+
+
+def _modern_server(
+    family: Family, group: Mapping[str, AnyHandler], folder: Path, max_threads: Optional[int]
+) -> Any:
+    ((keyword, handler),) = group.items()
+    kind = next(k for k in family.kinds if k.keyword == keyword)
+    assert kind.v1 is not None
+    socket = kind.v1.sockets[0]
+    return _MODERN_SERVERS[kind.name](
+        handler,
+        sock_path=str(folder / socket.sock),
+        max_threads=max_threads,
+        server_info_file=str(folder / socket.info),
+    )
+
+
+@contextlib.asynccontextmanager
+async def _serve(
+    family: Family,
+    handlers: Mapping[str, AnyHandler],
+    protocol: str,
+    call_timeout: Optional[float],
+    start: Callable[[Mapping[str, AnyHandler], Path], Any],
+    max_threads: Optional[int],
+) -> AsyncIterator[_Backend]:
+    """Serve ``handlers`` (by keyword) with ``start``; a backend calling them.
+
+    A modern class handler (a ``Mapper`` & co. instance, or a ``Reducer`` class) is
+    served by its modern server, which serves v1 only, as in a deployment.
+    """
+    _check_protocol(protocol)
+    async with contextlib.AsyncExitStack() as stack:
+        folder = stack.enter_context(_socket_dir())
+        given = {k: h for k, h in handlers.items() if h is not None}
+        modern = {k: h for k, h in given.items() if _is_modern(h)}
+        if modern and protocol == LEGACY:
+            raise ValueError(
+                f"{', '.join(modern)}: the modern API's handlers are served on v1 only "
+                "(Numaflow >= 1.4): use protocol='v1' (the default)"
+            )
+        if protocol == LEGACY:
+            server = start(handlers, folder)
+            await stack.enter_async_context(server.running())
+            connection = stack.enter_context(Connection(server.sock_path, call_timeout))
+            assert family.legacy is not None
+            yield _Legacy(connection, family.legacy.service_name)
+            return
+        # v1 announces one MAP_MODE per server: map stream gets a server of its own.
+        plain = {k: h for k, h in given.items() if k not in modern}
+        groups = [plain] if plain or not modern else []
+        stream_keyword = kinds.MAP_STREAM.keyword
+        if kinds.MAP.keyword in plain and stream_keyword in plain:
+            groups = [
+                {k: h for k, h in plain.items() if k != stream_keyword},
+                {stream_keyword: plain[stream_keyword]},
+            ]
+        groups += [{keyword: handler} for keyword, handler in modern.items()]
+        connections: Dict[str, V1Connection] = {}
+        for n, group in enumerate(groups):
+            place = folder / str(n)
+            place.mkdir()
+            with _local_run():
+                server = (
+                    _modern_server(family, group, place, max_threads)
+                    if set(group) <= set(modern)
+                    else start(group, place)
+                )
+            await stack.enter_async_context(server.running())
+            for kind in family.kinds:
+                if kind.keyword in group and kind.v1 is not None:
+                    sock = str(place / kind.v1.sockets[0].sock)
+                    connections[kind.name] = await stack.enter_async_context(
+                        V1Connection(sock, call_timeout)
+                    )
+        yield _V1(connections)
+
+
 @contextlib.asynccontextmanager
 async def serve_function(
     map_handler: AnyHandler = None,
@@ -344,13 +706,15 @@ async def serve_function(
     *,
     max_threads: Optional[int] = None,
     call_timeout: Optional[float] = _CALL_TIMEOUT,
+    protocol: ProtocolName = _DEFAULT_PROTOCOL,
 ) -> AsyncIterator[FunctionClient]:
     """Serve these handlers on a temporary socket in the running event loop.
 
-    The server is the real :class:`~pynumaflow.function.AsyncServer`, serving the
-    Numaflow 0.8-0.9 protocol (function.v1) that the client speaks, so map and map
-    stream handlers can be tested together; leaving the block stops it and removes its
-    files.
+    The server is the real :class:`~pynumaflow.function.AsyncServer`, serving only the
+    protocol the client speaks (a modern class handler, e.g. a ``Mapper`` instance or a
+    ``Reducer`` class, gets its modern server, v1 only); leaving the block stops it and
+    removes its files. On v1, map and map stream handlers given together are served by
+    two servers (a v1 server announces one map mode).
 
     Args:
         map_handler: as for :class:`~pynumaflow.function.Server`.
@@ -360,29 +724,37 @@ async def serve_function(
         max_threads: size of the pool running sync handlers.
         call_timeout: seconds each call may take before it fails with
             ``DEADLINE_EXCEEDED`` (``None``: no limit).
+        protocol: ``"v1"`` (Numaflow >= 1.4, the default) or ``"legacy"`` (0.8-0.9).
 
     Yields:
         A client for the server.
 
     Raises:
-        ValueError: no handler was given.
+        ValueError: no handler was given, or an unknown protocol.
         TypeError: a handler has the wrong shape.
 
     """
-    with _socket_dir() as folder:
-        server = AsyncServer(
-            map_handler=map_handler,
-            mapt_handler=mapt_handler,
-            map_stream_handler=map_stream_handler,
-            reduce_handler=reduce_handler,
-            sock_path=str(folder / _legacy_socket(FUNCTION)),
-            max_threads=max_threads,
+    handlers = {
+        "map_handler": map_handler,
+        "mapt_handler": mapt_handler,
+        "map_stream_handler": map_stream_handler,
+        "reduce_handler": reduce_handler,
+    }
+
+    def start(group: Mapping[str, AnyHandler], folder: Path) -> AsyncServer:
+        return AsyncServer(
+            map_handler=group.get("map_handler"),
+            mapt_handler=group.get("mapt_handler"),
+            map_stream_handler=group.get("map_stream_handler"),
+            reduce_handler=group.get("reduce_handler"),
+            sock_path=_sock_path(folder, FUNCTION),
             server_info_file=str(folder / "server-info"),
-            protocols=[_PROTOCOL],
+            max_threads=max_threads,
+            protocols=[protocol],
         )
-        async with server.running():
-            with Connection(server.sock_path, call_timeout) as connection:
-                yield FunctionClient(connection)
+
+    async with _serve(FUNCTION, handlers, protocol, call_timeout, start, max_threads) as backend:
+        yield FunctionClient(backend)
 
 
 @contextlib.asynccontextmanager
@@ -391,6 +763,7 @@ async def serve_sink(
     *,
     max_threads: Optional[int] = None,
     call_timeout: Optional[float] = _CALL_TIMEOUT,
+    protocol: ProtocolName = _DEFAULT_PROTOCOL,
 ) -> AsyncIterator[SinkClient]:
     """Serve a sink handler on a temporary socket in the running event loop.
 
@@ -398,22 +771,30 @@ async def serve_sink(
         sink_handler: as for :class:`~pynumaflow.sink.Sink`, sync or async.
         max_threads: size of the pool running a sync handler.
         call_timeout: seconds each call may take (``None``: no limit).
+        protocol: ``"v1"`` (Numaflow >= 1.4, the default) or ``"legacy"`` (0.8-0.9).
 
     Yields:
         A client for the server.
 
     """
-    with _socket_dir() as folder:
-        server = AsyncSink(
+
+    def start(group: Mapping[str, AnyHandler], folder: Path) -> AsyncSink:
+        return AsyncSink(
             sink_handler,
-            sock_path=str(folder / _legacy_socket(SINK_SERVER)),
-            max_threads=max_threads,
+            sock_path=_sock_path(folder, SINK_SERVER),
             server_info_file=str(folder / "server-info"),
-            protocols=[_PROTOCOL],
+            max_threads=max_threads,
+            protocols=[protocol],
         )
-        async with server.running():
-            with Connection(server.sock_path, call_timeout) as connection:
-                yield SinkClient(connection)
+
+    handlers = {kinds.SINK.keyword: sink_handler}
+    async with _serve(SINK_SERVER, handlers, protocol, call_timeout, start, max_threads) as backend:
+        yield SinkClient(backend)
+
+
+def _fields(arguments: Dict[str, Any]) -> Dict[str, Any]:
+    """A sync method's arguments, for the async method it wraps."""
+    return {k: v for k, v in arguments.items() if k not in ("self", "fields")}
 
 
 class SyncFunctionClient:
@@ -434,12 +815,12 @@ class SyncFunctionClient:
         *,
         event_time: Optional[datetime] = None,
         watermark: Optional[datetime] = None,
+        headers: Optional[Mapping[str, str]] = None,
+        user_metadata: Optional[UserMetadata] = None,
     ) -> Messages:
         """Like :meth:`FunctionClient.map`."""
-        call = self._client.map
-        return self._portal.call(
-            lambda: call(value, keys, event_time=event_time, watermark=watermark)
-        )
+        fields = locals()
+        return self._portal.call(functools.partial(self._client.map, **_fields(fields)))
 
     def mapt(
         self,
@@ -448,12 +829,12 @@ class SyncFunctionClient:
         *,
         event_time: Optional[datetime] = None,
         watermark: Optional[datetime] = None,
+        headers: Optional[Mapping[str, str]] = None,
+        user_metadata: Optional[UserMetadata] = None,
     ) -> MessageTs:
         """Like :meth:`FunctionClient.mapt`."""
-        call = self._client.mapt
-        return self._portal.call(
-            lambda: call(value, keys, event_time=event_time, watermark=watermark)
-        )
+        fields = locals()
+        return self._portal.call(functools.partial(self._client.mapt, **_fields(fields)))
 
     def map_stream(
         self,
@@ -462,12 +843,12 @@ class SyncFunctionClient:
         *,
         event_time: Optional[datetime] = None,
         watermark: Optional[datetime] = None,
+        headers: Optional[Mapping[str, str]] = None,
+        user_metadata: Optional[UserMetadata] = None,
     ) -> Messages:
         """Like :meth:`FunctionClient.map_stream`."""
-        call = self._client.map_stream
-        return self._portal.call(
-            lambda: call(value, keys, event_time=event_time, watermark=watermark)
-        )
+        fields = locals()
+        return self._portal.call(functools.partial(self._client.map_stream, **_fields(fields)))
 
     def reduce(
         self,
@@ -475,9 +856,13 @@ class SyncFunctionClient:
         keys: Optional[Sequence[str]] = None,
         *,
         window: Optional[IntervalWindow] = None,
+        user_metadata: Optional[UserMetadata] = None,
     ) -> Messages:
         """Like :meth:`FunctionClient.reduce`."""
-        return self._portal.call(lambda: self._client.reduce(datums, keys, window=window))
+        reduce = self._client.reduce
+        return self._portal.call(
+            lambda: reduce(datums, keys, window=window, user_metadata=user_metadata)
+        )
 
 
 class SyncSinkClient:
@@ -492,10 +877,18 @@ class SyncSinkClient:
         return self._portal.call(self._client.is_ready)
 
     def sink(
-        self, datums: Iterable[SinkDatumLike], keys: Optional[Sequence[str]] = None
+        self,
+        datums: Iterable[SinkDatumLike],
+        keys: Optional[Sequence[str]] = None,
+        *,
+        headers: Optional[Mapping[str, str]] = None,
+        user_metadata: Optional[UserMetadata] = None,
     ) -> Responses:
         """Like :meth:`SinkClient.sink`."""
-        return self._portal.call(lambda: self._client.sink(datums, keys))
+        sink = self._client.sink
+        return self._portal.call(
+            lambda: sink(datums, keys, headers=headers, user_metadata=user_metadata)
+        )
 
 
 @contextlib.contextmanager
@@ -507,6 +900,7 @@ def serve_function_sync(
     *,
     max_threads: Optional[int] = None,
     call_timeout: Optional[float] = _CALL_TIMEOUT,
+    protocol: ProtocolName = _DEFAULT_PROTOCOL,
 ) -> Iterator[SyncFunctionClient]:
     """Like :func:`serve_function`, for tests that are not async.
 
@@ -521,6 +915,7 @@ def serve_function_sync(
             reduce_handler,
             max_threads=max_threads,
             call_timeout=call_timeout,
+            protocol=protocol,
         )
         with portal.wrap_async_context_manager(serving) as client:
             yield SyncFunctionClient(client, portal)
@@ -532,10 +927,13 @@ def serve_sink_sync(
     *,
     max_threads: Optional[int] = None,
     call_timeout: Optional[float] = _CALL_TIMEOUT,
+    protocol: ProtocolName = _DEFAULT_PROTOCOL,
 ) -> Iterator[SyncSinkClient]:
     """Like :func:`serve_sink`, for tests that are not async."""
     with start_blocking_portal() as portal:
-        serving = serve_sink(sink_handler, max_threads=max_threads, call_timeout=call_timeout)
+        serving = serve_sink(
+            sink_handler, max_threads=max_threads, call_timeout=call_timeout, protocol=protocol
+        )
         with portal.wrap_async_context_manager(serving) as client:
             yield SyncSinkClient(client, portal)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -164,8 +165,16 @@ def test_role_without_a_handler_fails_naming_it(monkeypatch: pytest.MonkeyPatch)
         AsyncServer(map_handler=echo)
 
 
-async def test_legacy_alone_is_served_whatever_the_role(monkeypatch: pytest.MonkeyPatch) -> None:
-    """protocols=["legacy"] is an explicit choice: the test kit works inside a pod too."""
+@pytest.mark.parametrize("protocol", ["legacy", "v1"])
+async def test_the_test_kit_serves_whatever_the_role(
+    monkeypatch: pytest.MonkeyPatch, protocol: testing.ProtocolName
+) -> None:
+    """The test kit works inside a pod too.
+
+    protocols=["legacy"] is an explicit choice, served whatever the role; on v1 the kit
+    builds its server as a local run.
+    """
     monkeypatch.setenv("NUMAFLOW_UD_CONTAINER_TYPE", "udsink")
-    async with testing.serve_function(map_handler=echo) as udf:
+    async with testing.serve_function(map_handler=echo, protocol=protocol) as udf:
         assert await udf.map(b"x") == Messages(Message(b"x"))
+    assert os.environ["NUMAFLOW_UD_CONTAINER_TYPE"] == "udsink"

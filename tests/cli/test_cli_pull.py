@@ -90,10 +90,13 @@ def test_run_without_kind_finds_the_source_by_its_server_info(tmp_path: Path) ->
 
 
 def test_run_with_another_kind_names_the_kind_to_ask_for(tmp_path: Path) -> None:
+    """Run as the pod of the kind asked for (udf), the source refuses the role, naming its own."""
     udf = script(tmp_path, SOURCE_SCRIPT)
-    code, _, err = run("run", udf, "--kind", "map")
+    code, _, err = run("run", udf, "--kind", "map", "-q")
     assert code == 1
-    assert "serves a source (it wrote sourcer-server-info): use --kind source" in err
+    assert "they serve containers of type udsource" in err
+    assert "run as a pod would, with NUMAFLOW_UD_CONTAINER_TYPE=udf" in err
+    assert "choose the kind with --kind" in err
 
 
 def test_call_retrieves_a_running_side_input(tmp_path: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
@@ -16,10 +15,10 @@ from typing import Any, Optional
 
 import pytest
 
-from pynumaflow._cli import main
-
 from conftest import ROOT
+from procs import run_cli as run
 from procs import start_script, wait_for_server_info
+from procs import write_script as script
 
 MAP_SCRIPT = """
 import os, time
@@ -63,19 +62,14 @@ aiorun.run(AsyncServer(reduce_handler=join).start())
 """
 
 
-def script(tmp_path: Path, source: str, name: str = "udf.py") -> str:
-    path = tmp_path / name
-    path.write_text(textwrap.dedent(source), encoding="utf-8")
-    return str(path)
+PROTOCOLS = ["v1", "legacy"]
+MAP_SOCK = {"v1": "map.sock", "legacy": "function.sock"}
+SINK_SOCK = {"v1": "sink.sock", "legacy": "udsink.sock"}
+GENERATION = {"v1": "v1 protocol, Numaflow >= 1.4", "legacy": "legacy protocol, Numaflow 0.8-0.9"}
 
 
-def run(*args: str, stdin: str = "") -> tuple[int, list[dict[str, Any]], str]:
-    out, err = io.StringIO(), io.StringIO()
-    code = main(list(args), stdin=io.StringIO(stdin), stdout=out, stderr=err)
-    return code, [json.loads(line) for line in out.getvalue().splitlines()], err.getvalue()
-
-
-def test_map_prints_each_message_and_stops_the_script(tmp_path: Path) -> None:
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_map_prints_each_message_and_stops_the_script(tmp_path: Path, protocol: str) -> None:
     """Envelopes and text lines go through MapFn; outputs are JSON lines; SIGTERM ends it."""
     udf = script(tmp_path, MAP_SCRIPT)
     lines = [
@@ -83,7 +77,9 @@ def test_map_prints_each_message_and_stops_the_script(tmp_path: Path) -> None:
         '{"value_b64": "/w==", "event_time": 1714979289000}',
         "plain",
     ]
-    code, outputs, err = run("run", udf, "--kind", "map", "--input", "-", stdin="\n".join(lines))
+    code, outputs, err = run(
+        "run", udf, "--kind", "map", "--protocol", protocol, stdin="\n".join(lines)
+    )
     assert code == 0, err
     assert outputs[:2] == [
         {"keys": ["k"], "value": "a", "tags": ["seen"], "event_time": "2024-05-06T07:08:09.000Z"},
@@ -95,39 +91,72 @@ def test_map_prints_each_message_and_stops_the_script(tmp_path: Path) -> None:
         },
     ]
     assert outputs[2]["value"] == "plain"
-    assert "udf.py (function.sock) is ready; sending the input as map" in err
+    assert (
+        f"udf.py ({MAP_SOCK[protocol]}) is ready; sending the input as map ({GENERATION[protocol]}"
+    ) in err
     assert "stopped udf.py with SIGTERM; it exited with code 0" in err
 
 
 def test_several_kinds_pick_map_and_say_so(tmp_path: Path) -> None:
-    """With map and mapt served and no --kind, map is used and stderr says why."""
-    code, outputs, err = run("run", script(tmp_path, MAP_SCRIPT), stdin="x")
+    """Legacy: with map and mapt served and no --kind, map is used and stderr says why."""
+    code, outputs, err = run("run", script(tmp_path, MAP_SCRIPT), "--protocol", "legacy", stdin="x")
     assert code == 0, err
     assert outputs[0]["tags"] == ["seen"]
     assert "serves map, mapt; using map (choose with --kind)" in err
 
 
-def test_kind_mapt_prints_the_assigned_event_time(tmp_path: Path) -> None:
-    """--kind mapt calls MapTFn and prints the event time the handler gave."""
-    code, outputs, err = run("run", script(tmp_path, MAP_SCRIPT), "--kind", "mapt", stdin="x")
+def test_a_04_script_runs_on_v1_by_default_as_a_udf_pod(tmp_path: Path) -> None:
+    """No --protocol, no --kind: v1, as a pod of container type udf (map.sock) runs it."""
+    code, outputs, err = run("run", script(tmp_path, MAP_SCRIPT), stdin="x")
+    assert code == 0, err
+    assert outputs[0]["tags"] == ["seen"]
+    assert "NUMAFLOW_UD_CONTAINER_TYPE=udf, serving its role only" in err
+    assert "udf.py (map.sock) is ready; sending the input as map (v1 protocol" in err
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_kind_mapt_prints_the_assigned_event_time(tmp_path: Path, protocol: str) -> None:
+    """--kind mapt calls MapTFn (v1: SourceTransformFn) and prints the handler's event time."""
+    code, outputs, err = run(
+        "run", script(tmp_path, MAP_SCRIPT), "--kind", "mapt", "--protocol", protocol, stdin="x"
+    )
     assert code == 0, err
     assert outputs == [
         {"keys": [], "value": "x", "tags": [], "event_time": "2020-01-02T00:00:00.000Z"}
     ]
 
 
-def test_a_kind_the_script_does_not_serve_is_a_usage_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("protocol", "served"), [("v1", "map"), ("legacy", "map, mapt")])
+def test_a_kind_the_script_does_not_serve_is_a_usage_error(
+    tmp_path: Path, protocol: str, served: str
+) -> None:
     """--kind reduce against a map script names what it does serve; exit code 2."""
-    code, outputs, err = run("run", script(tmp_path, MAP_SCRIPT), "-k", "reduce", stdin="x")
+    code, outputs, err = run(
+        "run", script(tmp_path, MAP_SCRIPT), "-k", "reduce", "--protocol", protocol, stdin="x"
+    )
     assert (code, outputs) == (2, [])
-    assert "--kind reduce given, but the server serves: map, mapt" in err
+    assert f"--kind reduce given, but the server serves: {served}" in err
     assert "stopped udf.py with SIGTERM" in err
+
+
+def test_a_failing_v1_call_shows_the_udf_error_and_its_traceback(tmp_path: Path) -> None:
+    """v1: INTERNAL UDF_EXECUTION_ERROR(udf) and the handler's traceback (DebugInfo)."""
+    udf = script(tmp_path, MAP_SCRIPT)
+    code, outputs, err = run("run", udf, "-q", "--concurrency", "1", stdin="a\nboom\nb\n")
+    assert code == 1
+    assert [o["value"] for o in outputs] == ["a", "b"]
+    assert "line 2 failed: INTERNAL: UDF_EXECUTION_ERROR(udf): RuntimeError('bad value')" in err
+    assert "the handler's traceback, from the server:\n  Traceback (most recent call last):" in err
+    assert 'udf.py", line 8, in echo\n      raise RuntimeError("bad value")' in err
+    assert "1 call(s) failed" in err
 
 
 def test_a_failing_call_is_reported_and_the_rest_go_on(tmp_path: Path) -> None:
     """A handler error is shown with its line and status; other lines print; exit 1."""
     udf = script(tmp_path, MAP_SCRIPT)
-    code, outputs, err = run("run", udf, "-k", "map", "-q", stdin="a\nboom\nb\n")
+    code, outputs, err = run(
+        "run", udf, "-k", "map", "-q", "--protocol", "legacy", stdin="a\nboom\nb\n"
+    )
     assert code == 1
     assert [o["value"] for o in outputs] == ["a", "b"]
     assert "line 2 failed: UNKNOWN: RuntimeError: bad value" in err
@@ -144,12 +173,18 @@ def test_a_script_that_crashes_at_start_fails_fast(tmp_path: Path) -> None:
     assert "udf.py exited with code 1 before it was ready; its last output:\nmissing config" in err
 
 
+@pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_run_ignores_a_container_type_in_the_shell(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, protocol: str
 ) -> None:
-    """A NUMAFLOW_UD_CONTAINER_TYPE left in the shell does not turn off the legacy socket."""
-    monkeypatch.setenv("NUMAFLOW_UD_CONTAINER_TYPE", "udf")
-    code, outputs, err = run("run", script(tmp_path, MAP_SCRIPT), "-k", "map", "-q", stdin="a\n")
+    """A NUMAFLOW_UD_CONTAINER_TYPE left in the shell is replaced.
+
+    It does not turn off the legacy socket, nor on v1 give the wrong role.
+    """
+    monkeypatch.setenv("NUMAFLOW_UD_CONTAINER_TYPE", "udsink")
+    code, outputs, err = run(
+        "run", script(tmp_path, MAP_SCRIPT), "-k", "map", "-q", "--protocol", protocol, stdin="a\n"
+    )
     assert code == 0, err
     assert [o["value"] for o in outputs] == ["a"]
 
@@ -185,25 +220,52 @@ def test_a_script_with_its_own_socket_path_is_explained(tmp_path: Path) -> None:
         "from pynumaflow.function import Server, Messages\n"
         f"Server(map_handler=lambda k, d: Messages(), sock_path={str(sock)!r}).start()\n",
     )
-    code, _, err = run("run", udf, "--start-timeout", "10", stdin="x")
-    assert code == 1
-    assert "created neither function.sock nor udsink.sock" in err
-    assert "drop it so that PYNUMAFLOW_RUN_DIR applies" in err
+    for protocol, missing in (("v1", "created no map.sock"), ("legacy", "function.sock nor")):
+        started = time.monotonic()
+        code, _, err = run(
+            "run", udf, "--start-timeout", "20", "--protocol", protocol, "-q", stdin="x"
+        )
+        assert code == 1
+        assert time.monotonic() - started < 15  # said as soon as the server-info is there
+        assert missing in err
+        assert "drop it so that PYNUMAFLOW_RUN_DIR applies" in err
 
 
 def test_a_script_serving_only_the_v1_protocols_is_explained(tmp_path: Path) -> None:
-    """The command speaks function.v1: a v1-only script is named as such, quickly."""
+    """--protocol legacy: a v1-only script is named as such, quickly."""
     udf = script(
         tmp_path,
         "from pynumaflow.function import Server, Messages\n"
         "Server(map_handler=lambda k, d: Messages(), protocols=['v1']).start()\n",
     )
-    code, _, err = run("run", udf, stdin="x")
+    code, _, err = run("run", udf, "--protocol", "legacy", stdin="x")
     assert code == 1
     assert "udf.py serves only the Numaflow >= 1.4 protocols (it wrote mapper-server-info)" in err
+    assert "drop --protocol (v1 is the default)" in err
 
 
-def test_a_hanging_handler_ends_the_run_within_the_timeout(tmp_path: Path) -> None:
+LEGACY_ONLY = (
+    "from pynumaflow.function import Server, Message, Messages\n"
+    "Server(map_handler=lambda k, d: Messages(Message(d.value)), protocols=['legacy']).start()\n"
+)
+
+
+def test_a_script_serving_only_legacy_is_called_on_legacy_by_default(tmp_path: Path) -> None:
+    """No --protocol: a script that serves only the 0.8-0.9 protocols is called there."""
+    code, outputs, err = run("run", script(tmp_path, LEGACY_ONLY), stdin="x")
+    assert code == 0, err
+    assert outputs[0]["value"] == "x"
+    assert "udf.py serves only the legacy protocol, Numaflow 0.8-0.9: using it" in err
+
+
+def test_a_script_serving_only_legacy_is_explained_on_protocol_v1(tmp_path: Path) -> None:
+    code, _, err = run("run", script(tmp_path, LEGACY_ONLY), "--protocol", "v1", stdin="x")
+    assert code == 1
+    assert "udf.py serves only the Numaflow 0.8-0.9 protocols (it wrote server-info only)" in err
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_hanging_handler_ends_the_run_within_the_timeout(tmp_path: Path, protocol: str) -> None:
     """A call without an answer in --timeout ends the run; the stuck script still exits.
 
     Its pool thread is abandoned (named in the log), not joined: the process ends on
@@ -212,7 +274,17 @@ def test_a_hanging_handler_ends_the_run_within_the_timeout(tmp_path: Path) -> No
     udf = script(tmp_path, MAP_SCRIPT)
     started = time.monotonic()
     code, outputs, err = run(
-        "run", udf, "-k", "map", "--timeout", "1", "--concurrency", "1", stdin="a\nhang\nb\n"
+        "run",
+        udf,
+        "-k",
+        "map",
+        "--timeout",
+        "1",
+        "--concurrency",
+        "1",
+        "--protocol",
+        protocol,
+        stdin="a\nhang\nb\n",
     )
     assert code == 1
     assert time.monotonic() - started < 15  # the handler would hang for 30 s
@@ -222,10 +294,13 @@ def test_a_hanging_handler_ends_the_run_within_the_timeout(tmp_path: Path) -> No
     assert "stopped udf.py with SIGTERM; it exited with code 0" in err
 
 
-def test_a_script_that_dies_mid_call_is_named(tmp_path: Path) -> None:
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_script_that_dies_mid_call_is_named(tmp_path: Path, protocol: str) -> None:
     """The connection drops because the script exited: that is what the error says."""
     udf = script(tmp_path, MAP_SCRIPT)
-    code, _, err = run("run", udf, "-k", "map", "--concurrency", "1", stdin="a\ndie\nb\n")
+    code, _, err = run(
+        "run", udf, "-k", "map", "--concurrency", "1", "--protocol", protocol, stdin="a\ndie\nb\n"
+    )
     assert code == 1
     assert "error: udf.py exited with code 3 while handling line 2" in err
 
@@ -251,22 +326,24 @@ def test_a_script_that_ignores_sigterm_is_killed(tmp_path: Path) -> None:
     assert "did not exit within 1 s of SIGTERM; killed it" in err
 
 
-def test_sink_sends_batches_and_prints_each_response(tmp_path: Path) -> None:
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_sink_sends_batches_and_prints_each_response(tmp_path: Path, protocol: str) -> None:
     """Sink scripts are found by their socket; --batch-size splits the SinkFn calls."""
     udf = script(tmp_path, SINK_SCRIPT)
     lines = '{"value": "a", "id": "x"}\nb\nc\n'
-    code, outputs, err = run("run", udf, "--batch-size", "2", stdin=lines)
+    code, outputs, err = run("run", udf, "--batch-size", "2", "--protocol", protocol, stdin=lines)
     assert code == 0, err
     assert outputs == [
         {"id": "x", "success": False, "err": "batch of 2"},
         {"id": "2", "success": False, "err": "batch of 2"},
         {"id": "3", "success": False, "err": "batch of 1"},
     ]
-    assert "udf.py (udsink.sock) is ready; sending the input as sink" in err
+    assert f"udf.py ({SINK_SOCK[protocol]}) is ready; sending the input as sink" in err
     assert "the sink answered 3 of 3 datums as failed" in err
 
 
-def test_reduce_groups_inputs_into_fixed_windows(tmp_path: Path) -> None:
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_reduce_groups_inputs_into_fixed_windows(tmp_path: Path, protocol: str) -> None:
     """--window groups by event time; each window is one ReduceFn stream with its bounds."""
     udf = script(tmp_path, REDUCE_SCRIPT)
     lines = "\n".join(
@@ -278,7 +355,7 @@ def test_reduce_groups_inputs_into_fixed_windows(tmp_path: Path) -> None:
             ("d", ["x"], "2024-05-06T07:00:05Z"),
         ]
     )
-    code, outputs, err = run("run", udf, "--window", "10s", stdin=lines)
+    code, outputs, err = run("run", udf, "--window", "10s", "--protocol", protocol, stdin=lines)
     assert code == 0, err
     first = "2024-05-06T07:00:00.000Z", "2024-05-06T07:00:10.000Z"
     second = "2024-05-06T07:00:10.000Z", "2024-05-06T07:00:20.000Z"

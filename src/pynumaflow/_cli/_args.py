@@ -9,6 +9,7 @@ from datetime import timedelta
 from pynumaflow import __version__
 from pynumaflow._cli._input import parse_duration
 from pynumaflow._cli._kinds import PREFERENCE, Kind, kind_named
+from pynumaflow._core.options import LEGACY, V1
 from pynumaflow._faces.kinds import KINDS
 
 __all__ = ["build_parser"]
@@ -20,9 +21,12 @@ DEFAULT_START_TIMEOUT = 60.0
 _INPUT_HELP = """\
 input lines: a JSON object {"value": "text"} or {"value_b64": "..."}, with optional
 "keys" (list of strings), "event_time" and "watermark" (RFC 3339, or epoch milliseconds),
-"id"; any other line is taken as a text value. One JSON object per output goes to
+"id", and on v1 "headers" ({"name": "text"}) and "user_metadata" ({"group": {"key":
+"text"}}); any other line is taken as a text value. One JSON object per output goes to
 stdout: keys, value (or value_b64 if not UTF-8), tags, event_time for map, mapt and
-map-stream (and window_start, window_end for reduce); id, success, err for sink.
+map-stream (and window_start, window_end for reduce), on v1 headers and user_metadata
+when there are any; id, success, err for sink, on v1 also status (fallback, serve,
+on_success) with serve_response or on_success_msg (keys, value, user_metadata).
 """
 
 
@@ -60,7 +64,7 @@ def _seconds(value: str) -> float:
     return _duration(value).total_seconds()
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
+def _common(parser: argparse.ArgumentParser, protocol_help: str) -> None:
     parser.add_argument(
         "--input",
         "-i",
@@ -128,6 +132,11 @@ def _common(parser: argparse.ArgumentParser) -> None:
         f"(default {DEFAULT_START_TIMEOUT:g})",
     )
     parser.add_argument(
+        "--protocol",
+        choices=(V1, LEGACY),
+        help=protocol_help,
+    )
+    parser.add_argument(
         "--raw", action="store_true", help="take every input line as a text value, never JSON"
     )
 
@@ -151,7 +160,13 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run.add_argument("script", metavar="SCRIPT", help="the Python script that starts a server")
-    _common(run)
+    _common(
+        run,
+        "v1: map.v1, sourcetransformer.v1, reduce.v1, sink.v1 (Numaflow >= 1.4; the "
+        "default, also for 0.4 scripts, which serve both); legacy: function.v1 and the "
+        "UserDefinedSink (Numaflow 0.8-0.9). Without it, a script serving only legacy is "
+        "called on legacy",
+    )
     run.add_argument(
         "--quiet",
         "-q",
@@ -167,5 +182,10 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     call.add_argument("--sock", "-s", required=True, help="the server's Unix socket")
-    _common(call)
+    _common(
+        call,
+        "v1 (Numaflow >= 1.4) or legacy (0.8-0.9); default: from the socket's name "
+        "(map.sock, mapstream.sock, sourcetransform.sock, reduce.sock, sink.sock: v1; "
+        "function.sock, udsink.sock: legacy) or the server-info files beside it",
+    )
     return parser

@@ -17,15 +17,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Optional, TextIO
 
+from pynumaflow._cli._calls import Calls
 from pynumaflow._cli._errors import RunError
 from pynumaflow._cli._input import Record
-from pynumaflow._cli._output import message_line, response_line
 from pynumaflow._cli._progress import Progress
-from pynumaflow._client.legacy import CallError, Connection, epoch_millis
+from pynumaflow._client.base import CallError, epoch_millis
 from pynumaflow._faces import kinds
 from pynumaflow._faces.kinds import Kind
-from pynumaflow._types.function import Datum, DatumMetadata, IntervalWindow
-from pynumaflow._types.sink import Datum as SinkDatum
+from pynumaflow._types.function import IntervalWindow
 
 __all__ = ["Options", "Tally", "drive"]
 
@@ -54,37 +53,22 @@ class Tally:
     notes: list[str] = field(default_factory=list)
 
 
-def _datum(record: Record) -> Datum:
-    return Datum(
-        list(record.keys),
-        record.value,
-        record.event_time,
-        record.watermark,
-        DatumMetadata(record.id, 1),
-    )
-
-
-def _sink_datum(record: Record) -> SinkDatum:
-    return SinkDatum(
-        list(record.keys), record.id, record.value, record.event_time, record.watermark
-    )
-
-
 class _Driver:
     def __init__(
         self,
-        connection: Connection,
+        calls: Calls,
         out: TextIO,
         err: TextIO,
         check_alive: Callable[[str], None],
         progress: Progress,
     ) -> None:
-        self._connection = connection
+        self._calls = calls
         self._out = out
         self._err = err
         self._check_alive = check_alive
         self._progress = progress
         self.tally = Tally()
+        self._shown: Optional[CallError] = None
 
     def _emit(self, lines: list[str]) -> None:
         for line in lines:
@@ -98,18 +82,12 @@ class _Driver:
             raise RunError(f"{what}: {error}")
         self.tally.failed_calls += 1
         self._err.write(f"pynumaflow: {what} failed: {error}\n")
+        # On v1 a handler error ends the stream: the requests in flight share it.
+        if error.traceback and error is not self._shown:
+            self._shown = error
+            body = error.traceback.rstrip("\n").replace("\n", "\n  ")
+            self._err.write(f"pynumaflow: the handler's traceback, from the server:\n  {body}\n")
         self._err.flush()
-
-    async def _one(self, kind: Kind, record: Record) -> list[str]:
-        datum = _datum(record)
-        if kind is kinds.MAP:
-            messages = list(await self._connection.map(datum))
-            return [message_line(m, record.event_time) for m in messages]
-        if kind is kinds.MAPT:
-            return [message_line(m) for m in await self._connection.mapt(datum)]
-        return [
-            message_line(m, record.event_time) async for m in self._connection.map_stream(datum)
-        ]
 
     async def unary(self, kind: Kind, records: AsyncIterator[Record], concurrency: int) -> None:
         calls: asyncio.Queue[Optional[tuple[Record, asyncio.Task[list[str]]]]] = asyncio.Queue()
@@ -120,7 +98,7 @@ class _Driver:
             try:
                 async for record in records:
                     await in_flight.acquire()
-                    calls.put_nowait((record, asyncio.create_task(self._one(kind, record))))
+                    calls.put_nowait((record, asyncio.create_task(self._calls.one(kind, record))))
             except Exception as error:  # a malformed line: raised after the calls before it
                 unreadable.append(error)
             calls.put_nowait(None)
@@ -160,13 +138,13 @@ class _Driver:
             window = IntervalWindow(begin, begin + length)
             self.tally.inputs += len(group)
             try:
-                answers = await self._connection.reduce([_datum(r) for r in group], window)
+                lines = await self._calls.window(group, window)
             except CallError as error:
                 self._failed(f"window {start}..{start + size} (lines {_lines(group)})", error)
                 continue
             finally:
                 self._progress.advance(len(group))
-            self._emit([message_line(m, window=window) for answer in answers for m in answer])
+            self._emit(lines)
 
     async def sink(self, records: AsyncIterator[Record], batch_size: int) -> None:
         batch: list[Record] = []
@@ -186,14 +164,15 @@ class _Driver:
     async def _sink_batch(self, batch: list[Record]) -> None:
         self.tally.inputs += len(batch)
         try:
-            responses = await self._connection.sink([_sink_datum(r) for r in batch])
+            answers = await self._calls.batch(batch)
         except CallError as error:
             self._failed(f"batch of lines {_lines(batch)}", error)
             return
         finally:
             self._progress.advance(len(batch))
-        self.tally.failed_datums += sum(not r.success for r in responses)
-        self._emit([response_line(r) for r in responses])
+        # A fallback is not a failure: the fallback sink takes the datum.
+        self.tally.failed_datums += sum(not r.success and r.status is None for r, _ in answers)
+        self._emit([line for _, line in answers])
 
 
 def _discard(call: asyncio.Task[list[str]]) -> None:
@@ -209,7 +188,7 @@ def _lines(records: list[Record]) -> str:
 
 
 async def drive(
-    connection: Connection,
+    calls: Calls,
     kind: Kind,
     records: AsyncIterator[Record],
     options: Options,
@@ -228,7 +207,7 @@ async def drive(
 
     """
     progress = progress or Progress(err)
-    driver = _Driver(connection, out, err, check_alive, progress)
+    driver = _Driver(calls, out, err, check_alive, progress)
     work: Awaitable[None]
     if kind is kinds.REDUCE:
         work = driver.reduce(records, options.window)
@@ -240,4 +219,5 @@ async def drive(
         await work
     finally:
         progress.finish()
+    driver.tally.notes.extend(calls.notes)
     return driver.tally

@@ -6,7 +6,10 @@ itself, as UTF-8 text. Blank lines are skipped.
 
 Envelope fields: ``value`` (text) or ``value_b64`` (base64 bytes), ``keys`` (list of
 strings), ``event_time`` and ``watermark`` (RFC 3339, or epoch milliseconds as a
-number or a string of digits), ``id`` (the message id; default: the line number).
+number or a string of digits), ``id`` (the message id; default: the line number),
+``headers`` (an object of strings) and ``user_metadata`` (an object of groups, each
+an object of strings, sent as UTF-8 bytes): the last two exist on Numaflow >= 1.4
+only (user metadata from 1.7).
 """
 
 from __future__ import annotations
@@ -15,8 +18,8 @@ import base64
 import binascii
 import json
 import re
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Optional
 
@@ -26,7 +29,9 @@ __all__ = ["Record", "parse_duration", "parse_time", "read_records"]
 
 UTC = timezone.utc
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_FIELDS = frozenset({"value", "value_b64", "keys", "event_time", "watermark", "id"})
+_FIELDS = frozenset(
+    {"value", "value_b64", "keys", "event_time", "watermark", "id", "headers", "user_metadata"}
+)
 _MILLIS = re.compile(r"-?[0-9]+")
 _FRACTION = re.compile(r"(?<=[0-9]{2}:[0-9]{2}:[0-9]{2})\.([0-9]+)")
 _DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)?")
@@ -43,6 +48,8 @@ class Record:
     event_time: datetime
     watermark: datetime
     id: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+    user_metadata: Mapping[str, Mapping[str, bytes]] = field(default_factory=dict)
 
 
 def parse_time(raw: object) -> datetime:
@@ -131,6 +138,21 @@ def _keys(fields: dict[str, Any]) -> tuple[str, ...]:
     return tuple(keys)
 
 
+def _strings(what: str, raw: object) -> dict[str, str]:
+    if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
+        raise ValueError(f"{what} must be an object of strings")
+    return raw
+
+
+def _user_metadata(raw: object) -> dict[str, Mapping[str, bytes]]:
+    if not isinstance(raw, dict):
+        raise ValueError("user_metadata must be an object of groups")
+    return {
+        group: {k: v.encode("utf-8") for k, v in _strings(f"user_metadata[{group!r}]", kv).items()}
+        for group, kv in raw.items()
+    }
+
+
 def _record(line: int, text: str, raw: bool, now: datetime) -> Record:
     fields = None if raw else _envelope(text)
     if fields is None:
@@ -140,7 +162,16 @@ def _record(line: int, text: str, raw: bool, now: datetime) -> Record:
     msg_id = fields.get("id", str(line))
     if not isinstance(msg_id, str):
         raise ValueError("id must be a string")
-    return Record(line, _value(fields), _keys(fields), event_time, watermark, msg_id)
+    return Record(
+        line,
+        _value(fields),
+        _keys(fields),
+        event_time,
+        watermark,
+        msg_id,
+        _strings("headers", fields.get("headers", {})),
+        _user_metadata(fields.get("user_metadata", {})),
+    )
 
 
 def read_records(lines: Iterable[str], *, raw: bool = False) -> Iterator[Record]:

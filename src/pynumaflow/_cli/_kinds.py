@@ -4,20 +4,31 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from typing import Literal, Optional, TextIO
 
 from pynumaflow._cli._errors import RunError, UsageError
 from pynumaflow._client.legacy import CallError, Connection, FunctionMethod
+from pynumaflow._client.v1 import V1Connection
 from pynumaflow._faces import kinds
 from pynumaflow._faces.kinds import Kind
 
-__all__ = ["PREFERENCE", "Kind", "choose_kind", "kind_named", "wait_until_ready"]
+__all__ = [
+    "PREFERENCE",
+    "Kind",
+    "choose_kind",
+    "choose_v1_kind",
+    "kind_named",
+    "wait_until_ready",
+    "wait_until_v1_ready",
+]
 
 Service = Literal["function", "sink"]
 
 
 # The function kinds, in the order chosen when a server serves several and no --kind is given.
 PREFERENCE = kinds.FUNCTION.kinds
+_POLL = 0.05
 
 
 def kind_named(name: str) -> Kind:
@@ -61,7 +72,48 @@ async def wait_until_ready(
                 return service
         if time.monotonic() >= deadline:
             raise RunError("the server did not answer IsReady with ready=true in time")
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(_POLL)
+
+
+async def wait_until_v1_ready(
+    connection: V1Connection, candidates: Sequence[Kind], deadline: float
+) -> Kind:
+    """Poll the v1 IsReady of each candidate's service until one answers ``ready``.
+
+    Raises:
+        RunError: none answered ready before the deadline.
+
+    """
+    while True:
+        for kind in candidates:
+            if await connection.is_ready(kind.name):
+                return kind
+        if time.monotonic() >= deadline:
+            names = ", ".join(sorted({kind.name for kind in candidates}))
+            raise RunError(
+                f"the server did not answer the v1 IsReady ({names}) with ready=true in time"
+            )
+        await asyncio.sleep(_POLL)
+
+
+def choose_v1_kind(served: Sequence[Kind], requested: Optional[Kind], err: TextIO) -> Kind:
+    """The kind to call on v1: ``requested`` if served, else the first in table order.
+
+    Raises:
+        UsageError: ``requested`` is not served.
+
+    """
+    names = ", ".join(k.name for k in served)
+    if requested is not None:
+        if requested not in served:
+            raise UsageError(f"--kind {requested.name} given, but the server serves: {names}")
+        return requested
+    if len(served) > 1:
+        print(
+            f"pynumaflow: the server serves {names}; using {served[0].name} (choose with --kind)",
+            file=err,
+        )
+    return served[0]
 
 
 async def served_kinds(connection: Connection) -> list[Kind]:

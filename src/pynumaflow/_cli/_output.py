@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any, Optional, Union
 
+from pynumaflow._client.v1 import Result, UserMetadata
 from pynumaflow._types.function import IntervalWindow, Message, MessageT
 from pynumaflow._types.sink import Response
 
-__all__ = ["format_time", "message_line", "response_line"]
+__all__ = ["bytes_fields", "format_time", "message_line", "response_line"]
 
 UTC = timezone.utc
 
@@ -22,30 +24,47 @@ def format_time(moment: datetime) -> str:
     return aware.replace(tzinfo=None).isoformat(timespec=spec) + "Z"
 
 
-def _value_fields(value: bytes) -> dict[str, str]:
+def bytes_fields(name: str, value: bytes) -> dict[str, str]:
+    """``{name: text}``, or ``{name_b64: base64}`` when the bytes are not UTF-8."""
     try:
-        return {"value": value.decode("utf-8")}
+        return {name: value.decode("utf-8")}
     except UnicodeDecodeError:
-        return {"value_b64": base64.b64encode(value).decode("ascii")}
+        return {f"{name}_b64": base64.b64encode(value).decode("ascii")}
+
+
+def _extras(
+    line: dict[str, Any], headers: Optional[Mapping[str, str]], user_metadata: UserMetadata
+) -> None:
+    if headers:
+        line["headers"] = dict(headers)
+    if user_metadata:
+        line["user_metadata"] = {
+            group: {key: value.decode("utf-8", "backslashreplace") for key, value in kv.items()}
+            for group, kv in user_metadata.items()
+        }
 
 
 def message_line(
-    message: Union[Message, MessageT],
+    message: Union[Message, MessageT, Result],
     event_time: Optional[datetime] = None,
     window: Optional[IntervalWindow] = None,
+    *,
+    headers: Optional[Mapping[str, str]] = None,
 ) -> str:
     """One output message: ``keys``, ``value`` (or ``value_b64``), ``tags``, and times.
 
     Args:
-        message: the message the handler returned.
+        message: the message the handler returned (a v1 result carries its user
+            metadata, shown as ``user_metadata``).
         event_time: the event time the platform gives it (a mapt message's own is used
             when this is ``None``).
         window: for reduce, the window it was reduced over.
+        headers: the headers the platform gives it (its input's), shown as ``headers``.
 
     """
-    line: dict[str, Any] = {"keys": list(message.keys), **_value_fields(message.value)}
+    line: dict[str, Any] = {"keys": list(message.keys), **bytes_fields("value", message.value)}
     line["tags"] = list(message.tags)
-    own = message.event_time if isinstance(message, MessageT) else None
+    own = message.event_time if isinstance(message, (MessageT, Result)) else None
     if event_time is None and isinstance(own, datetime):
         event_time = own
     if event_time is not None:
@@ -53,12 +72,26 @@ def message_line(
     if window is not None:
         line["window_start"] = format_time(window.start)
         line["window_end"] = format_time(window.end)
+    _extras(line, headers, message.user_metadata if isinstance(message, Result) else {})
     return json.dumps(line, ensure_ascii=False)
 
 
-def response_line(response: Response) -> str:
-    """One sink response: ``id``, ``success`` and ``err`` (``null`` on success)."""
-    return json.dumps(
-        {"id": response.id, "success": response.success, "err": response.err},
-        ensure_ascii=False,
-    )
+def response_line(response: Response, user_metadata: Optional[UserMetadata] = None) -> str:
+    """One sink response: ``id``, ``success`` and ``err`` (``null`` on success).
+
+    A Numaflow >= 1.4 response beyond success and failure adds ``status``
+    (``fallback``, ``serve`` or ``on_success``), and the ``serve_response`` payload or
+    the ``on_success_msg`` (``keys``, ``value`` or ``value_b64``, ``user_metadata``),
+    as sink.v1 names them.
+    """
+    line: dict[str, Any] = {"id": response.id, "success": response.success, "err": response.err}
+    if response.status is not None:
+        line["status"] = response.status
+    if response.value is not None and response.status == "serve":
+        line.update(bytes_fields("serve_response", response.value))
+    elif response.value is not None:
+        message: dict[str, Any] = {"keys": list(response.keys or ())}
+        message.update(bytes_fields("value", response.value))
+        _extras(message, None, user_metadata or {})
+        line["on_success_msg"] = message
+    return json.dumps(line, ensure_ascii=False)

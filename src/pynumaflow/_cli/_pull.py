@@ -9,17 +9,16 @@ retrievals, one JSON line each. The input is not read.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import time
 from typing import Any, Optional, TextIO
 
 from pynumaflow._cli._drive import Tally
 from pynumaflow._cli._errors import RunError
-from pynumaflow._cli._output import format_time
-from pynumaflow._cli._script import PULLED
-from pynumaflow._client.legacy import CallError
-from pynumaflow._client.v1 import SideInputConnection, SourceConnection
+from pynumaflow._cli._output import bytes_fields, format_time
+from pynumaflow._cli._served import PULLED
+from pynumaflow._client.base import CallError
+from pynumaflow._client.source import SideInputConnection, SourceConnection
 from pynumaflow._faces import kinds
 from pynumaflow._faces.kinds import Kind
 from pynumaflow._types.source import Message, read_limits
@@ -27,17 +26,10 @@ from pynumaflow._types.source import Message, read_limits
 __all__ = ["PULLED", "pull", "source_line"]
 
 
-def _bytes_fields(name: str, value: bytes) -> dict[str, str]:
-    try:
-        return {name: value.decode("utf-8")}
-    except UnicodeDecodeError:
-        return {f"{name}_b64": base64.b64encode(value).decode("ascii")}
-
-
 def source_line(message: Message) -> str:
     """One message read: payload, offset (partition), event_time, keys, headers."""
-    line: dict[str, Any] = _bytes_fields("payload", message.payload)
-    line.update(_bytes_fields("offset", message.offset.offset))
+    line: dict[str, Any] = bytes_fields("payload", message.payload)
+    line.update(bytes_fields("offset", message.offset.offset))
     line["partition_id"] = message.offset.partition_id
     line["event_time"] = format_time(message.event_time)
     line["keys"] = list(message.keys)
@@ -85,7 +77,7 @@ async def pull(
                     await _read_once(connection, batch_size, nack, out, err, tally)
                 else:
                     answer = await connection.retrieve()
-                    line = {**_bytes_fields("value", answer.value)}
+                    line = {**bytes_fields("value", answer.value)}
                     line["no_broadcast"] = answer.no_broadcast
                     _emit(out, tally, json.dumps(line, ensure_ascii=False))
             except CallError as error:

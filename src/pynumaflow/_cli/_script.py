@@ -1,15 +1,16 @@
 """The user's script as a subprocess, run the way the platform runs a UDF container.
 
-Its default sockets and server-info file go to a fresh temporary folder, handed to it
-in ``PYNUMAFLOW_RUN_DIR``; its output is relayed to our stderr (and the last lines
-kept for error messages); it is stopped with SIGTERM, then SIGKILL if it lingers.
+Its default sockets and server-info files go to a fresh temporary folder, handed to it
+in ``PYNUMAFLOW_RUN_DIR``; for the Numaflow >= 1.4 protocols it gets the container
+type of its role in ``NUMAFLOW_UD_CONTAINER_TYPE``, as in a pod; its output is
+relayed to our stderr (and the last lines kept for error messages); it is stopped
+with SIGTERM, then SIGKILL if it lingers.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
-import json
 import os
 import shutil
 import signal
@@ -20,23 +21,24 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Optional, TextIO
+from typing import IO, Optional, TextIO
 
 from pynumaflow._cli._errors import RunError
-from pynumaflow._core.options import CONTAINER_TYPE_ENV, RUN_DIR_ENV
-from pynumaflow._faces.kinds import SIDE_INPUT, SOURCE, Kind
+from pynumaflow._cli._served import LEGACY_INFO, LEGACY_SOCKETS, Served, read_info, v1_served
+from pynumaflow._core.options import CONTAINER_TYPE_ENV, LEGACY, RUN_DIR_ENV, V1
+from pynumaflow._faces.kinds import Kind
 
 __all__ = ["Exit", "Script"]
 
-SERVER_INFO = "server-info"
-SERVER_INFO_END = "U+005C__END__"
-SOCKETS = ("function.sock", "udsink.sock")
-PULLED = (SOURCE, SIDE_INPUT)
-"""The v1-only kinds ``pynumaflow run`` reads from instead of sending input to."""
 _TAIL_LINES = 20
 _POLL = 0.02
 _EXIT_GRACE = 1.0
-_V1_ONLY_AFTER = 1.0
+# The core writes every server-info file at once: the other generation's alone, for
+# this long, means the script does not serve the one asked for.
+_OTHER_ONLY_AFTER = 1.0
+# The core starts its v1 endpoints one after the other, each writing its server-info
+# once it listens: the kinds of one container are all there this soon after the first.
+_V1_SETTLE = 0.5
 _BEFORE_READY = "before it was ready"
 
 
@@ -56,19 +58,36 @@ class Script:
         args: its command-line arguments.
         quiet: do not relay its output (it is still shown if it fails).
         err: where its output and our notes go.
+        role: its ``$NUMAFLOW_UD_CONTAINER_TYPE``; None clears it (a legacy run: a
+            container with a role never serves the legacy socket beside v1).
+        env: more environment variables for it.
 
     """
 
-    def __init__(self, path: Path, args: list[str], *, quiet: bool, err: TextIO) -> None:
+    def __init__(
+        self,
+        path: Path,
+        args: list[str],
+        *,
+        quiet: bool,
+        err: TextIO,
+        role: Optional[str] = None,
+        env: Optional[dict[str, str]] = None,
+    ) -> None:
         self.path = path
         self.run_dir = Path(tempfile.mkdtemp(prefix="pnf-run-"))
         self._quiet = quiet
         self._err = err
         self._tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
+        extra_env = env
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         env[RUN_DIR_ENV] = str(self.run_dir)
-        # It speaks the 0.8-0.9 protocols, which a server with a role never serves.
-        env.pop(CONTAINER_TYPE_ENV, None)
+        self.role = role
+        if role is None:
+            env.pop(CONTAINER_TYPE_ENV, None)
+        else:
+            env[CONTAINER_TYPE_ENV] = role
+        env.update(extra_env or {})
         self._proc = subprocess.Popen(
             [sys.executable, str(path), *args],
             env=env,
@@ -120,11 +139,20 @@ class Script:
                 " without starting a server: does it call start()? (Server(...).start(); "
                 "an AsyncServer's must be awaited, e.g. aiorun.run(server.start()))"
             )
+        elif when == _BEFORE_READY and self.role is not None and self._role_refused():
+            message += (
+                f" (run as a pod would, with {CONTAINER_TYPE_ENV}={self.role}; if that is "
+                "not its kind's container type, choose the kind with --kind)"
+            )
         if self._quiet:
             self._relay.join(timeout=1)  # its output ends when it does: let the relay catch up
             if self._tail:
                 message += "; its last output:\n" + "".join(self._tail).rstrip("\n")
         return message
+
+    def _role_refused(self) -> bool:
+        self._relay.join(timeout=1)
+        return any(CONTAINER_TYPE_ENV in line for line in self._tail)
 
     def check_alive(self, when: str, grace: float = _EXIT_GRACE) -> None:
         """Raise :class:`RunError` if the script has exited or exits within ``grace`` s.
@@ -141,88 +169,91 @@ class Script:
         if self._proc.poll() is not None:
             raise RunError(self._exited_message(when))
 
-    def wait_for_socket(self, deadline: float) -> tuple[Path, dict[str, Any]]:
-        """Wait like the platform for the server-info file; return the socket and the info.
+    def wait_for_server(
+        self, deadline: float, protocol: str, *, explicit: bool, kind: Optional[Kind] = None
+    ) -> Served:
+        """Wait like the platform for the server-info of ``protocol``; say what is served.
+
+        Unless ``explicit``, a script serving only the other generation is served in it.
+        On v1 it returns once ``kind`` is served, or all the container's kinds are.
 
         Raises:
-            RunError: the script exited, or wrote no server-info before the deadline, or
-                its socket is not in the run folder.
+            RunError: the script exited, wrote no server-info before the deadline, or
+                (``explicit``) serves only the other generation.
 
         """
-        info_file = self.run_dir / SERVER_INFO
+        other_seen: Optional[float] = None
         v1_seen: Optional[float] = None
         while True:
             self.check_alive(_BEFORE_READY, grace=0)
-            try:
-                text = info_file.read_text(encoding="utf-8")
-            except FileNotFoundError:
-                text = ""
-            if text.endswith(SERVER_INFO_END):
-                break
+            legacy = read_info(self.run_dir / LEGACY_INFO) is not None
+            v1 = v1_served(self.run_dir, self.role)
             now = time.monotonic()
-            if v1_seen is None and any(self.run_dir.glob("*-server-info")):
-                v1_seen = now
-            # The core writes every server-info file at once: v1 alone means v1 only.
-            if now >= deadline or (v1_seen is not None and now - v1_seen > _V1_ONLY_AFTER):
-                raise RunError(self._no_server_info(info_file))
+            complete = bool(v1) and all(sock.exists() for sock in v1.values())
+            if protocol == V1 and complete:
+                v1_seen = v1_seen or now
+                if kind in v1 or now - v1_seen >= _V1_SETTLE:
+                    return Served(V1, sockets=v1)
+            if protocol == LEGACY and legacy:
+                return self._legacy()
+            other = (
+                legacy or (bool(v1) and not complete)  # v1: a socket is elsewhere
+                if protocol == V1
+                else any(self.run_dir.glob("*-server-info"))
+            )
+            if other and other_seen is None:
+                other_seen = now
+            if other_seen is not None and now - other_seen > _OTHER_ONLY_AFTER:
+                if protocol == V1 and v1 and not complete:
+                    raise RunError(self._elsewhere(v1))
+                if explicit:
+                    raise RunError(self._only_the_other(protocol))
+                return self._legacy() if legacy else Served(V1, sockets=v1)
+            if now >= deadline:
+                raise RunError(self._no_server_info(protocol))
             time.sleep(_POLL)
-        try:
-            info = json.loads(text[: -len(SERVER_INFO_END)])
-        except ValueError as err:
-            raise RunError(f"the server-info file is not valid JSON: {err}") from None
-        for name in SOCKETS:
+
+    def _legacy(self) -> Served:
+        for name in LEGACY_SOCKETS:
             if (self.run_dir / name).exists():
-                return self.run_dir / name, info
+                return Served(LEGACY, sock=self.run_dir / name)
         raise RunError(
-            f"{self.path.name} wrote server-info but created neither {' nor '.join(SOCKETS)} "
-            f"in {self.run_dir}; if it passes sock_path=, drop it so that {RUN_DIR_ENV} applies"
+            f"{self.path.name} wrote server-info but created neither "
+            f"{' nor '.join(LEGACY_SOCKETS)} in {self.run_dir}; if it passes sock_path=, "
+            f"drop it so that {RUN_DIR_ENV} applies"
         )
 
-    def wait_for_v1(self, kind: Kind, deadline: float) -> Path:
-        """Wait like the platform for ``kind``'s v1 server-info file; return its socket.
+    def _elsewhere(self, served: dict[Kind, Path]) -> str:
+        missing = sorted(sock.name for sock in served.values() if not sock.exists())
+        return (
+            f"{self.path.name} wrote its server-info but created no {', '.join(missing)} in "
+            f"{self.run_dir}; if it passes sock_path=, drop it so that {RUN_DIR_ENV} applies"
+        )
 
-        Raises:
-            RunError: the script exited, or wrote no such file before the deadline.
-
-        """
-        assert kind.v1 is not None
-        socket = kind.v1.sockets[0]
-        sock_name, info_name = socket.sock, socket.info
-        info_file = self.run_dir / info_name
-        while True:
-            self.check_alive("before it was ready", grace=0)
-            with contextlib.suppress(FileNotFoundError):
-                if info_file.read_text(encoding="utf-8").endswith(SERVER_INFO_END):
-                    return self.run_dir / sock_name
-            if time.monotonic() >= deadline:
-                raise RunError(f"{self.path.name} wrote no {info_name} in time")
-            time.sleep(_POLL)
-
-    def pulled_kind(self) -> Optional[Kind]:
-        """The source or side-input kind whose server-info file the script wrote, if any."""
-        for kind in PULLED:
-            assert kind.v1 is not None
-            if (self.run_dir / kind.v1.sockets[0].info).exists():
-                return kind
-        return None
-
-    def _no_server_info(self, info_file: Path) -> str:
-        others = sorted(p.name for p in self.run_dir.glob("*-server-info"))
-        pulled = self.pulled_kind()
-        if pulled is not None:
-            return (
-                f"{self.path.name} serves a {pulled.name} (it wrote {', '.join(others)}): "
-                f"use --kind {pulled.name}"
-            )
-        if others:
+    def _only_the_other(self, protocol: str) -> str:
+        if protocol == LEGACY:
+            others = sorted(p.name for p in self.run_dir.glob("*-server-info"))
             return (
                 f"{self.path.name} serves only the Numaflow >= 1.4 protocols (it wrote "
-                f"{', '.join(others)}); pynumaflow run speaks the 0.8-0.9 ones "
-                "(function.v1, sink.v1): let it serve both, the default (check its "
-                "protocols= and $PYNUMAFLOW_PROTOCOLS)"
+                f"{', '.join(others)}); --protocol legacy speaks the 0.8-0.9 ones "
+                "(function.v1, the UserDefinedSink): drop --protocol (v1 is the default), "
+                "or let it serve both (check its protocols= and $PYNUMAFLOW_PROTOCOLS)"
             )
         return (
-            f"{self.path.name} wrote no server-info in time (expected {info_file}). "
+            f"{self.path.name} serves only the Numaflow 0.8-0.9 protocols (it wrote "
+            f"{LEGACY_INFO} only); --protocol v1 speaks the >= 1.4 ones: drop --protocol, "
+            "or let it serve v1 too (check its protocols= and $PYNUMAFLOW_PROTOCOLS)"
+        )
+
+    def _no_server_info(self, protocol: str) -> str:
+        found = sorted(p.name for p in self.run_dir.glob("*server-info"))
+        if protocol == V1 and found:
+            return (
+                f"{self.path.name} wrote {', '.join(found)} but serves no kind for "
+                f"{CONTAINER_TYPE_ENV}={self.role} in time; choose the kind with --kind"
+            )
+        return (
+            f"{self.path.name} wrote no server-info in time (in {self.run_dir}). "
             "Does it start a server? If it passes sock_path= or server_info_file=, "
             f"drop them so that {RUN_DIR_ENV} applies."
         )

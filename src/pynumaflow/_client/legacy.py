@@ -8,19 +8,16 @@ stubs generated from ``protos/``, so nothing here needs grpcio.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Iterable, Iterator
-from datetime import datetime, timedelta, timezone
+from collections.abc import AsyncIterator, Iterable
+from datetime import datetime
 from typing import Any, Literal, Optional, Type, Union
 
 import betterproto
-import grpclib.client
 from betterproto.lib.google.protobuf import Empty
 from grpclib.const import Cardinality, Status
-from grpclib.encoding.base import CodecBase
-from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
+from grpclib.exceptions import GRPCError
 
+from pynumaflow._client.base import EPOCH, CallError, aware, call_errors, channel, epoch_millis
 from pynumaflow._proto.function import v1 as fn_pb
 from pynumaflow._proto.sink import v1 as sink_pb
 from pynumaflow._types.function import (
@@ -43,8 +40,6 @@ __all__ = [
     "epoch_millis",
 ]
 
-UTC = timezone.utc
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 WINDOW_START_HEADER = "x-numaflow-win-start-time"
 WINDOW_END_HEADER = "x-numaflow-win-end-time"
@@ -64,45 +59,6 @@ FUNCTION_METHODS: dict[FunctionMethod, Cardinality] = {
 _MALFORMED = b"\x0f"
 
 
-class CallError(Exception):
-    """A call to the server did not succeed.
-
-    Attributes:
-        status: the gRPC status name, e.g. ``"UNKNOWN"`` when the handler raised,
-            ``"DEADLINE_EXCEEDED"`` when it did not answer in time, ``"UNAVAILABLE"``
-            when the connection failed or was lost.
-        details: the text the server sent with the status (the handler's error text).
-
-    """
-
-    def __init__(self, status: str, details: str) -> None:
-        super().__init__(f"{status}: {details}" if details else status)
-        self.status = status
-        self.details = details
-
-
-class _Codec(CodecBase):
-    """betterproto messages, or raw bytes for the probes."""
-
-    __content_subtype__ = "proto"
-
-    def encode(self, message: Any, message_type: Any) -> bytes:
-        return message if message_type is bytes else bytes(message)
-
-    def decode(self, data: bytes, message_type: Any) -> Any:
-        return data if message_type is bytes else message_type().parse(data)
-
-
-def epoch_millis(moment: datetime) -> int:
-    """Milliseconds since the epoch of a datetime (naive means UTC)."""
-    return (_aware(moment) - _EPOCH) // timedelta(milliseconds=1)
-
-
-def _aware(moment: datetime) -> datetime:
-    # betterproto subtracts an aware epoch, and the platform's times are UTC.
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
-
-
 def _time_or_none(wrapper: Any, name: str) -> Optional[datetime]:
     if wrapper is None or not betterproto.serialized_on_wire(wrapper):
         return None
@@ -114,8 +70,8 @@ def _datum_request(datum: Datum) -> fn_pb.DatumRequest:
     return fn_pb.DatumRequest(
         keys=list(datum.keys),
         value=datum.value,
-        event_time=fn_pb.EventTime(event_time=_aware(datum.event_time)),
-        watermark=fn_pb.Watermark(watermark=_aware(datum.watermark)),
+        event_time=fn_pb.EventTime(event_time=aware(datum.event_time)),
+        watermark=fn_pb.Watermark(watermark=aware(datum.watermark)),
         metadata=fn_pb.Metadata(id=datum.metadata.id, num_delivered=datum.metadata.num_delivered),
     )
 
@@ -124,8 +80,8 @@ def _sink_request(datum: SinkDatum) -> sink_pb.DatumRequest:
     return sink_pb.DatumRequest(
         keys=list(datum.keys),
         value=datum.value,
-        event_time=sink_pb.EventTime(event_time=_aware(datum.event_time)),
-        watermark=sink_pb.Watermark(watermark=_aware(datum.watermark)),
+        event_time=sink_pb.EventTime(event_time=aware(datum.event_time)),
+        watermark=sink_pb.Watermark(watermark=aware(datum.watermark)),
         id=datum.id,
     )
 
@@ -135,20 +91,8 @@ def _message(element: fn_pb.DatumResponse) -> Message:
 
 
 def _message_t(element: fn_pb.DatumResponse) -> MessageT:
-    event_time = _time_or_none(element.event_time, "event_time") or _EPOCH
+    event_time = _time_or_none(element.event_time, "event_time") or EPOCH
     return MessageT(element.value, event_time, list(element.keys), list(element.tags))
-
-
-@contextlib.contextmanager
-def _call_errors() -> Iterator[None]:
-    try:
-        yield
-    except GRPCError as err:
-        raise CallError(err.status.name, err.message or "") from None
-    except asyncio.TimeoutError:  # not the builtin TimeoutError before Python 3.11
-        raise CallError("DEADLINE_EXCEEDED", "no answer before the deadline") from None
-    except (OSError, StreamTerminatedError, ProtocolError) as err:
-        raise CallError("UNAVAILABLE", f"connection failed: {err or type(err).__name__}") from None
 
 
 class Connection:
@@ -161,7 +105,7 @@ class Connection:
     """
 
     def __init__(self, sock_path: str, timeout: Optional[float] = None) -> None:
-        self._channel = grpclib.client.Channel(path=sock_path, codec=_Codec())
+        self._channel = channel(sock_path)
         self._timeout = timeout
         self._fn = fn_pb.UserDefinedFunctionStub(self._channel, timeout=timeout)
         self._sink = sink_pb.UserDefinedSinkStub(self._channel, timeout=timeout)
@@ -181,7 +125,7 @@ class Connection:
         stub: Union[fn_pb.UserDefinedFunctionStub, sink_pb.UserDefinedSinkStub]
         stub = self._fn if service == "function" else self._sink
         try:
-            with _call_errors():
+            with call_errors():
                 reply = await stub.is_ready(Empty())
         except CallError:
             return False
@@ -195,7 +139,7 @@ class Connection:
         ReduceFn, the missing window headers) with INVALID_ARGUMENT.
         """
         stream_type: Type[bytes] = bytes
-        with _call_errors():
+        with call_errors():
             try:
                 async with self._channel.request(
                     FUNCTION_SERVICE + method,
@@ -216,19 +160,19 @@ class Connection:
 
     async def map(self, datum: Datum) -> Messages:
         """Call MapFn with one datum."""
-        with _call_errors():
+        with call_errors():
             reply = await self._fn.map_fn(_datum_request(datum))
         return Messages(*map(_message, reply.elements))
 
     async def mapt(self, datum: Datum) -> MessageTs:
         """Call MapTFn with one datum; each answer carries the event time it was given."""
-        with _call_errors():
+        with call_errors():
             reply = await self._fn.map_t_fn(_datum_request(datum))
         return MessageTs(*map(_message_t, reply.elements))
 
     async def map_stream(self, datum: Datum) -> AsyncIterator[Message]:
         """Call MapStreamFn with one datum; yield each message as it arrives."""
-        with _call_errors():
+        with call_errors():
             async for element in self._fn.map_stream_fn(_datum_request(datum)):
                 yield _message(element)
 
@@ -239,7 +183,7 @@ class Connection:
             WINDOW_END_HEADER: str(epoch_millis(window.end)),
         }
         answers = []
-        with _call_errors():
+        with call_errors():
             async for reply in self._fn.reduce_fn(
                 [_datum_request(d) for d in datums], metadata=headers
             ):
@@ -248,6 +192,6 @@ class Connection:
 
     async def sink(self, datums: Iterable[SinkDatum]) -> Responses:
         """Send one batch on one SinkFn stream; one Response per datum."""
-        with _call_errors():
+        with call_errors():
             reply = await self._sink.sink_fn([_sink_request(d) for d in datums])
         return Responses(*(Response(r.id, r.success, r.err_msg or None) for r in reply.responses))

@@ -25,7 +25,7 @@ from pynumaflow.function import Datum, Message, Messages, MultiProcServer
 
 from conftest import CHANNEL_OPTIONS
 from procs import finish, start_script, wait_for_server_info
-from reference_client import ReferenceClient, b64
+from reference_client import ReferenceClient, b64, unb64
 
 SCRIPT = """
 import logging, os, time
@@ -55,6 +55,33 @@ if __name__ == "__main__":
 """
 
 
+MODERN_SCRIPT = """
+import asyncio, logging, os, time
+from pynumaflow.mapper import Datum, MapMultiprocServer, Mapper, Message, Messages
+from pynumaflow import sourcetransformer
+
+class PidMapper(Mapper):
+    def handler(self, keys: list[str], datum: Datum) -> Messages:
+        if datum.value.startswith(b"sleep "):
+            time.sleep(float(datum.value[6:]))
+        return Messages(Message(str(os.getpid()).encode(), keys=keys))
+
+def transform(keys, datum):
+    time.sleep(float(datum.value[6:]))
+    return sourcetransformer.Messages(
+        sourcetransformer.Message(str(os.getpid()).encode(), datum.event_time, keys=keys)
+    )
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(process)d %(levelname)s %(message)s")
+    if os.environ["NUMAFLOW_UD_CONTAINER_TYPE"] == "udf":
+        MapMultiprocServer(PidMapper(), server_count=2).start()
+    else:
+        server = sourcetransformer.SourceTransformMultiProcServer(transform, server_count=2)
+        asyncio.run(server.aexec())
+"""
+
+
 def echo(keys: list[str], datum: Datum) -> Messages:
     return Messages(Message(datum.value))
 
@@ -63,11 +90,16 @@ class Server:
     """A MultiProcServer script as a UD container of ``role``, with ``processes`` workers."""
 
     def __init__(
-        self, run_dir: Path, processes: int, role: str = "udf", keyword: str = "map_handler"
+        self,
+        run_dir: Path,
+        processes: int,
+        role: str = "udf",
+        keyword: str = "map_handler",
+        script: Optional[str] = None,
     ) -> None:
         self.run_dir = run_dir
         self.proc = start_script(
-            SCRIPT.format(keyword=keyword),
+            script or SCRIPT.format(keyword=keyword),
             run_dir,
             container_type=role,
             env={"NUM_CPU_MULTIPROC": str(processes)},
@@ -105,8 +137,13 @@ def start(run_dir: Path) -> Iterator[Start]:
     """Start a server (Server's arguments but the folder), wait for its server-info."""
     started: list[Server] = []
 
-    def start(processes: int = 2, role: str = "udf", keyword: str = "map_handler") -> Server:
-        server = Server(run_dir, processes, role, keyword)
+    def start(
+        processes: int = 2,
+        role: str = "udf",
+        keyword: str = "map_handler",
+        script: Optional[str] = None,
+    ) -> Server:
+        server = Server(run_dir, processes, role, keyword, script)
         started.append(server)
         server.info("mapper-server-info" if role == "udf" else "sourcetransformer-server-info")
         return server
@@ -227,11 +264,13 @@ def test_a_handler_error_fails_the_stream_as_in_one_process(
     assert output.count("handler raised ValueError") == 1, output
 
 
+@pytest.mark.parametrize("modern", [False, True], ids=["MultiProcServer", "MapMultiprocServer"])
 def test_sigterm_drains_every_worker_and_exits_0(
-    start: Start, run_dir: Path, stubs: dict[str, ModuleType]
+    start: Start, run_dir: Path, stubs: dict[str, ModuleType], modern: bool
 ) -> None:
     """Requests in progress in both workers are answered; the stream ends UNAVAILABLE; exit 0."""
-    server = start(2)
+    # The modern script asks for server_count=2 over NUM_CPU_MULTIPROC=1.
+    server = start(1, script=MODERN_SCRIPT) if modern else start(2)
     stream = Stream(stubs, run_dir / "map.sock")
     for i in range(6):
         stream.send(f"id-{i}", b"sleep 1")
@@ -361,3 +400,79 @@ def test_large_requests_and_answers_cross_the_workers_whole(
     assert stream.error is None
     assert {a.id: a.results[0].value for a in answers} == {k: v[::-1] for k, v in values.items()}
     server.stop()
+
+
+@pytest.mark.parametrize(
+    ("role", "service", "info", "metadata", "face"),
+    [
+        ("udf", "map", "mapper-server-info", {"MAP_MODE": "unary-map"}, "MapMultiprocServer"),
+        (
+            "transformer",
+            "sourcetransform",
+            "sourcetransformer-server-info",
+            {},
+            "SourceTransformMultiProcServer",  # served through aexec()
+        ),
+    ],
+)
+def test_the_modern_faces_deal_one_stream_to_server_count_workers(
+    start: Start,
+    run_dir: Path,
+    reference_client: ReferenceClient,
+    role: str,
+    service: str,
+    info: str,
+    metadata: dict[str, str],
+    face: str,
+) -> None:
+    """0.14.0-style scripts with server_count=2: both worker pids answer one stream."""
+    server = start(1, role=role, script=MODERN_SCRIPT)  # server_count=2 wins over the env's 1
+    assert server.info(info)["metadata"] == metadata
+    request = {"keys": ["k"], "value": b64(b"sleep 0.02")}
+    requests = [{"handshake": {"sot": True}}] + [
+        {"id": f"r{i}", "request": request}
+        if service == "map"
+        else {"request": {"id": f"r{i}", **request}}
+        for i in range(40)
+    ]
+    talk = reference_client.converse_blocking(service, run_dir / f"{service}.sock", requests)
+    assert talk["code"] == "OK", talk
+    first, *answers = talk["responses"]
+    assert first == {"handshake": {"sot": True}}
+    assert sorted(a["id"] for a in answers) == sorted(f"r{i}" for i in range(40))
+    pids = {int(unb64(a["results"][0]["value"])) for a in answers}
+    assert len(pids) == 2, pids
+    assert server.proc.pid not in pids
+    output = server.stop()
+    assert f"starting {face}" in output
+    assert "requests dealt to 2 worker process(es)" in output
+    assert not (run_dir / f"{service}.sock").exists()
+
+
+def test_the_modern_faces_take_the_process_count_and_refuse_unimportable_handlers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """server_count, else $NUM_CPU_MULTIPROC / $NUMAFLOW_CPU_LIMIT, else 1; TypeError early."""
+    from pynumaflow.mapper import MapMultiprocServer, Mapper
+    from pynumaflow.mapper import Messages as ModernMessages
+    from pynumaflow.sourcetransformer import SourceTransformMultiProcServer
+
+    for name in ("NUM_CPU_MULTIPROC", "NUMAFLOW_CPU_LIMIT", "MAX_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    assert MapMultiprocServer(echo).process_count == 1
+    monkeypatch.setenv("NUMAFLOW_CPU_LIMIT", "3")
+    assert MapMultiprocServer(echo).process_count == 3
+    assert SourceTransformMultiProcServer(echo, server_count=2).process_count == 2
+    assert MapMultiprocServer(echo)._worker_threads == 1
+    assert MapMultiprocServer(echo, max_threads=3)._worker_threads == 3
+    with pytest.raises(ValueError, match="server_count must be a positive int, got 0"):
+        MapMultiprocServer(echo, server_count=0)
+
+    class Local(Mapper):
+        def handler(self, keys: list[str], datum: Any) -> ModernMessages:
+            return ModernMessages()
+
+    with pytest.raises(TypeError, match="mapper_instance must be importable by name"):
+        MapMultiprocServer(Local(), server_count=2)
+    with pytest.raises(TypeError, match="source_transform_instance must be importable by name"):
+        SourceTransformMultiProcServer(lambda keys, datum: None)

@@ -120,8 +120,8 @@ def refuse_in_worker() -> None:
     """
     if getattr(multiprocessing.current_process(), "_inheriting", False):
         raise RuntimeError(
-            "a MultiProcServer worker process started the server again while importing "
-            'the main script: start it inside `if __name__ == "__main__":`'
+            "a worker process of a multi-process server started the server again while "
+            'importing the main script: start it inside `if __name__ == "__main__":`'
         )
 
 

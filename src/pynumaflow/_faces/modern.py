@@ -78,11 +78,16 @@ def sink_view(inner: sink.Datum) -> SinkDatum:
 # --- adapters: what the server calls instead of the user's handler ------------------------
 
 
-def _unary(user: Callable[..., Any]) -> Callable[..., Any]:
-    def call(keys: List[str], datum: function.Datum) -> Any:
-        return user(keys, view(datum))
+# The map, batch map, transformer and sink adapters are partials of top-level functions,
+# not closures: a multi-process face is pickled to its workers with them, by reference.
 
-    return call
+
+def _call_unary(user: Callable[..., Any], keys: List[str], datum: function.Datum) -> Any:
+    return user(keys, view(datum))
+
+
+def _unary(user: Callable[..., Any]) -> Callable[..., Any]:
+    return functools.partial(_call_unary, user)
 
 
 async def _async_views(datums: AsyncIterable[function.Datum]) -> Any:
@@ -96,11 +101,12 @@ def _views(datums: Any) -> Any:
     return (view(datum) for datum in datums)
 
 
-def _batch_map(user: Callable[..., Any]) -> Callable[..., Any]:
-    def call(datums: Any) -> Any:
-        return user(_views(datums))
+def _call_batch_map(user: Callable[..., Any], datums: Any) -> Any:
+    return user(_views(datums))
 
-    return call
+
+def _batch_map(user: Callable[..., Any]) -> Callable[..., Any]:
+    return functools.partial(_call_batch_map, user)
 
 
 def _reduce(make: Callable[[], Callable[..., Any]]) -> Callable[..., Any]:
@@ -251,17 +257,18 @@ async def _translated(result: Awaitable[object]) -> object:
     return internal_responses(await result)
 
 
-def _sink(user: Callable[..., Any]) -> Callable[..., Any]:
-    def call(datums: Any) -> Any:
-        if hasattr(datums, "__aiter__"):
-            result = user(_async_sink_views(datums))
-        else:
-            result = user(sink_view(datum) for datum in datums)
-        if inspect.isawaitable(result):
-            return _translated(result)
-        return internal_responses(result)
+def _call_sink(user: Callable[..., Any], datums: Any) -> Any:
+    if hasattr(datums, "__aiter__"):
+        result = user(_async_sink_views(datums))
+    else:
+        result = user(sink_view(datum) for datum in datums)
+    if inspect.isawaitable(result):
+        return _translated(result)
+    return internal_responses(result)
 
-    return call
+
+def _sink(user: Callable[..., Any]) -> Callable[..., Any]:
+    return functools.partial(_call_sink, user)
 
 
 async def _async_sink_views(datums: AsyncIterable[sink.Datum]) -> Any:

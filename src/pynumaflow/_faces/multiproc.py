@@ -15,19 +15,26 @@ import asyncio
 import dataclasses
 import functools
 import logging
+import os
 import pickle
 from typing import Optional
 
 from pynumaflow import __version__
 from pynumaflow._core.multiproc import refuse_in_worker
-from pynumaflow._core.options import CONTAINER_TYPE_ENV
+from pynumaflow._core.options import CONTAINER_TYPE_ENV, _positive_int, process_count
 from pynumaflow._core.server import ServerCore
 from pynumaflow._core.workers import Link, Workers
 from pynumaflow._engines.dealt import Answering, Conversation, Dealer
 from pynumaflow._faces.facade import Facade
 from pynumaflow._invoke import Invoker
 
-__all__ = ["check_importable", "serve_in_workers"]
+__all__ = [
+    "InWorkers",
+    "check_importable",
+    "serve_in_workers",
+    "serve_in_workers_async",
+    "worker_threads",
+]
 
 _LOGGER = logging.getLogger("pynumaflow")
 
@@ -46,6 +53,16 @@ def check_importable(face: Facade, owner: str) -> None:
                 f"defined at the top level of a module or script, not a lambda or a nested "
                 f"function): its worker processes import it. Pickling failed: {err}"
             ) from None
+
+
+def worker_threads(face: Facade, max_threads: Optional[int]) -> int:
+    """A worker's sync handler pool: 1 thread unless asked for (max_threads, $MAX_THREADS).
+
+    CPU-bound handlers gain nothing from more, and lose CPU to GIL hand-offs on a busy
+    machine (benchmarks/RESULTS.md).
+    """
+    explicit = max_threads is not None or bool(os.environ.get("MAX_THREADS", "").strip())
+    return face._options.max_threads if explicit else 1
 
 
 def _answering(face: Facade, link: Link, max_threads: int) -> Answering:
@@ -73,6 +90,14 @@ def serve_in_workers(face: Facade, processes: int, max_threads: Optional[int] = 
     """
     refuse_in_worker()
     asyncio.run(_serve(face, processes, max_threads or face._options.max_threads))
+
+
+async def serve_in_workers_async(
+    face: Facade, processes: int, max_threads: Optional[int] = None
+) -> None:
+    """:func:`serve_in_workers` from a running event loop (in the main thread)."""
+    refuse_in_worker()
+    await _serve(face, processes, max_threads or face._options.max_threads)
 
 
 async def _serve(face: Facade, processes: int, max_threads: int) -> None:
@@ -122,3 +147,39 @@ async def _serve(face: Facade, processes: int, max_threads: int) -> None:
         counts = ", ".join(f"{pids[i]}: {served[i]}" for i in range(len(pids)))
         _LOGGER.info("requests answered per process (pid: requests): %s", counts)
         await workers.stop()
+
+
+class InWorkers(Facade):
+    """A face whose v1 endpoints are served from worker processes (the modern API's).
+
+    With one process it serves as the face alone would, in the calling process.
+    """
+
+    _processes = 1
+    _worker_threads = 1
+
+    def _use_workers(self, processes: Optional[int], max_threads: Optional[int]) -> None:
+        """Check the handlers pickle; take the process count (default :func:`process_count`).
+
+        Raises:
+            TypeError: a handler cannot be imported by name in a worker.
+            ValueError: ``processes`` or the process count variable is not positive.
+
+        """
+        check_importable(self, type(self).__name__)
+        if processes is None:
+            self._processes = process_count()
+        else:
+            self._processes = _positive_int("server_count", processes)
+        self._worker_threads = worker_threads(self, max_threads)
+
+    @property
+    def process_count(self) -> int:
+        """How many worker processes serve the requests (1: the server process itself)."""
+        return self._processes
+
+    async def _serve_async(self) -> None:
+        if self._processes == 1:
+            await super()._serve_async()
+        else:
+            await serve_in_workers_async(self, self._processes, self._worker_threads)

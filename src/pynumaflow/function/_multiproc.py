@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Iterable, Mapping
 from typing import Optional, Union
 
 from pynumaflow._core.multiproc import ProcessOptions, Serving, serve_in_processes
 from pynumaflow._core.options import process_count
 from pynumaflow._faces.kinds import FUNCTION
-from pynumaflow._faces.multiproc import check_importable, serve_in_workers
+from pynumaflow._faces.multiproc import check_importable, serve_in_workers, worker_threads
 from pynumaflow._invoke import Handler, Invoker
 from pynumaflow.function._servers import AnyHandler, _FunctionServer
 
@@ -131,10 +130,7 @@ class MultiProcServer(_FunctionServer):
             map_mode=map_mode,
         )
         check_importable(self, type(self).__name__)
-        # v1 workers: one pool thread unless asked (CPU-bound handlers gain nothing from
-        # more, and lose CPU to GIL hand-offs on a busy machine; benchmarks/RESULTS.md).
-        explicit = max_threads is not None or bool(os.environ.get("MAX_THREADS", "").strip())
-        self._worker_threads = self._options.max_threads if explicit else 1
+        self._worker_threads = worker_threads(self, max_threads)
         if not isinstance(host, str) or not host:
             raise ValueError(f"host must be a non-empty str, got {host!r}")
         common = self._options

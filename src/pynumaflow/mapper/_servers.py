@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any, Callable, ClassVar, Optional
 
 from pynumaflow._faces.kinds import MAP, MAPPER, Family
 from pynumaflow._faces.modern import ModernServer
+from pynumaflow._faces.multiproc import InWorkers
 
 __all__ = ["MapAsyncServer", "MapMultiprocServer", "MapServer"]
-
-_LOGGER = logging.getLogger("pynumaflow")
 
 
 class MapServer(ModernServer):
@@ -62,11 +60,36 @@ class MapAsyncServer(MapServer):
     """:class:`MapServer` under 0.14.0's name for async handlers (either takes both)."""
 
 
-class MapMultiprocServer(MapServer):
-    """:class:`MapServer` with pynumaflow 0.14.0's ``server_count`` argument.
+class MapMultiprocServer(InWorkers, MapServer):
+    """:class:`MapServer` whose requests are answered by ``server_count`` worker processes.
 
-    For now it serves map.v1 with one process (sync handlers in its thread pool):
-    ``server_count`` is accepted and logged, not yet used.
+    For CPU-bound sync handlers, which threads cannot run in parallel. The server
+    process keeps the one ``map.sock`` the platform dials (with the same
+    ``mapper-server-info``) and deals the requests of each map.v1 stream to the worker
+    with the fewest in progress; answers are sent as they come. Unlike pynumaflow
+    0.14.0 it announces no ``multiproc<i>.sock`` files, which Numaflow >= 1.4 refuses.
+    With one process it serves exactly as :class:`MapServer`.
+
+    Workers are started with the "spawn" method: each imports the handler afresh. Define
+    it (function or ``Mapper`` subclass) at the top level of a module or the script, and
+    construct and start the server inside ``if __name__ == "__main__":``.
+
+    SIGTERM or SIGINT drains every worker and :meth:`start` returns; if a worker dies,
+    its streams fail ``UNAVAILABLE`` and :meth:`start` raises ``WorkerExitedError``.
+
+    Args:
+        mapper_instance: ``h(keys, datum) -> Messages`` or a :class:`~pynumaflow.mapper.Mapper`.
+        server_count: the number of processes (default ``$NUM_CPU_MULTIPROC``, else
+            ``$NUMAFLOW_CPU_LIMIT``, else 1; not capped, unlike 0.14.0's CPU count).
+        sock_path, max_message_size, server_info_file, shutdown_grace_period: as for
+            :class:`MapServer`.
+        max_threads: size of each worker's sync handler pool (default ``$MAX_THREADS``,
+            else 1; with one process as for :class:`MapServer`).
+
+    Raises:
+        TypeError: the handler cannot be imported by name in a worker process.
+        ValueError: ``server_count`` or the process count variable is not positive.
+
     """
 
     def __init__(
@@ -88,8 +111,4 @@ class MapMultiprocServer(MapServer):
             server_info_file,
             shutdown_grace_period=shutdown_grace_period,
         )
-        if server_count not in (None, 1):
-            _LOGGER.info(
-                "MapMultiprocServer serves map.v1 with one process for now (server_count=%s)",
-                server_count,
-            )
+        self._use_workers(server_count, max_threads)

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any, Callable, ClassVar, Optional
 
 from pynumaflow._faces.kinds import MAPT, SOURCE_TRANSFORMER, Family
 from pynumaflow._faces.modern import ModernServer
+from pynumaflow._faces.multiproc import InWorkers
 
 __all__ = [
     "SourceTransformAsyncServer",
     "SourceTransformMultiProcServer",
     "SourceTransformServer",
 ]
-
-_LOGGER = logging.getLogger("pynumaflow")
 
 
 class SourceTransformServer(ModernServer):
@@ -53,8 +51,14 @@ class SourceTransformAsyncServer(SourceTransformServer):
     """:class:`SourceTransformServer` for ``async def`` handlers (either works in either)."""
 
 
-class SourceTransformMultiProcServer(SourceTransformServer):
-    """:class:`SourceTransformServer` with 0.14.0's ``server_count`` (one process for now)."""
+class SourceTransformMultiProcServer(InWorkers, SourceTransformServer):
+    """:class:`SourceTransformServer` answered by ``server_count`` worker processes.
+
+    The requests of each sourcetransformer.v1 stream on the one
+    ``sourcetransform.sock`` are dealt to the workers, as
+    :class:`pynumaflow.mapper.MapMultiprocServer` does for map.v1 (same arguments,
+    defaults and rules for the handler).
+    """
 
     def __init__(
         self,
@@ -75,8 +79,4 @@ class SourceTransformMultiProcServer(SourceTransformServer):
             server_info_file,
             shutdown_grace_period=shutdown_grace_period,
         )
-        if server_count not in (None, 1):
-            _LOGGER.info(
-                "SourceTransformMultiProcServer serves with one process for now (server_count=%s)",
-                server_count,
-            )
+        self._use_workers(server_count, max_threads)

@@ -507,6 +507,16 @@ V1_SERVICES = {
         "/sourcetransformer.v1.SourceTransform/SourceTransformFn",
     ),
     "reduce": ("reducer-server-info", "reduce.sock", "/reduce.v1.Reduce/ReduceFn"),
+    "reducestream": (
+        "reducestreamer-server-info",
+        "reducestream.sock",
+        "/reduce.v1.Reduce/ReduceFn",
+    ),
+    "accumulator": (
+        "accumulator-server-info",
+        "accumulator.sock",
+        "/accumulator.v1.Accumulator/AccumulateFn",
+    ),
     "sink": ("sinker-server-info", "sink.sock", "/sink.v1.Sink/SinkFn"),
     "batchmap": ("mapper-server-info", "batchmap.sock", "/map.v1.Map/MapFn"),
 }
@@ -537,6 +547,7 @@ def load_v1(stubs_dir: str) -> Dict[str, Any]:
         "map": "map.v1.map_pb2",
         "mapt": "sourcetransformer.v1.transform_pb2",
         "reduce": "reduce.v1.reduce_pb2",
+        "accumulator": "accumulator.v1.accumulator_pb2",
         "sink": "sink.v1.sink_pb2",
     }
     return {rpc: importlib.import_module(name) for rpc, name in names.items()}
@@ -822,12 +833,41 @@ def _drive_batches(
     return v1_result(window, n_batches * spec["batch"], {}, "")
 
 
+def one_stream(
+    spec: Dict[str, Any], service: str, warm: List[bytes], frames: List[bytes], window: Window
+) -> Optional[List[bytes]]:
+    """A warm-up stream, then the measured one: each sent whole, half-closed, read to its
+    end; the measured stream's messages (None: the warm-up failed, recorded in window)."""
+    packed = spec.get("framing", "packed") == "packed"
+    with h2client.RawChannel(v1_socket(spec["run_dir"], spec["rpc"])) as ch:
+        call = ch.open(service)
+        ch.send(call, warm, packed)
+        ch.end(call)
+        ch.run_until(lambda: call.done)
+        call.take()
+        if not call.ok:
+            h2_fail(window, call)
+            window.empty()
+            return None
+        window.begin()
+        call = ch.open(service)
+        ch.send(call, frames, packed)
+        ch.end(call)
+        ch.run_until(lambda: call.done)
+        window.stop()
+        window.end()
+    window.latencies.append(window.t_stop - window.t_start)
+    if not call.ok:
+        h2_fail(window, call)
+    return call.take()  # type: ignore[no-any-return]
+
+
 def drive_reduce_v1(spec: Dict[str, Any], pb2: Dict[str, Any]) -> Dict[str, Any]:
     """reduce.v1: one stream per window (OPEN, then APPEND), half-closed as the platform
     closes a fixed window; checked: one result per key counting its datums, each with the
-    window, then one EOF."""
+    window, then one EOF. The same for reduce stream (its own socket)."""
     pb = pb2["reduce"]
-    packed = spec.get("framing", "packed") == "packed"
+    service = V1_SERVICES[spec["rpc"]][2]
     win = pb.Window(start=timestamp(60), end=timestamp(120), slot="0")
     now = time.time()
     value, nkeys = b"x" * spec["size"], spec["keys"]
@@ -848,31 +888,14 @@ def drive_reduce_v1(spec: Dict[str, Any], pb2: Dict[str, Any]) -> Dict[str, Any]
             out.append(h2client.frame(r.SerializeToString()))
         return out
 
-    warm = requests(min(nkeys * 2, 2000))
-    frames = requests(spec["datums"])
     window = Window(spec["server_pid"])
-    with h2client.RawChannel(v1_socket(spec["run_dir"], "reduce")) as ch:
-        call = ch.open(V1_SERVICES["reduce"][2])
-        ch.send(call, warm, packed)
-        ch.end(call)
-        ch.run_until(lambda: call.done)
-        call.take()
-        if not call.ok:
-            h2_fail(window, call)
-            window.empty()
-            return window.result("datum")
-        window.begin()
-        call = ch.open(V1_SERVICES["reduce"][2])
-        ch.send(call, frames, packed)
-        ch.end(call)
-        ch.run_until(lambda: call.done)
-        window.stop()
-        window.end()
-    window.latencies.append(window.t_stop - window.t_start)
-    if not call.ok:
-        h2_fail(window, call)
+    messages = one_stream(
+        spec, service, requests(min(nkeys * 2, 2000)), requests(spec["datums"]), window
+    )
+    if messages is None:
+        return window.result("datum")
     counts: Dict[str, int] = {}
-    responses = [pb.ReduceResponse.FromString(m) for m in call.take()]
+    responses = [pb.ReduceResponse.FromString(m) for m in messages]
     for r in responses[:-1]:
         if r.EOF or r.window != win:
             window.fail("WRONG_REDUCE_RESPONSE", "an early EOF or a wrong window")
@@ -887,12 +910,62 @@ def drive_reduce_v1(spec: Dict[str, Any], pb2: Dict[str, Any]) -> Dict[str, Any]
     return v1_result(window, n, {}, "")
 
 
+def drive_accumulator_v1(spec: Dict[str, Any], pb2: Dict[str, Any]) -> Dict[str, Any]:
+    """accumulator.v1: one stream for all keys (OPEN a key's first datum, APPEND the rest),
+    then a CLOSE per key and the half-close; checked: every datum passed on once (its id
+    echoed), then one EOF per key echoing its CLOSE's window."""
+    pb = pb2["accumulator"]
+    now = time.time()
+    value, nkeys = b"x" * spec["size"], spec["keys"]
+    op = pb.AccumulatorRequest.WindowOperation
+
+    def window(k: int) -> Any:
+        return pb.KeyedWindow(start=timestamp(now), end=timestamp(now + 60), keys=[f"k{k}"])
+
+    def requests(n: int) -> List[bytes]:
+        out = []
+        for i in range(n):
+            k = i % nkeys
+            r = pb.AccumulatorRequest(
+                payload=pb.Payload(
+                    keys=[f"k{k}"],
+                    value=value,
+                    event_time=timestamp(now),
+                    watermark=timestamp(now - 1),
+                    id=str(i),
+                ),
+                operation=op(event=op.OPEN if i < nkeys else op.APPEND, keyedWindow=window(k)),
+            )
+            out.append(h2client.frame(r.SerializeToString()))
+        for k in range(min(nkeys, n)):
+            close = pb.AccumulatorRequest(operation=op(event=op.CLOSE, keyedWindow=window(k)))
+            out.append(h2client.frame(close.SerializeToString()))
+        return out
+
+    window_ = Window(spec["server_pid"])
+    service = V1_SERVICES["accumulator"][2]
+    messages = one_stream(
+        spec, service, requests(min(nkeys * 2, 2000)), requests(spec["datums"]), window_
+    )
+    if messages is None:
+        return window_.result("datum")
+    n = spec["datums"]
+    responses = [pb.AccumulatorResponse.FromString(m) for m in messages]
+    ids = sorted(int(r.payload.id) for r in responses if not r.EOF)
+    eofs = sorted(tuple(r.window.keys) for r in responses if r.EOF)
+    if ids != list(range(n)) or eofs != sorted((f"k{k}",) for k in range(min(nkeys, n))):
+        window_.fail("WRONG_ACCUMULATOR_OUTPUT", f"{len(ids)} results, {len(eofs)} EOFs")
+    return v1_result(window_, n, {}, "")
+
+
 V1_DRIVERS: Dict[str, Callable[[Dict[str, Any], Dict[str, Any]], Dict[str, Any]]] = {
     "map": drive_map_v1,
     "mapt": drive_map_v1,
     "mapstream": drive_map_v1,
     "sink": drive_sink_v1,
     "reduce": drive_reduce_v1,
+    "reducestream": drive_reduce_v1,
+    "accumulator": drive_accumulator_v1,
     "batchmap": drive_batch_map_v1,
 }
 

@@ -33,7 +33,10 @@ import time
 
 import _profile_hook
 
-RPCS = ("map", "mapt", "mapstream", "reduce", "sink", "batchmap")
+RPCS = ("map", "mapt", "mapstream", "reduce", "sink", "batchmap", "reducestream", "accumulator")
+# Kinds only pynumaflow 0.14.0's API has (async only): ours serves them through its
+# modern API, with the very same handler code as 0.14.0 (serve_v014 for both).
+MODERN_ONLY = ("reducestream", "accumulator")
 
 
 def make_handlers(api: str, rpc: str, outputs: int, sleep_ms: int = 0):
@@ -184,6 +187,11 @@ V014_SERVERS = {
                "reduce.sock", "reducer-server-info"),
     "sink": ("sinker", "SinkServer", "SinkAsyncServer", "sinker_instance",
              "sink.sock", "sinker-server-info"),
+    "reducestream": ("reducestreamer", None, "ReduceStreamAsyncServer",
+                     "reduce_stream_instance", "reducestream.sock",
+                     "reducestreamer-server-info"),
+    "accumulator": ("accumulator", None, "AccumulatorAsyncServer", "accumulator_instance",
+                    "accumulator.sock", "accumulator-server-info"),
     "batchmap": ("batchmapper", None, "BatchMapAsyncServer", "batch_mapper_instance",
                  "batchmap.sock", "mapper-server-info"),
 }  # fmt: skip
@@ -210,6 +218,22 @@ def v014_handler(api: str, rpc: str, outputs: int, sleep_ms: int):
             return responses
 
         return sink if api == "sync" else async_sink
+    if rpc == "reducestream":  # a count per key, put when the window closes
+
+        async def reduce_stream(keys, datums, output, md):
+            count = 0
+            async for _ in datums:
+                count += 1
+            await output.put(mod.Message(str(count).encode(), keys=keys))
+
+        return reduce_stream
+    if rpc == "accumulator":  # every datum passed on as it comes
+
+        async def accumulate(datums, output):
+            async for d in datums:
+                await output.put(mod.Message.from_datum(d))
+
+        return accumulate
     if rpc == "batchmap":  # our pynumaflow.batchmapper takes the same handler
         BatchResponse, BatchResponses = mod.BatchResponse, mod.BatchResponses  # noqa: N806
         Message = mod.Message  # noqa: N806
@@ -263,7 +287,8 @@ def v014_handler(api: str, rpc: str, outputs: int, sleep_ms: int):
 
 
 def serve_v014(api: str, rpc: str, outputs: int, sleep_ms: int, run_dir: str) -> None:
-    """pynumaflow 0.14.0's own server for `rpc` (it has no sync map stream or reduce)."""
+    """pynumaflow 0.14.0's own server for `rpc` (it has no sync map stream or reduce); or
+    ours for the kinds only the 0.14.0 API has (the same names, in our modern API)."""
     import importlib
 
     module, sync_cls, async_cls, keyword, sock, info = V014_SERVERS[rpc]
@@ -300,7 +325,7 @@ def main() -> None:
         handler = v014_handler(args.api, args.rpc, args.outputs, args.sleep_ms)
         BatchMapAsyncServer(handler).start()  # sockets in $PYNUMAFLOW_RUN_DIR
         return
-    if v1 and args.impl == "original":
+    if v1 and (args.impl == "original" or args.rpc in MODERN_ONLY):
         serve_v014(args.api, args.rpc, args.outputs, args.sleep_ms, args.run_dir)
         return
     handlers = make_handlers(args.api, args.rpc, args.outputs, args.sleep_ms)

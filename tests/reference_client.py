@@ -192,6 +192,7 @@ class ReferenceClient:
         await_first: bool,
         metadata: Sequence[tuple[str, str]],
         timeout: float,
+        read_before_close: int = 0,
     ) -> bytes:
         spec = {
             "service": service,
@@ -200,6 +201,7 @@ class ReferenceClient:
             "await_first": await_first,
             "metadata": [list(pair) for pair in metadata],
             "timeout": timeout,
+            "read_before_close": read_before_close,
         }
         return json.dumps(spec).encode()
 
@@ -220,22 +222,27 @@ class ReferenceClient:
         await_first: bool = True,
         metadata: Sequence[tuple[str, str]] = (),
         timeout: float = 30.0,
+        read_before_close: int = 0,
     ) -> dict[str, Any]:
         """Call IsReady, then hold one bidi conversation; return what the script printed.
 
         Args:
-            service: ``map``, ``sourcetransform``, ``reduce``, ``sink``, ``source-read``,
-                ``source-ack``, or a unary one (see the script): ``source-nack``,
-                ``source-pending``, ``source-partitions``, ``sideinput``.
+            service: ``map``, ``sourcetransform``, ``reduce``, ``accumulator``, ``sink``,
+                ``source-read``, ``source-ack``, or a unary one (see the script):
+                ``source-nack``, ``source-pending``, ``source-partitions``, ``sideinput``.
             socket: the server's Unix socket.
             requests: the request messages in proto JSON, the handshake included.
             await_first: wait for the first response before sending the rest (as the
                 platform waits for the handshake's answer).
             metadata: request headers of the call.
             timeout: seconds the call may take.
+            read_before_close: responses to read after writing the requests and before
+                half-closing (what a server sends while the stream is open).
 
         """
-        spec = self._spec(service, socket, requests, await_first, metadata, timeout)
+        spec = self._spec(
+            service, socket, requests, await_first, metadata, timeout, read_before_close
+        )
         process = await asyncio.create_subprocess_exec(
             *self._command(),
             stdin=asyncio.subprocess.PIPE,

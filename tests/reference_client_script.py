@@ -4,11 +4,13 @@ Runs only in the reference virtualenv that ``reference_client.py`` builds (``pyt
 never imported into the test process, where our own ``pynumaflow`` lives). Reads one
 JSON object on stdin::
 
-    {"service": "map" | "sourcetransform" | "reduce" | "sink" | "source-read" | "source-ack"
-                | "source-nack" | "source-pending" | "source-partitions" | "sideinput",
+    {"service": "map" | "sourcetransform" | "reduce" | "accumulator" | "sink" | "source-read"
+                | "source-ack" | "source-nack" | "source-pending" | "source-partitions"
+                | "sideinput",
      "socket": "/path/to/map.sock",
      "requests": [<request message in proto JSON>, ...],
      "await_first": true,        # wait for the first response before sending the rest
+     "read_before_close": 0,     # responses to read after the requests, before half-closing
      "metadata": [["key", "value"], ...],
      "timeout": 30}
 
@@ -48,6 +50,12 @@ SERVICES = {
         "SourceTransformRequest",
     ),
     "reduce": ("pynumaflow.proto.reducer.reduce", "ReduceStub", "ReduceFn", "ReduceRequest"),
+    "accumulator": (
+        "pynumaflow.proto.accumulator.accumulator",
+        "AccumulatorStub",
+        "AccumulateFn",
+        "AccumulatorRequest",
+    ),
     "sink": ("pynumaflow.proto.sinker.sink", "SinkStub", "SinkFn", "SinkRequest"),
     "source-read": ("pynumaflow.proto.sourcer.source", "SourceStub", "ReadFn", "ReadRequest"),
     "source-ack": ("pynumaflow.proto.sourcer.source", "SourceStub", "AckFn", "AckRequest"),
@@ -141,6 +149,11 @@ async def converse(spec):
                     responses.append(first)
             for request in requests:
                 await call.write(request)
+            for _ in range(spec.get("read_before_close", 0)):
+                response = await call.read()
+                if response is grpc.aio.EOF:
+                    break
+                responses.append(response)
             await call.done_writing()
         except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
             pass  # the server ended the call: its status says why

@@ -40,6 +40,8 @@ INFO_FILES = {
     "mapstream": "mapper-server-info",
     "sourcetransform": "sourcetransformer-server-info",
     "reduce": "reducer-server-info",
+    "reducestream": "reducestreamer-server-info",
+    "accumulator": "accumulator-server-info",
     "sink": "sinker-server-info",
     "batchmap": "mapper-server-info",
 }
@@ -48,9 +50,13 @@ SOCKETS = {
     "mapstream": "mapstream.sock",
     "sourcetransform": "sourcetransform.sock",
     "reduce": "reduce.sock",
+    "reducestream": "reducestream.sock",
+    "accumulator": "accumulator.sock",
     "sink": "sink.sock",
     "batchmap": "batchmap.sock",
 }
+# The reference client's service where a kind shares another's protocol.
+SERVICES = {"mapstream": "map", "batchmap": "map", "reducestream": "reduce"}
 
 
 @dataclass
@@ -98,7 +104,7 @@ def serve_and_converse(
     try:
         _wait_for(proc, run_dir / INFO_FILES[kind])
         sock = run_dir / (sock_name or SOCKETS[kind])
-        service = "map" if kind in ("mapstream", "batchmap") else kind  # map.v1 modes
+        service = SERVICES.get(kind, kind)
         talk = client.converse_blocking(service, sock, requests, await_first=await_first)
         proc.send_signal(signal.SIGTERM)
         output, _ = proc.communicate(timeout=30)

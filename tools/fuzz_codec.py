@@ -18,15 +18,19 @@ from hypothesis import strategies as st
 
 from pynumaflow._codec.legacy import function as legacy_function
 from pynumaflow._codec.legacy import sink as legacy_sink
+from pynumaflow._codec.v1 import accumulator as accumulator_codec
 from pynumaflow._codec.v1 import map as map_codec
 from pynumaflow._codec.v1 import reduce as reduce_codec
+from pynumaflow._codec.v1 import session as session_codec
 from pynumaflow._codec.v1 import sink as sink_codec
 from pynumaflow._codec.v1 import source as source_codec
 from pynumaflow._codec.wire import check_message
 from pynumaflow._proto import common
+from pynumaflow._proto.accumulator import v1 as accumulator
 from pynumaflow._proto.function import v1 as fn
 from pynumaflow._proto.map import v1 as map_v1
 from pynumaflow._proto.reduce import v1 as reduce
+from pynumaflow._proto.sessionreduce import v1 as session
 from pynumaflow._proto.sink import v1 as sink
 from pynumaflow._proto.source import v1 as source
 from pynumaflow._proto.sourcetransformer import v1 as transform
@@ -94,6 +98,47 @@ SEEDS = [
         )
     ),
     bytes(
+        session.SessionReduceRequest(
+            payload=session.SessionReduceRequestPayload(
+                keys=["k"], value=b"v", event_time=datetime(2024, 1, 1, tzinfo=UTC)
+            ),
+            operation=session.SessionReduceRequestWindowOperation(
+                event=session.SessionReduceRequestWindowOperationEvent.EXPAND,
+                keyed_windows=[
+                    session.KeyedWindow(
+                        start=datetime(2024, 1, 1, tzinfo=UTC),
+                        end=datetime(2024, 1, 1, 0, 1, tzinfo=UTC),
+                        slot="0",
+                        keys=["k"],
+                    ),
+                    session.KeyedWindow(
+                        start=datetime(2024, 1, 1, tzinfo=UTC),
+                        end=datetime(2024, 1, 1, 0, 2, tzinfo=UTC),
+                        slot="0",
+                        keys=["k"],
+                    ),
+                ],
+            ),
+        )
+    ),
+    bytes(
+        accumulator.AccumulatorRequest(
+            payload=accumulator.Payload(
+                keys=["k"],
+                value=b"v",
+                event_time=datetime(2024, 1, 1, tzinfo=UTC),
+                id="x",
+                headers={"h": "v"},
+            ),
+            operation=accumulator.AccumulatorRequestWindowOperation(
+                event=accumulator.AccumulatorRequestWindowOperationEvent.APPEND,
+                keyed_window=accumulator.KeyedWindow(
+                    start=datetime(2024, 1, 1, tzinfo=UTC), slot="0", keys=["k"]
+                ),
+            ),
+        )
+    ),
+    bytes(
         source.ReadRequest(request=source.ReadRequestRequest(num_records=500, timeout_in_ms=1000))
     ),
     bytes(
@@ -156,6 +201,8 @@ TARGETS: dict[str, Callable[[bytes], object]] = {
         map_codec.decode_transform_request_own
     ),
     "reduce.v1 ReduceRequest": reduce_codec.decode_reduce_request,
+    "sessionreduce.v1 SessionReduceRequest": session_codec.decode_session_request,
+    "accumulator.v1 AccumulatorRequest": accumulator_codec.decode_accumulator_request,
     "sink.v1 SinkRequest": sink_codec.decode_sink_request,
     "sink.v1 SinkRequest (modern API)": sink_codec.decode_sink_request_own,
     "source.v1 ReadRequest": source_codec.decode_read_request,

@@ -21,6 +21,8 @@ PROTOS = [
     "map/v1/map.proto",
     "sourcetransformer/v1/transform.proto",
     "reduce/v1/reduce.proto",
+    "sessionreduce/v1/sessionreduce.proto",
+    "accumulator/v1/accumulator.proto",
     "sink/v1/sink.proto",
     "source/v1/source.proto",
     "sideinput/v1/sideinput.proto",

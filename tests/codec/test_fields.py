@@ -11,19 +11,28 @@ import pytest
 from pynumaflow._codec import fields
 from pynumaflow._codec.legacy import function as legacy_function
 from pynumaflow._codec.legacy import sink as legacy_sink
+from pynumaflow._codec.v1 import accumulator as accumulator_codec
 from pynumaflow._codec.v1 import map as map_codec
 from pynumaflow._codec.v1 import reduce as reduce_codec
+from pynumaflow._codec.v1 import session as session_codec
 from pynumaflow._codec.v1 import sink as sink_codec
+from pynumaflow._proto.accumulator import v1 as accumulator_pb
 from pynumaflow._proto.function import v1 as function_pb
 from pynumaflow._proto.map import v1 as map_pb
 from pynumaflow._proto.reduce import v1 as reduce_pb
+from pynumaflow._proto.sessionreduce import v1 as session_pb
 from pynumaflow._proto.sink import v1 as sink_pb
 from pynumaflow._proto.sourcetransformer import v1 as transform_pb
 
 # What each field after the watermark holds, by its name in the protos.
 ROLES = {"id": fields.ID, "headers": fields.HEADER}
 # function.v1's `metadata` is the delivery Metadata; every v1 request's is common.Metadata.
-METADATA_ROLE = {function_pb.DatumRequest: fields.DELIVERY}
+METADATA_ROLE = {
+    function_pb.DatumRequest: fields.DELIVERY,
+    # The window kinds serve only the modern API: user and system metadata, kept whole.
+    session_pb.SessionReduceRequestPayload: fields.METADATA,
+    accumulator_pb.Payload: fields.METADATA,
+}
 # The reduce codec keeps no common.Metadata: the platform ignores a reduce result's.
 IGNORED = {reduce_pb.ReduceRequestPayload: {"metadata"}}
 
@@ -37,6 +46,8 @@ LAYOUTS: list[tuple[fields.RequestLayout, Any, bool]] = [
         False,
     ),
     (reduce_codec._PAYLOAD, reduce_pb.ReduceRequestPayload, False),
+    (session_codec._PAYLOAD, session_pb.SessionReduceRequestPayload, False),
+    (accumulator_codec._PAYLOAD, accumulator_pb.Payload, False),
     (sink_codec._REQUEST, sink_pb.SinkRequestRequest, False),
 ]
 

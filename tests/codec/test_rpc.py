@@ -8,10 +8,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pynumaflow._codec.rpc import DEBUG_INFO_TYPE_URL, READY, SERVICES, encode_status
+from pynumaflow._proto.accumulator import v1 as accumulator_v1
 from pynumaflow._proto.function import v1 as function_v1
 from pynumaflow._proto.google import rpc
 from pynumaflow._proto.map import v1 as map_v1
 from pynumaflow._proto.reduce import v1 as reduce_v1
+from pynumaflow._proto.sessionreduce import v1 as session_v1
 from pynumaflow._proto.sideinput import v1 as sideinput_v1
 from pynumaflow._proto.sink import v1 as sink_v1
 from pynumaflow._proto.source import v1 as source_v1
@@ -21,6 +23,8 @@ GENERATED = [
     (function_v1.UserDefinedFunctionBase, function_v1.ReadyResponse),
     (map_v1.MapBase, map_v1.ReadyResponse),
     (reduce_v1.ReduceBase, reduce_v1.ReadyResponse),
+    (session_v1.SessionReduceBase, session_v1.ReadyResponse),
+    (accumulator_v1.AccumulatorBase, accumulator_v1.ReadyResponse),
     (sink_v1.UserDefinedSinkBase, sink_v1.ReadyResponse),
     (sink_v1.SinkBase, sink_v1.ReadyResponse),
     (transform_v1.SourceTransformBase, transform_v1.ReadyResponse),

@@ -151,16 +151,14 @@ def encode_list(result: object, expected: str, body: Callable[[Any], bytes]) -> 
 
 
 def check_yielded(message: object) -> None:
-    """Reject what a map stream handler yields that is plainly not a Message.
+    """Reject what a streaming handler yields (or puts) that is plainly not a Message.
 
     Raises:
         ReturnTypeError: ``message`` is None, a str or bytes.
 
     """
     if isinstance(message, (str, bytes)) or message is None:
-        raise ReturnTypeError(
-            f"map stream handler yielded {type(message).__name__}; expected Message"
-        )
+        raise ReturnTypeError(f"stream handler yielded {type(message).__name__}; expected Message")
 
 
 def message_event_time(message: Any, request_date: date) -> datetime:

@@ -33,6 +33,11 @@ SERVICES: Dict[str, Dict[str, Cardinality]] = {
     },
     "map.v1.Map": {"MapFn": Cardinality.STREAM_STREAM, "IsReady": _UNARY},
     "reduce.v1.Reduce": {"ReduceFn": Cardinality.STREAM_STREAM, "IsReady": _UNARY},
+    "sessionreduce.v1.SessionReduce": {
+        "SessionReduceFn": Cardinality.STREAM_STREAM,
+        "IsReady": _UNARY,
+    },
+    "accumulator.v1.Accumulator": {"AccumulateFn": Cardinality.STREAM_STREAM, "IsReady": _UNARY},
     "sink.v1.UserDefinedSink": {"SinkFn": Cardinality.STREAM_UNARY, "IsReady": _UNARY},
     "sink.v1.Sink": {"SinkFn": Cardinality.STREAM_STREAM, "IsReady": _UNARY},
     "source.v1.Source": {

@@ -35,6 +35,7 @@ same clean-up.
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 from collections import deque
 from collections.abc import Awaitable, Hashable, Iterable, Iterator
@@ -99,6 +100,11 @@ class _AsyncInbox:
 
     def abort(self) -> None:
         self._feed.abort()
+
+    @property
+    def datums(self) -> Any:
+        """The async iterator the handler reads."""
+        return self._feed.iterator
 
     def call(
         self, invoker: Invoker, handler: Handler, keys: List[str], md: Metadata
@@ -186,11 +192,15 @@ class ReduceStream(Generic[Group]):
         self._groups: Dict[Group, _Inbox] = {}
         self._tasks: Optional[StreamTasks] = None
         self._errors = HandlerErrors(handler, v1_container=v1_container)
+        self._v1_container = v1_container
         self.input_ended = asyncio.Event()
         """Set once the client has half-closed and every group's input was closed."""
         # One answer at a time on the stream; a failure takes it too, so that cancelling
         # the other calls never cuts an answer in half on the wire.
         self._send_lock = asyncio.Lock()
+
+    streaming = False
+    """The handler is a streaming one (async only): what it yields is sent at once."""
 
     async def run(self) -> None:
         """Serve the stream to its end; raise the first failure (a GRPCError)."""
@@ -219,6 +229,20 @@ class ReduceStream(Generic[Group]):
         """Encode a call's result (a ReturnTypeError here fails the call)."""
         raise NotImplementedError
 
+    def _encode_item(self, group: Group, item: Any) -> bytes:
+        """Encode one item a streaming handler yielded (streaming protocols only).
+
+        Empty bytes: the item is dropped (a session merged away sends nothing more).
+        """
+        raise NotImplementedError
+
+    async def _ended(self, group: Group) -> None:
+        """A streaming group's call has returned and every item of it was sent."""
+
+    def _call_args(self, group: Group, keys: List[str], datums: Any, md: Metadata) -> Any:
+        """What a streaming group's handler is called with (default: keys, datums, md)."""
+        return (keys, datums, md)
+
     async def _answer(self, group: Group, answer: Any) -> None:
         """Send what :meth:`_encode` made of a group's result."""
         raise NotImplementedError
@@ -232,14 +256,30 @@ class ReduceStream(Generic[Group]):
         """Hand a datum to its group's call, starting the call if the group is new."""
         inbox = self._groups.get(group)
         if inbox is None:
-            inbox = self._groups[group] = self._new_inbox()
-            self._started().start(self._call(group, keys, md, inbox))
+            inbox = self._open_group(group, keys, md)
         await inbox.put(datum)
+
+    def _open_group(self, group: Group, keys: List[str], md: Metadata) -> _Inbox:
+        """Start a group's call before its first datum (or with none, if it ends first)."""
+        inbox = self._groups[group] = self._new_inbox()
+        self._started().start(self._call(group, keys, md, inbox))
+        return inbox
 
     def _end_groups(self, groups: Iterable[Group]) -> None:
         """End these groups' input: their calls' iterators stop after what they were fed."""
         for group in groups:
             self._groups[group].close()
+
+    def _forget_group(self, group: Group) -> bool:
+        """End a group's input and forget it: its next datum starts a new call.
+
+        Returns whether the group was known.
+        """
+        inbox = self._groups.pop(group, None)
+        if inbox is None:
+            return False
+        inbox.close()
+        return True
 
     def _spawn(self, work: Callable[..., Awaitable[None]], *args: Any) -> asyncio.Task[None]:
         """Run ``work(*args)`` beside the calls; its failure fails the stream like theirs."""
@@ -248,6 +288,11 @@ class ReduceStream(Generic[Group]):
     def _started(self) -> StreamTasks:
         assert self._tasks is not None  # only while run() runs
         return self._tasks
+
+    async def _send_item(self, message: bytes) -> None:
+        """Send what :meth:`_encode_item` made of an item; nothing if it made nothing."""
+        if message:
+            await self._send(message)
 
     async def _send(self, *messages: bytes) -> None:
         """Send messages together: no other answer goes between them."""
@@ -268,6 +313,9 @@ class ReduceStream(Generic[Group]):
         # (not start_guarded, which adds one) and one reusable error handler.
         try:
             try:
+                if self.streaming:
+                    await self._relay(group, keys, md, inbox)
+                    return
                 with self._errors:
                     result = await inbox.call(self._invoker, self._handler, keys, md)
                     # The call is over: datums still arriving for it are dropped. (When it
@@ -282,3 +330,16 @@ class ReduceStream(Generic[Group]):
             await self._answer(group, answer)
         except Exception as err:
             await self._started().fail(err)
+
+    async def _relay(self, group: Group, keys: List[str], md: Metadata, inbox: _Inbox) -> None:
+        """Run a streaming handler over the group's datums, sending each item it yields."""
+        assert isinstance(inbox, _AsyncInbox)  # the streaming faces take async handlers only
+        await self._invoker.relay(
+            self._handler,
+            self._call_args(group, keys, inbox.datums, md),
+            functools.partial(self._encode_item, group),
+            self._send_item,
+            v1_container=self._v1_container,
+        )
+        inbox.abort()  # the call is over: datums still arriving for it are dropped
+        await self._ended(group)

@@ -196,7 +196,9 @@ class Facade:
                     [service],
                     info_metadata=dict(v1.metadata),
                     minimum_numaflow_version=(
-                        NACK_NUMAFLOW_VERSION if options.nack else MINIMUM_NUMAFLOW_VERSION
+                        NACK_NUMAFLOW_VERSION
+                        if options.nack
+                        else v1.minimum_numaflow_version or MINIMUM_NUMAFLOW_VERSION
                     ),
                     label=f"v1 (Numaflow >= 1.4) {socket.label}",
                 )

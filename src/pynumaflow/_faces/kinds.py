@@ -27,6 +27,8 @@ if TYPE_CHECKING:  # the command line reads the table without loading the server
     from pynumaflow._services.legacy.function import FunctionHandlers
 
 __all__ = [
+    "ACCUMULATE",
+    "ACCUMULATOR",
     "BATCH_MAP",
     "BATCH_MAPPER",
     "BATCH_MAP_MODE",
@@ -43,6 +45,10 @@ __all__ = [
     "MODERN_FAMILIES",
     "REDUCE",
     "REDUCER",
+    "REDUCE_STREAM",
+    "REDUCE_STREAMER",
+    "SESSION_REDUCE",
+    "SESSION_REDUCER",
     "SIDE_INPUT",
     "SIDE_INPUT_SERVER",
     "SINK",
@@ -100,12 +106,15 @@ class V1Endpoint:
             (Numaflow 0.8-0.9 set no role: there, or in a local run, it is the default).
         service: builds the service.
         metadata: what the server-info file's ``metadata`` holds.
+        minimum_numaflow_version: what the server-info file asks of the platform, when
+            more than the v1 protocols' 1.4.
 
     """
 
     sockets: Tuple[V1Socket, ...]
     service: V1Factory
     metadata: Mapping[str, str] = field(default_factory=dict)
+    minimum_numaflow_version: Optional[str] = None
 
     def for_role(self, role: Optional[str]) -> Optional[V1Socket]:
         """The socket a container of ``role`` serves (None: the role serves none)."""
@@ -207,6 +216,30 @@ def _reduce_v1(handler: Handler, invoker: Invoker, role: str, options: ServerOpt
     from pynumaflow._services.v1.reduce import ReduceV1Service
 
     return ReduceV1Service(handler, invoker, container_type=role)
+
+
+def _reduce_stream_v1(
+    handler: Handler, invoker: Invoker, role: str, options: ServerOptions
+) -> Service:
+    from pynumaflow._services.v1.reduce import ReduceV1Service
+
+    return ReduceV1Service(handler, invoker, container_type=role, stream=True)
+
+
+def _accumulator_v1(
+    handler: Handler, invoker: Invoker, role: str, options: ServerOptions
+) -> Service:
+    from pynumaflow._services.v1.accumulator import AccumulatorV1Service
+
+    return AccumulatorV1Service(handler, invoker, container_type=role)
+
+
+def _session_reduce_v1(
+    handler: Handler, invoker: Invoker, role: str, options: ServerOptions
+) -> Service:
+    from pynumaflow._services.v1.session import SessionReduceV1Service
+
+    return SessionReduceV1Service(handler, invoker, container_type=role)
 
 
 def _sink_v1(handler: Handler, invoker: Invoker, role: str, options: ServerOptions) -> Service:
@@ -338,6 +371,44 @@ REDUCE = Kind(
     legacy_method="ReduceFn",
     v1=V1Endpoint((V1Socket("reduce", "udf", "reduce.sock", "reducer-server-info"),), _reduce_v1),
 )
+# The modern API's streaming window kinds (no 0.4 keyword, no legacy RPC): the handler
+# does not yield but writes to an ``output`` it is given; the face turns that into a
+# stream the service relays.
+REDUCE_STREAM = Kind(
+    "reduce-stream",
+    "reduce_stream_handler",
+    "keys, datums, output, md",
+    stream=False,
+    legacy_method=None,
+    v1=V1Endpoint(
+        (V1Socket("reduce stream", "udf", "reducestream.sock", "reducestreamer-server-info"),),
+        _reduce_stream_v1,
+    ),
+)
+SESSION_REDUCE = Kind(
+    "session-reduce",
+    "session_reducer",
+    "keys, datums, output",
+    stream=False,
+    legacy_method=None,
+    v1=V1Endpoint(
+        (V1Socket("session reduce", "udf", "sessionreduce.sock", "sessionreducer-server-info"),),
+        _session_reduce_v1,
+    ),
+)
+ACCUMULATE = Kind(
+    "accumulator",
+    "accumulator_handler",
+    "datums, output",
+    stream=False,
+    legacy_method=None,
+    # Its wire shape (EOF at field 4) is Numaflow 1.6's (spec section 15.3).
+    v1=V1Endpoint(
+        (V1Socket("accumulator", "udf", "accumulator.sock", "accumulator-server-info"),),
+        _accumulator_v1,
+        minimum_numaflow_version="1.6.0-z",
+    ),
+)
 # One sink image serves as the primary, fallback or on-success sink: the container's
 # role says which (none: the primary).
 SINK = Kind(
@@ -400,6 +471,9 @@ MAPPER = Family("mapper", (MAP,), None)
 MAP_STREAMER = Family("mapstreamer", (MAP_STREAM,), None)
 SOURCE_TRANSFORMER = Family("sourcetransformer", (MAPT,), None)
 REDUCER = Family("reducer", (REDUCE,), None)
+REDUCE_STREAMER = Family("reducestreamer", (REDUCE_STREAM,), None)
+ACCUMULATOR = Family("accumulator", (ACCUMULATE,), None)
+SESSION_REDUCER = Family("sessionreducer", (SESSION_REDUCE,), None)
 SINKER = Family("sinker", (SINK,), None)
 BATCH_MAPPER = Family("batchmapper", (BATCH_MAP,), None)
 MODERN_FAMILIES: Tuple[Family, ...] = (
@@ -407,6 +481,9 @@ MODERN_FAMILIES: Tuple[Family, ...] = (
     MAP_STREAMER,
     SOURCE_TRANSFORMER,
     REDUCER,
+    REDUCE_STREAMER,
+    ACCUMULATOR,
+    SESSION_REDUCER,
     SINKER,
     BATCH_MAPPER,
 )

@@ -12,6 +12,7 @@ request), and sink responses are translated into the internal ones.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import inspect
 import logging
@@ -21,9 +22,19 @@ from typing import Any, Callable, List, Optional, Tuple
 from pynumaflow._codec.fields import decode_metadata
 from pynumaflow._core.options import V1
 from pynumaflow._faces.facade import Facade
-from pynumaflow._faces.kinds import BATCH_MAP, REDUCE, SINK, Kind
+from pynumaflow._faces.kinds import (
+    ACCUMULATE,
+    BATCH_MAP,
+    REDUCE,
+    REDUCE_STREAM,
+    SESSION_REDUCE,
+    SINK,
+    Kind,
+)
 from pynumaflow._invoke import Handler, inspect_handler
 from pynumaflow._types import function, sink
+from pynumaflow._types.asynciter import STREAM_EOF, NonBlockingIterator
+from pynumaflow._types.errors import ReturnTypeError
 from pynumaflow._types.modern import (
     Datum,
     MetadataResponse,
@@ -33,6 +44,12 @@ from pynumaflow._types.modern import (
     SystemMetadata,
     UserMetadata,
     _HandlerClass,
+)
+from pynumaflow._types.windowed import (
+    Accumulator,
+    AccumulatorDatum,
+    ReduceStreamer,
+    SessionReducer,
 )
 
 __all__ = ["ModernServer"]
@@ -97,6 +114,106 @@ def _reduce(make: Callable[[], Callable[..., Any]]) -> Callable[..., Any]:
         return make()(keys, _views(datums), md)
 
     return call
+
+
+# How many messages a streaming handler may put ahead of the stream that sends them.
+OUTPUT_SIZE = 64
+
+
+async def streamed(run: Callable[[NonBlockingIterator[Any]], Awaitable[Any]]) -> Any:
+    """Run a handler that writes to an ``output`` as an async generator of what it puts.
+
+    ``run(output)`` calls the handler. Its error is raised after the messages it put
+    before failing; if the stream stops reading (it failed), the handler is cancelled.
+    """
+    output: NonBlockingIterator[Any] = NonBlockingIterator(OUTPUT_SIZE)
+
+    async def produce() -> None:
+        try:
+            await run(output)
+        finally:
+            await output.put(STREAM_EOF)
+
+    task = asyncio.ensure_future(produce())
+    try:
+        async for item in output.read_iterator():
+            yield item
+        await task
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+
+
+def _reduce_stream(make: Callable[[], Callable[..., Any]]) -> Callable[..., Any]:
+    def call(keys: List[str], datums: Any, md: function.Metadata) -> Any:
+        user = make()
+        return streamed(lambda output: user(keys, _views(datums), output, md))
+
+    return call
+
+
+async def _accumulator_views(datums: AsyncIterable[function.Datum]) -> Any:
+    async for inner in datums:
+        yield AccumulatorDatum._view(inner, *_metadata(inner._user_metadata))
+
+
+def _accumulate(make: Callable[[], Callable[..., Any]]) -> Callable[..., Any]:
+    def call(keys: List[str], datums: Any, md: function.Metadata) -> Any:
+        user = make()
+        return streamed(lambda output: user(_accumulator_views(datums), output))
+
+    return call
+
+
+async def _settled(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value
+
+
+def _session_reduce(make: Callable[[], SessionReducer]) -> Callable[..., Any]:
+    """Adapt a SessionReducer class: ``call(keys, datums, session)`` (see the service)."""
+
+    def call(keys: List[str], datums: Any, session: Any) -> Any:
+        reducer = make()
+
+        async def accumulator() -> bytes:
+            state = await _settled(reducer.accumulator())
+            if not isinstance(state, bytes):
+                raise ReturnTypeError(
+                    f"accumulator() must return bytes, returned {type(state).__name__}"
+                )
+            return state
+
+        async def run(output: NonBlockingIterator[Any]) -> None:
+            for state in session.merged_states:
+                await _settled(reducer.merge_accumulator(state))
+            await reducer.session_reduce(keys, _views(datums), output)
+
+        session.accumulator = accumulator
+        return streamed(run)
+
+    return call
+
+
+def _session_handler(
+    kind: Kind, name: str, handler: object, init_args: Tuple[Any, ...], kwargs: Any
+) -> Handler:
+    if not (isinstance(handler, type) and issubclass(handler, SessionReducer)):
+        raise TypeError(f"{name} must be a SessionReducer subclass (the class itself)")
+    cls = handler
+    target = functools.partial(cls.session_reduce, None)  # type: ignore[arg-type]
+    return _checked(
+        kind,
+        name,
+        inspect_handler(
+            name,
+            target,
+            kind.params,
+            call=_session_reduce(lambda: cls(*init_args, **kwargs)),
+            own_metadata=True,
+        ),
+    )
 
 
 def internal_responses(result: object) -> object:
@@ -175,40 +292,63 @@ def modern_handler(
 
     Raises:
         TypeError: the handler has the wrong shape, or ``init_args``/``init_kwargs`` come
-            without a ``Reducer`` class.
+            without a handler class.
 
     """
     kwargs = dict(init_kwargs or {})
-    if kind is REDUCE and isinstance(handler, type):
-        if not issubclass(handler, Reducer):
-            raise TypeError(f"{handler.__name__} is not a subclass of Reducer")
-        cls = handler
+    if kind is SESSION_REDUCE:
+        return _session_handler(kind, name, handler, init_args, kwargs)
+    per_call = _PER_CALL.get(kind)
+    if per_call is not None and isinstance(handler, type):
+        base, adapter = per_call
+        if not issubclass(handler, base):
+            raise TypeError(f"{handler.__name__} is not a subclass of {base.__name__}")
+        cls: type[_HandlerClass] = handler
         # Its shape and asyncness, without an instance (one is made per key and window).
         target: object = functools.partial(cls.handler, None)  # type: ignore[arg-type]
-        return inspect_handler(
+        make: Callable[[], Callable[..., Any]] = lambda: cls(*init_args, **kwargs).handler  # noqa: E731
+        return _checked(
+            kind,
             name,
-            target,
-            kind.params,
-            call=_reduce(lambda: cls(*init_args, **kwargs).handler),
-            own_metadata=True,
+            inspect_handler(name, target, kind.params, call=adapter(make), own_metadata=True),
         )
     if init_args or kwargs:
-        raise TypeError("init_args and init_kwargs need a Reducer class as the handler")
+        raise TypeError("init_args and init_kwargs need a handler class as the handler")
     target = _target(handler)
     if not callable(target):
         raise TypeError(f"{name} must be callable ({kind.params})")
     func: Callable[..., Any] = target
-    if kind is REDUCE:
-        call = _reduce(lambda: func)
+    if per_call is not None:
+        call = per_call[1](lambda: func)
     elif kind is SINK:
         call = _sink(func)
     elif kind is BATCH_MAP:
         call = _batch_map(func)
     else:
         call = _unary(func)
-    return inspect_handler(
-        name, func, kind.params, stream=kind.stream, call=call, own_metadata=True
+    return _checked(
+        kind,
+        name,
+        inspect_handler(name, func, kind.params, stream=kind.stream, call=call, own_metadata=True),
     )
+
+
+def _checked(kind: Kind, name: str, handler: Handler) -> Handler:
+    if kind in _WRITES_OUTPUT and not handler.is_async:
+        raise TypeError(f"{name} must be an async function (async def)")
+    return handler
+
+
+# The kinds whose handler may be a class, instantiated per call: its base and adapter.
+_PER_CALL: Mapping[
+    Kind,
+    Tuple[type[_HandlerClass], Callable[[Callable[[], Callable[..., Any]]], Callable[..., Any]]],
+] = {
+    REDUCE: (Reducer, _reduce),
+    REDUCE_STREAM: (ReduceStreamer, _reduce_stream),
+    ACCUMULATE: (Accumulator, _accumulate),
+}
+_WRITES_OUTPUT = frozenset({REDUCE_STREAM, ACCUMULATE, SESSION_REDUCE})
 
 
 class ModernServer(Facade):

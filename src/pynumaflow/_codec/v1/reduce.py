@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 from datetime import timezone
-from typing import List, NamedTuple, Tuple
+from typing import Callable, List, NamedTuple, Optional, Tuple, TypeVar
 
 from pynumaflow._codec.fields import (
     HEADER,
@@ -25,6 +25,7 @@ from pynumaflow._codec.fields import (
 from pynumaflow._codec.results import (
     MESSAGES,
     NACK_NOT_IN_REDUCE,
+    check_yielded,
     checked_iter,
     encode_strings,
     message_fields,
@@ -48,9 +49,12 @@ __all__ = [
     "OPEN",
     "ReduceRequest",
     "ReduceWindow",
+    "decode_operation",
     "decode_reduce_request",
     "encode_reduce_eof",
+    "encode_reduce_result",
     "encode_reduce_results",
+    "split_window_request",
 ]
 
 OPEN = 0
@@ -90,6 +94,22 @@ def decode_reduce_request(data: bytes) -> ReduceRequest:
     A field that occurs twice merges, as protobuf says: the operation's windows add up
     and a payload's repeated fields add up.
     """
+    payload, operation = split_window_request(data, "ReduceRequest")
+    event, windows = decode_operation(*operation, decode_window)
+    return ReduceRequest(event, tuple(windows), _decode_payload(*(payload or (data, 0, 0))))
+
+
+Span = Tuple[bytes, int, int]
+"""A message inside bytes: the bytes, its start and its end."""
+_W = TypeVar("_W")
+
+
+def split_window_request(data: bytes, name: str) -> Tuple[Optional[Span], Span]:
+    """Find a window request's ``1 payload`` (None: absent) and ``2 operation``.
+
+    The request shape reduce.v1, sessionreduce.v1 and accumulator.v1 share. A message
+    that occurs twice merges, as protobuf says (its occurrences are concatenated).
+    """
     payloads: List[Tuple[int, int]] = []
     operations: List[Tuple[int, int]] = []
     pos = 0
@@ -103,16 +123,15 @@ def decode_reduce_request(data: bytes) -> ReduceRequest:
         field, wire_type = tag >> 3, tag & 7
         if field in (1, 2):
             if wire_type != 2:
-                raise CodecError(f"ReduceRequest field {field} has wire type {wire_type}")
-            start, pos = read_length(data, pos, size, "ReduceRequest", field)
+                raise CodecError(f"{name} field {field} has wire type {wire_type}")
+            start, pos = read_length(data, pos, size, name, field)
             (payloads if field == 1 else operations).append((start, pos))
         else:
             pos = skip_field(data, pos, wire_type, field)
-    event, windows = _decode_operation(*_merged(data, operations))
-    return ReduceRequest(event, windows, _decode_payload(*_merged(data, payloads)))
+    return (_merged(data, payloads) if payloads else None), _merged(data, operations)
 
 
-def _merged(data: bytes, spans: List[Tuple[int, int]]) -> Tuple[bytes, int, int]:
+def _merged(data: bytes, spans: List[Tuple[int, int]]) -> Span:
     """One message from its occurrences: in place if one, else their concatenation."""
     if len(spans) == 1:
         return data, spans[0][0], spans[0][1]
@@ -120,9 +139,12 @@ def _merged(data: bytes, spans: List[Tuple[int, int]]) -> Tuple[bytes, int, int]
     return joined, 0, len(joined)
 
 
-def _decode_operation(data: bytes, pos: int, end: int) -> Tuple[int, Tuple[ReduceWindow, ...]]:
+def decode_operation(
+    data: bytes, pos: int, end: int, decode: Callable[[bytes], _W]
+) -> Tuple[int, List[_W]]:
+    """Decode a ``WindowOperation{1 event, 2 window(s)}``, each window with ``decode``."""
     event = OPEN
-    windows: List[ReduceWindow] = []
+    windows: List[_W] = []
     while pos < end:
         tag = data[pos]
         if tag < 0x80:
@@ -135,14 +157,14 @@ def _decode_operation(data: bytes, pos: int, end: int) -> Tuple[int, Tuple[Reduc
             event = to_int32(raw)
         elif field == 2 and wire_type == 2:
             start, pos = read_length(data, pos, len(data), "WindowOperation.windows")
-            windows.append(decode_window(data[start:pos]))
+            windows.append(decode(data[start:pos]))
         elif field in (1, 2):
             raise CodecError(f"WindowOperation field {field} has wire type {wire_type}")
         else:
             pos = skip_field(data, pos, wire_type, field)
     if pos != end:
         raise CodecError("WindowOperation overruns its enclosing message")
-    return event, tuple(windows)
+    return event, windows
 
 
 @functools.lru_cache(maxsize=1024)  # every request of a stream names the same window
@@ -192,18 +214,30 @@ def _window_field(window: ReduceWindow) -> bytes:
 def encode_reduce_results(result: object, window: ReduceWindow) -> List[bytes]:
     """Encode a reduce handler's Messages: one ReduceResponse per message, each with window."""
     window_field = _window_field(window)
-    responses = []
-    for message in checked_iter(result, MESSAGES):
-        refuse_nack(message, NACK_NOT_IN_REDUCE)
-        keys, value, tags = message_fields(message)
-        body: List[bytes] = []
-        encode_strings(b"\x0a", keys, body, "keys")
-        if value:
-            body += (b"\x12", varint(len(value)), value)
-        encode_strings(b"\x1a", tags, body, "tags")
-        encoded = b"".join(body)
-        responses.append(b"\x0a" + varint(len(encoded)) + encoded + window_field)
-    return responses
+    return [_response(message, window_field) for message in checked_iter(result, MESSAGES)]
+
+
+def encode_reduce_result(message: object, window: ReduceWindow) -> bytes:
+    """Encode one Message a reduce stream handler emitted as a ReduceResponse with window.
+
+    Raises:
+        ReturnTypeError: ``message`` is not a Message.
+
+    """
+    check_yielded(message)
+    return _response(message, _window_field(window))
+
+
+def _response(message: object, window_field: bytes) -> bytes:
+    refuse_nack(message, NACK_NOT_IN_REDUCE)
+    keys, value, tags = message_fields(message)
+    body: List[bytes] = []
+    encode_strings(b"\x0a", keys, body, "keys")
+    if value:
+        body += (b"\x12", varint(len(value)), value)
+    encode_strings(b"\x1a", tags, body, "tags")
+    encoded = b"".join(body)
+    return b"\x0a" + varint(len(encoded)) + encoded + window_field
 
 
 def encode_reduce_eof(window: ReduceWindow) -> bytes:

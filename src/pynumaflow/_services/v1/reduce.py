@@ -1,4 +1,4 @@
-"""reduce.v1 (Numaflow >= 1.4): the reduce handler, fixed and sliding windows.
+"""reduce.v1 (Numaflow >= 1.4): the reduce and reduce stream handlers, fixed and sliding windows.
 
 The platform opens one ``ReduceFn`` stream per window. Every request names its window
 in its operation (``OPEN`` first, then ``APPEND``; exactly one window per request) and
@@ -9,6 +9,11 @@ the client half-closes, each call's messages go out as one ``ReduceResponse`` ea
 carrying the request's window exactly as it was sent; once every call has answered,
 one ``EOF`` response per window follows, then the stream ends OK. The EOFs come last
 because the Rust platform stops reading a stream at its first EOF.
+
+Reduce stream (``reducestream.sock``) is the same conversation with a streaming
+handler: each message it emits goes out at once as a ``ReduceResponse`` carrying the
+window, while the window is still open; the EOFs follow once every call has returned
+after the half-close.
 
 A ``CLOSE`` (never sent for fixed or sliding windows today) ends that window's groups'
 input; a later request for that window is an error. When the server starts draining
@@ -42,12 +47,15 @@ Group = Tuple[Bounds, Tuple[str, ...]]
 
 
 class ReduceV1Service:
-    """Serves reduce.v1 ReduceFn and IsReady with one reduce handler."""
+    """Serves reduce.v1 ReduceFn and IsReady with one reduce (or reduce stream) handler."""
 
-    def __init__(self, handler: Handler, invoker: Invoker, *, container_type: str) -> None:
+    def __init__(
+        self, handler: Handler, invoker: Invoker, *, container_type: str, stream: bool = False
+    ) -> None:
         self._handler = handler
         self._invoker = invoker
         self._container_type = container_type
+        self._stream_class = _ReduceStreamV1Stream if stream else _ReduceV1Stream
 
     def __mapping__(self) -> Dict[str, grpclib.const.Handler]:
         return service_mapping(
@@ -59,7 +67,7 @@ class ReduceV1Service:
         )
 
     async def _reduce_fn(self, stream: grpclib.server.Stream[bytes, bytes]) -> None:
-        await _ReduceV1Stream(stream, self._handler, self._invoker, self._container_type).run()
+        await self._stream_class(stream, self._handler, self._invoker, self._container_type).run()
 
 
 @dataclass
@@ -144,6 +152,15 @@ class _ReduceV1Stream(ReduceStream[Group]):
 
     async def _finish(self) -> None:
         await self._send(*(_codec.encode_reduce_eof(w.window) for w in self._windows.values()))
+
+
+class _ReduceStreamV1Stream(_ReduceV1Stream):
+    """A reduce.v1 ReduceFn stream whose handler streams: results go out as emitted."""
+
+    streaming = True
+
+    def _encode_item(self, group: Group, item: Any) -> bytes:
+        return _codec.encode_reduce_result(item, self._windows[group[0]].window)
 
 
 def _describe(window: _codec.ReduceWindow) -> str:

@@ -197,8 +197,10 @@ def test_sigterm_with_500_calls_in_flight_loses_none(
     pb2 = stubs["fn_pb2"]
     channel = grpc.insecure_channel(f"unix://{tmp_path / 'function.sock'}", options=CHANNEL_OPTIONS)
     stub = stubs["fn_grpc"].UserDefinedFunctionStub(channel)
-    calls = [stub.MapFn.future(datum_request(pb2, b"0.5")) for _ in range(500)]
-    time.sleep(0.2)
+    # Each call takes 2 s; SIGTERM 1 s after sending, when every call has reached the
+    # server (also on a loaded machine) and none has finished: all 500 are in flight.
+    calls = [stub.MapFn.future(datum_request(pb2, b"2")) for _ in range(500)]
+    time.sleep(1.0)
     proc.send_signal(signal.SIGTERM)
     late = [stub.MapFn.future(datum_request(pb2, b"0.1")) for _ in range(20)]
     outcomes = []

@@ -293,3 +293,28 @@ def test_call_on_a_socket_of_another_name_reads_the_files_beside_it(tmp_path: Pa
     finally:
         proc.terminate()
         finish(proc)
+
+
+MULTIPROC = """
+import os
+from pynumaflow.function import Message, Messages, MultiProcServer
+
+def pid(keys, datum):
+    return Messages(Message(str(os.getpid()).encode(), keys=keys))
+
+if __name__ == "__main__":
+    MultiProcServer(map_handler=pid).start()
+"""
+
+
+def test_run_drives_a_multiprocess_server_on_v1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`pynumaflow run` drives a MultiProcServer on v1: one stream, both workers answer."""
+    monkeypatch.setenv("NUM_CPU_MULTIPROC", "2")
+    lines = "\n".join(json.dumps({"value": str(i), "keys": ["k"]}) for i in range(40))
+    code, outputs, err = run("run", script(tmp_path, MULTIPROC), "-q", stdin=lines)
+    assert code == 0, err
+    assert len(outputs) == 40
+    assert len({out["value"] for out in outputs}) == 2  # two worker pids
+    assert "(v1 protocol" in err

@@ -299,7 +299,7 @@ def _string_field(tag: bytes, text: str) -> bytes:
 
 
 NACK_NOT_ON_LEGACY = (
-    "a NACK result (Message.to_nack()) needs Numaflow >= 1.8.2; on the 0.8-0.9 "
+    "a NACK result (to_nack()) needs Numaflow >= 1.8.2; on the 0.8-0.9 "
     "protocol it fails the request, so that the platform retries the input"
 )
 NACK_NOT_IN_REDUCE = "a NACK result (Message.to_nack()) has no input to nack in a reduce result"

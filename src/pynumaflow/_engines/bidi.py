@@ -34,8 +34,10 @@ __all__ = [
     "Answer",
     "Incoming",
     "Send",
+    "StreamAnswer",
     "UnaryAnswer",
     "serve_requests",
+    "stream_answer",
     "unary_answer",
 ]
 
@@ -100,6 +102,55 @@ def unary_answer(
     ``UDF_EXECUTION_ERROR(<container_type>): ...``, as the v1 platform expects.
     """
     return UnaryAnswer(handler, invoker, container_type, encode)
+
+
+class StreamAnswer:
+    """Answers a request with a response per message its stream handler yields, then an EOT.
+
+    Made by :func:`stream_answer`; the engine runs a sync handler's calls for a whole
+    read of requests at once (``Invoker.stream_each``). It is an :data:`Answer` too.
+    """
+
+    def __init__(
+        self,
+        handler: Handler,
+        invoker: Invoker,
+        container_type: str,
+        encode: Callable[[object, Datum], bytes],
+        encode_eot: Callable[[Datum], bytes],
+    ) -> None:
+        self.handler = handler
+        self.invoker = invoker
+        self.container_type = container_type
+        self.encode = encode
+        self.encode_eot = encode_eot
+        self.errors = HandlerErrors(handler, v1_container=container_type)
+
+    async def __call__(self, datum: Datum, send: Send) -> None:
+        encode = self.encode
+        await self.invoker.relay(
+            self.handler,
+            (datum.keys, datum),
+            lambda message: encode(message, datum),
+            send,
+            v1_container=self.container_type,
+        )
+        await send(self.encode_eot(datum))
+
+
+def stream_answer(
+    handler: Handler,
+    invoker: Invoker,
+    container_type: str,
+    encode: Callable[[object, Datum], bytes],
+    encode_eot: Callable[[Datum], bytes],
+) -> StreamAnswer:
+    """Answer a request with ``encode(message, datum)`` per message, then ``encode_eot(datum)``.
+
+    A handler that raises or yields a wrong type fails the stream with ``INTERNAL``
+    ``UDF_EXECUTION_ERROR(<container_type>): ...``; the messages sent before stay sent.
+    """
+    return StreamAnswer(handler, invoker, container_type, encode, encode_eot)
 
 
 async def serve_requests(
@@ -227,6 +278,9 @@ class _Exchange:
 
     def _start(self, answer: Answer, datums: list[Datum]) -> None:
         tasks = self._tasks
+        if isinstance(answer, StreamAnswer) and not answer.handler.is_async:
+            tasks.start(self._stream_each(answer, datums))
+            return
         if isinstance(answer, UnaryAnswer):
             if not answer.handler.is_async:
                 tasks.start(self._call_each(answer, datums))
@@ -296,6 +350,39 @@ class _Exchange:
         try:
             await over
         finally:
+            if left:
+                self._finish(left)
+
+    async def _stream_each(self, streamer: StreamAnswer, datums: list[Datum]) -> None:
+        # A sync stream handler: one task for a read of requests, their generators run
+        # in the pool (Invoker.stream_each), every message taken so far sent at once.
+        writer = self._writer
+        encode, errors = streamer.encode, streamer.errors
+        streams = streamer.invoker.stream_each(streamer.handler, [(d.keys, d) for d in datums])
+        left = len(datums)
+        try:
+            while left:
+                news = await streams.take()
+                for index, items, outcome in news:
+                    datum = datums[index]
+                    with errors:
+                        for item in items:
+                            writer.send(encode(item, datum))
+                        if isinstance(outcome, BaseException):
+                            raise outcome
+                    if outcome is not None:
+                        writer.send(streamer.encode_eot(datum))
+                        left -= 1
+                        self._finish()
+                if writer.full:
+                    await writer.drained()
+                for index, items, _ in news:
+                    if items:
+                        streams.sent(index, len(items))
+        except Exception as err:
+            self._tasks.fail_nowait(err)
+        finally:
+            streams.stop()
             if left:
                 self._finish(left)
 

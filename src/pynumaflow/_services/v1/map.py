@@ -42,9 +42,6 @@ class MapV1Service:
         container_type: str,
         nack: bool = False,
     ) -> None:
-        self._handler = handler
-        self._invoker = invoker
-        self._container_type = container_type
         own = handler.own_metadata
         encode_message = (
             codec.encode_map_stream_response_own if own else codec.encode_map_stream_response

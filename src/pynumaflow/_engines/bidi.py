@@ -64,12 +64,8 @@ MAX_IN_FLIGHT = 1024
 platform keeps a read batch, ~500, in flight), so HTTP/2 flow control holds it back."""
 
 
-class UnaryAnswer:
-    """Answers a request with one response: the handler's result, encoded.
-
-    Made by :func:`unary_answer`; the engine calls a sync handler for a whole read of
-    requests at once (``Invoker.call_each``). It is an :data:`Answer` too.
-    """
+class _HandlerAnswer:
+    """A handler's way to answer requests: the handler, its invoker, its encoder, its errors."""
 
     def __init__(
         self,
@@ -80,8 +76,17 @@ class UnaryAnswer:
     ) -> None:
         self.handler = handler
         self.invoker = invoker
+        self.container_type = container_type
         self.encode = encode
         self.errors = HandlerErrors(handler, v1_container=container_type)
+
+
+class UnaryAnswer(_HandlerAnswer):
+    """Answers a request with one response: the handler's result, encoded.
+
+    Made by :func:`unary_answer`; the engine calls a sync handler for a whole read of
+    requests at once (``Invoker.call_each``). It is an :data:`Answer` too.
+    """
 
     async def __call__(self, datum: Datum, send: Send) -> None:
         with self.errors:
@@ -104,7 +109,7 @@ def unary_answer(
     return UnaryAnswer(handler, invoker, container_type, encode)
 
 
-class StreamAnswer:
+class StreamAnswer(_HandlerAnswer):
     """Answers a request with a response per message its stream handler yields, then an EOT.
 
     Made by :func:`stream_answer`; the engine runs a sync handler's calls for a whole
@@ -119,12 +124,8 @@ class StreamAnswer:
         encode: Callable[[object, Datum], bytes],
         encode_eot: Callable[[Datum], bytes],
     ) -> None:
-        self.handler = handler
-        self.invoker = invoker
-        self.container_type = container_type
-        self.encode = encode
+        super().__init__(handler, invoker, container_type, encode)
         self.encode_eot = encode_eot
-        self.errors = HandlerErrors(handler, v1_container=container_type)
 
     async def __call__(self, datum: Datum, send: Send) -> None:
         encode = self.encode

@@ -12,11 +12,13 @@ with an invoker of its own and answers what it is dealt
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import logging
 import os
 import pickle
+from collections.abc import AsyncIterator
 from typing import Optional
 
 from pynumaflow import __version__
@@ -31,6 +33,7 @@ from pynumaflow._invoke import Invoker
 __all__ = [
     "InWorkers",
     "check_importable",
+    "dealt_core",
     "serve_in_workers",
     "serve_in_workers_async",
     "worker_threads",
@@ -101,6 +104,21 @@ async def serve_in_workers_async(
 
 
 async def _serve(face: Facade, processes: int, max_threads: int) -> None:
+    async with dealt_core(face, processes, max_threads) as core:
+        await core.serve()
+
+
+@contextlib.asynccontextmanager
+async def dealt_core(face: Facade, processes: int, max_threads: int) -> AsyncIterator[ServerCore]:
+    """Start ``processes`` workers for ``face``; the core dealing to them (not started yet).
+
+    Leaving the block stops every worker, after the core (whose ``request_stop`` a dead
+    worker calls).
+
+    Raises:
+        WorkerExitedError: at the exit, a worker ended unasked (the others were stopped).
+
+    """
     options = face._options
     workers = Workers(
         functools.partial(_answering, face),
@@ -141,7 +159,7 @@ async def _serve(face: Facade, processes: int, max_threads: int) -> None:
             on_close=invoker.shutdown,
             pool_stalled=invoker.stalled,
         )
-        await core.serve()
+        yield core
     finally:
         pids, served = workers.pids, dealer.served
         counts = ", ".join(f"{pids[i]}: {served[i]}" for i in range(len(pids)))

@@ -10,6 +10,8 @@ import os
 import queue
 import re
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -287,11 +289,12 @@ def test_sigterm_drains_every_worker_and_exits_0(
     assert not (run_dir / "mapper-server-info").exists()
 
 
+@pytest.mark.parametrize("modern", [False, True], ids=["MultiProcServer", "MapMultiprocServer"])
 def test_a_killed_worker_fails_the_stream_retryably_and_the_server_exits_non_zero(
-    start: Start, run_dir: Path, stubs: dict[str, ModuleType]
+    start: Start, run_dir: Path, stubs: dict[str, ModuleType], modern: bool
 ) -> None:
     """SIGKILL to a worker mid-stream: the stream fails UNAVAILABLE; logged; exit non-zero."""
-    server = start(2)
+    server = start(1, script=MODERN_SCRIPT) if modern else start(2)
     stream = Stream(stubs, run_dir / "map.sock")
     stream.send("first", b"")
     victim = int(stream.next().results[0].value)
@@ -476,3 +479,58 @@ def test_the_modern_faces_take_the_process_count_and_refuse_unimportable_handler
         MapMultiprocServer(Local(), server_count=2)
     with pytest.raises(TypeError, match="source_transform_instance must be importable by name"):
         SourceTransformMultiProcServer(lambda keys, datum: None)
+
+
+GUARDED_SCRIPT = """
+from pynumaflow.function import Messages, MultiProcServer
+from pynumaflow.mapper import MapMultiprocServer, Mapper
+
+if __name__ == "__main__":
+    def handler(keys, datum):
+        return Messages()
+
+    class Guarded(Mapper):
+        def handler(self, keys, datum):
+            return Messages()
+
+    for build in (lambda: MultiProcServer(map_handler=handler),
+                  lambda: MapMultiprocServer(Guarded(), server_count=2)):
+        try:
+            build()
+        except TypeError as err:
+            print("refused:", err)
+"""
+
+
+def test_a_handler_defined_under_the_main_guard_is_refused_at_construction(
+    run_dir: Path,
+) -> None:
+    """It pickles in the parent, but a worker runs the script without that block."""
+    code, output = finish(start_script(GUARDED_SCRIPT, run_dir, container_type="udf"))
+    assert code == 0, output
+    script = run_dir / "udf.py"
+    refusals = [line for line in output.splitlines() if line.startswith("refused:")]
+    assert refusals == [
+        f"refused: {keyword} must be importable by name for {owner}: {name} is defined "
+        f'inside the `if __name__ == "__main__":` block of {script}, which its worker '
+        "processes do not run. Define it at the top level of a module or of the script"
+        for keyword, owner, name in [
+            ("map_handler", "MultiProcServer", "handler"),
+            ("mapper_instance", "MapMultiprocServer", "Guarded"),
+        ]
+    ], output
+    # python -c: a worker does not run the main script again at all.
+    command = (
+        "from pynumaflow.function import MultiProcServer\n"
+        "def handler(keys, datum): pass\n"
+        "MultiProcServer(map_handler=handler)\n"
+    )
+    env = dict(os.environ, NUMAFLOW_UD_CONTAINER_TYPE="udf")
+    ran = subprocess.run(
+        [sys.executable, "-c", command], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert ran.returncode == 1
+    assert (
+        "TypeError: map_handler must be importable by name for MultiProcServer: handler is "
+        "defined in a main script that has no file (python -c, a prompt)"
+    ) in ran.stderr, ran.stderr

@@ -17,7 +17,6 @@ import dataclasses
 import functools
 import logging
 import os
-import pickle
 from collections.abc import AsyncIterator
 from typing import Optional
 
@@ -25,6 +24,7 @@ from pynumaflow import __version__
 from pynumaflow._core.multiproc import refuse_in_worker
 from pynumaflow._core.options import CONTAINER_TYPE_ENV, _positive_int, process_count
 from pynumaflow._core.server import ServerCore
+from pynumaflow._core.spawned import names_missing_in_workers
 from pynumaflow._core.workers import Link, Workers
 from pynumaflow._engines.dealt import Answering, Conversation, Dealer
 from pynumaflow._faces.facade import Facade
@@ -43,19 +43,34 @@ _LOGGER = logging.getLogger("pynumaflow")
 
 
 def check_importable(face: Facade, owner: str) -> None:
-    """Raise TypeError unless every handler of ``face`` can be pickled by reference.
+    """Raise TypeError unless a spawned worker can import every handler of ``face`` by name.
 
-    Worker processes are spawned: they import each handler by its module and name.
+    Worker processes are spawned: they import each handler by its module and name, and
+    run the main script under another name (its ``if __name__ == "__main__":`` block
+    does not run there).
     """
     for handler in face._handlers.values():
         try:
-            pickle.dumps(handler.func)
+            missing, script = names_missing_in_workers(handler.func)
         except Exception as err:
             raise TypeError(
                 f"{handler.name} must be importable by name for {owner} (a function "
                 f"defined at the top level of a module or script, not a lambda or a nested "
                 f"function): its worker processes import it. Pickling failed: {err}"
             ) from None
+        if missing:
+            where = (
+                f'inside the `if __name__ == "__main__":` block of {script}, which its '
+                "worker processes do not run"
+                if script is not None
+                else "in a main script that has no file (python -c, a prompt), which its "
+                "worker processes cannot import"
+            )
+            raise TypeError(
+                f"{handler.name} must be importable by name for {owner}: "
+                f"{', '.join(missing)} is defined {where}. Define it at the top level of "
+                "a module or of the script"
+            )
 
 
 def worker_threads(face: Facade, max_threads: Optional[int]) -> int:

@@ -10,7 +10,7 @@ import asyncio
 import json
 import os
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,11 @@ def pid(keys: list[str], datum: Datum) -> Messages:
 async def pid_t(keys: list[str], datum: Datum) -> MessageTs:
     await asyncio.sleep(0.01)  # several requests in progress at once
     return MessageTs(MessageT(str(os.getpid()).encode(), T0, keys=keys, tags=[datum.metadata.id]))
+
+
+def pid_stream(keys: list[str], datum: Datum) -> Iterator[Message]:
+    for part in datum.value.split(b","):
+        yield Message(f"{os.getpid()} {part.decode()}".encode(), keys=keys)
 
 
 async def total(keys: list[str], datums: AsyncIterator[Datum], md: Metadata) -> Messages:
@@ -73,9 +78,13 @@ def _gone(pids: set[int]) -> bool:
 
 @pytest.mark.anyio
 async def test_one_stream_is_dealt_over_the_workers() -> None:
-    """Concurrent map and mapt calls (one stream each) are answered once, by 2 workers."""
+    """Concurrent map, mapt, map stream calls (a stream each) answered once, by 2 workers."""
     async with testing.serve_function(
-        map_handler=pid, mapt_handler=pid_t, reduce_handler=total, processes=2
+        map_handler=pid,
+        mapt_handler=pid_t,
+        map_stream_handler=pid_stream,
+        reduce_handler=total,
+        processes=2,
     ) as udf:
         folder = _folder(udf)
         text = (folder / "mapper-server-info").read_text()
@@ -94,13 +103,20 @@ async def test_one_stream_is_dealt_over_the_workers() -> None:
         assert sorted(int(m.tags[0]) for (m,) in transformed) == list(range(1, 21))
         assert all(m.event_time == T0 for (m,) in transformed)
         mapt_pids = {int(m.value) for (m,) in transformed}
+        streamed = await asyncio.gather(*(udf.map_stream(b"a,b,c") for _ in range(10)))
+        parts = [[m.value.decode().split() for m in messages] for messages in streamed]
+        assert all([p[1] for p in answer] == ["a", "b", "c"] for answer in parts)
+        assert all(len({p[0] for p in answer}) == 1 for answer in parts)  # one worker each
+        stream_pids = {int(answer[0][0]) for answer in parts}
         # Reduce is not dealt: the test process answers it.
         (reduced,) = await udf.reduce([b"1", b"2", b"3"])
         assert reduced.value == f"6 {os.getpid()}".encode()
     assert len(map_pids) == 2, map_pids
     assert len(mapt_pids) == 2, mapt_pids
-    assert os.getpid() not in map_pids | mapt_pids
-    assert _gone(map_pids | mapt_pids)
+    assert len(stream_pids) == 2, stream_pids  # map stream has a server (and workers) of its own
+    assert not map_pids & stream_pids
+    assert os.getpid() not in map_pids | mapt_pids | stream_pids
+    assert _gone(map_pids | mapt_pids | stream_pids)
     assert not folder.exists()
 
 

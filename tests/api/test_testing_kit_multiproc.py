@@ -66,13 +66,17 @@ def _folder(client: Any) -> Path:
 
 
 def _gone(pids: set[int]) -> bool:
-    """Whether none of these processes exists any more (they were reaped, not orphaned)."""
+    """Whether none of these processes is still a child of this one (all were reaped).
+
+    A child of ours, not any process: a pid freed by a reaped worker may be reused.
+    """
     for number in pids:
         try:
-            os.kill(number, 0)
-        except ProcessLookupError:
+            stat = Path(f"/proc/{number}/stat").read_text()
+        except FileNotFoundError:
             continue
-        return False
+        if int(stat.rsplit(")", 1)[1].split()[1]) == os.getpid():
+            return False
     return True
 
 
@@ -175,6 +179,7 @@ async def test_a_failing_test_still_stops_every_worker() -> None:
         async with testing.serve_function(map_handler=pid, processes=2) as udf:
             pids = {int((await udf.map(b"x"))[0].value) for _ in range(2)}
             folder = _folder(udf)
+            assert not _gone(pids)  # they are this process's children while it serves
             raise AssertionError("the test failed")
     assert len(pids) == 2
     assert _gone(pids)

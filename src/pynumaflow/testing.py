@@ -52,6 +52,7 @@ from pynumaflow._client.v1 import Input, Result, UserMetadata, V1Connection
 from pynumaflow._core.options import CONTAINER_TYPE_ENV, LEGACY, V1
 from pynumaflow._faces import kinds
 from pynumaflow._faces.kinds import FUNCTION, SIDE_INPUT, SINK_SERVER, SOURCE, Family, Kind
+from pynumaflow._faces.kit import running
 from pynumaflow._types.function import (
     Datum,
     DatumMetadata,
@@ -644,6 +645,7 @@ async def _serve(
     call_timeout: Optional[float],
     start: Callable[[Mapping[str, AnyHandler], Path], Any],
     max_threads: Optional[int],
+    processes: Optional[int] = None,
 ) -> AsyncIterator[_Backend]:
     """Serve ``handlers`` (by keyword) with ``start``; a backend calling them.
 
@@ -662,7 +664,7 @@ async def _serve(
             )
         if protocol == LEGACY:
             server = start(handlers, folder)
-            await stack.enter_async_context(server.running())
+            await stack.enter_async_context(running(server, processes, max_threads))
             connection = stack.enter_context(Connection(server.sock_path, call_timeout))
             assert family.legacy is not None
             yield _Legacy(connection, family.legacy.service_name)
@@ -687,7 +689,7 @@ async def _serve(
                     if set(group) <= set(modern)
                     else start(group, place)
                 )
-            await stack.enter_async_context(server.running())
+            await stack.enter_async_context(running(server, processes, max_threads))
             for kind in family.kinds:
                 if kind.keyword in group and kind.v1 is not None:
                     sock = str(place / kind.v1.sockets[0].sock)
@@ -707,6 +709,7 @@ async def serve_function(
     max_threads: Optional[int] = None,
     call_timeout: Optional[float] = _CALL_TIMEOUT,
     protocol: ProtocolName = _DEFAULT_PROTOCOL,
+    processes: Optional[int] = None,
 ) -> AsyncIterator[FunctionClient]:
     """Serve these handlers on a temporary socket in the running event loop.
 
@@ -725,13 +728,21 @@ async def serve_function(
         call_timeout: seconds each call may take before it fails with
             ``DEADLINE_EXCEEDED`` (``None``: no limit).
         protocol: ``"v1"`` (Numaflow >= 1.4, the default) or ``"legacy"`` (0.8-0.9).
+        processes: serve as the multi-process servers do (``MultiProcServer``,
+            ``MapMultiprocServer``): the requests of each map, map stream or mapt
+            stream dealt to this many worker processes, which import the handlers by
+            name (reduce is answered by the test process); v1 only. ``max_threads``
+            is then each worker's pool (default 1).
 
     Yields:
         A client for the server.
 
     Raises:
-        ValueError: no handler was given, or an unknown protocol.
-        TypeError: a handler has the wrong shape.
+        ValueError: no handler was given, an unknown protocol, or ``processes`` with
+            the legacy protocol.
+        TypeError: a handler has the wrong shape, or with ``processes`` cannot be
+            imported by name in a worker.
+        WorkerExitedError: with ``processes``, at the exit: a worker had ended unasked.
 
     """
     handlers = {
@@ -753,7 +764,8 @@ async def serve_function(
             protocols=[protocol],
         )
 
-    async with _serve(FUNCTION, handlers, protocol, call_timeout, start, max_threads) as backend:
+    serving = _serve(FUNCTION, handlers, protocol, call_timeout, start, max_threads, processes)
+    async with serving as backend:
         yield FunctionClient(backend)
 
 
@@ -901,6 +913,7 @@ def serve_function_sync(
     max_threads: Optional[int] = None,
     call_timeout: Optional[float] = _CALL_TIMEOUT,
     protocol: ProtocolName = _DEFAULT_PROTOCOL,
+    processes: Optional[int] = None,
 ) -> Iterator[SyncFunctionClient]:
     """Like :func:`serve_function`, for tests that are not async.
 
@@ -916,6 +929,7 @@ def serve_function_sync(
             max_threads=max_threads,
             call_timeout=call_timeout,
             protocol=protocol,
+            processes=processes,
         )
         with portal.wrap_async_context_manager(serving) as client:
             yield SyncFunctionClient(client, portal)

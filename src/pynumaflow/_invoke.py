@@ -682,6 +682,7 @@ class Invoker:
         pool = self._pool
         context = contextvars.copy_context()
         iterators: list[Optional[Iterator[Any]]] = [None] * len(calls)
+        arguments: list[Optional[tuple[Any, ...]]] = list(calls)  # dropped once started
 
         def produce(index: int) -> None:
             iterator = iterators[index]
@@ -690,7 +691,9 @@ class Invoker:
                     if streams.stopped:  # the loop gave up before this call started
                         slots.release()
                         return
-                    iterator = iterators[index] = iter(func(*calls[index]))
+                    args, arguments[index] = arguments[index], None
+                    assert args is not None
+                    iterator = iterators[index] = iter(func(*args))
                 if streams.pause(index):
                     return  # resumed in the pool once half is sent
                 for item in iterator:

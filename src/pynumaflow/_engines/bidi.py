@@ -360,12 +360,16 @@ class _Exchange:
         writer = self._writer
         encode, errors = streamer.encode, streamer.errors
         streams = streamer.invoker.stream_each(streamer.handler, [(d.keys, d) for d in datums])
-        left = len(datums)
+        # Each request's datum is let go once it is answered, not when the whole read is.
+        answering: list[Optional[Datum]] = list(datums)
+        del datums
+        left = len(answering)
         try:
             while left:
                 news = await streams.take()
                 for index, items, outcome in news:
-                    datum = datums[index]
+                    datum = answering[index]
+                    assert datum is not None  # answered requests have no more news
                     with errors:
                         for item in items:
                             writer.send(encode(item, datum))
@@ -373,6 +377,7 @@ class _Exchange:
                             raise outcome
                     if outcome is not None:
                         writer.send(streamer.encode_eot(datum))
+                        answering[index] = None
                         left -= 1
                         self._finish()
                 if writer.full:

@@ -652,3 +652,50 @@ async def test_sync_stream_whose_client_never_reads_holds_no_thread(
         finally:
             readers.close()
     assert [r.elements[0].value for r in replies] == [b"ok%d" % i for i in range(5)]
+
+
+async def test_a_sync_generator_paused_by_a_slow_reader_resumes_and_loses_nothing(
+    sock_path: str, info_path: str, sock_dir: Path, map_pb2: ModuleType
+) -> None:
+    """3,000 messages of 1 KiB through a 16 KiB window: every one arrives, in order.
+
+    The generator, 64 messages ahead once the stream's writer is full, gives its thread
+    back and resumes as the client reads; then the EOT.
+    """
+    threads: set[int] = set()
+
+    def many(keys: list[str], datum: Datum) -> Iterator[Message]:
+        for i in range(3000):
+            threads.add(threading.get_ident())
+            yield Message(b"%04d" % i + b"x" * 1020)
+
+    body = frame(handshake(map_pb2).SerializeToString())
+    body += frame(request(map_pb2, "big").SerializeToString())
+    async with serving(sock_path, info_path, map_stream_handler=many, max_threads=4):
+        client = await asyncio.to_thread(
+            RawConnection, str(sock_dir / "mapstream.sock"), window=16384
+        )
+        try:
+            stream_id = client.open("/map.v1.Map/MapFn")
+            await asyncio.to_thread(client.send, stream_id, body)
+            outcome = client.outcomes[stream_id]
+
+            def read_until_the_eot() -> None:
+                # The handshake's answer, 3,000 messages and the EOT.
+                deadline = time.monotonic() + 60
+                while len(outcome.messages()) < 3002 and time.monotonic() < deadline:
+                    client.pump(0.5)
+
+            await asyncio.to_thread(read_until_the_eot)
+            client.send(stream_id, b"", end_stream=True)
+            await asyncio.to_thread(client.wait, stream_id, 10)
+        finally:
+            client.close()
+    responses = [map_pb2.MapResponse.FromString(m) for m in outcome.messages()]
+    assert outcome.status == 0
+    assert is_handshake(responses[0])
+    data, eot = responses[1:-1], responses[-1]
+    assert [r.results[0].value[:4] for r in data] == [b"%04d" % i for i in range(3000)]
+    assert eot.id == "big"
+    assert eot.status.eot
+    assert threads

@@ -31,9 +31,11 @@ from pynumaflow._core.options import pool_stall_after
 from pynumaflow._types.errors import ReturnTypeError
 
 __all__ = [
+    "END_OF_ITEMS",
     "Handler",
     "HandlerErrors",
     "Invoker",
+    "SyncStreams",
     "inspect_handler",
     "inspect_methods",
     "note_progress",
@@ -602,20 +604,10 @@ class Invoker:
 
     def run_in_pool(self, func: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
         """Run a plain function in the handler pool (with the current context)."""
-        return self._submit(contextvars.copy_context(), func, *args)
-
-    def _submit(
-        self,
-        context: contextvars.Context,
-        func: Callable[..., Any],
-        *args: Any,
-        via: Optional[Callable[[Callable[[], None]], None]] = None,
-    ) -> asyncio.Future[Any]:
-        """Run ``func(*args)`` in ``context`` in the pool (or hand the job to ``via``)."""
         completions = self._completions_here()
         future = completions.loop.create_future()
-        run = completions.runner(future, context, func)
-        (via or self._pool.submit)(functools.partial(run, *args))
+        run = completions.runner(future, contextvars.copy_context(), func)
+        self._pool.submit(functools.partial(run, *args))
         return future
 
     def _completions_here(self) -> _Completions:

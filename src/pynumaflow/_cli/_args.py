@@ -10,7 +10,7 @@ from pynumaflow import __version__
 from pynumaflow._cli._input import parse_duration
 from pynumaflow._cli._kinds import PREFERENCE, Kind, kind_named
 from pynumaflow._core.options import LEGACY, V1
-from pynumaflow._faces.kinds import KINDS
+from pynumaflow._faces.kinds import EVERY_KIND
 
 __all__ = ["build_parser"]
 
@@ -34,7 +34,7 @@ def _kind(value: str) -> Kind:
     try:
         return kind_named(value.replace("_", "-").replace("mapstream", "map-stream"))
     except KeyError:
-        names = ", ".join(k.name for k in KINDS)
+        names = ", ".join(k.name for k in EVERY_KIND)
         raise argparse.ArgumentTypeError(f"unknown kind {value!r} (one of {names})") from None
 
 
@@ -76,7 +76,7 @@ def _common(parser: argparse.ArgumentParser, protocol_help: str) -> None:
         "--kind",
         "-k",
         type=_kind,
-        help=f"{_or(k.name for k in KINDS)} (default: what the server serves; "
+        help=f"{_or(k.name for k in EVERY_KIND)} (default: what the server serves; "
         f"{' > '.join(k.name for k in PREFERENCE)} when it serves several)",
     )
     parser.add_argument(

@@ -94,6 +94,7 @@ class _Conversation:
         self._reader: Optional[asyncio.Task[None]] = None
         self._answers: asyncio.Queue[Any] = asyncio.Queue()
         self._ended = False
+        self._input_ended = asyncio.Event()
 
     async def _open(self) -> Stream[Any, Any]:
         if self._stream is not None:
@@ -139,21 +140,35 @@ class _Conversation:
     async def end(self) -> None:
         """Half-close the stream, as the platform does (for a window: its close)."""
         stream = await self._open()
+        self._input_ended.set()
         with contextlib.suppress(Exception):  # already ended: the reader reports how
             await stream.end()
 
-    async def _next(self) -> Any:
+    async def _next(self, *, timed: bool = True) -> Any:
         """The next response; None once the stream has ended OK.
 
+        Args:
+            timed: wait at most the connection's timeout; else without limit until the
+                input is half-closed (a window may stay open as long as its input
+                comes), then that timeout.
+
         Raises:
-            CallError: the stream failed, or no answer came in the connection's timeout.
+            CallError: the stream failed, or no answer came in time.
 
         """
         if self._ended:
             return None
         await self._open()
-        with call_errors():
-            reply = await asyncio.wait_for(self._answers.get(), self._connection.timeout)
+        getter = asyncio.ensure_future(self._answers.get())
+        try:
+            if not timed and not self._input_ended.is_set():
+                ending = asyncio.ensure_future(self._input_ended.wait())
+                await asyncio.wait((getter, ending), return_when=asyncio.FIRST_COMPLETED)
+                ending.cancel()
+            with call_errors():
+                reply = await asyncio.wait_for(getter, self._connection.timeout)
+        finally:
+            getter.cancel()
         if reply is _END or isinstance(reply, CallError):
             self._ended = True
             if isinstance(reply, CallError):
@@ -229,6 +244,17 @@ class BatchMapStream(_Conversation):
             )
         return {key: results or [] for key, results in answers.items()}
 
+    async def close(self) -> None:
+        """Half-close the stream and wait for the server to end it, as at shutdown."""
+        try:
+            await self.end()
+            while await self._next() is not None:
+                pass
+        except CallError:
+            pass  # the stream is let go of all the same
+        finally:
+            await self.aclose()
+
 
 class ReduceWindow(_Conversation):
     """One ReduceFn stream: one window's datums, results up to its EOF."""
@@ -263,7 +289,7 @@ class ReduceWindow(_Conversation):
             CallError: the stream failed, or ended without an EOF.
 
         """
-        while (reply := await self._next()) is not None:
+        while (reply := await self._next(timed=False)) is not None:
             if reply.eof:
                 return
             yield result_of(reply.result)
@@ -312,7 +338,7 @@ class AccumulatorStream(_Conversation):
 
     async def answers(self) -> AsyncIterator[Answer]:
         """Each output and EOF as it arrives, until the server ends the stream."""
-        while (reply := await self._next()) is not None:
+        while (reply := await self._next(timed=False)) is not None:
             window = _keyed(reply.window)
             if reply.eof:
                 yield Answer(window)
@@ -361,7 +387,7 @@ class SessionStream(_Conversation):
 
     async def answers(self) -> AsyncIterator[Answer]:
         """Each result and EOF as it arrives, until the server ends the stream."""
-        while (reply := await self._next()) is not None:
+        while (reply := await self._next(timed=False)) is not None:
             window = _keyed(reply.keyed_window)
             yield Answer(window, None if reply.eof else result_of(reply.result))
 

@@ -485,11 +485,19 @@ class Accumulation:
         else:
             await self._stream.send(item, window, first=False)
 
+    async def close(self, keys: Sequence[str]) -> None:
+        """``CLOSE`` a key (its next datum opens it again).
+
+        Raises:
+            KeyError: the key is not open.
+
+        """
+        await self._stream.close(self.open.pop(tuple(keys)))
+
     async def close_all(self) -> None:
         """``CLOSE`` every key, in the order first seen."""
-        for window in self.open.values():
-            await self._stream.close(window)
-        self.open.clear()
+        for keys in list(self.open):
+            await self.close(keys)
 
 
 def _plus(moment: datetime, seconds: float) -> datetime:

@@ -25,6 +25,14 @@ v1 carries headers and user metadata (``headers=``, ``user_metadata=``; the mess
 returned carry the ``user_metadata`` the platform would get) and the sink's fallback,
 serve and on-success answers.
 
+The kinds new in v1 have a kit each too, with the modern API's handlers:
+:func:`serve_source`, :func:`serve_side_input`, :func:`serve_batch_map` (batches, one
+response per id), :func:`serve_reduce_stream` (a window closed, or opened to read its
+results while it is open), :func:`serve_accumulator` (keys opened, appended to and
+closed; outputs and each key's EOF) and :func:`serve_session_reduce` (sessions derived
+from event times as the platform does, or the operations given one by one); each with
+a ``_sync`` form.
+
 A handler that raises makes the call fail with :class:`CallError` as the platform
 would see it: on v1 ``status`` is ``"INTERNAL"``, ``details``
 ``"UDF_EXECUTION_ERROR(udf): ValueError('...')"`` and ``traceback`` the handler's
@@ -32,6 +40,19 @@ traceback; on legacy ``"UNKNOWN"`` and the error text.
 """
 
 from pynumaflow._client.legacy import CallError
+from pynumaflow.testing._accumulator import (
+    AccumulatorClient,
+    AccumulatorStreamClient,
+    SyncAccumulatorClient,
+    serve_accumulator,
+    serve_accumulator_sync,
+)
+from pynumaflow.testing._batchmap import (
+    BatchMapClient,
+    SyncBatchMapClient,
+    serve_batch_map,
+    serve_batch_map_sync,
+)
 from pynumaflow.testing._data import make_datum, make_sink_datum
 from pynumaflow.testing._function import (
     FunctionClient,
@@ -39,7 +60,21 @@ from pynumaflow.testing._function import (
     serve_function,
     serve_function_sync,
 )
-from pynumaflow.testing._results import ResultMessage, ResultMessageT
+from pynumaflow.testing._reducestream import (
+    ReduceStreamClient,
+    ReduceStreamWindow,
+    SyncReduceStreamClient,
+    serve_reduce_stream,
+    serve_reduce_stream_sync,
+)
+from pynumaflow.testing._results import KeyedAnswer, ResultMessage, ResultMessageT
+from pynumaflow.testing._sessionreduce import (
+    SessionReduceClient,
+    SessionStreamClient,
+    SyncSessionReduceClient,
+    serve_session_reduce,
+    serve_session_reduce_sync,
+)
 from pynumaflow.testing._sideinput import (
     SideInputClient,
     SyncSideInputClient,
@@ -55,21 +90,41 @@ from pynumaflow.testing._source import (
 )
 
 __all__ = [
+    "AccumulatorClient",
+    "AccumulatorStreamClient",
+    "BatchMapClient",
     "CallError",
     "FunctionClient",
+    "KeyedAnswer",
+    "ReduceStreamClient",
+    "ReduceStreamWindow",
     "ResultMessage",
     "ResultMessageT",
+    "SessionReduceClient",
+    "SessionStreamClient",
     "SideInputClient",
     "SinkClient",
     "SourceClient",
+    "SyncAccumulatorClient",
+    "SyncBatchMapClient",
     "SyncFunctionClient",
+    "SyncReduceStreamClient",
+    "SyncSessionReduceClient",
     "SyncSideInputClient",
     "SyncSinkClient",
     "SyncSourceClient",
     "make_datum",
     "make_sink_datum",
+    "serve_accumulator",
+    "serve_accumulator_sync",
+    "serve_batch_map",
+    "serve_batch_map_sync",
     "serve_function",
     "serve_function_sync",
+    "serve_reduce_stream",
+    "serve_reduce_stream_sync",
+    "serve_session_reduce",
+    "serve_session_reduce_sync",
     "serve_side_input",
     "serve_side_input_sync",
     "serve_sink",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Dict, List, Optional, Tuple
 
@@ -10,6 +11,7 @@ from pynumaflow._types.function import (
     Message,
     MessageT,
 )
+from pynumaflow._types.windowed import KeyedWindow
 from pynumaflow.testing._data import (
     _UTC,
 )
@@ -102,3 +104,25 @@ def _message_t(result: Result) -> ResultMessageT:
     return ResultMessageT(
         result.value, moment, result.keys, result.tags, user_metadata=result.user_metadata
     )
+
+
+@dataclass(frozen=True)
+class KeyedAnswer:
+    """One answer of an accumulator or session reduce server: an output, or an EOF.
+
+    Attributes:
+        window: the window it came with: the accumulator key's window (for the EOF,
+            the closed window echoed), or the session's current window.
+        message: the output (an accumulator ``Message`` with its event time, watermark,
+            id and headers; for session reduce a :class:`ResultMessage`); None for
+            the EOF.
+
+    """
+
+    window: KeyedWindow
+    message: Optional[Message] = None
+
+    @property
+    def eof(self) -> bool:
+        """Whether this is the EOF of its window (the key or session is done)."""
+        return self.message is None

@@ -7,15 +7,16 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Callable, Dict, Literal, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Literal, Mapping, Optional, Tuple
 
 from pynumaflow._client.legacy import Connection
 from pynumaflow._client.v1 import V1Connection
 from pynumaflow._core.options import CONTAINER_TYPE_ENV, LEGACY, V1
 from pynumaflow._faces import kinds
 from pynumaflow._faces.kinds import Family, Kind
+from pynumaflow._types.function import Datum
 from pynumaflow._types.modern import _HandlerClass
 from pynumaflow.mapper._servers import MapAsyncServer
 from pynumaflow.mapstreamer._servers import MapStreamAsyncServer
@@ -27,6 +28,7 @@ from pynumaflow.testing._backends import (
     _Backend,
     _Legacy,
 )
+from pynumaflow.testing._data import make_datum
 
 AnyHandler = Optional[Callable[..., Any]]
 _CALL_TIMEOUT = 60.0
@@ -178,3 +180,26 @@ def _v1_files(folder: Path, kind: Kind) -> Tuple[str, str]:
     assert kind.v1 is not None
     socket = kind.v1.sockets[0]
     return str(folder / socket.sock), str(folder / socket.info)
+
+
+@contextlib.asynccontextmanager
+async def _serve_v1(
+    kind: Kind, build: Callable[[str, str], Any], call_timeout: Optional[float]
+) -> AsyncIterator[V1Connection]:
+    """Serve what ``build(sock, info)`` makes for ``kind``; a connection to its socket."""
+    with _socket_dir() as folder:
+        sock, info = _v1_files(folder, kind)
+        with _local_run():
+            server = build(sock, info)
+        async with server.running(), V1Connection(sock, call_timeout) as connection:
+            yield connection
+
+
+def _datums(
+    items: Iterable[Any], keys: Optional[Sequence[str]], headers: Optional[Mapping[str, str]]
+) -> List[Datum]:
+    """Values (their ids ``"1"``, ``"2"``... in order, given keys and headers) or Datums."""
+    return [
+        item if isinstance(item, Datum) else make_datum(item, keys, msg_id=str(n), headers=headers)
+        for n, item in enumerate(items, 1)
+    ]

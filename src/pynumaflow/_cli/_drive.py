@@ -163,13 +163,7 @@ class _Driver:
             self._emit(lines)
 
     async def sink(self, records: AsyncIterator[Record], batch_size: int) -> None:
-        batch: list[Record] = []
-        async for record in records:
-            batch.append(record)
-            if len(batch) >= batch_size:
-                await self._sink_batch(batch)
-                batch = []
-        if batch:
+        async for batch in _batches(records, batch_size):
             await self._sink_batch(batch)
         if self.tally.failed_datums:
             self.tally.notes.append(
@@ -192,14 +186,8 @@ class _Driver:
 
     async def batch_map(self, records: AsyncIterator[Record], batch_size: int) -> None:
         calls = self._v1(kinds.BATCH_MAP)
-        batch: list[Record] = []
         try:
-            async for record in records:
-                batch.append(record)
-                if len(batch) >= batch_size:
-                    await self._map_batch(calls, batch)
-                    batch = []
-            if batch:
+            async for batch in _batches(records, batch_size):
                 await self._map_batch(calls, batch)
         finally:
             await calls.close()
@@ -288,6 +276,17 @@ class _Driver:
                     self._emit([message_line(answer.result, window=window)])
         except CallError as error:
             self._failed(f"the {kind.name} stream", error)
+
+
+async def _batches(records: AsyncIterator[Record], size: int) -> AsyncIterator[list[Record]]:
+    batch: list[Record] = []
+    async for record in records:
+        batch.append(record)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def _discard(call: asyncio.Task[list[str]]) -> None:

@@ -9,6 +9,8 @@ recorded ones. A handler that raises fails the call as the platform would see it
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +71,8 @@ def test_call_sends_the_example_input_and_prints_the_recorded_output(
         code, outputs, err = run("call", "--sock", str(tmp_path / sock), *extra, stdin=stdin)
         assert code == 0, err
         assert f"sending the input as {kind} (v1 protocol" in err
+        if kind == "session-reduce":  # the example's input expands and merges sessions
+            assert "session operations sent: 3 OPEN, 3 EXPAND, 1 MERGE, 2 CLOSE" in err
     finally:
         proc.terminate()
         finish(proc)
@@ -191,3 +195,44 @@ def test_batch_map_sends_batch_size_datums_per_batch_in_input_order(tmp_path: Pa
         proc.terminate()
         finish(proc)
     assert [line["value"] for line in outputs] == ["v0/2", "v1/2", "v2/2", "v3/2", "v4/1"]
+
+
+STREAMED = {
+    "reduce-stream": (
+        "modern/reducestream_counter",
+        '{"value": "c", "keys": ["k"], "event_time": "2024-05-06T07:00:01Z"}\n',
+        "so far:2",
+    ),
+    "accumulator": (
+        "modern/accumulator_sorter",
+        '{"value": "c", "keys": ["k"], "event_time": "2024-05-06T07:00:01Z", '
+        '"watermark": "2024-05-06T07:00:05Z"}\n',
+        "c",
+    ),
+}
+
+
+@pytest.mark.timeout(60)  # a command that waits for the end of its input never prints
+@pytest.mark.parametrize("kind", list(STREAMED))
+def test_call_prints_each_output_while_its_window_is_open(tmp_path: Path, kind: str) -> None:
+    """Input typed into a pipe: the output shows before the input (and the window) ends."""
+    folder, sock, info, _ = EXAMPLES[kind]
+    _, line, value = STREAMED[kind]
+    example = ROOT / "examples" / folder
+    proc = start_script((example / "example.py").read_text(), tmp_path, container_type="udf")
+    command = [sys.executable, "-m", "pynumaflow", "call", "--sock", str(tmp_path / sock)]
+    pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    try:
+        wait_for_server_info(proc, tmp_path / info)
+        with subprocess.Popen(command, text=True, **pipes) as call:
+            call.stdin.write(line * 2)
+            call.stdin.flush()
+            first = call.stdout.readline()  # the input is still open
+            still_running = call.poll() is None
+            _, err = call.communicate(timeout=30)
+        assert json.loads(first)["value"] == value, err
+        assert still_running
+        assert call.returncode == 0, err
+    finally:
+        proc.terminate()
+        finish(proc)

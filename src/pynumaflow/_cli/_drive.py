@@ -20,6 +20,7 @@ rest go on; a call that times out or loses the connection ends the run.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ __all__ = ["Options", "Tally", "drive"]
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 # Statuses after which going on makes no sense: the server is gone or stuck.
 _FATAL = frozenset({"DEADLINE_EXCEEDED", "UNAVAILABLE"})
+_SESSION_EVENTS = ("open", "append", "expand", "merge", "close")
 
 
 @dataclass(frozen=True)
@@ -263,6 +265,10 @@ class _Driver:
                 await reader
             finally:
                 reader.cancel()
+        if isinstance(windows, Sessions):
+            counts = collections.Counter(event for event, _ in windows.operations)
+            sent = ", ".join(f"{counts[e]} {e.upper()}" for e in _SESSION_EVENTS if counts[e])
+            self.tally.notes.append(f"session operations sent: {sent or 'none'}")
 
     async def _print_keyed(self, kind: Kind, answers: AsyncIterator[Answer]) -> None:
         try:

@@ -24,11 +24,11 @@ from pynumaflow._proto.map import v1 as map_pb
 from pynumaflow.accumulator import Accumulator, KeyedWindow
 from pynumaflow.accumulator import Datum as AccDatum
 from pynumaflow.accumulator import Message as AccMessage
-from pynumaflow.batchmapper import BatchResponse, BatchResponses
+from pynumaflow.batchmapper import BatchMapper, BatchResponse, BatchResponses
 from pynumaflow.batchmapper import Datum as BatchDatum
 from pynumaflow.batchmapper import Message as BatchMessage
 from pynumaflow.reducestreamer import Message as StreamMessage
-from pynumaflow.reducestreamer import Metadata, NonBlockingIterator
+from pynumaflow.reducestreamer import Metadata, NonBlockingIterator, ReduceStreamer
 from pynumaflow.sessionreducer import Datum as SessionDatum
 from pynumaflow.sessionreducer import Message as SessionMessage
 from pynumaflow.sessionreducer import SessionReducer
@@ -359,3 +359,48 @@ def test_session_reduce_sync() -> None:
         assert result.message is not None
         assert result.message.value == b"count:2"
         assert eof.eof
+
+
+# --- the modern API's handler classes ------------------------------------------------------
+
+
+class Tagger(BatchMapper):
+    def __init__(self, tag: str) -> None:
+        self.tag = tag
+
+    async def handler(self, datums: AsyncIterable[BatchDatum]) -> BatchResponses:
+        batch = [datum async for datum in datums]
+        return BatchResponses(
+            *(
+                BatchResponse.with_msgs(d.id, [BatchMessage(d.value, tags=[self.tag])])
+                for d in batch
+            )
+        )
+
+
+class Every(ReduceStreamer):
+    def __init__(self, every: int) -> None:
+        self.every = every
+        self.count = 0
+
+    async def handler(
+        self,
+        keys: List[str],
+        datums: AsyncIterable[Any],
+        output: NonBlockingIterator[StreamMessage],
+        md: Metadata,
+    ) -> None:
+        async for _ in datums:
+            self.count += 1
+            if self.count % self.every == 0:
+                await output.put(StreamMessage(str(self.count).encode(), keys=keys))
+
+
+async def test_the_kit_serves_class_handlers() -> None:
+    """A BatchMapper instance; a ReduceStreamer class with init_args, one per key."""
+    async with testing.serve_batch_map(Tagger("t")) as udf:
+        assert (await udf.batch_map([b"a"]))["1"][0].tags == ["t"]
+    datums = [testing.make_datum(b"x", [key], event_time=T0) for key in "abab"]
+    async with testing.serve_reduce_stream(Every, init_args=(2,)) as udf:
+        messages = await udf.reduce_stream(datums)
+    assert sorted((m.keys[0], m.value) for m in messages) == [("a", b"2"), ("b", b"2")]

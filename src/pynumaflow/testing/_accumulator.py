@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
-from anyio.from_thread import BlockingPortal, start_blocking_portal
+from anyio.from_thread import start_blocking_portal
 
 from pynumaflow._client.streams import Accumulation, AccumulatorStream, Answer
 from pynumaflow._client.v1 import V1Connection
@@ -16,7 +16,7 @@ from pynumaflow.accumulator._servers import AccumulatorAsyncServer
 from pynumaflow.testing._backends import _input
 from pynumaflow.testing._data import DatumLike, _as_datum
 from pynumaflow.testing._results import KeyedAnswer
-from pynumaflow.testing._serving import _CALL_TIMEOUT, _datums, _serve_v1
+from pynumaflow.testing._serving import _CALL_TIMEOUT, _datums, _serve_v1, _SyncClient
 
 _WINDOW = timedelta(seconds=60)
 
@@ -149,16 +149,10 @@ async def serve_accumulator(
         yield AccumulatorClient(connection)
 
 
-class SyncAccumulatorClient:
+class SyncAccumulatorClient(_SyncClient):
     """:class:`AccumulatorClient` for plain tests (no open streams: use the async kit)."""
 
-    def __init__(self, client: AccumulatorClient, portal: BlockingPortal) -> None:
-        self._client = client
-        self._portal = portal
-
-    def is_ready(self) -> bool:
-        """Like :meth:`AccumulatorClient.is_ready`."""
-        return self._portal.call(self._client.is_ready)
+    _client: AccumulatorClient
 
     def accumulate(
         self,

@@ -6,7 +6,7 @@ import contextlib
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from typing import Any, Callable, Dict, Mapping, Optional
 
-from anyio.from_thread import BlockingPortal, start_blocking_portal
+from anyio.from_thread import start_blocking_portal
 
 from pynumaflow._client.base import CallError
 from pynumaflow._client.streams import BatchMapStream
@@ -17,7 +17,7 @@ from pynumaflow.batchmapper._servers import BatchMapAsyncServer
 from pynumaflow.testing._backends import _input
 from pynumaflow.testing._data import DatumLike
 from pynumaflow.testing._results import _message
-from pynumaflow.testing._serving import _CALL_TIMEOUT, _datums, _serve_v1
+from pynumaflow.testing._serving import _CALL_TIMEOUT, _datums, _serve_v1, _SyncClient
 
 BatchResults = Dict[str, Messages]
 """Each datum's id and its messages, in the order the datums were sent."""
@@ -112,16 +112,10 @@ async def serve_batch_map(
             await client._close()
 
 
-class SyncBatchMapClient:
+class SyncBatchMapClient(_SyncClient):
     """:class:`BatchMapClient` for plain (sync) tests; see :func:`serve_batch_map_sync`."""
 
-    def __init__(self, client: BatchMapClient, portal: BlockingPortal) -> None:
-        self._client = client
-        self._portal = portal
-
-    def is_ready(self) -> bool:
-        """Like :meth:`BatchMapClient.is_ready`."""
-        return self._portal.call(self._client.is_ready)
+    _client: BatchMapClient
 
     def batch_map(
         self,

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, Callable, Dict, Optional, Tuple
 
-from anyio.from_thread import BlockingPortal, start_blocking_portal
+from anyio.from_thread import start_blocking_portal
 
 from pynumaflow._client.streams import ReduceWindow
 from pynumaflow._client.v1 import Result, UserMetadata, V1Connection
@@ -17,7 +17,7 @@ from pynumaflow.reducestreamer._servers import ReduceStreamAsyncServer
 from pynumaflow.testing._backends import _input
 from pynumaflow.testing._data import DatumLike, _as_datum, _window_around
 from pynumaflow.testing._results import ResultMessage, _message
-from pynumaflow.testing._serving import _CALL_TIMEOUT, _datums, _serve_v1
+from pynumaflow.testing._serving import _CALL_TIMEOUT, _datums, _serve_v1, _SyncClient
 
 
 class ReduceStreamWindow:
@@ -153,16 +153,10 @@ async def serve_reduce_stream(
         yield ReduceStreamClient(connection)
 
 
-class SyncReduceStreamClient:
+class SyncReduceStreamClient(_SyncClient):
     """:class:`ReduceStreamClient` for plain tests (no open windows: use the async kit)."""
 
-    def __init__(self, client: ReduceStreamClient, portal: BlockingPortal) -> None:
-        self._client = client
-        self._portal = portal
-
-    def is_ready(self) -> bool:
-        """Like :meth:`ReduceStreamClient.is_ready`."""
-        return self._portal.call(self._client.is_ready)
+    _client: ReduceStreamClient
 
     def reduce_stream(
         self,

@@ -11,6 +11,8 @@ from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Literal, Mapping, Optional, Tuple
 
+from anyio.from_thread import BlockingPortal
+
 from pynumaflow._client.legacy import Connection
 from pynumaflow._client.v1 import V1Connection
 from pynumaflow._core.options import CONTAINER_TYPE_ENV, LEGACY, V1
@@ -203,3 +205,16 @@ def _datums(
         item if isinstance(item, Datum) else make_datum(item, keys, msg_id=str(n), headers=headers)
         for n, item in enumerate(items, 1)
     ]
+
+
+class _SyncClient:
+    """A sync client: each call runs the async client's on the server's loop, and waits."""
+
+    def __init__(self, client: Any, portal: BlockingPortal) -> None:
+        self._client = client
+        self._portal = portal
+
+    def is_ready(self) -> bool:
+        """Whether the server answers IsReady with ``ready: true``."""
+        result: bool = self._portal.call(self._client.is_ready)
+        return result

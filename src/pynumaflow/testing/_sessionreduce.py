@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Dict, List, Optional, Tuple
 
-from anyio.from_thread import BlockingPortal, start_blocking_portal
+from anyio.from_thread import start_blocking_portal
 
 from pynumaflow._client.streams import Answer, Sessions, SessionStream
 from pynumaflow._client.v1 import Input, V1Connection
@@ -17,7 +17,7 @@ from pynumaflow.sessionreducer._servers import SessionReduceAsyncServer
 from pynumaflow.testing._backends import _input
 from pynumaflow.testing._data import DatumLike, _as_datum
 from pynumaflow.testing._results import KeyedAnswer, _message
-from pynumaflow.testing._serving import _CALL_TIMEOUT, _datums, _serve_v1
+from pynumaflow.testing._serving import _CALL_TIMEOUT, _datums, _serve_v1, _SyncClient
 
 _GAP = timedelta(seconds=10)
 
@@ -188,16 +188,10 @@ async def serve_session_reduce(
         yield SessionReduceClient(connection)
 
 
-class SyncSessionReduceClient:
+class SyncSessionReduceClient(_SyncClient):
     """:class:`SessionReduceClient` for plain tests (no open streams: use the async kit)."""
 
-    def __init__(self, client: SessionReduceClient, portal: BlockingPortal) -> None:
-        self._client = client
-        self._portal = portal
-
-    def is_ready(self) -> bool:
-        """Like :meth:`SessionReduceClient.is_ready`."""
-        return self._portal.call(self._client.is_ready)
+    _client: SessionReduceClient
 
     def sessions(
         self,

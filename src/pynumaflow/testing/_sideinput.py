@@ -6,7 +6,7 @@ import contextlib
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, Callable, Optional
 
-from anyio.from_thread import BlockingPortal, start_blocking_portal
+from anyio.from_thread import start_blocking_portal
 
 from pynumaflow._client.source import SideInputConnection
 from pynumaflow._faces.kinds import SIDE_INPUT
@@ -15,6 +15,7 @@ from pynumaflow.sideinput._servers import SideInputServer
 from pynumaflow.testing._serving import (
     _CALL_TIMEOUT,
     _socket_dir,
+    _SyncClient,
     _v1_files,
 )
 
@@ -60,16 +61,10 @@ async def serve_side_input(
                 connection.close()
 
 
-class SyncSideInputClient:
+class SyncSideInputClient(_SyncClient):
     """:class:`SideInputClient` for plain (sync) tests; see :func:`serve_side_input_sync`."""
 
-    def __init__(self, client: SideInputClient, portal: BlockingPortal) -> None:
-        self._client = client
-        self._portal = portal
-
-    def is_ready(self) -> bool:
-        """Like :meth:`SideInputClient.is_ready`."""
-        return self._portal.call(self._client.is_ready)
+    _client: SideInputClient
 
     def retrieve(self) -> SideInputResponse:
         """Like :meth:`SideInputClient.retrieve`."""

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
-from anyio.from_thread import BlockingPortal, start_blocking_portal
+from anyio.from_thread import start_blocking_portal
 
 from pynumaflow._client.v1 import UserMetadata
 from pynumaflow._faces import kinds
@@ -29,6 +29,7 @@ from pynumaflow.testing._serving import (
     ProtocolName,
     _serve,
     _sock_path,
+    _SyncClient,
 )
 
 
@@ -111,16 +112,10 @@ async def serve_sink(
         yield SinkClient(backend)
 
 
-class SyncSinkClient:
+class SyncSinkClient(_SyncClient):
     """:class:`SinkClient` for plain (sync) tests; see :func:`serve_sink_sync`."""
 
-    def __init__(self, client: SinkClient, portal: BlockingPortal) -> None:
-        self._client = client
-        self._portal = portal
-
-    def is_ready(self) -> bool:
-        """Whether the server answers IsReady with ``ready: true``."""
-        return self._portal.call(self._client.is_ready)
+    _client: SinkClient
 
     def sink(
         self,

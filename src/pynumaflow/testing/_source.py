@@ -6,7 +6,7 @@ import contextlib
 from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import List, Optional, Tuple, Union
 
-from anyio.from_thread import BlockingPortal, start_blocking_portal
+from anyio.from_thread import start_blocking_portal
 
 from pynumaflow._client.source import SourceConnection
 from pynumaflow._faces.kinds import SOURCE
@@ -16,6 +16,7 @@ from pynumaflow.sourcer._servers import SourceAsyncServer
 from pynumaflow.testing._serving import (
     _CALL_TIMEOUT,
     _socket_dir,
+    _SyncClient,
     _v1_files,
 )
 
@@ -81,16 +82,10 @@ async def serve_source(
                 connection.close()
 
 
-class SyncSourceClient:
+class SyncSourceClient(_SyncClient):
     """:class:`SourceClient` for plain (sync) tests; see :func:`serve_source_sync`."""
 
-    def __init__(self, client: SourceClient, portal: BlockingPortal) -> None:
-        self._client = client
-        self._portal = portal
-
-    def is_ready(self) -> bool:
-        """Like :meth:`SourceClient.is_ready`."""
-        return self._portal.call(self._client.is_ready)
+    _client: SourceClient
 
     def read(self, num_records: int = 500, timeout_ms: int = 1000) -> List[SourceMessage]:
         """Like :meth:`SourceClient.read`."""

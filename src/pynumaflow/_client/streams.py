@@ -160,15 +160,15 @@ class _Conversation:
             return None
         await self._open()
         getter = asyncio.ensure_future(self._answers.get())
+        ending = asyncio.ensure_future(self._input_ended.wait())
         try:
-            if not timed and not self._input_ended.is_set():
-                ending = asyncio.ensure_future(self._input_ended.wait())
+            if not timed:
                 await asyncio.wait((getter, ending), return_when=asyncio.FIRST_COMPLETED)
-                ending.cancel()
             with call_errors():
                 reply = await asyncio.wait_for(getter, self._connection.timeout)
         finally:
             getter.cancel()
+            ending.cancel()
         if reply is _END or isinstance(reply, CallError):
             self._ended = True
             if isinstance(reply, CallError):

@@ -135,18 +135,18 @@ def encode_window(keys: Tuple[str, ...], end: TimestampParts) -> bytes:
 
 
 @functools.lru_cache(maxsize=1024)  # a key's messages repeat their event times
-def _timestamp(moment: datetime) -> Tuple[TimestampParts, bytes]:
-    """A datetime's (seconds, nanos) and its encoded Timestamp field body."""
+def _time_field(tag: bytes, moment: datetime) -> Tuple[TimestampParts, bytes]:
+    """A datetime's (seconds, nanos) and its Timestamp as field ``tag``."""
     parts = timestamp_parts(moment)
-    return parts, encode_timestamp(parts)
+    return parts, _field(tag, encode_timestamp(parts))
 
 
-def _time(message: Any, name: str) -> Optional[Tuple[TimestampParts, bytes]]:
+def _time(message: Any, name: str, tag: bytes) -> Optional[Tuple[TimestampParts, bytes]]:
     moment = getattr(message, name, None)
     if moment is None:
         return None
     try:
-        return _timestamp(moment)
+        return _time_field(tag, moment)
     except (TypeError, AttributeError):
         raise ReturnTypeError(
             f"message {name} must be a datetime, found {type(moment).__name__}"
@@ -158,7 +158,7 @@ def _window_field(keys: Tuple[str, ...], end: TimestampParts) -> bytes:
     return _field(b"\x12", encode_window(keys, end))
 
 
-_EPOCH_TIME = ((0, 0), encode_timestamp((0, 0)))
+_EPOCH_TIME = ((0, 0), _field(b"\x1a", encode_timestamp((0, 0))))
 
 
 def encode_accumulator_result(
@@ -176,17 +176,17 @@ def encode_accumulator_result(
     check_yielded(message)
     refuse_nack(message, NACK_NOT_IN_REDUCE)
     out_keys, value, tags = message_fields(message)
-    event_time = _time(message, "event_time") or _EPOCH_TIME
-    own = _time(message, "watermark")
+    event_time = _time(message, "event_time", b"\x1a") or _EPOCH_TIME
+    own = _time(message, "watermark", b"\x22")
     if own is not None and own[0] > watermark:
         watermark = own[0]
     body: List[bytes] = []
     encode_strings(b"\x0a", out_keys, body, "keys")
     if value:
         body.append(_field(b"\x12", value))
-    body.append(_field(b"\x1a", event_time[1]))
+    body.append(event_time[1])
     if own is not None:
-        body.append(_field(b"\x22", own[1]))
+        body.append(own[1])
     msg_id = getattr(message, "id", "") or ""
     if not isinstance(msg_id, str):
         raise ReturnTypeError(f"message id must be str, found {type(msg_id).__name__}")

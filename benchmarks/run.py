@@ -185,8 +185,6 @@ V1_INFO_FILES = {
     "batchmap": "mapper-server-info",
     "source": "sourcer-server-info",
 }
-# Kinds with no issue-18 target (measured beside 0.14.0, not judged); async only.
-UNTARGETED = ("reducestream", "accumulator")
 WINDOWED = ("reduce", "reducestream", "accumulator")  # one window/stream: no latency
 CONTAINER_TYPES = {"sink": "udsink", "mapt": "transformer", "source": "udsource"}  # else "udf"
 
@@ -902,8 +900,6 @@ def targets_v1(recs: List[Dict[str, Any]], workloads: List[Workload]) -> List[Ch
         for api in w.apis:
             o, g = _ok(recs, w.name, api, "ours"), v1_reference(recs, w, api)
             label = f"{w.name}, {v1_classes(w, api)}"
-            if w.rpc in UNTARGETED:
-                continue
             if w.sleep_ms:
                 took = median_of(o, "seconds")
                 checks.append(Check(

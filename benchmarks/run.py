@@ -907,8 +907,6 @@ def targets_v1(recs: List[Dict[str, Any]], workloads: List[Workload]) -> List[Ch
                     V1_SLEEP_LIMIT_S * 1e3, False, " ms",
                 ))  # fmt: skip
                 continue
-            if w.rpc == "batchmap":  # not among issue 18's targets: measured, not checked
-                continue
             limit = 5.0 if w.rpc in ("sink", "reduce") else 3.0
             checks.append(
                 Check(f"{label}: throughput", paired_ratio(o, g, "throughput"), limit, True)

@@ -518,6 +518,7 @@ V1_SERVICES = {
         "/accumulator.v1.Accumulator/AccumulateFn",
     ),
     "sink": ("sinker-server-info", "sink.sock", "/sink.v1.Sink/SinkFn"),
+    "source": ("sourcer-server-info", "source.sock", "/source.v1.Source/ReadFn"),
     "batchmap": ("mapper-server-info", "batchmap.sock", "/map.v1.Map/MapFn"),
 }
 MAP_MODE_SOCKETS = {
@@ -549,6 +550,7 @@ def load_v1(stubs_dir: str) -> Dict[str, Any]:
         "reduce": "reduce.v1.reduce_pb2",
         "accumulator": "accumulator.v1.accumulator_pb2",
         "sink": "sink.v1.sink_pb2",
+        "source": "source.v1.source_pb2",
     }
     return {rpc: importlib.import_module(name) for rpc, name in names.items()}
 
@@ -958,6 +960,97 @@ def drive_accumulator_v1(spec: Dict[str, Any], pb2: Dict[str, Any]) -> Dict[str,
     return v1_result(window_, n, {}, "")
 
 
+def drive_source_v1(spec: Dict[str, Any], pb2: Dict[str, Any]) -> Dict[str, Any]:
+    """source.v1 read and ack, as the platform pulls a source: one ReadFn and one AckFn
+    stream on one connection, each opened with its handshake; then read requests for
+    `batch` messages (timeout 1 s), each read to its EOT, and every batch acked (its
+    offsets in one AckRequest) while the next is read. 3 warm-up batches, then `total`
+    messages. Checked: the handshake answers first and once, `batch` results per read
+    (each with the payload and a new offset), one ack answer per AckRequest."""
+    pb = pb2["source"]
+    batch = spec["batch"]
+    n_batches = spec["total"] // batch
+    value = b"x" * spec["size"]
+    read = h2client.frame(
+        pb.ReadRequest(
+            request=pb.ReadRequest.Request(num_records=batch, timeout_in_ms=1000)
+        ).SerializeToString()
+    )
+    hello = pb.Handshake(sot=True)
+    window = Window(spec["server_pid"])
+    seen: set = set()
+    state = {"read_hello": 0, "ack_hello": 0, "acked": 0, "eots": 0}
+    results: List[Any] = []  # the offsets of the batch being read
+
+    def take_reads(call: h2client.RawCall) -> int:
+        for message in call.take():
+            r = pb.ReadResponse.FromString(message)
+            if r.HasField("handshake"):
+                state["read_hello"] += 1
+            elif r.HasField("result"):
+                key = (r.result.offset.offset, r.result.offset.partition_id)
+                if r.result.payload != value or key in seen:
+                    window.fail("WRONG_READ_RESULT", f"offset {key}: wrong payload or twice")
+                seen.add(key)
+                results.append(r.result.offset)
+            elif r.status.eot:
+                state["eots"] += 1
+        return state["eots"]
+
+    def take_acks(call: h2client.RawCall) -> int:
+        for message in call.take():
+            r = pb.AckResponse.FromString(message)
+            state["ack_hello" if r.HasField("handshake") else "acked"] += 1
+        return state["acked"]
+
+    with h2client.RawChannel(v1_socket(spec["run_dir"], "source")) as ch:
+        reads = ch.open("/source.v1.Source/ReadFn")
+        acks = ch.open("/source.v1.Source/AckFn")
+        ch.send(reads, [h2client.frame(pb.ReadRequest(handshake=hello).SerializeToString())])
+        ch.send(acks, [h2client.frame(pb.AckRequest(handshake=hello).SerializeToString())])
+        ch.run_until(
+            lambda: (take_reads(reads) >= 0 and take_acks(acks) >= 0 and state["read_hello"] > 0
+                     and state["ack_hello"] > 0) or reads.done or acks.done
+        )  # fmt: skip
+        to_ack: List[Any] = []
+        for b in range(3 + n_batches):
+            if b == 3:
+                window.begin()
+            started = time.perf_counter()
+            ch.send(reads, [read])
+            if to_ack:
+                ack = pb.AckRequest(request=pb.AckRequest.Request(offsets=to_ack))
+                ch.send(acks, [h2client.frame(ack.SerializeToString())])
+            acked = b if to_ack else 0  # batches 0..b-1 acked once this one is read
+            ch.run_until(
+                lambda: (take_reads(reads) > b and take_acks(acks) >= acked)  # noqa: B023
+                or reads.done or acks.done
+            )  # fmt: skip
+            if reads.done or acks.done:
+                break
+            if b >= 3:
+                window.latencies.append(time.perf_counter() - started)
+            if len(results) != batch:
+                window.fail("WRONG_BATCH_SIZE", f"batch {b}: {len(results)} results")
+            to_ack, results[:] = list(results), []
+        ack = pb.AckRequest(request=pb.AckRequest.Request(offsets=to_ack))
+        ch.send(acks, [h2client.frame(ack.SerializeToString())])
+        ch.run_until(lambda: take_acks(acks) >= 3 + n_batches or acks.done)
+        window.stop()
+        window.end()
+        for call in (reads, acks):
+            ch.end(call)
+        ch.run_until(lambda: take_reads(reads) >= 0 and reads.done and acks.done)
+    for call in (reads, acks):
+        if not call.ok:
+            h2_fail(window, call)
+    if state["read_hello"] != 1 or state["ack_hello"] != 1:
+        window.fail("WRONG_HANDSHAKE", f"{state['read_hello']}/{state['ack_hello']} answers")
+    if state["acked"] != 3 + n_batches:
+        window.fail("WRONG_ACKS", f"{state['acked']} ack answers")
+    return v1_result(window, n_batches * batch, {}, "")
+
+
 V1_DRIVERS: Dict[str, Callable[[Dict[str, Any], Dict[str, Any]], Dict[str, Any]]] = {
     "map": drive_map_v1,
     "mapt": drive_map_v1,
@@ -967,6 +1060,7 @@ V1_DRIVERS: Dict[str, Callable[[Dict[str, Any], Dict[str, Any]], Dict[str, Any]]
     "reducestream": drive_reduce_v1,
     "accumulator": drive_accumulator_v1,
     "batchmap": drive_batch_map_v1,
+    "source": drive_source_v1,
 }
 
 

@@ -7,9 +7,11 @@
         --api async --requests 300000 --seconds 5
 
 Starts our server (server_udf.py, this interpreter), drives it with client.py (v1: one
-burst of `--requests` requests on one map.v1 / sourcetransformer.v1 stream), records
-`py-spy record --format raw` for the measured window, then prints the top functions by
-own (leaf) samples and by inclusive samples, as percentages of all samples. Without
+burst of `--requests` requests on one map.v1 / sourcetransformer.v1 / map stream
+(`--rpc mapstream`, 10 outputs each) stream), records `py-spy record --format raw` for the
+measured window, then prints own (leaf) samples by layer (our code, codec, grpclib, h2,
+asyncio, threads, the handler) and the top functions by own and by inclusive samples, as
+percentages of all samples. `--summarise FILE` summarises an earlier raw profile. Without
 py-spy, BENCH_PROFILE=cprofile:... on the server script is the fallback (see
 _profile_hook.py).
 """
@@ -30,10 +32,34 @@ sys.path.insert(0, str(HERE))
 
 import run  # noqa: E402 - the runner's helpers (stubs, waiting for server-info)
 
+# Own time by where the code lives (first match of a frame's file path wins).
+LAYERS = (
+    ("codec (pynumaflow._codec)", "pynumaflow/_codec/"),
+    ("datatypes (pynumaflow._types)", "pynumaflow/_types/"),
+    ("our engines, invoker, core", "pynumaflow/"),
+    ("grpclib", "grpclib/"),
+    ("h2, hpack, hyperframe", "h2/"),
+    ("h2, hpack, hyperframe", "hpack/"),
+    ("h2, hpack, hyperframe", "hyperframe/"),
+    ("asyncio, selectors", "asyncio/"),
+    ("asyncio, selectors", "selectors.py"),
+    ("threads, queues", "threading.py"),
+    ("threads, queues", "queue.py"),
+    ("the handler (server_udf.py)", "server_udf.py"),
+)
+
+
+def layer_of(frame: str) -> str:
+    for name, part in LAYERS:
+        if part in frame:
+            return name
+    return "other"
+
 
 def summarise(raw: Path, top: int) -> str:
     own: collections.Counter[str] = collections.Counter()
     incl: collections.Counter[str] = collections.Counter()
+    layers: collections.Counter[str] = collections.Counter()
     total = 0
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
@@ -45,9 +71,12 @@ def summarise(raw: Path, top: int) -> str:
         total += n
         if frames:
             own[frames[-1]] += n
+            layers[layer_of(frames[-1])] += n
         for frame in set(frames):
             incl[frame] += n
-    lines = [f"{total} samples\n", "own (leaf) time:"]
+    lines = [f"{total} samples\n", "own (leaf) time by layer:"]
+    lines += [f"  {100 * n / total:5.1f}%  {name}" for name, n in layers.most_common()]
+    lines += ["", "own (leaf) time:"]
     lines += [f"  {100 * n / total:5.1f}%  {f}" for f, n in own.most_common(top)]
     lines += ["", "inclusive time:"]
     lines += [f"  {100 * n / total:5.1f}%  {f}" for f, n in incl.most_common(top * 2)]
@@ -71,7 +100,17 @@ def main() -> None:
     parser.add_argument("--protocol", default="legacy", choices=("legacy", "v1"))
     parser.add_argument("--requests", type=int, default=300_000, help="v1: burst size")
     parser.add_argument("--out", default="/tmp/pnf-profile")
+    parser.add_argument("--summarise", help="only summarise this earlier raw profile")
+    parser.add_argument(
+        "--gil",
+        action="store_true",
+        help="only samples holding the GIL (py-spy --gil): with handler threads, a thread "
+        "waiting for the GIL is otherwise sampled at whatever line it waits",
+    )
     args = parser.parse_args()
+    if args.summarise:
+        print(summarise(Path(args.summarise), args.top))
+        return
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stubs = run.make_stubs(out / "stubs")
@@ -111,7 +150,7 @@ def main() -> None:
                 [
                     args.py_spy, "record", "--pid", str(server.pid), "--duration",
                     str(int(args.seconds)), "--rate", str(args.rate), "--format", "raw",
-                    "-o", str(raw), "--nonblocking",
+                    "-o", str(raw), "--nonblocking", *(["--gil"] if args.gil else []),
                 ],
                 check=True, capture_output=True,
             )  # fmt: skip

@@ -33,10 +33,13 @@ import time
 
 import _profile_hook
 
-RPCS = ("map", "mapt", "mapstream", "reduce", "sink", "batchmap", "reducestream", "accumulator")
+RPCS = (
+    "map", "mapt", "mapstream", "reduce", "sink", "batchmap", "reducestream", "accumulator",
+    "source",
+)  # fmt: skip
 # Kinds only pynumaflow 0.14.0's API has (async only): ours serves them through its
 # modern API, with the very same handler code as 0.14.0 (serve_v014 for both).
-MODERN_ONLY = ("reducestream", "accumulator")
+MODERN_ONLY = ("reducestream", "accumulator", "source")
 
 
 def make_handlers(api: str, rpc: str, outputs: int, sleep_ms: int = 0):
@@ -194,6 +197,8 @@ V014_SERVERS = {
                     "accumulator.sock", "accumulator-server-info"),
     "batchmap": ("batchmapper", None, "BatchMapAsyncServer", "batch_mapper_instance",
                  "batchmap.sock", "mapper-server-info"),
+    "source": ("sourcer", None, "SourceAsyncServer", "sourcer_instance",
+               "source.sock", "sourcer-server-info"),
 }  # fmt: skip
 
 
@@ -234,6 +239,8 @@ def v014_handler(api: str, rpc: str, outputs: int, sleep_ms: int):
                 await output.put(mod.Message.from_datum(d))
 
         return accumulate
+    if rpc == "source":  # an endless source, as 0.14.0's example: offsets kept until acked
+        return _endless_source(mod)
     if rpc == "batchmap":  # our pynumaflow.batchmapper takes the same handler
         BatchResponse, BatchResponses = mod.BatchResponse, mod.BatchResponses  # noqa: N806
         Message = mod.Message  # noqa: N806
@@ -284,6 +291,42 @@ def v014_handler(api: str, rpc: str, outputs: int, sleep_ms: int):
         return Messages(Message(str(count).encode(), keys=keys))
 
     return reduce
+
+
+def _endless_source(mod):
+    """A Sourcer (0.14.0's API, ours the same) that reads every message asked for at once:
+    100-byte payloads, a key, a header; each offset kept until its ack removes it."""
+    from datetime import datetime, timezone
+
+    now = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    payload = b"x" * 100
+
+    class Endless(mod.Sourcer):
+        def __init__(self):
+            self.read_idx = 0
+            self.to_ack = set()
+
+        async def read_handler(self, datum, output):
+            for _ in range(datum.num_records):
+                idx = self.read_idx = self.read_idx + 1
+                self.to_ack.add(idx)
+                offset = mod.Offset(str(idx).encode(), 0)
+                await output.put(mod.Message(payload, offset, now, keys=["key"]))
+
+        async def ack_handler(self, ack_request):
+            for offset in ack_request.offsets:
+                self.to_ack.remove(int(offset.offset))
+
+        async def nack_handler(self, nack_request):
+            pass
+
+        async def pending_handler(self):
+            return mod.PendingResponse(count=0)
+
+        async def active_partitions_handler(self):
+            return mod.PartitionsResponse(partitions=[0])
+
+    return Endless()
 
 
 def serve_v014(api: str, rpc: str, outputs: int, sleep_ms: int, run_dir: str) -> None:

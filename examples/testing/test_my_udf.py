@@ -33,6 +33,19 @@ def test_shout_drops_blank_input() -> None:
         assert list(udf.map(b"   ")[0].tags) == [DROP]
 
 
+def test_shout_in_two_worker_processes() -> None:
+    """As MultiProcServer and MapMultiprocServer serve it: one stream over 2 workers.
+
+    The workers import the handler by name: it lives at the top level of my_udf.py.
+    """
+    with testing.serve_function_sync(map_handler=shout, processes=2) as udf:
+        assert [udf.map(word)[0].value for word in ("one", "two", "three")] == [
+            b"ONE",
+            b"TWO",
+            b"THREE",
+        ]
+
+
 @pytest.mark.anyio
 async def test_shout_tags_long_text() -> None:
     """An async test: same server, awaited calls."""

@@ -31,9 +31,11 @@ from pynumaflow._core.options import pool_stall_after
 from pynumaflow._types.errors import ReturnTypeError
 
 __all__ = [
+    "END_OF_ITEMS",
     "Handler",
     "HandlerErrors",
     "Invoker",
+    "SyncStreams",
     "inspect_handler",
     "inspect_methods",
     "note_progress",
@@ -237,7 +239,7 @@ class _Completions:
                 error = RuntimeError("the handler raised StopIteration")
             except BaseException as err:
                 error = err
-            self._put(future, error, result)
+            self.put(future, error, result)
 
         return run
 
@@ -259,16 +261,17 @@ class _Completions:
                 result = context.copy().run(func, *args)
             except BaseException as err:
                 error = err
-            self._put(functools.partial(done, index), error, result)
+            self.put(functools.partial(done, index), error, result)
 
         return run
 
-    def _put(
+    def put(
         self,
         future: Union[asyncio.Future[Any], Callable[[Optional[BaseException], Any], None]],
         error: Optional[BaseException],
         result: Any,
     ) -> None:
+        """From any thread: settle ``future`` (or call it) on the loop, in the next batch."""
         with self._lock:
             self._done.append((future, error, result))
             wake = not self._wake_pending
@@ -285,7 +288,7 @@ class _Completions:
             if not isinstance(future, asyncio.Future):
                 future(error, result)
                 continue
-            if future.cancelled():
+            if future.done():  # cancelled meanwhile
                 continue
             if error is None:
                 future.set_result(result)
@@ -293,85 +296,125 @@ class _Completions:
                 future.set_exception(error)
 
 
-_ITEM, _END_OF_ITEMS, _ERROR = "item", "end", "error"
+END_OF_ITEMS = object()
+"""A sync stream call's outcome (:meth:`SyncStreams.take`) when its handler ended normally."""
 
 
-class _FromThread:
-    """A bounded channel from a sync stream handler, run in the pool, to the event loop.
+class SyncStreams:
+    """Sync stream handler calls (map stream generators) run in the pool, for the loop.
 
-    The producer never waits for room: once ``limit`` items are unread it pauses
-    (:meth:`pause`), giving its pool thread back, and the loop calls ``resume`` (which
-    runs the producer again in the pool) once half of them are read. So a stream whose
-    client reads slowly holds no thread. The thread wakes the loop only when the loop
-    waits for an item, so while the loop is busy, items pile up without a self-pipe
-    write each.
+    Made by :meth:`Invoker.stream_each` for the requests of one read (or one call): each
+    call's items are handed over as it yields them, and the loop takes every call's
+    news at once (:meth:`take`); the threads wake it only when it waits, through the
+    pool's :class:`_Completions`, so while the loop is busy the items of every call
+    pile up, and many calls' wake-ups cost one self-pipe write. No call waits for room:
+    once ``limit`` of its items are unsent it pauses, giving its pool thread back, and
+    the loop resumes it in the pool once half of them are sent (:meth:`sent`). So a
+    stream whose client reads slowly holds no thread.
     """
 
-    def __init__(
-        self, loop: asyncio.AbstractEventLoop, limit: int, resume: Callable[[], object]
-    ) -> None:
-        self._loop = loop
+    def __init__(self, completions: _Completions, count: int, limit: int) -> None:
+        self._completions = completions
         self._limit = limit
-        self._resume = resume
         self._lock = threading.Lock()
-        self._items: Deque[tuple[str, Any]] = collections.deque()
-        self._unread = 0
-        self._waiter: Optional[asyncio.Future[None]] = None  # the loop, waiting for items
-        self._paused = False
+        self._items: list[list[Any]] = [[] for _ in range(count)]
+        self._outcomes: list[object] = [None] * count  # END_OF_ITEMS or the error, once over
+        self._unsent = [0] * count  # handed over and not yet sent (taken or not)
+        self._paused = [False] * count
+        self._news: list[int] = []  # calls with items or an outcome not yet taken
+        self._flagged = [False] * count  # in _news
+        self._waiter: Optional[asyncio.Future[Any]] = None  # the loop, waiting for news
+        self.resume: Callable[[int], object] = lambda index: None
+        """On the loop: runs paused call ``index`` on in the pool (set by the invoker)."""
+        self.close: Callable[[int], object] = lambda index: None
+        """On the loop: closes paused call ``index`` in the pool (set by the invoker)."""
         self.stopped = False
-        """Set by :meth:`stop`: the loop side will read nothing more."""
+        """Set by :meth:`stop`: the loop side will take nothing more."""
 
-    def push(self, kind: str, item: Any) -> Optional[bool]:
-        """In the thread: hand over one entry; return whether ``limit`` items are unread.
+    def _flag(self, index: int) -> Optional[asyncio.Future[Any]]:
+        # Under the lock: note news of call `index`; the waiter to wake, if any.
+        if not self._flagged[index]:
+            self._flagged[index] = True
+            self._news.append(index)
+        waiter, self._waiter = self._waiter, None
+        return waiter
 
-        Returns None, dropping the entry, once the loop side has stopped.
+    def push(self, index: int, item: Any) -> Optional[bool]:
+        """In the thread: hand over one item; return whether ``limit`` items are unsent.
+
+        Returns None, dropping the item, once the loop side has stopped.
         """
         with self._lock:
             if self.stopped:
                 return None
-            self._items.append((kind, item))
-            self._unread += 1
-            full = self._unread >= self._limit
-            waiter, self._waiter = self._waiter, None
+            self._items[index].append(item)
+            unsent = self._unsent[index] = self._unsent[index] + 1
+            waiter = self._flag(index)
         note_progress()
         if waiter is not None:
-            with contextlib.suppress(RuntimeError):  # the loop closed: nobody is listening
-                self._loop.call_soon_threadsafe(settle, waiter)
-        return full
+            self._completions.put(waiter, None, None)
+        return unsent >= self._limit
 
-    def pause(self) -> bool:
-        """In the thread: True if the producer should return now and wait to be resumed.
+    def end(self, index: int, outcome: object) -> None:
+        """In the thread: call ``index`` is over (:data:`END_OF_ITEMS` or its error)."""
+        with self._lock:
+            self._outcomes[index] = outcome
+            waiter = self._flag(index)
+        if waiter is not None:
+            self._completions.put(waiter, None, None)
 
-        That is while ``limit`` items are unread, unless the loop side has stopped (the
-        producer then sees it on its next push and closes the handler itself).
+    def pause(self, index: int) -> bool:
+        """In the thread: True if call ``index`` should return now and wait to be resumed.
+
+        That is while ``limit`` of its items are unsent, unless the loop side has stopped
+        (the call then sees it on its next push and closes the handler itself).
         """
         with self._lock:
-            self._paused = self._unread >= self._limit and not self.stopped
-            return self._paused
+            paused = self._paused[index] = self._unsent[index] >= self._limit and not self.stopped
+            return paused
 
-    async def get(self) -> tuple[str, Any]:
-        """On the loop: the next entry, waiting for the thread if there is none yet."""
+    async def take(self) -> list[tuple[int, list[Any], object]]:
+        """On the loop: ``(index, items, outcome)`` of every call with news (waiting for one).
+
+        The outcome is None while the call runs on. Call :meth:`sent` once the items are
+        sent.
+        """
         while True:
             with self._lock:
-                if self._items:
-                    entry = self._items.popleft()
-                    self._unread -= 1
-                    resume = self._paused and self._unread <= self._limit // 2
-                    if resume:
-                        self._paused = False
-                    break
-                waiter = self._waiter = self._loop.create_future()
+                if self._news:
+                    items, outcomes, flagged = self._items, self._outcomes, self._flagged
+                    news = []
+                    for index in self._news:
+                        news.append((index, items[index], outcomes[index]))
+                        items[index] = []
+                        flagged[index] = False
+                    self._news = []
+                    return news
+                waiter = self._waiter = self._completions.loop.create_future()
             await waiter
-        if resume:
-            self._resume()
-        return entry
 
-    def stop(self) -> bool:
-        """On the loop: read nothing more. True if the producer is paused (nobody runs it)."""
+    def sent(self, index: int, count: int) -> None:
+        """On the loop: ``count`` items of call ``index`` are sent; resume it at half."""
+        with self._lock:
+            unsent = self._unsent[index] = self._unsent[index] - count
+            resume = self._paused[index] and unsent <= self._limit // 2
+            if resume:
+                self._paused[index] = False
+        if resume:
+            self.resume(index)
+
+    def stop(self) -> None:
+        """On the loop: take nothing more, and close the calls paused (nobody runs them).
+
+        The calls running see it at their next item and close themselves; those not
+        started never start.
+        """
         with self._lock:
             self.stopped = True
-            paused, self._paused = self._paused, False
-            return paused
+            paused = [index for index, flag in enumerate(self._paused) if flag]
+            self._paused = [False] * len(self._paused)
+        for index in paused:
+            self.close(index)
 
 
 _WORKER = threading.local()  # .pool: the _Pool whose thread this is
@@ -446,22 +489,37 @@ class _Pool:
         for _ in range(min(len(jobs), self._max)):
             self.submit(take_in_turn)
 
+    def hand_on(self, job: Callable[[], None]) -> None:
+        """In a pool thread: run ``job`` in this thread once its current job returns.
+
+        No queue, no thread woken: a sync map stream's generator that ends hands its
+        slot to the next one this way (:class:`_StreamSlots`), so a read of short
+        generators costs a few thread hops rather than one each.
+        """
+        _WORKER.next = job
+
     def _work(self) -> None:
         _WORKER.pool = self
+        _WORKER.next = None
         me = threading.current_thread()
         while True:
-            job = self._jobs.get()
+            job: Optional[Callable[[], None]] = self._jobs.get()
             if job is None:
                 return
             with self._lock:
                 self.waiting -= 1
-                self._running[me] = self.progress = time.monotonic()
-            try:
-                job()
-            finally:
+            while job is not None:
                 with self._lock:
-                    del self._running[me]
-                    self.progress = time.monotonic()
+                    self._running[me] = self.progress = time.monotonic()
+                try:
+                    job()
+                finally:
+                    with self._lock:
+                        del self._running[me]
+                        self.progress = time.monotonic()
+                job, _WORKER.next = _WORKER.next, None
+                if self._closed:
+                    job = None
             self._idle.release()
 
     def close(self) -> list[tuple[str, float]]:
@@ -488,7 +546,8 @@ class _StreamSlots:
 
     A handler's first run goes through :meth:`start` instead of straight to the pool;
     its thread calls :meth:`release` once the handler is over, which hands the slot to
-    the next parked handler directly, without a round trip through the event loop.
+    the next parked handler, run next by that same thread (:meth:`_Pool.hand_on`):
+    without a round trip through the event loop, and without waking another thread.
     """
 
     def __init__(self, pool: _Pool, limit: int) -> None:
@@ -506,12 +565,13 @@ class _StreamSlots:
         self._pool.submit(job)
 
     def release(self) -> None:
+        """In the pool thread that ran the handler: free its slot, or hand it on."""
         with self._lock:
             if not self._parked:
                 self._free += 1
                 return
             job = self._parked.popleft()
-        self._pool.submit(job)
+        self._pool.hand_on(job)
 
 
 class Invoker:
@@ -544,24 +604,19 @@ class Invoker:
 
     def run_in_pool(self, func: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
         """Run a plain function in the handler pool (with the current context)."""
-        return self._submit(contextvars.copy_context(), func, *args)
+        completions = self._completions_here()
+        future = completions.loop.create_future()
+        run = completions.runner(future, contextvars.copy_context(), func)
+        self._pool.submit(functools.partial(run, *args))
+        return future
 
-    def _submit(
-        self,
-        context: contextvars.Context,
-        func: Callable[..., Any],
-        *args: Any,
-        via: Optional[Callable[[Callable[[], None]], None]] = None,
-    ) -> asyncio.Future[Any]:
-        """Run ``func(*args)`` in ``context`` in the pool (or hand the job to ``via``)."""
+    def _completions_here(self) -> _Completions:
+        """The running loop's :class:`_Completions` (a server runs one loop at a time)."""
         loop = asyncio.get_running_loop()
         completions = self._completions
         if completions is None or completions.loop is not loop:
             completions = self._completions = _Completions(loop)
-        future = loop.create_future()
-        run = completions.runner(future, context, func)
-        (via or self._pool.submit)(functools.partial(run, *args))
-        return future
+        return completions
 
     def call_each(
         self,
@@ -578,11 +633,9 @@ class Invoker:
         (``_Pool.submit_many``).
         """
         assert not handler.is_async
-        loop = asyncio.get_running_loop()
-        completions = self._completions
-        if completions is None or completions.loop is not loop:
-            completions = self._completions = _Completions(loop)
-        run = completions.each_runner(contextvars.copy_context(), handler.func, done, wanted)
+        run = self._completions_here().each_runner(
+            contextvars.copy_context(), handler.func, done, wanted
+        )
         self._pool.submit_many([functools.partial(run, i, args) for i, args in enumerate(calls)])
 
     def stalled(self) -> Optional[str]:
@@ -601,50 +654,56 @@ class Invoker:
             )
         return None
 
-    def iterate(self, handler: Handler, *args: Any) -> AsyncGenerator[Any, None]:
-        """Iterate a stream handler: an async generator, or a sync iterable in the pool."""
-        if handler.is_async:
-            return handler.func(*args)  # type: ignore[no-any-return]
-        return self._iterate_in_thread(handler.func, args)
+    def stream_each(self, handler: Handler, calls: list[tuple[Any, ...]]) -> SyncStreams:
+        """Run a sync stream handler with each argument tuple of ``calls``, in the pool.
 
-    async def _iterate_in_thread(
-        self, func: Callable[..., Any], args: tuple[Any, ...]
-    ) -> AsyncGenerator[Any, None]:
-        """Drive a sync iterable in the pool, at most _STREAM_AHEAD items ahead.
-
-        It runs in a pool thread only while it produces: once its stream is
-        _STREAM_AHEAD items behind, it gives the thread back, and continues in the pool
-        once the stream has sent half of them. A generator may be resumed in any thread,
-        never in two at once. Each run gets a copy of the caller's context (one context
-        cannot be entered by a thread still leaving it and by the next at once). It
-        starts once one of ``max_threads`` stream slots is free (:class:`_StreamSlots`),
-        and frees it once it has ended or been closed.
+        Each call runs in a pool thread only while it produces: once _STREAM_AHEAD of its
+        items are unsent, it gives the thread back, and continues in the pool once half
+        of them are sent. A generator may be resumed in any thread, never in two at
+        once. Each run gets a copy of the caller's context (one context cannot be
+        entered by a thread still leaving it and by the next at once). A call starts
+        once one of ``max_threads`` stream slots is free (:class:`_StreamSlots`), and
+        frees it once it has ended or been closed; a call that ends hands its slot, and
+        its thread, to the next call waiting. The loop takes the items with
+        :meth:`SyncStreams.take`, and must :meth:`SyncStreams.stop` them (then the calls
+        still under way are closed).
         """
+        assert not handler.is_async
+        func = handler.func
         slots = self._stream_slots
+        pool = self._pool
         context = contextvars.copy_context()
-        iterator: Optional[Iterator[Any]] = None
+        iterators: list[Optional[Iterator[Any]]] = [None] * len(calls)
+        arguments: list[Optional[tuple[Any, ...]]] = list(calls)  # dropped once started
 
-        def produce() -> None:
-            nonlocal iterator
+        def produce(index: int) -> None:
+            iterator = iterators[index]
             try:
                 if iterator is None:
-                    iterator = iter(func(*args))
-                if channel.pause():
-                    return  # resumed in the pool once half is read
+                    if streams.stopped:  # the loop gave up before this call started
+                        slots.release()
+                        return
+                    args, arguments[index] = arguments[index], None
+                    assert args is not None
+                    iterator = iterators[index] = iter(func(*args))
+                if streams.pause(index):
+                    return  # resumed in the pool once half is sent
                 for item in iterator:
-                    full = channel.push(_ITEM, item)
+                    full = streams.push(index, item)
                     if full is None:  # the stream stopped reading
-                        close()
+                        close(index)
                         return
-                    if full and channel.pause():
+                    if full and streams.pause(index):
                         return
-                channel.push(_END_OF_ITEMS, None)
+                streams.end(index, END_OF_ITEMS)
             except BaseException as err:
-                channel.push(_ERROR, err)
+                streams.end(index, err)
+            iterators[index] = None
             slots.release()
 
-        def close() -> None:
-            closer: Optional[Callable[[], None]] = getattr(iterator, "close", None)
+        def close(index: int) -> None:
+            closer: Optional[Callable[[], None]] = getattr(iterators[index], "close", None)
+            iterators[index] = None
             try:
                 if closer is not None:
                     closer()
@@ -652,24 +711,36 @@ class Invoker:
                 _LOGGER.error("the stream handler failed while closing: %r", err, exc_info=err)
             slots.release()
 
-        channel = _FromThread(
-            asyncio.get_running_loop(),
-            _STREAM_AHEAD,
-            lambda: self._submit(context.copy(), produce),
-        )
-        self._submit(context.copy(), produce, via=slots.start)
+        def in_pool(work: Callable[[int], None], index: int) -> Callable[[], None]:
+            return functools.partial(context.copy().run, work, index)
+
+        streams = SyncStreams(self._completions_here(), len(calls), _STREAM_AHEAD)
+        streams.resume = lambda index: pool.submit(in_pool(produce, index))
+        streams.close = lambda index: pool.submit(in_pool(close, index))
+        for index in range(len(calls)):
+            slots.start(in_pool(produce, index))
+        return streams
+
+    async def _batches_in_thread(
+        self, handler: Handler, args: tuple[Any, ...]
+    ) -> AsyncGenerator[list[Any], None]:
+        """One sync stream call (:meth:`stream_each`): its items a batch at a time.
+
+        Each batch counts as sent when the next is asked for.
+        """
+        streams = self.stream_each(handler, [args])
         try:
             while True:
-                kind, item = await channel.get()
-                if kind is _ITEM:
-                    yield item
-                elif kind is _END_OF_ITEMS:
-                    return
-                else:
-                    raise item
+                for _, items, outcome in await streams.take():
+                    if items:
+                        yield items
+                        streams.sent(0, len(items))
+                    if outcome is END_OF_ITEMS:
+                        return
+                    if isinstance(outcome, BaseException):
+                        raise outcome
         finally:
-            if channel.stop():  # paused: close it in the pool, where it runs
-                self._submit(context.copy(), close)
+            streams.stop()
 
     async def relay(
         self,
@@ -682,12 +753,17 @@ class Invoker:
     ) -> None:
         """Run a stream handler, sending each item it yields, encoded, as soon as it comes.
 
-        Its errors, and what ``encode`` rejects, become statuses as
-        :class:`HandlerErrors` says; items already sent stay sent.
+        An async generator is iterated on the loop; a sync iterable in the pool
+        (:meth:`_batches_in_thread`), its items taken a batch at a time. Its errors, and
+        what ``encode`` rejects, become statuses as :class:`HandlerErrors` says; items
+        already sent stay sent.
         """
         errors = HandlerErrors(handler, v1_container=v1_container)
+        if not handler.is_async:
+            await self._relay_batches(handler, args, encode, send, errors)
+            return
         with errors:
-            items = self.iterate(handler, *args)
+            items: AsyncGenerator[Any, None] = handler.func(*args)
         async with contextlib.aclosing(items):
             while True:
                 with errors:
@@ -697,6 +773,27 @@ class Invoker:
                         return
                     payload = encode(item)
                 await send(payload)
+
+    async def _relay_batches(
+        self,
+        handler: Handler,
+        args: tuple[Any, ...],
+        encode: Callable[[Any], bytes],
+        send: Callable[[bytes], Awaitable[None]],
+        errors: HandlerErrors,
+    ) -> None:
+        batches = self._batches_in_thread(handler, args)
+        async with contextlib.aclosing(batches):
+            while True:
+                with errors:
+                    try:
+                        items = await anext(batches)
+                    except StopAsyncIteration:
+                        return
+                for item in items:
+                    with errors:
+                        payload = encode(item)
+                    await send(payload)
 
     def shutdown(self) -> None:
         """Stop the pool without waiting for handlers still running (they cannot be interrupted).

@@ -1,10 +1,11 @@
 """Every example runs with its sample input and gives the output recorded beside it.
 
-Through `pynumaflow run`, except the batch map examples (the command does not drive
-batch map yet): those run as the platform runs them, a process serving batchmap.sock,
-and get their sample input as one batch through grpcio stubs. The expected output is
-recorded beside the input (event_time is left out there when it is the time of the run;
-reduce output is compared in any order, since key groups answer as they finish).
+Through `pynumaflow run`, every kind; the batch map examples also as the platform runs
+them, a process serving batchmap.sock fed its sample input as one batch through grpcio
+stubs (test_examples_windows.py does the same for the streamed window kinds). The
+expected output is recorded beside the input (event_time is left out there when it is
+the time of the run; reduce, reduce stream and session output is compared in any
+order, since key groups answer as they finish; accumulator output in order per key).
 """
 
 from __future__ import annotations
@@ -26,17 +27,10 @@ from conftest import CHANNEL_OPTIONS, ROOT
 from helpers import v1_request_fields
 from procs import finish, start_script, wait_for_server_info
 
-# `pynumaflow run` does not drive batch map yet: those examples are fed their input
-# through grpcio stubs instead.
-ALL_EXAMPLES = sorted(p.parent for p in (ROOT / "examples").glob("*/*/expected.jsonl"))
-BATCH_MAP = [p for p in ALL_EXAMPLES if p.parent.name == "batchmap"]
-# Nor the streaming window kinds (reduce stream, accumulator, session reduce):
-# test_examples_windows.py drives those examples as the platform does.
-WINDOWS = [
-    ROOT / "examples" / "modern" / name
-    for name in ("reducestream_counter", "accumulator_sorter", "session_counter")
-]
-EXAMPLES = [p for p in ALL_EXAMPLES if p not in BATCH_MAP and p not in WINDOWS]
+EXAMPLES = sorted(p.parent for p in (ROOT / "examples").glob("*/*/expected.jsonl"))
+BATCH_MAP = [p for p in EXAMPLES if p.parent.name == "batchmap"]
+# The arguments an example's pipeline.yaml implies: session_counter's 10 s session gap.
+ARGS = {"session_counter": ["--window", "10s"]}
 IDS = [str(p.relative_to(ROOT / "examples")) for p in EXAMPLES]
 
 
@@ -46,6 +40,7 @@ def runs() -> dict[Path, tuple[int, str, str]]:
     procs = {}
     for folder in EXAMPLES:
         command = [sys.executable, "-m", "pynumaflow", "run", "example.py", "-q"]
+        command += ARGS.get(folder.name, [])
         # A side-input retriever reads no input; a source reads its own file.
         command += [arg for sample in folder.glob("input.*") for arg in ("-i", sample.name)]
         procs[folder] = subprocess.Popen(
@@ -77,12 +72,19 @@ def test_example_gives_its_expected_output(
     shown = [{key: value for key, value in line.items() if key in recorded} for line in actual]
     # Times are compared as times: 2021-06-01T00:00:00Z is 2021-06-01T00:00:00.000Z.
     for line in (*shown, *expected):
-        if "event_time" in line:
-            line["event_time"] = parse_time(line["event_time"])
-    if "reduce" in folder.name:
-        shown, expected = sorted(shown, key=json.dumps), sorted(expected, key=json.dumps)
+        for name in ("event_time", "window_start", "window_end"):
+            if name in line:
+                line[name] = parse_time(line[name])
+    if "reduce" in folder.name or "session" in folder.name:
+        shown, expected = sorted(shown, key=repr), sorted(expected, key=repr)
+    elif "accumulator" in folder.name:  # each key's outputs in order; keys may interleave
+        shown, expected = by_key(shown), by_key(expected)
     assert shown == expected
     assert "with SIGTERM; it exited with code 0" in err
+
+
+def by_key(lines: list[dict[str, object]]) -> list[dict[str, object]]:
+    return sorted(lines, key=lambda line: json.dumps(line["keys"]))  # stable: order kept
 
 
 @pytest.mark.anyio

@@ -117,7 +117,7 @@ GRAPH = {name: imports_of(name, path) for name, path in our_modules()}
 def folder_of(module: str) -> str:
     """The folder (package) a module sits in.
 
-    The top-level modules (the package with its version, testing, errors, _invoke) are
+    The top-level modules (the package with its version, errors, _invoke) are
     of different layers, so each stands alone.
     """
     path = SRC / Path(*module.split("."))

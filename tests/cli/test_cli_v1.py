@@ -318,3 +318,37 @@ def test_run_drives_a_multiprocess_server_on_v1(
     assert len(outputs) == 40
     assert len({out["value"] for out in outputs}) == 2  # two worker pids
     assert "(v1 protocol" in err
+
+
+MODERN_MULTIPROC = """
+import os
+from pynumaflow.mapper import MapMultiprocServer, Message, Messages
+from pynumaflow.sourcetransformer import SourceTransformMultiProcServer
+from pynumaflow import sourcetransformer
+
+def pid(keys, datum):
+    return Messages(Message(str(os.getpid()).encode(), keys=keys))
+
+def pid_t(keys, datum):
+    value = str(os.getpid()).encode()
+    return sourcetransformer.Messages(sourcetransformer.Message(value, datum.event_time))
+
+if __name__ == "__main__":
+    if os.environ["NUMAFLOW_UD_CONTAINER_TYPE"] == "transformer":
+        SourceTransformMultiProcServer(pid_t, server_count=2).start()
+    else:
+        MapMultiprocServer(pid, server_count=2).start()
+"""
+
+
+@pytest.mark.parametrize("kind", ["map", "mapt"])
+def test_run_drives_the_modern_multiprocess_servers(tmp_path: Path, kind: str) -> None:
+    """MapMultiprocServer and SourceTransformMultiProcServer: one stream, both workers."""
+    lines = "\n".join(json.dumps({"value": str(i), "keys": ["k"]}) for i in range(40))
+    path = script(tmp_path, MODERN_MULTIPROC)
+    code, outputs, err = run("run", path, "--kind", kind, "-q", stdin=lines)
+    assert code == 0, err
+    assert len(outputs) == 40
+    assert len({out["value"] for out in outputs}) == 2  # two worker pids
+    assert f"sending the input as {kind} (v1 protocol" in err
+    assert "exited with code 0" in err

@@ -15,6 +15,7 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
+from rawh2 import Outcome, RawConnection, frame
 
 from pynumaflow.accumulator import AccumulatorAsyncServer, Datum, Message, NonBlockingIterator
 
@@ -49,6 +50,17 @@ def request(pb2: ModuleType, event: str, keys: list[str], value: bytes, second: 
 def close(pb2: ModuleType, keys: list[str], end: Timestamp) -> Any:
     op = pb2.AccumulatorRequest.WindowOperation
     return pb2.AccumulatorRequest(operation=op(event=op.CLOSE, keyedWindow=window(pb2, keys, end)))
+
+
+def raw_call(sock: Path, method: str, body: bytes) -> Outcome:
+    """Send ``body`` in one DATA frame on a new ``method`` stream, half-close, read the answer."""
+    connection = RawConnection(str(sock))
+    try:
+        stream_id = connection.open(method)
+        connection.send(stream_id, body, end_stream=True)
+        return connection.wait(stream_id, timeout=30)
+    finally:
+        connection.close()
 
 
 async def forward(datums: AsyncIterable[Datum], output: NonBlockingIterator[Message]) -> None:
@@ -204,3 +216,37 @@ async def test_the_datum_shows_user_and_system_metadata(
             talk = await converse(stub.AccumulateFn(), [request_], await_first=False)
     assert talk.code == grpc.StatusCode.OK, talk.details
     assert seen == [(b"user", b"system")]
+
+
+async def test_the_results_of_a_loop_pass_leave_in_one_data_frame(
+    stubs: dict[str, ModuleType], sock_dir: Path
+) -> None:
+    """300 datums over 10 keys sent at once: a few DATA frames, not one per response.
+
+    Every datum is passed on in its key's order, then an EOF per key echoes its CLOSE.
+    """
+    pb2 = stubs["accumulator_pb2"]
+    keys = [[f"k{k}"] for k in range(10)]
+    requests = [
+        request(pb2, "OPEN" if i < 10 else "APPEND", keys[i % 10], str(i).encode(), 1000 + i)
+        for i in range(300)
+    ]
+    requests += [close(pb2, k, Timestamp(seconds=5000)) for k in keys]
+    body = b"".join(frame(r.SerializeToString()) for r in requests)
+    server = AccumulatorAsyncServer(
+        forward,
+        sock_path=str(sock_dir / "accumulator.sock"),
+        server_info_file=str(sock_dir / "accumulator-server-info"),
+    )
+    async with server.running():
+        method = "/accumulator.v1.Accumulator/AccumulateFn"
+        outcome = await asyncio.to_thread(raw_call, sock_dir / "accumulator.sock", method, body)
+    assert outcome.status == 0, outcome.message
+    responses = [pb2.AccumulatorResponse.FromString(m) for m in outcome.messages()]
+    for k, key in enumerate(keys):
+        mine = [r for r in responses if list(r.window.keys) == key]
+        assert [r.payload.value for r in mine[:-1]] == [str(i).encode() for i in range(k, 300, 10)]
+        assert mine[-1].EOF
+        assert mine[-1].window == window(pb2, key, Timestamp(seconds=5000))
+    assert len(responses) == 310
+    assert outcome.data_frames <= 20, outcome.data_frames  # one per response before

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -13,12 +14,13 @@ from typing import Any
 
 import grpc
 import pytest
+from rawh2 import RawConnection, frame
 
 from pynumaflow._engines import bidi
 from pynumaflow.function import DROP, Datum, Message, Messages
 
 from conftest import CHANNEL_OPTIONS
-from helpers import converse, serving, v1_request_fields
+from helpers import converse, datum_request, serving, v1_request_fields
 
 pytestmark = pytest.mark.anyio
 UTC = timezone.utc
@@ -417,18 +419,30 @@ async def test_stream_sends_each_message_as_soon_as_it_is_yielded(
     assert eot.status.eot
 
 
+@pytest.mark.parametrize("sync", [False, True], ids=["async", "sync"])
 async def test_stream_interleaves_ids(
-    sock_path: str, info_path: str, stream_stub: Any, map_pb2: ModuleType
+    sync: bool, sock_path: str, info_path: str, stream_stub: Any, map_pb2: ModuleType
 ) -> None:
-    """Requests are handled concurrently: a slow id does not hold back a fast one."""
+    """Requests are handled concurrently: a slow id does not hold back a fast one.
+
+    Sync: both requests are read together, so their generators run as one group in the
+    pool (``Invoker.stream_each``); the fast one's messages go out while the slow one
+    still blocks its thread.
+    """
     release = asyncio.Event()
+    released = threading.Event()
 
     async def gated(keys: list[str], datum: Datum) -> AsyncIterator[Message]:
         if datum.value == b"slow":
             await release.wait()
         yield Message(datum.value)
 
-    async with serving(sock_path, info_path, map_stream_handler=gated):
+    def gated_sync(keys: list[str], datum: Datum) -> Iterator[Message]:
+        if datum.value == b"slow":
+            assert released.wait(10)
+        yield Message(datum.value)
+
+    async with serving(sock_path, info_path, map_stream_handler=gated_sync if sync else gated):
         call = stream_stub.MapFn()
         await call.write(handshake(map_pb2))
         await call.read()
@@ -436,6 +450,7 @@ async def test_stream_interleaves_ids(
         await call.write(request(map_pb2, "fast", b"fast"))
         fast = [await asyncio.wait_for(call.read(), 10) for _ in range(2)]
         release.set()
+        released.set()
         await call.done_writing()
         slow = [await call.read() for _ in range(2)]
         assert await call.code() == grpc.StatusCode.OK
@@ -445,32 +460,242 @@ async def test_stream_interleaves_ids(
     assert slow[1].status.eot
 
 
+async def breaks(keys: list[str], datum: Datum) -> AsyncIterator[Message]:
+    yield Message(b"one")
+    raise RuntimeError("broke midway")
+
+
+def breaks_sync(keys: list[str], datum: Datum) -> Iterator[Message]:
+    yield Message(b"one")
+    raise RuntimeError("broke midway")
+
+
+@pytest.mark.parametrize("handler", [breaks, breaks_sync], ids=["async", "sync"])
 async def test_stream_error_after_some_messages(
-    sock_path: str, info_path: str, stream_stub: Any, map_pb2: ModuleType, monkeypatch: Any
+    handler: Any,
+    sock_path: str,
+    info_path: str,
+    stream_stub: Any,
+    map_pb2: ModuleType,
+    monkeypatch: Any,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """Messages yielded before a failure stay sent; then the stream fails INTERNAL, no EOT."""
+    """Messages yielded before a failure stay sent; then the stream fails INTERNAL, no EOT.
+
+    The traceback travels as DebugInfo, and the error is logged once.
+    """
     monkeypatch.setenv("NUMAFLOW_UD_CONTAINER_TYPE", "udf")
-
-    async def breaks(keys: list[str], datum: Datum) -> AsyncIterator[Message]:
-        yield Message(b"one")
-        raise RuntimeError("broke midway")
-
-    async with serving(sock_path, info_path, map_stream_handler=breaks):
+    async with serving(sock_path, info_path, map_stream_handler=handler):
         talk = await converse(stream_stub.MapFn(), [handshake(map_pb2), request(map_pb2, "e")])
     assert [results(r) for r in talk.responses[1:]] == [[([], b"one", [])]]
     assert talk.code == grpc.StatusCode.INTERNAL
     assert talk.details == "UDF_EXECUTION_ERROR(udf): RuntimeError('broke midway')"
+    assert "broke midway" in str(talk.status_details())
+    logged = [r for r in caplog.records if r.levelname == "ERROR" and "raised" in r.getMessage()]
+    assert len(logged) == 1
+    assert logged[0].exc_info is not None
 
 
+async def yields_bytes(keys: list[str], datum: Datum) -> AsyncIterator[Any]:
+    yield b"raw"
+
+
+def yields_bytes_sync(keys: list[str], datum: Datum) -> Iterator[Any]:
+    yield b"raw"
+
+
+@pytest.mark.parametrize("handler", [yields_bytes, yields_bytes_sync], ids=["async", "sync"])
 async def test_stream_yielding_a_wrong_type(
-    sock_path: str, info_path: str, stream_stub: Any, map_pb2: ModuleType
+    handler: Any, sock_path: str, info_path: str, stream_stub: Any, map_pb2: ModuleType
 ) -> None:
     """A stream handler yielding bytes fails the stream, saying what was expected."""
-
-    async def yields_bytes(keys: list[str], datum: Datum) -> AsyncIterator[Any]:
-        yield b"raw"
-
-    async with serving(sock_path, info_path, map_stream_handler=yields_bytes):
+    async with serving(sock_path, info_path, map_stream_handler=handler):
         talk = await converse(stream_stub.MapFn(), [handshake(map_pb2), request(map_pb2, "e")])
     assert talk.code == grpc.StatusCode.INTERNAL
     assert "yielded bytes; expected Message" in talk.details
+
+
+async def test_sync_stream_requests_beyond_the_threads_are_all_answered(
+    sock_path: str, info_path: str, stream_stub: Any, map_pb2: ModuleType
+) -> None:
+    """200 requests read together, 2 threads: every request gets its messages and EOT.
+
+    Each generator that ends hands its slot and its thread to the next one waiting.
+    """
+    threads: set[int] = set()
+
+    def three(keys: list[str], datum: Datum) -> Iterator[Message]:
+        threads.add(threading.get_ident())
+        for i in range(3):
+            yield Message(datum.value + b"-%d" % i)
+
+    requests = [request(map_pb2, str(i), b"%d" % i) for i in range(200)]
+    async with serving(sock_path, info_path, map_stream_handler=three, max_threads=2):
+        talk = await converse(stream_stub.MapFn(), [handshake(map_pb2), *requests])
+    assert talk.code == grpc.StatusCode.OK
+    per_id: dict[str, list[Any]] = {}
+    for response in talk.responses[1:]:
+        per_id.setdefault(response.id, []).append(response)
+    assert sorted(per_id, key=int) == [str(i) for i in range(200)]
+    for msg_id, answers in per_id.items():
+        *data, eot = answers
+        assert [r.results[0].value for r in data] == [
+            b"%s-%d" % (msg_id.encode(), i) for i in range(3)
+        ]
+        assert eot.status.eot
+    assert 1 <= len(threads) <= 2
+
+
+async def test_a_failing_sync_stream_request_closes_the_other_generators(
+    sock_path: str, info_path: str, stream_stub: Any, map_pb2: ModuleType
+) -> None:
+    """One request's generator fails: the stream fails, every other generator is closed.
+
+    Twenty requests read together, their generators under way at once: the others would
+    yield forever, and each runs its ``finally``; the failing one's messages before its
+    error were sent, and it gets no EOT.
+    """
+    lock = threading.Lock()
+    started: list[bytes] = []
+    closed: list[bytes] = []
+    fail = threading.Event()
+    deadline = time.monotonic() + 10
+
+    def endless(keys: list[str], datum: Datum) -> Iterator[Message]:
+        with lock:
+            started.append(datum.value)
+        try:
+            yield Message(b"one")
+            if datum.value == b"bad":
+                assert fail.wait(10)  # the client has sent everything
+                while len(started) < 20 and time.monotonic() < deadline:
+                    time.sleep(0.01)  # and every generator is under way
+                raise RuntimeError("bad request")
+            while True:
+                time.sleep(0.001)
+                yield Message(b"more")
+        finally:
+            with lock:
+                closed.append(datum.value)
+
+    requests = [request(map_pb2, "bad", b"bad")]
+    requests += [request(map_pb2, str(i), b"ok%d" % i) for i in range(19)]
+    async with serving(sock_path, info_path, map_stream_handler=endless, max_threads=32):
+        call = stream_stub.MapFn()
+        await call.write(handshake(map_pb2))
+        assert is_handshake(await call.read())
+        for message in requests:
+            await call.write(message)
+        await call.done_writing()
+        fail.set()
+        responses = []
+        with pytest.raises(grpc.aio.AioRpcError):
+            while (response := await call.read()) is not grpc.aio.EOF:
+                responses.append(response)
+        while time.monotonic() < deadline:
+            with lock:
+                if sorted(closed) == sorted(started):
+                    break
+            await asyncio.sleep(0.02)
+    assert await call.code() == grpc.StatusCode.INTERNAL
+    assert "bad request" in await call.details()
+    assert len(started) == 20
+    assert sorted(closed) == sorted(started)
+    bad = [r for r in responses if r.id == "bad"]
+    assert [results(r) for r in bad] == [[([], b"one", [])]]
+
+
+async def test_sync_stream_whose_client_never_reads_holds_no_thread(
+    sock_path: str,
+    info_path: str,
+    sock_dir: Path,
+    stubs: dict[str, ModuleType],
+    map_pb2: ModuleType,
+) -> None:
+    """Ten endless sync generators on a stream nobody reads, 4 threads: sync calls are served.
+
+    Each generator gives its thread back once 64 of its messages wait to be sent, so
+    the sync map handler (here on the legacy function.sock the same server serves)
+    still gets pool threads.
+    """
+
+    def forever(keys: list[str], datum: Datum) -> Iterator[Message]:
+        while True:
+            yield Message(b"x" * 100)
+
+    messages = [handshake(map_pb2), *[request(map_pb2, f"r{i}") for i in range(10)]]
+    body = b"".join(frame(m.SerializeToString()) for m in messages)
+    fn_pb2 = stubs["fn_pb2"]
+    async with serving(
+        sock_path,
+        info_path,
+        map_handler=echo,
+        map_stream_handler=forever,
+        max_threads=4,
+        map_mode="stream-map",
+    ):
+        # A window that lets the handshake's answer out, and little more.
+        readers = await asyncio.to_thread(
+            RawConnection, str(sock_dir / "mapstream.sock"), window=200
+        )
+        try:
+            stream_id = readers.open("/map.v1.Map/MapFn")
+            await asyncio.to_thread(readers.send, stream_id, body)
+            await asyncio.to_thread(readers.pump, 0.5)
+            target = f"unix://{sock_path}"
+            async with grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS) as channel:
+                stub = stubs["fn_grpc"].UserDefinedFunctionStub(channel)
+                replies = [
+                    await stub.MapFn(datum_request(fn_pb2, b"ok%d" % i), timeout=10)
+                    for i in range(5)
+                ]
+        finally:
+            readers.close()
+    assert [r.elements[0].value for r in replies] == [b"ok%d" % i for i in range(5)]
+
+
+async def test_a_sync_generator_paused_by_a_slow_reader_resumes_and_loses_nothing(
+    sock_path: str, info_path: str, sock_dir: Path, map_pb2: ModuleType
+) -> None:
+    """3,000 messages of 1 KiB through a 16 KiB window: every one arrives, in order.
+
+    The generator, 64 messages ahead once the stream's writer is full, gives its thread
+    back and resumes as the client reads; then the EOT.
+    """
+    threads: set[int] = set()
+
+    def many(keys: list[str], datum: Datum) -> Iterator[Message]:
+        for i in range(3000):
+            threads.add(threading.get_ident())
+            yield Message(b"%04d" % i + b"x" * 1020)
+
+    body = frame(handshake(map_pb2).SerializeToString())
+    body += frame(request(map_pb2, "big").SerializeToString())
+    async with serving(sock_path, info_path, map_stream_handler=many, max_threads=4):
+        client = await asyncio.to_thread(
+            RawConnection, str(sock_dir / "mapstream.sock"), window=16384
+        )
+        try:
+            stream_id = client.open("/map.v1.Map/MapFn")
+            await asyncio.to_thread(client.send, stream_id, body)
+            outcome = client.outcomes[stream_id]
+
+            def read_until_the_eot() -> None:
+                # The handshake's answer, 3,000 messages and the EOT.
+                deadline = time.monotonic() + 60
+                while len(outcome.messages()) < 3002 and time.monotonic() < deadline:
+                    client.pump(0.5)
+
+            await asyncio.to_thread(read_until_the_eot)
+            client.send(stream_id, b"", end_stream=True)
+            await asyncio.to_thread(client.wait, stream_id, 10)
+        finally:
+            client.close()
+    responses = [map_pb2.MapResponse.FromString(m) for m in outcome.messages()]
+    assert outcome.status == 0
+    assert is_handshake(responses[0])
+    data, eot = responses[1:-1], responses[-1]
+    assert [r.results[0].value[:4] for r in data] == [b"%04d" % i for i in range(3000)]
+    assert eot.id == "big"
+    assert eot.status.eot
+    assert threads

@@ -10,6 +10,8 @@ import os
 import queue
 import re
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -154,14 +156,21 @@ def start(run_dir: Path) -> Iterator[Start]:
 
 
 class Stream:
-    """One MapFn bidi stream fed from a queue (requests can be added while it runs)."""
+    """One MapFn or SourceTransformFn bidi stream fed from a queue (add requests any time)."""
 
-    def __init__(self, stubs: dict[str, ModuleType], sock: Path) -> None:
-        self.pb2 = stubs["map_pb2"]
+    def __init__(self, stubs: dict[str, ModuleType], sock: Path, transformer: bool = False) -> None:
+        self.transformer = transformer
+        self.pb2 = stubs["transform_pb2" if transformer else "map_pb2"]
+        self._request = self.pb2.SourceTransformRequest if transformer else self.pb2.MapRequest
         self.channel = grpc.insecure_channel(f"unix://{sock}", options=CHANNEL_OPTIONS)
         self._requests: queue.Queue[Optional[Any]] = queue.Queue()
-        self._requests.put(self.pb2.MapRequest(handshake=self.pb2.Handshake(sot=True)))
-        self.call = stubs["map_grpc"].MapStub(self.channel).MapFn(iter(self._requests.get, None))
+        self._requests.put(self._request(handshake=self.pb2.Handshake(sot=True)))
+        requests = iter(self._requests.get, None)
+        if transformer:
+            stub = stubs["transform_grpc"].SourceTransformStub(self.channel)
+            self.call = stub.SourceTransformFn(requests)
+        else:
+            self.call = stubs["map_grpc"].MapStub(self.channel).MapFn(requests)
         self.responses: queue.Queue[Any] = queue.Queue()
         self.error: Optional[grpc.RpcError] = None
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -177,8 +186,12 @@ class Stream:
         self.responses.put(None)
 
     def send(self, msg_id: str, value: bytes, keys: tuple[str, ...] = ("k",)) -> None:
-        request = self.pb2.MapRequest.Request(value=value, keys=list(keys))
-        self._requests.put(self.pb2.MapRequest(id=msg_id, request=request))
+        if self.transformer:
+            request = self._request.Request(id=msg_id, value=value, keys=list(keys))
+            self._requests.put(self._request(request=request))
+            return
+        request = self._request.Request(value=value, keys=list(keys))
+        self._requests.put(self._request(id=msg_id, request=request))
 
     def next(self, timeout: float = 30.0) -> Any:
         return self.responses.get(timeout=timeout)
@@ -264,14 +277,22 @@ def test_a_handler_error_fails_the_stream_as_in_one_process(
     assert output.count("handler raised ValueError") == 1, output
 
 
-@pytest.mark.parametrize("modern", [False, True], ids=["MultiProcServer", "MapMultiprocServer"])
+@pytest.mark.parametrize(
+    "face", ["MultiProcServer", "MapMultiprocServer", "SourceTransformMultiProcServer"]
+)
 def test_sigterm_drains_every_worker_and_exits_0(
-    start: Start, run_dir: Path, stubs: dict[str, ModuleType], modern: bool
+    start: Start, run_dir: Path, stubs: dict[str, ModuleType], face: str
 ) -> None:
     """Requests in progress in both workers are answered; the stream ends UNAVAILABLE; exit 0."""
-    # The modern script asks for server_count=2 over NUM_CPU_MULTIPROC=1.
-    server = start(1, script=MODERN_SCRIPT) if modern else start(2)
-    stream = Stream(stubs, run_dir / "map.sock")
+    # The modern script asks for server_count=2 over NUM_CPU_MULTIPROC=1; its transformer
+    # is served through aexec().
+    transformer = face == "SourceTransformMultiProcServer"
+    if face == "MultiProcServer":
+        server = start(2)
+    else:
+        server = start(1, role="transformer" if transformer else "udf", script=MODERN_SCRIPT)
+    sock = run_dir / ("sourcetransform.sock" if transformer else "map.sock")
+    stream = Stream(stubs, sock, transformer)
     for i in range(6):
         stream.send(f"id-{i}", b"sleep 1")
     time.sleep(0.5)
@@ -284,14 +305,16 @@ def test_sigterm_drains_every_worker_and_exits_0(
     code, output = server.finish()
     assert code == 0, output
     assert "received SIGTERM" in output
-    assert not (run_dir / "mapper-server-info").exists()
+    assert f"starting {face}" in output
+    assert not list(run_dir.glob("*server-info"))
 
 
+@pytest.mark.parametrize("modern", [False, True], ids=["MultiProcServer", "MapMultiprocServer"])
 def test_a_killed_worker_fails_the_stream_retryably_and_the_server_exits_non_zero(
-    start: Start, run_dir: Path, stubs: dict[str, ModuleType]
+    start: Start, run_dir: Path, stubs: dict[str, ModuleType], modern: bool
 ) -> None:
     """SIGKILL to a worker mid-stream: the stream fails UNAVAILABLE; logged; exit non-zero."""
-    server = start(2)
+    server = start(1, script=MODERN_SCRIPT) if modern else start(2)
     stream = Stream(stubs, run_dir / "map.sock")
     stream.send("first", b"")
     victim = int(stream.next().results[0].value)
@@ -476,3 +499,58 @@ def test_the_modern_faces_take_the_process_count_and_refuse_unimportable_handler
         MapMultiprocServer(Local(), server_count=2)
     with pytest.raises(TypeError, match="source_transform_instance must be importable by name"):
         SourceTransformMultiProcServer(lambda keys, datum: None)
+
+
+GUARDED_SCRIPT = """
+from pynumaflow.function import Messages, MultiProcServer
+from pynumaflow.mapper import MapMultiprocServer, Mapper
+
+if __name__ == "__main__":
+    def handler(keys, datum):
+        return Messages()
+
+    class Guarded(Mapper):
+        def handler(self, keys, datum):
+            return Messages()
+
+    for build in (lambda: MultiProcServer(map_handler=handler),
+                  lambda: MapMultiprocServer(Guarded(), server_count=2)):
+        try:
+            build()
+        except TypeError as err:
+            print("refused:", err)
+"""
+
+
+def test_a_handler_defined_under_the_main_guard_is_refused_at_construction(
+    run_dir: Path,
+) -> None:
+    """It pickles in the parent, but a worker runs the script without that block."""
+    code, output = finish(start_script(GUARDED_SCRIPT, run_dir, container_type="udf"))
+    assert code == 0, output
+    script = run_dir / "udf.py"
+    refusals = [line for line in output.splitlines() if line.startswith("refused:")]
+    assert refusals == [
+        f"refused: {keyword} must be importable by name for {owner}: {name} is defined "
+        f'inside the `if __name__ == "__main__":` block of {script}, which its worker '
+        "processes do not run. Define it at the top level of a module or of the script"
+        for keyword, owner, name in [
+            ("map_handler", "MultiProcServer", "handler"),
+            ("mapper_instance", "MapMultiprocServer", "Guarded"),
+        ]
+    ], output
+    # python -c: a worker does not run the main script again at all.
+    command = (
+        "from pynumaflow.function import MultiProcServer\n"
+        "def handler(keys, datum): pass\n"
+        "MultiProcServer(map_handler=handler)\n"
+    )
+    env = dict(os.environ, NUMAFLOW_UD_CONTAINER_TYPE="udf")
+    ran = subprocess.run(
+        [sys.executable, "-c", command], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert ran.returncode == 1
+    assert (
+        "TypeError: map_handler must be importable by name for MultiProcServer: handler is "
+        "defined in a main script that has no file (python -c, a prompt)"
+    ) in ran.stderr, ran.stderr

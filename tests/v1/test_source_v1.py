@@ -14,6 +14,7 @@ from typing import Any, Optional
 
 import grpc
 import pytest
+from rawh2 import Outcome, RawConnection, frame
 from sources import Failing, MemorySource
 from test_drain import ends_with
 
@@ -417,3 +418,27 @@ async def test_the_timeout_ends_the_batch_even_when_its_timer_runs_early(
         ticker.cancel()
     assert talk.code == grpc.StatusCode.OK
     assert batches(talk.responses) == [[]]
+
+
+async def test_a_read_batch_leaves_in_a_few_data_frames(sock_dir: Path, pb2: ModuleType) -> None:
+    """300 messages put for one read: a few DATA frames, not one per message.
+
+    All of them in order, then the EOT; a frame per loop pass of the sender.
+    """
+    body = b"".join(frame(m.SerializeToString()) for m in (read_handshake(pb2), read(pb2, 300)))
+    async with serve(MemorySource(), sock_dir).running():
+        outcome = await asyncio.to_thread(_raw_read, sock_dir / "source.sock", body)
+    assert outcome.status == 0, outcome.message
+    responses = [pb2.ReadResponse.FromString(m) for m in outcome.messages()]
+    assert batches(responses) == [[str(i).encode() for i in range(300)]]
+    assert outcome.data_frames <= 20, outcome.data_frames  # 302 before
+
+
+def _raw_read(sock: Path, body: bytes) -> Outcome:
+    connection = RawConnection(str(sock))
+    try:
+        stream_id = connection.open("/source.v1.Source/ReadFn")
+        connection.send(stream_id, body, end_stream=True)
+        return connection.wait(stream_id, timeout=30)
+    finally:
+        connection.close()

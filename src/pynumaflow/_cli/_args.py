@@ -10,7 +10,7 @@ from pynumaflow import __version__
 from pynumaflow._cli._input import parse_duration
 from pynumaflow._cli._kinds import PREFERENCE, Kind, kind_named
 from pynumaflow._core.options import LEGACY, V1
-from pynumaflow._faces.kinds import KINDS
+from pynumaflow._faces.kinds import EVERY_KIND
 
 __all__ = ["build_parser"]
 
@@ -24,9 +24,12 @@ input lines: a JSON object {"value": "text"} or {"value_b64": "..."}, with optio
 "id", and on v1 "headers" ({"name": "text"}) and "user_metadata" ({"group": {"key":
 "text"}}); any other line is taken as a text value. One JSON object per output goes to
 stdout: keys, value (or value_b64 if not UTF-8), tags, event_time for map, mapt and
-map-stream (and window_start, window_end for reduce), on v1 headers and user_metadata
-when there are any; id, success, err for sink, on v1 also status (fallback, serve,
-on_success) with serve_response or on_success_msg (keys, value, user_metadata).
+map-stream and batch-map (and window_start, window_end for reduce, reduce-stream and
+session-reduce), on v1 headers and user_metadata when there are any; for accumulator
+also watermark and id; {"eof": true, "keys", "window_start", "window_end"} when an
+accumulator key or a session ends; id, success, err for sink, on v1 also status
+(fallback, serve, on_success) with serve_response or on_success_msg (keys, value,
+user_metadata).
 """
 
 
@@ -34,7 +37,7 @@ def _kind(value: str) -> Kind:
     try:
         return kind_named(value.replace("_", "-").replace("mapstream", "map-stream"))
     except KeyError:
-        names = ", ".join(k.name for k in KINDS)
+        names = ", ".join(k.name for k in EVERY_KIND)
         raise argparse.ArgumentTypeError(f"unknown kind {value!r} (one of {names})") from None
 
 
@@ -76,7 +79,7 @@ def _common(parser: argparse.ArgumentParser, protocol_help: str) -> None:
         "--kind",
         "-k",
         type=_kind,
-        help=f"{_or(k.name for k in KINDS)} (default: what the server serves; "
+        help=f"{_or(k.name for k in EVERY_KIND)} (default: what the server serves; "
         f"{' > '.join(k.name for k in PREFERENCE)} when it serves several)",
     )
     parser.add_argument(
@@ -84,16 +87,17 @@ def _common(parser: argparse.ArgumentParser, protocol_help: str) -> None:
         type=_duration,
         default=timedelta(seconds=60),
         metavar="DURATION",
-        help="reduce: the length of the fixed windows inputs are grouped into by event "
-        "time, e.g. 60s, 500ms, 5m (default 60s)",
+        help="reduce and reduce-stream: the length of the fixed windows inputs are grouped "
+        "into by event time, e.g. 60s, 500ms, 5m; accumulator: how long a key's window "
+        "lasts; session-reduce: the session gap (default 60s)",
     )
     parser.add_argument(
         "--batch-size",
         type=_positive_int,
         default=500,
         metavar="N",
-        help="sink: datums per SinkFn call; source: records per read (default 500, the "
-        "platform's read batch size)",
+        help="sink and batch-map: datums per batch; source: records per read (default "
+        "500, the platform's read batch size)",
     )
     parser.add_argument(
         "--reads",
@@ -185,7 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(
         call,
         "v1 (Numaflow >= 1.4) or legacy (0.8-0.9); default: from the socket's name "
-        "(map.sock, mapstream.sock, sourcetransform.sock, reduce.sock, sink.sock: v1; "
+        "(map.sock, mapstream.sock, batchmap.sock, sourcetransform.sock, reduce.sock, "
+        "reducestream.sock, accumulator.sock, sessionreduce.sock, sink.sock: v1; "
         "function.sock, udsink.sock: legacy) or the server-info files beside it",
     )
     return parser

@@ -38,7 +38,7 @@ def kind_named(name: str) -> Kind:
         KeyError: no kind is named so.
 
     """
-    for kind in kinds.KINDS:
+    for kind in kinds.EVERY_KIND:
         if kind.name == name:
             return kind
     raise KeyError(name)

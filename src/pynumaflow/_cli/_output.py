@@ -11,8 +11,16 @@ from typing import Any, Optional, Union
 from pynumaflow._client.v1 import Result, UserMetadata
 from pynumaflow._types.function import IntervalWindow, Message, MessageT
 from pynumaflow._types.sink import Response
+from pynumaflow._types.windowed import AccumulatorMessage, KeyedWindow
 
-__all__ = ["bytes_fields", "format_time", "message_line", "response_line"]
+__all__ = [
+    "accumulated_line",
+    "bytes_fields",
+    "eof_line",
+    "format_time",
+    "message_line",
+    "response_line",
+]
 
 UTC = timezone.utc
 
@@ -94,4 +102,24 @@ def response_line(response: Response, user_metadata: Optional[UserMetadata] = No
         message.update(bytes_fields("value", response.value))
         _extras(message, None, user_metadata or {})
         line["on_success_msg"] = message
+    return json.dumps(line, ensure_ascii=False)
+
+
+def accumulated_line(message: AccumulatorMessage) -> str:
+    """One accumulator output: keys, value, tags, its event_time, watermark, id, headers."""
+    line: dict[str, Any] = {"keys": list(message.keys), **bytes_fields("value", message.value)}
+    line["tags"] = list(message.tags)
+    for name, moment in (("event_time", message.event_time), ("watermark", message.watermark)):
+        if moment is not None:
+            line[name] = format_time(moment)
+    line["id"] = message.id
+    _extras(line, message.headers, {})
+    return json.dumps(line, ensure_ascii=False)
+
+
+def eof_line(window: KeyedWindow) -> str:
+    """The EOF of an accumulator key or a session: ``eof``, its keys and window."""
+    line = {"eof": True, "keys": list(window.keys)}
+    line["window_start"] = format_time(window.start)
+    line["window_end"] = format_time(window.end)
     return json.dumps(line, ensure_ascii=False)

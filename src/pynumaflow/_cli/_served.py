@@ -16,7 +16,7 @@ from typing import Any, Dict, Optional
 from pynumaflow._cli._errors import RunError, UsageError
 from pynumaflow._core.options import LEGACY, V1
 from pynumaflow._faces import kinds
-from pynumaflow._faces.kinds import FAMILIES, KINDS, Kind
+from pynumaflow._faces.kinds import EVERY_KIND, FAMILIES, Kind
 
 __all__ = [
     "LEGACY_INFO",
@@ -77,7 +77,7 @@ def _announces(info: Dict[str, Any], kind: Kind) -> bool:
     metadata = info.get("metadata") or {}
     wanted = dict(kind.v1.metadata)
     if kind is kinds.MAP:  # a missing or unknown MAP_MODE means unary, as on the platform
-        return metadata.get("MAP_MODE") not in (kinds.STREAM_MAP,)
+        return metadata.get("MAP_MODE") not in (kinds.STREAM_MAP, kinds.BATCH_MAP_MODE)
     return all(metadata.get(key) == value for key, value in wanted.items())
 
 
@@ -88,7 +88,7 @@ def v1_served(folder: Path, role: Optional[str]) -> Dict[Kind, Path]:
     absent from ``folder`` is given as the path it should have).
     """
     served: Dict[Kind, Path] = {}
-    for kind in KINDS:
+    for kind in EVERY_KIND:
         socket = kind.v1.for_role(role) if kind.v1 is not None else None
         if socket is None:
             continue
@@ -101,7 +101,7 @@ def v1_served(folder: Path, role: Optional[str]) -> Dict[Kind, Path]:
 def _v1_kinds_named(name: str) -> list[Kind]:
     return [
         kind
-        for kind in KINDS
+        for kind in EVERY_KIND
         if kind.v1 is not None and any(s.sock == name for s in kind.v1.sockets)
     ]
 
@@ -148,8 +148,8 @@ def served_by_socket(sock: Path, protocol: Optional[str], kind: Optional[Kind]) 
     elif named:
         candidates = named
     else:  # another name: what the files beside it announce, else any kind
-        announced = [k for k in KINDS if k.v1 is not None and _announced_beside(sock, k)]
-        candidates = announced or [k for k in KINDS if k.v1 is not None]
+        announced = [k for k in EVERY_KIND if k.v1 is not None and _announced_beside(sock, k)]
+        candidates = announced or [k for k in EVERY_KIND if k.v1 is not None]
     return Served(V1, sockets=dict.fromkeys(candidates, sock))
 
 

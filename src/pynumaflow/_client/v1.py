@@ -40,13 +40,12 @@ from pynumaflow._client.base import (
 )
 from pynumaflow._proto import common as common_pb
 from pynumaflow._proto.map import v1 as map_pb
-from pynumaflow._proto.reduce import v1 as reduce_pb
 from pynumaflow._proto.sink import v1 as sink_pb
 from pynumaflow._proto.sourcetransformer import v1 as transform_pb
 from pynumaflow._types.function import IntervalWindow
 from pynumaflow._types.sink import Response
 
-__all__ = ["SERVICES", "Input", "Result", "UserMetadata", "V1Connection"]
+__all__ = ["SERVICES", "Input", "Result", "UserMetadata", "V1Connection", "fields", "result_of"]
 
 UserMetadata = Mapping[str, Mapping[str, bytes]]
 """User metadata (Numaflow >= 1.7): groups of key -> bytes, by group name."""
@@ -54,6 +53,10 @@ UserMetadata = Mapping[str, Mapping[str, bytes]]
 SERVICES = {
     "map": "map.v1.Map",
     "map-stream": "map.v1.Map",
+    "batch-map": "map.v1.Map",
+    "reduce-stream": "reduce.v1.Reduce",
+    "accumulator": "accumulator.v1.Accumulator",
+    "session-reduce": "sessionreduce.v1.SessionReduce",
     "mapt": "sourcetransformer.v1.SourceTransform",
     "reduce": "reduce.v1.Reduce",
     "sink": "sink.v1.Sink",
@@ -114,7 +117,7 @@ def user_metadata_of(metadata: Optional[common_pb.Metadata]) -> Dict[str, Dict[s
     return {group: dict(kv.key_value) for group, kv in metadata.user_metadata.items()}
 
 
-def _fields(item: Input) -> Dict[str, Any]:
+def fields(item: Input) -> Dict[str, Any]:
     """The fields every v1 request message has, by name.
 
     Keys, value, times, headers and metadata; the numbers of the last two differ by
@@ -132,15 +135,15 @@ def _fields(item: Input) -> Dict[str, Any]:
 
 
 def _map_request(item: Input, request_id: str) -> map_pb.MapRequest:
-    return map_pb.MapRequest(request=map_pb.MapRequestRequest(**_fields(item)), id=request_id)
+    return map_pb.MapRequest(request=map_pb.MapRequestRequest(**fields(item)), id=request_id)
 
 
 def _transform_request(item: Input, request_id: str) -> transform_pb.SourceTransformRequest:
-    request = transform_pb.SourceTransformRequestRequest(**_fields(item), id=request_id)
+    request = transform_pb.SourceTransformRequestRequest(**fields(item), id=request_id)
     return transform_pb.SourceTransformRequest(request=request)
 
 
-def _result(element: Any, event_time: bool = False) -> Result:
+def result_of(element: Any, event_time: bool = False) -> Result:
     moment = None
     if event_time and betterproto.serialized_on_wire(element):
         moment = element.event_time
@@ -243,7 +246,7 @@ class _BidiSession:
         if entry is None:
             return  # an unknown id: the platform logs and ignores it
         future, results = entry
-        results.extend(_result(r, self._kind.event_time) for r in response.results)
+        results.extend(result_of(r, self._kind.event_time) for r in response.results)
         eot = getattr(response, "status", None)
         if not self._kind.stream or (eot is not None and eot.eot):
             del self._pending[response.id]
@@ -339,7 +342,7 @@ class _SinkSession:
     async def _batch(self, items: Iterable[Input]) -> Tuple[List[Response], List[UserMetadata]]:
         stream = self._stream or await self._open()
         for item in items:
-            request = sink_pb.SinkRequestRequest(**_fields(item), id=item.id)
+            request = sink_pb.SinkRequestRequest(**fields(item), id=item.id)
             await stream.send_message(sink_pb.SinkRequest(request=request))
         await stream.send_message(sink_pb.SinkRequest(status=sink_pb.TransmissionStatus(eot=True)))
         responses: List[Response] = []
@@ -446,39 +449,13 @@ class V1Connection:
 
     async def reduce(self, items: Sequence[Input], window: IntervalWindow) -> List[Result]:
         """Send one window's datums on one ReduceFn stream; every result up to its EOF."""
-        proto_window = reduce_pb.Window(
-            start=aware(window.start), end=aware(window.end), slot=_SLOT
-        )
-        results: List[Result] = []
-        event = reduce_pb.ReduceRequestWindowOperationEvent
+        from pynumaflow._client.streams import ReduceWindow  # it builds on this module
 
-        async def converse() -> None:
-            async with self.channel.request(
-                "/reduce.v1.Reduce/ReduceFn",
-                Cardinality.STREAM_STREAM,
-                reduce_pb.ReduceRequest,
-                reduce_pb.ReduceResponse,
-            ) as stream:
-                for n, item in enumerate(items):
-                    await stream.send_message(
-                        reduce_pb.ReduceRequest(
-                            payload=reduce_pb.ReduceRequestPayload(**_fields(item)),
-                            operation=reduce_pb.ReduceRequestWindowOperation(
-                                event=event(_APPEND if n else _OPEN), windows=[proto_window]
-                            ),
-                        )
-                    )
-                await stream.end()
-                while (reply := await stream.recv_message()) is not None:
-                    if reply.eof:
-                        break
-                    results.append(_result(reply.result))
-                else:
-                    raise CallError("UNKNOWN", "the server ended the stream without an EOF")
-
-        with call_errors():
-            await asyncio.wait_for(converse(), self.timeout)
-        return results
+        async with ReduceWindow(self, window) as stream:
+            for item in items:
+                await stream.send(item)
+            await stream.end()
+            return [result async for result in stream.results()]
 
     async def sink(self, items: Iterable[Input]) -> Tuple[List[Response], List[UserMetadata]]:
         """Send one batch on the sink stream.

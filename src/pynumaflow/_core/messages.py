@@ -83,7 +83,8 @@ class MessageWriter:
     :meth:`send` queues a message (checking its size at once, so that the failure is
     the sender's); a task of the caller's (:meth:`run`) writes what is queued, waiting
     for HTTP/2 flow control as grpclib does. The stream's headers must have been sent
-    (a first message with ``stream.send_message``) before :meth:`run` writes.
+    (a first message with ``stream.send_message``, or ``send_initial_metadata``) before
+    :meth:`run` writes.
     """
 
     def __init__(self, stream: RawStream) -> None:
@@ -95,6 +96,7 @@ class MessageWriter:
         self._wake: Optional[asyncio.Future[None]] = None
         self._drained: Optional[asyncio.Future[None]] = None
         self._closing = False
+        self._stopped = False  # run() has returned or failed: nothing drains any more
 
     @property
     def full(self) -> bool:
@@ -117,14 +119,24 @@ class MessageWriter:
             wake.set_result(None)
 
     async def drained(self) -> None:
-        """Wait until less than :data:`HIGH_WATER` is queued or being written."""
-        while self.full:
+        """Wait until less than :data:`HIGH_WATER` is queued or being written.
+
+        Returns at once if :meth:`run` has stopped (its failure is its caller's to report).
+        """
+        while self.full and not self._stopped:
             if self._drained is None or self._drained.done():
                 self._drained = asyncio.get_running_loop().create_future()
             await asyncio.shield(self._drained)
 
     async def run(self) -> None:
         """Write what is queued until :meth:`close`; raises what writing raised."""
+        try:
+            await self._write_queued()
+        finally:
+            self._stopped = True
+            self._wake_drained()
+
+    async def _write_queued(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             if not self._queued:
@@ -137,9 +149,13 @@ class MessageWriter:
             data = b"".join(queued)
             await self._h2.send_data(data)
             self.pending -= len(data)
-            drained = self._drained
-            if drained is not None and not self.full and not drained.done():
-                drained.set_result(None)
+            if not self.full:
+                self._wake_drained()
+
+    def _wake_drained(self) -> None:
+        drained = self._drained
+        if drained is not None and not drained.done():
+            drained.set_result(None)
 
     def close(self) -> None:
         """Let :meth:`run` return once everything queued is written."""

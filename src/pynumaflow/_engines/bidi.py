@@ -34,8 +34,10 @@ __all__ = [
     "Answer",
     "Incoming",
     "Send",
+    "StreamAnswer",
     "UnaryAnswer",
     "serve_requests",
+    "stream_answer",
     "unary_answer",
 ]
 
@@ -62,12 +64,8 @@ MAX_IN_FLIGHT = 1024
 platform keeps a read batch, ~500, in flight), so HTTP/2 flow control holds it back."""
 
 
-class UnaryAnswer:
-    """Answers a request with one response: the handler's result, encoded.
-
-    Made by :func:`unary_answer`; the engine calls a sync handler for a whole read of
-    requests at once (``Invoker.call_each``). It is an :data:`Answer` too.
-    """
+class _HandlerAnswer:
+    """A handler's way to answer requests: the handler, its invoker, its encoder, its errors."""
 
     def __init__(
         self,
@@ -78,8 +76,17 @@ class UnaryAnswer:
     ) -> None:
         self.handler = handler
         self.invoker = invoker
+        self.container_type = container_type
         self.encode = encode
         self.errors = HandlerErrors(handler, v1_container=container_type)
+
+
+class UnaryAnswer(_HandlerAnswer):
+    """Answers a request with one response: the handler's result, encoded.
+
+    Made by :func:`unary_answer`; the engine calls a sync handler for a whole read of
+    requests at once (``Invoker.call_each``). It is an :data:`Answer` too.
+    """
 
     async def __call__(self, datum: Datum, send: Send) -> None:
         with self.errors:
@@ -100,6 +107,51 @@ def unary_answer(
     ``UDF_EXECUTION_ERROR(<container_type>): ...``, as the v1 platform expects.
     """
     return UnaryAnswer(handler, invoker, container_type, encode)
+
+
+class StreamAnswer(_HandlerAnswer):
+    """Answers a request with a response per message its stream handler yields, then an EOT.
+
+    Made by :func:`stream_answer`; the engine runs a sync handler's calls for a whole
+    read of requests at once (``Invoker.stream_each``). It is an :data:`Answer` too.
+    """
+
+    def __init__(
+        self,
+        handler: Handler,
+        invoker: Invoker,
+        container_type: str,
+        encode: Callable[[object, Datum], bytes],
+        encode_eot: Callable[[Datum], bytes],
+    ) -> None:
+        super().__init__(handler, invoker, container_type, encode)
+        self.encode_eot = encode_eot
+
+    async def __call__(self, datum: Datum, send: Send) -> None:
+        encode = self.encode
+        await self.invoker.relay(
+            self.handler,
+            (datum.keys, datum),
+            lambda message: encode(message, datum),
+            send,
+            v1_container=self.container_type,
+        )
+        await send(self.encode_eot(datum))
+
+
+def stream_answer(
+    handler: Handler,
+    invoker: Invoker,
+    container_type: str,
+    encode: Callable[[object, Datum], bytes],
+    encode_eot: Callable[[Datum], bytes],
+) -> StreamAnswer:
+    """Answer a request with ``encode(message, datum)`` per message, then ``encode_eot(datum)``.
+
+    A handler that raises or yields a wrong type fails the stream with ``INTERNAL``
+    ``UDF_EXECUTION_ERROR(<container_type>): ...``; the messages sent before stay sent.
+    """
+    return StreamAnswer(handler, invoker, container_type, encode, encode_eot)
 
 
 async def serve_requests(
@@ -227,6 +279,9 @@ class _Exchange:
 
     def _start(self, answer: Answer, datums: list[Datum]) -> None:
         tasks = self._tasks
+        if isinstance(answer, StreamAnswer) and not answer.handler.is_async:
+            tasks.start(self._stream_each(answer, datums))
+            return
         if isinstance(answer, UnaryAnswer):
             if not answer.handler.is_async:
                 tasks.start(self._call_each(answer, datums))
@@ -296,6 +351,44 @@ class _Exchange:
         try:
             await over
         finally:
+            if left:
+                self._finish(left)
+
+    async def _stream_each(self, streamer: StreamAnswer, datums: list[Datum]) -> None:
+        # A sync stream handler: one task for a read of requests, their generators run
+        # in the pool (Invoker.stream_each), every message taken so far sent at once.
+        writer = self._writer
+        encode, errors = streamer.encode, streamer.errors
+        streams = streamer.invoker.stream_each(streamer.handler, [(d.keys, d) for d in datums])
+        # Each request's datum is let go once it is answered, not when the whole read is.
+        answering: list[Optional[Datum]] = list(datums)
+        del datums
+        left = len(answering)
+        try:
+            while left:
+                news = await streams.take()
+                for index, items, outcome in news:
+                    datum = answering[index]
+                    assert datum is not None  # answered requests have no more news
+                    with errors:
+                        for item in items:
+                            writer.send(encode(item, datum))
+                        if isinstance(outcome, BaseException):
+                            raise outcome
+                    if outcome is not None:
+                        writer.send(streamer.encode_eot(datum))
+                        answering[index] = None
+                        left -= 1
+                        self._finish()
+                if writer.full:
+                    await writer.drained()
+                for index, items, _ in news:
+                    if items:
+                        streams.sent(index, len(items))
+        except Exception as err:
+            self._tasks.fail_nowait(err)
+        finally:
+            streams.stop()
             if left:
                 self._finish(left)
 

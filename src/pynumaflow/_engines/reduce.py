@@ -55,7 +55,7 @@ from typing import (
 import grpclib.server
 from grpclib.exceptions import GRPCError
 
-from pynumaflow._core.messages import MessageReader
+from pynumaflow._core.messages import MessageReader, MessageWriter
 from pynumaflow._engines.feed import Feed, FeedAborted
 from pynumaflow._engines.tasks import StreamTasks
 from pynumaflow._invoke import Handler, HandlerErrors, Invoker
@@ -195,8 +195,11 @@ class ReduceStream(Generic[Group]):
         self._v1_container = v1_container
         self.input_ended = asyncio.Event()
         """Set once the client has half-closed and every group's input was closed."""
-        # One answer at a time on the stream; a failure takes it too, so that cancelling
-        # the other calls never cuts an answer in half on the wire.
+        # Answers are queued whole on the writer, which sends those of a loop pass as one
+        # DATA write; the lock guards only sending the headers before the first answer
+        # (a failure takes it too, so that cancelling never cuts that send in half).
+        self._writer = MessageWriter(stream)
+        self._headers_sent = False
         self._send_lock = asyncio.Lock()
 
     streaming = False
@@ -205,19 +208,27 @@ class ReduceStream(Generic[Group]):
     async def run(self) -> None:
         """Serve the stream to its end; raise the first failure (a GRPCError)."""
         tasks = self._tasks = StreamTasks(self._send_lock)
+        # Not one of the tasks: what was answered before a failure is still sent.
+        writing = asyncio.ensure_future(self._write())
         try:
-            tasks.start_guarded(self._read_all)
-            await tasks.wait()
+            try:
+                tasks.start_guarded(self._read_all)
+                await tasks.wait()
+            finally:
+                # Cancelled calls end first: a pool thread freed by one must not pick up
+                # a call that is being abandoned (see _call).
+                await tasks.close()
+                for inbox in self._groups.values():
+                    inbox.abort()
+                self._groups.clear()
+            if tasks.failure is None:
+                await self._finish()
+            self._writer.close()
+            await writing
         finally:
-            # Cancelled calls end first: a pool thread freed by one must not pick up a
-            # call that is being abandoned (see _call).
-            await tasks.close()
-            for inbox in self._groups.values():
-                inbox.abort()
-            self._groups.clear()
+            writing.cancel()
         if tasks.failure is not None:
             raise tasks.failure
-        await self._finish()
 
     # --- what a protocol implements ----------------------------------------------------
 
@@ -295,10 +306,28 @@ class ReduceStream(Generic[Group]):
             await self._send(message)
 
     async def _send(self, *messages: bytes) -> None:
-        """Send messages together: no other answer goes between them."""
-        async with self._send_lock:
-            for message in messages:
-                await self._stream.send_message(message)
+        """Send messages together: no other answer goes between them.
+
+        They are queued in order and leave with the others of this loop pass; the
+        sender waits while the writer holds :data:`~pynumaflow._core.messages.HIGH_WATER`
+        bytes or more (a client that stops reading slows the handlers down).
+        """
+        if not self._headers_sent:
+            async with self._send_lock:
+                if not self._headers_sent:
+                    await self._stream.send_initial_metadata()
+                    self._headers_sent = True
+        writer = self._writer
+        for message in messages:
+            writer.send(message)
+        if writer.full:
+            await writer.drained()
+
+    async def _write(self) -> None:
+        try:
+            await self._writer.run()
+        except Exception as err:
+            self._started().fail_nowait(err)
 
     # --- the engine ---------------------------------------------------------------------
 

@@ -32,6 +32,7 @@ __all__ = [
     "BATCH_MAP",
     "BATCH_MAPPER",
     "BATCH_MAP_MODE",
+    "EVERY_KIND",
     "FAMILIES",
     "FUNCTION",
     "KINDS",
@@ -462,8 +463,8 @@ SOURCE_SERVER = Family("source", (SOURCE,), legacy=None)
 SIDE_INPUT_SERVER = Family("side input", (SIDE_INPUT,), legacy=None)
 
 FAMILIES: Tuple[Family, ...] = (FUNCTION, SINK_SERVER, SOURCE_SERVER, SIDE_INPUT_SERVER)
-"""The families of the kinds' first servers; together they hold every kind once but batch
-map, which only :data:`BATCH_MAPPER` serves (``pynumaflow run`` does not drive it yet)."""
+"""The families of the kinds' first servers; together they hold every kind once but those
+only the modern API serves (batch map, reduce stream, accumulator, session reduce)."""
 KINDS: Tuple[Kind, ...] = tuple(kind for family in FAMILIES for kind in family.kinds)
 
 # The modern API (pynumaflow 0.9-0.14): a server class per kind, served on v1 only.
@@ -488,6 +489,10 @@ MODERN_FAMILIES: Tuple[Family, ...] = (
     BATCH_MAPPER,
 )
 """The modern API's families, each named as its module (``pynumaflow.<name>``)."""
+EVERY_KIND: Tuple[Kind, ...] = KINDS + tuple(
+    kind for family in MODERN_FAMILIES for kind in family.kinds if kind not in KINDS
+)
+"""Every kind, those of :data:`FAMILIES` first: what ``pynumaflow run``/``call`` drive."""
 
 
 MAP_MODES = {UNARY_MAP: MAP, STREAM_MAP: MAP_STREAM}

@@ -12,17 +12,19 @@ with an invoker of its own and answers what it is dealt
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import logging
 import os
-import pickle
+from collections.abc import AsyncIterator
 from typing import Optional
 
 from pynumaflow import __version__
 from pynumaflow._core.multiproc import refuse_in_worker
 from pynumaflow._core.options import CONTAINER_TYPE_ENV, _positive_int, process_count
 from pynumaflow._core.server import ServerCore
+from pynumaflow._core.spawned import names_missing_in_workers
 from pynumaflow._core.workers import Link, Workers
 from pynumaflow._engines.dealt import Answering, Conversation, Dealer
 from pynumaflow._faces.facade import Facade
@@ -31,6 +33,7 @@ from pynumaflow._invoke import Invoker
 __all__ = [
     "InWorkers",
     "check_importable",
+    "dealt_core",
     "serve_in_workers",
     "serve_in_workers_async",
     "worker_threads",
@@ -40,19 +43,34 @@ _LOGGER = logging.getLogger("pynumaflow")
 
 
 def check_importable(face: Facade, owner: str) -> None:
-    """Raise TypeError unless every handler of ``face`` can be pickled by reference.
+    """Raise TypeError unless a spawned worker can import every handler of ``face`` by name.
 
-    Worker processes are spawned: they import each handler by its module and name.
+    Worker processes are spawned: they import each handler by its module and name, and
+    run the main script under another name (its ``if __name__ == "__main__":`` block
+    does not run there).
     """
     for handler in face._handlers.values():
         try:
-            pickle.dumps(handler.func)
+            missing, script = names_missing_in_workers(handler.func)
         except Exception as err:
             raise TypeError(
                 f"{handler.name} must be importable by name for {owner} (a function "
                 f"defined at the top level of a module or script, not a lambda or a nested "
                 f"function): its worker processes import it. Pickling failed: {err}"
             ) from None
+        if missing:
+            where = (
+                f'inside the `if __name__ == "__main__":` block of {script}, which its '
+                "worker processes do not run"
+                if script is not None
+                else "in a main script that has no file (python -c, a prompt), which its "
+                "worker processes cannot import"
+            )
+            raise TypeError(
+                f"{handler.name} must be importable by name for {owner}: "
+                f"{', '.join(missing)} is defined {where}. Define it at the top level of "
+                "a module or of the script"
+            )
 
 
 def worker_threads(face: Facade, max_threads: Optional[int]) -> int:
@@ -101,6 +119,21 @@ async def serve_in_workers_async(
 
 
 async def _serve(face: Facade, processes: int, max_threads: int) -> None:
+    async with dealt_core(face, processes, max_threads) as core:
+        await core.serve()
+
+
+@contextlib.asynccontextmanager
+async def dealt_core(face: Facade, processes: int, max_threads: int) -> AsyncIterator[ServerCore]:
+    """Start ``processes`` workers for ``face``; the core dealing to them (not started yet).
+
+    Leaving the block stops every worker, after the core (whose ``request_stop`` a dead
+    worker calls).
+
+    Raises:
+        WorkerExitedError: at the exit, a worker ended unasked (the others were stopped).
+
+    """
     options = face._options
     workers = Workers(
         functools.partial(_answering, face),
@@ -141,7 +174,7 @@ async def _serve(face: Facade, processes: int, max_threads: int) -> None:
             on_close=invoker.shutdown,
             pool_stalled=invoker.stalled,
         )
-        await core.serve()
+        yield core
     finally:
         pids, served = workers.pids, dealer.served
         counts = ", ".join(f"{pids[i]}: {served[i]}" for i in range(len(pids)))

@@ -16,6 +16,7 @@ metadata (only when it has some; the platform ignores it), its tags, and a windo
 from __future__ import annotations
 
 import functools
+from datetime import datetime
 from typing import Any, List, NamedTuple, Optional, Tuple
 
 from pynumaflow._codec.fields import (
@@ -135,16 +136,31 @@ def encode_window(keys: Tuple[str, ...], end: TimestampParts) -> bytes:
     return b"".join(body)
 
 
-def _time(message: Any, name: str) -> Optional[TimestampParts]:
+@functools.lru_cache(maxsize=1024)  # a key's messages repeat their event times
+def _time_field(tag: bytes, moment: datetime) -> Tuple[TimestampParts, bytes]:
+    """A datetime's (seconds, nanos) and its Timestamp as field ``tag``."""
+    parts = timestamp_parts(moment)
+    return parts, _field(tag, encode_timestamp(parts))
+
+
+def _time(message: Any, name: str, tag: bytes) -> Optional[Tuple[TimestampParts, bytes]]:
     moment = getattr(message, name, None)
     if moment is None:
         return None
     try:
-        return timestamp_parts(moment)
+        return _time_field(tag, moment)
     except (TypeError, AttributeError):
         raise ReturnTypeError(
             f"message {name} must be a datetime, found {type(moment).__name__}"
         ) from None
+
+
+@functools.lru_cache(maxsize=1024)  # a key's results share a window until its watermark moves
+def _window_field(keys: Tuple[str, ...], end: TimestampParts) -> bytes:
+    return _field(b"\x12", encode_window(keys, end))
+
+
+_EPOCH_TIME = ((0, 0), _field(b"\x1a", encode_timestamp((0, 0))))
 
 
 def encode_accumulator_result(
@@ -162,17 +178,17 @@ def encode_accumulator_result(
     check_yielded(message)
     refuse_nack(message, NACK_NOT_IN_REDUCE)
     out_keys, value, tags = message_fields(message)
-    event_time = _time(message, "event_time") or (0, 0)
-    own = _time(message, "watermark")
-    if own is not None and own > watermark:
-        watermark = own
+    event_time = _time(message, "event_time", b"\x1a") or _EPOCH_TIME
+    own = _time(message, "watermark", b"\x22")
+    if own is not None and own[0] > watermark:
+        watermark = own[0]
     body: List[bytes] = []
     encode_strings(b"\x0a", out_keys, body, "keys")
     if value:
         body.append(_field(b"\x12", value))
-    body.append(_field(b"\x1a", encode_timestamp(event_time)))
+    body.append(event_time[1])
     if own is not None:
-        body.append(_field(b"\x22", encode_timestamp(own)))
+        body.append(own[1])
     msg_id = getattr(message, "id", "") or ""
     if not isinstance(msg_id, str):
         raise ReturnTypeError(f"message id must be str, found {type(msg_id).__name__}")
@@ -185,7 +201,7 @@ def encode_accumulator_result(
         encode_strings(b"\x12", (text,), entry, "header values")
         body.append(_field(b"\x32", b"".join(entry)))
     body.append(set_metadata_field(b"\x3a", message))
-    response = [_field(b"\x0a", b"".join(body)), _field(b"\x12", encode_window(keys, watermark))]
+    response = [_field(b"\x0a", b"".join(body)), _window_field(keys, watermark)]
     encode_strings(b"\x1a", tags, response, "tags")
     return b"".join(response), watermark
 

@@ -23,6 +23,8 @@ A request field that occurs twice merges (proto3), so a 1.8.2+ ``NackRequest`` w
 
 from __future__ import annotations
 
+import functools
+from datetime import datetime
 from typing import Any, Iterator, List, Optional, Tuple
 
 from pynumaflow._codec.fields import decode_flag, read_length
@@ -198,6 +200,11 @@ def _delimited(tag: bytes, body: bytes) -> bytes:
     return tag + varint(len(body)) + body
 
 
+@functools.lru_cache(maxsize=1024)  # a source's messages often share their event times
+def _event_time_field(moment: datetime) -> bytes:
+    return _delimited(b"\x1a", encode_timestamp(timestamp_parts(moment)))
+
+
 def _encode_offset(offset: object) -> bytes:
     if not isinstance(offset, Offset):
         raise ReturnTypeError(f"message offset must be an Offset, found {type(offset).__name__}")
@@ -234,7 +241,7 @@ def encode_read_result(message: object) -> bytes:
     if message.payload:
         out.append(_delimited(b"\x0a", message.payload))
     out.append(_delimited(b"\x12", _encode_offset(message.offset)))
-    out.append(_delimited(b"\x1a", encode_timestamp(timestamp_parts(message.event_time))))
+    out.append(_event_time_field(message.event_time))
     encode_strings(b"\x22", message.keys, out, "keys")
     _encode_headers(message.headers, out)
     return _delimited(b"\x0a", b"".join(out)) + _NOT_EOT

@@ -14,11 +14,10 @@ import grpclib.server
 
 from pynumaflow._codec.rpc import READY
 from pynumaflow._codec.v1 import map as codec
-from pynumaflow._engines.bidi import Answer, Send, serve_requests, unary_answer
+from pynumaflow._engines.bidi import Answer, serve_requests, stream_answer, unary_answer
 from pynumaflow._engines.dealt import Conversation
 from pynumaflow._invoke import Handler, Invoker
 from pynumaflow._services.base import is_ready_method, service_mapping
-from pynumaflow._types.function import Datum
 
 __all__ = ["MapV1Service"]
 
@@ -43,9 +42,6 @@ class MapV1Service:
         container_type: str,
         nack: bool = False,
     ) -> None:
-        self._handler = handler
-        self._invoker = invoker
-        self._container_type = container_type
         own = handler.own_metadata
         encode_message = (
             codec.encode_map_stream_response_own if own else codec.encode_map_stream_response
@@ -54,10 +50,9 @@ class MapV1Service:
         if nack:  # NACK results are sent (Numaflow >= 1.8.2), not refused
             encode_message = functools.partial(encode_message, nack=True)
             encode = functools.partial(encode, nack=True)
-        self._encode_message = encode_message
         self._decode = codec.decode_map_request_own if own else codec.decode_map_request
         self._answer: Answer = (
-            self._answer_stream
+            stream_answer(handler, invoker, container_type, encode_message, codec.encode_map_eot)
             if stream
             else unary_answer(handler, invoker, container_type, encode)
         )
@@ -77,14 +72,3 @@ class MapV1Service:
         await serve_requests(
             stream, decode, answer, what=what, handshake_response=handshake_response
         )
-
-    async def _answer_stream(self, datum: Datum, send: Send) -> None:
-        encode = self._encode_message
-        await self._invoker.relay(
-            self._handler,
-            (datum.keys, datum),
-            lambda message: encode(message, datum),
-            send,
-            v1_container=self._container_type,
-        )
-        await send(codec.encode_map_eot(datum))

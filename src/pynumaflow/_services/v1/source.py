@@ -10,6 +10,7 @@ acked only by the platform's AckRequest, through ``ack_handler``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Dict, List, Optional
 
 import grpclib.const
@@ -18,6 +19,7 @@ import grpclib.server
 from pynumaflow._codec.rpc import READY, decode_or_refuse
 from pynumaflow._codec.v1 import source as codec
 from pynumaflow._codec.wire import check_message
+from pynumaflow._core.messages import MessageWriter
 from pynumaflow._engines.ordered import serve_in_order
 from pynumaflow._invoke import Handler, HandlerErrors, Invoker, inspect_methods
 from pynumaflow._services.base import is_ready_method, service_mapping
@@ -64,10 +66,10 @@ class _Output:
         """
         payload = codec.encode_read_result(message)
         if len(self.pending) >= _SEND_AHEAD:
+            # The only await: a handler putting in a tight loop lets the sender take
+            # what it put, a send-ahead's worth at a time.
             self._room.clear()
             await self._room.wait()
-        else:
-            await asyncio.sleep(0)  # a handler putting in a tight loop lets the sender run
         if not self.open:
             raise RuntimeError(
                 "this read batch has ended: put messages only while read_handler runs"
@@ -124,18 +126,35 @@ class SourceV1Service:
     # --- read -------------------------------------------------------------------------------
 
     async def _read_fn(self, stream: RawStream) -> None:
+        # The results of a loop pass leave as one DATA write (the handshake answer, sent
+        # first with stream.send_message, carries the headers).
+        writer = MessageWriter(stream)
+
         async def answer(request: ReadRequest) -> None:
-            await self._read_batch(stream, request)
+            await self._read_batch(writer, request)
 
-        await serve_in_order(
-            stream,
-            codec.decode_read_request,
-            answer,
-            what="ReadRequest",
-            handshake_response=codec.READ_HANDSHAKE_RESPONSE,
-        )
+        writing = asyncio.ensure_future(writer.run())
+        try:
+            try:
+                await serve_in_order(
+                    stream,
+                    codec.decode_read_request,
+                    answer,
+                    what="ReadRequest",
+                    handshake_response=codec.READ_HANDSHAKE_RESPONSE,
+                )
+            except Exception:
+                # What a failing batch put before its failure goes out before the status.
+                writer.close()
+                with contextlib.suppress(Exception):
+                    await writing
+                raise
+            writer.close()
+            await writing
+        finally:
+            writing.cancel()
 
-    async def _read_batch(self, stream: RawStream, request: ReadRequest) -> None:
+    async def _read_batch(self, writer: MessageWriter, request: ReadRequest) -> None:
         """Send what the handler puts as it comes, then the EOT, by the timeout at the latest."""
         loop = asyncio.get_running_loop()
         wake = asyncio.Event()
@@ -158,7 +177,9 @@ class SourceV1Service:
                 await wake.wait()
                 wake.clear()
                 for payload in output.take():
-                    await stream.send_message(payload)
+                    writer.send(payload)
+                if writer.full:
+                    await writer.drained()
                 if expired.is_set() and not task.done():
                     break  # the timeout passed: end the batch with what was put
         finally:
@@ -171,8 +192,8 @@ class SourceV1Service:
         failed = task.done() and not task.cancelled() and task.exception() is not None
         if not failed:
             for payload in output.take():
-                await stream.send_message(payload)
-            await stream.send_message(codec.READ_EOT)
+                writer.send(payload)
+            writer.send(codec.READ_EOT)
         await asyncio.wait((task,))  # a handler cancelled at the timeout may still be ending
         if not task.cancelled():
             with self._errors["read_handler"]:

@@ -12,6 +12,7 @@ from typing import Any
 
 import grpc
 import pytest
+from anyio.pytest_plugin import get_runner
 from hypothesis import settings
 
 from reference_client import IndexUnreachableError, ReferenceClient, reference_python
@@ -33,9 +34,22 @@ CHANNEL_OPTIONS = [
 
 @pytest.fixture(scope="session")
 def anyio_backend() -> str:
-    # Session scope: every async test shares one event loop, which grpcio's aio client
-    # needs (its poller thread keeps a reference to the loop it first ran on).
     return "asyncio"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_event_loop() -> Iterator[None]:
+    """Hold anyio's test runner for the session: every async test runs on one event loop.
+
+    anyio's plugin otherwise starts a loop per test and closes it after (the runner
+    lives while someone holds it). grpcio's aio client hands a call's completion to the
+    loop the call was made on, from whichever loop reads its poller first: a completion
+    arriving after its test's loop had closed (a call cancelled by a channel's close,
+    finishing late on a loaded machine) raised "Event loop is closed" in whatever test
+    ran next, often during its setup.
+    """
+    with get_runner("asyncio", {}):
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -18,13 +18,16 @@ and prints one JSON object on stdout::
 
     {"ready": true,                        # IsReady's answer
      "responses": [<response in proto JSON>, ...],
+     "raw_responses": [<base64 of each response as the stubs serialize it>, ...],
      "code": "OK", "details": "...",       # the call's final status
      "status_details": null | {"code": 13, "message": "...",
                                "details": [{"type_url": "...", "detail": "..."}]}}
 
 Proto JSON is ``google.protobuf.json_format`` with the proto's field names: bytes are
 base64, Timestamps RFC 3339 strings, 64-bit integers strings, and a message field is
-present exactly when it was on the wire.
+present exactly when it was on the wire. ``raw_responses`` keep the fields these stubs
+do not know (``nack_options``): protobuf parses them as unknown fields and serializes
+them again unchanged.
 
 The unary services (``source-nack``, ``source-pending``, ``source-partitions``,
 ``sideinput``) make one call per request (``[]``: one call with an empty message) and
@@ -32,6 +35,7 @@ stop at the first failure, whose status is the one printed.
 """
 
 import asyncio
+import base64
 import importlib
 import json
 import sys
@@ -79,6 +83,17 @@ def to_json(message):
     return json_format.MessageToDict(message, preserving_proto_field_name=True)
 
 
+def report(ready, responses, code, details, trailing):
+    return {
+        "ready": ready.ready,
+        "responses": [to_json(r) for r in responses],
+        "raw_responses": [base64.b64encode(r.SerializeToString()).decode() for r in responses],
+        "code": code,
+        "details": details,
+        "status_details": status_details(trailing),
+    }
+
+
 def status_details(trailing):
     for key, value in trailing or ():
         if key == "grpc-status-details-bin":
@@ -113,13 +128,7 @@ async def call_unary(spec):
                 code, details = err.code().name, err.details() or ""
                 trailing = err.trailing_metadata()
                 break
-        return {
-            "ready": ready.ready,
-            "responses": [to_json(r) for r in responses],
-            "code": code,
-            "details": details,
-            "status_details": status_details(trailing),
-        }
+        return report(ready, responses, code, details, trailing)
 
 
 async def converse(spec):
@@ -166,13 +175,8 @@ async def converse(spec):
                 break
             responses.append(response)
         code = await call.code()
-        return {
-            "ready": ready.ready,
-            "responses": [to_json(r) for r in responses],
-            "code": code.name,
-            "details": await call.details() or "",
-            "status_details": status_details(await call.trailing_metadata()),
-        }
+        details = await call.details() or ""
+        return report(ready, responses, code.name, details, await call.trailing_metadata())
 
 
 def main():

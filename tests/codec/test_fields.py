@@ -29,12 +29,12 @@ ROLES = {"id": fields.ID, "headers": fields.HEADER}
 # function.v1's `metadata` is the delivery Metadata; every v1 request's is common.Metadata.
 METADATA_ROLE = {
     function_pb.DatumRequest: fields.DELIVERY,
-    # The window kinds serve only the modern API: user and system metadata, kept whole.
+    # The window kinds: user and system metadata, kept whole for the modern datum views.
+    reduce_pb.ReduceRequestPayload: fields.METADATA,
     session_pb.SessionReduceRequestPayload: fields.METADATA,
     accumulator_pb.Payload: fields.METADATA,
 }
-# The reduce codec keeps no common.Metadata: the platform ignores a reduce result's.
-IGNORED = {reduce_pb.ReduceRequestPayload: {"metadata"}}
+IGNORED: dict[Any, set[str]] = {}
 
 LAYOUTS: list[tuple[fields.RequestLayout, Any, bool]] = [
     (legacy_function._LAYOUT, function_pb.DatumRequest, True),

@@ -353,3 +353,41 @@ def test_map_stream_generators_whose_readers_never_read_hold_no_thread(
     assert code == 0, output
     assert [r.elements[0].value for r in replies] == [b"ok"] * 5
     assert ready.ready
+
+
+@pytest.mark.anyio
+async def test_hang_up_on_a_tcp_client_that_already_reset_its_connection() -> None:
+    """write_eof raises ENOTCONN once a TCP peer has gone: the hang-up aborts instead.
+
+    The client closes and the server hangs up before its loop has read the close, as
+    when a server stops while a client of the 0.4 API's TCP multi-process server
+    leaves: the GOAWAY still goes out, the peer answers it with a reset, and the
+    shutdown that follows finds the connection gone.
+    """
+    import multiprocessing
+
+    from pynumaflow._core.balance import BalancedListener, LoadBoard
+    from pynumaflow._core.transport import GrpclibServer
+
+    listening = socket.create_server(("127.0.0.1", 0))
+    board = LoadBoard(multiprocessing.get_context("spawn"), 1)
+    server = GrpclibServer([], max_message_size=1 << 20)
+    await server.start_on(BalancedListener(listening, board, 0, label="tcp"))
+    client = socket.create_connection(listening.getsockname())
+    try:
+        for _ in range(500):
+            if server._live:
+                break
+            await asyncio.sleep(0.01)
+        (protocol,) = server._live
+        await asyncio.sleep(0.1)  # the server's SETTINGS are sent
+        client.settimeout(5)
+        assert client.recv(65536)  # read, so that the close is a FIN, not a reset
+        client.close()
+        time.sleep(0.05)  # noqa: ASYNC251 (the server's loop must not run before the hang-up)
+        protocol.hang_up()
+        await asyncio.wait_for(protocol.closed, 5)
+    finally:
+        client.close()
+        server.close()
+        await server.wait_closed()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -43,10 +44,20 @@ def echo(keys: list[str], datum: Datum) -> Messages:
     return Messages(Message(datum.value))
 
 
-def free_port() -> int:
+@contextlib.contextmanager
+def reserved_port() -> Iterator[int]:
+    """A free port, kept bound (not listening) until the block ends.
+
+    A port given back before the server binds it (a second or more later, once the
+    script has imported) can be taken in between as the ephemeral port of any outgoing
+    connection or by another ``bind(0)``, as other test runs on a loaded machine do; the
+    server then fails to start. Bound with SO_REUSEADDR, as the server binds, it stays
+    out of both and the server can still listen on it.
+    """
     with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+        yield int(probe.getsockname()[1])
 
 
 @pytest.fixture
@@ -55,14 +66,36 @@ def server(
 ) -> Iterator[tuple[subprocess.Popen[str], int]]:
     """A two-process MultiProcServer script (handler: sleep `value` s, answer its pid)."""
     monkeypatch.setenv("NUM_CPU_MULTIPROC", "2")
-    port = free_port()
-    proc = start_script(SCRIPT.format(port=port), tmp_path)
-    try:
-        yield proc, port
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+    with reserved_port() as port:
+        proc = start_script(SCRIPT.format(port=port), tmp_path)
+        try:
+            yield proc, port
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+
+
+def test_a_reserved_port_is_taken_by_no_one_else_but_the_server(tmp_path: Path) -> None:
+    """What the fixture's port is safe from while the server starts, and that it starts."""
+    with reserved_port() as port:
+        for _ in range(2000):  # nobody's bind(0), as no outgoing connection, gets it
+            with socket.socket() as other:
+                other.bind(("127.0.0.1", 0))
+                assert other.getsockname()[1] != port
+        with socket.socket() as other, pytest.raises(OSError, match="Address already in use"):
+            other.bind(("127.0.0.1", port))
+        proc = start_script(SCRIPT.format(port=port), tmp_path)
+        try:
+            wait_for_server_info(proc, tmp_path / "server-info")
+            proc.send_signal(signal.SIGTERM)
+            code, output = finish(proc)
+            assert code == 0, output
+            assert f"serving on 127.0.0.1:{port}" in output
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
 
 
 def channels(port: int, count: int) -> list[grpc.Channel]:

@@ -1,7 +1,8 @@
 """NACK results through real servers: sent on v1 with PYNUMAFLOW_NACK=1, a failure elsewhere.
 
-Driven by grpcio stubs generated from our protos (pynumaflow 0.14.0's stubs have no
-NackOptions: they would show nack_options as an unknown field).
+Driven by grpcio stubs generated from our protos, and the transformer also by the
+pynumaflow 0.14.0 wheel's stubs (which have no NackOptions: the options reach them as an
+unknown field, read back here from the bytes they kept).
 """
 
 from __future__ import annotations
@@ -17,14 +18,16 @@ from typing import Any
 import grpc
 import pytest
 
+from pynumaflow import sourcetransformer
 from pynumaflow._codec.v1.map import NACK_REFUSED
 from pynumaflow.batchmapper import BatchMapAsyncServer, BatchResponse, BatchResponses
-from pynumaflow.function import NACK, Datum, Message, Messages, NackOptions
+from pynumaflow.function import NACK, Datum, Message, Messages, MessageT, MessageTs, NackOptions
 from pynumaflow.sink import AsyncSink, Response, Responses
 
 from conftest import CHANNEL_OPTIONS
 from helpers import converse, datum_request, serving, v1_request_fields
 from procs import END
+from reference_client import ReferenceClient, b64, unb64
 
 pytestmark = pytest.mark.anyio
 OPTIONS = NackOptions(
@@ -257,6 +260,91 @@ async def test_modern_sinker_nack(
     (nacked,) = talk.responses[1].results
     assert (nacked.id, nacked.status) == ("x", pb2.Status.NACK)
     assert nacked.nack_options.reason == "downstream busy"
+
+
+def nack_later_t(keys: list[str], datum: Datum) -> MessageTs:
+    """A 0.4 API mapt handler: nacks the datum "later", passes the others on."""
+    if datum.value == b"later":
+        return MessageTs(MessageT(b"partial", datum.event_time), MessageT.to_nack(OPTIONS))
+    return MessageTs(MessageT(datum.value, datum.event_time))
+
+
+def nack_later_modern(keys: list[str], datum: sourcetransformer.Datum) -> Any:
+    """The same with pynumaflow.sourcetransformer (its results carry their own metadata)."""
+    if datum.value == b"later":
+        return sourcetransformer.Messages(
+            sourcetransformer.Message(b"partial", datum.event_time),
+            sourcetransformer.Message.to_nack(OPTIONS),
+        )
+    return sourcetransformer.Messages(sourcetransformer.Message(datum.value, datum.event_time))
+
+
+TRANSFORM_REQUESTS: list[dict[str, Any]] = [
+    {"handshake": {"sot": True}},
+    {"request": {"id": "n", "value": b64(b"later"), "event_time": "2024-01-02T03:04:05Z"}},
+    {"request": {"id": "p", "value": b64(b"now"), "event_time": "2024-01-02T03:04:05Z"}},
+]
+
+
+@pytest.mark.reference
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("api", ["0.4", "modern"])
+@pytest.mark.parametrize("enabled", [True, False])
+async def test_transformer_nack_through_the_reference_stubs(
+    reference_client: ReferenceClient,
+    sock_dir: Path,
+    stubs: dict[str, ModuleType],
+    monkeypatch: pytest.MonkeyPatch,
+    api: str,
+    enabled: bool,
+) -> None:
+    """MessageT.to_nack(): the NACK tag and nack_options 6 when enabled; else INTERNAL."""
+    monkeypatch.delenv("NUMAFLOW_UD_CONTAINER_TYPE", raising=False)
+    monkeypatch.setenv("PYNUMAFLOW_NACK", "1" if enabled else "0")
+    socket = sock_dir / "sourcetransform.sock"
+    info_file = sock_dir / "sourcetransformer-server-info"
+    server: Any
+    if api == "0.4":
+        from pynumaflow.function import AsyncServer
+
+        server = AsyncServer(
+            mapt_handler=nack_later_t,
+            sock_path=str(sock_dir / "function.sock"),
+            server_info_file=str(sock_dir / "server-info"),
+            protocols=["v1"],
+        )
+    else:
+        server = sourcetransformer.SourceTransformAsyncServer(
+            nack_later_modern, sock_path=str(socket), server_info_file=str(info_file)
+        )
+    async with server.running():
+        info = server_info(info_file)
+        talk = await reference_client.converse("sourcetransform", socket, TRANSFORM_REQUESTS)
+    if not enabled:
+        assert info["minimum_numaflow_version"] == "1.4.0-z"
+        assert talk["code"] == "INTERNAL"
+        assert talk["details"].startswith("UDF_EXECUTION_ERROR(transformer): ")
+        assert talk["details"].endswith(f" returned a wrong type: {NACK_REFUSED}")
+        return
+    assert info["minimum_numaflow_version"] == "1.8.2-z"
+    assert talk["code"] == "OK"
+    answers = {r["id"]: r["results"] for r in talk["responses"][1:]}
+    assert [unb64(r.get("value", "")) for r in answers["p"]] == [b"now"]
+    partial, nacked = answers["n"]
+    assert unb64(partial["value"]) == b"partial"
+    # What the 0.14.0 stubs know of the nack: an empty value, the NACK tag, year 1.
+    assert nacked["tags"] == [NACK]
+    assert "value" not in nacked
+    assert nacked["event_time"] == "0001-01-01T00:00:00Z"
+    # The options rode along as field 6, which these stubs kept as an unknown field.
+    pb2 = stubs["transform_pb2"]
+    raw = {
+        answer.id: answer
+        for answer in map(pb2.SourceTransformResponse.FromString, map(unb64, talk["raw_responses"]))
+    }
+    assert not raw["n"].results[0].HasField("nack_options")
+    check_options(raw["n"].results[1])
+    assert not raw["p"].results[0].HasField("nack_options")
 
 
 def test_a_wrong_flag_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:

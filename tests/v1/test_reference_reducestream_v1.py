@@ -24,6 +24,7 @@ from pynumaflow.reducestreamer import (
     NonBlockingIterator,
     ReduceStreamAsyncServer,
     ReduceStreamer,
+    UserMetadata,
 )
 
 from conftest import CHANNEL_OPTIONS
@@ -102,6 +103,52 @@ async def test_results_go_out_while_the_window_is_open(
         (("b",), b"1"),
     }
     assert all(r["window"] == ECHOED for r in talk["responses"][:-1])
+
+
+async def tag_with_metadata(
+    keys: list[str],
+    datums: AsyncIterable[Datum],
+    output: NonBlockingIterator[Message],
+    md: Metadata,
+) -> None:
+    """Reads each datum's user and system metadata; its result carries new user metadata."""
+    async for datum in datums:
+        seen = UserMetadata()
+        seen.add_key("seen", "user", datum.user_metadata.value("u", "k") or b"-")
+        seen.add_key("seen", "system", datum.system_metadata.value("s", "k") or b"-")
+        await output.put(Message(datum.value, keys=keys, user_metadata=seen))
+
+
+async def test_datums_read_metadata_and_results_write_it(
+    reference_client: ReferenceClient, sock_dir: Path
+) -> None:
+    """Numaflow 1.7+ payload metadata reaches the datums; a result's user metadata goes out."""
+    with_metadata = request(["a"], b"1", "OPEN")
+    with_metadata["payload"]["metadata"] = {
+        "previous_vertex": "in",
+        "user_metadata": {"u": {"key_value": {"k": b64(b"user")}}},
+        "sys_metadata": {"s": {"key_value": {"k": b64(b"system")}}},
+    }
+    async with serve(sock_dir, tag_with_metadata).running():
+        talk = await reference_client.converse(
+            "reduce",
+            sock_dir / "reducestream.sock",
+            [with_metadata, request(["a"], b"2")],
+            await_first=False,
+            timeout=20,
+        )
+    assert talk["code"] == "OK", talk
+    *results, eof = talk["responses"]
+    assert eof["EOF"] is True
+    metadata = {unb64(r["result"]["value"]): r["result"]["metadata"] for r in results}
+    assert metadata == {
+        b"1": {
+            "user_metadata": {
+                "seen": {"key_value": {"user": b64(b"user"), "system": b64(b"system")}}
+            }
+        },
+        b"2": {"user_metadata": {"seen": {"key_value": {"user": b64(b"-"), "system": b64(b"-")}}}},
+    }
 
 
 class Counter(ReduceStreamer):

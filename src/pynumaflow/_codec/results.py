@@ -37,6 +37,7 @@ __all__ = [
     "read_responses",
     "refuse_nack",
     "response_body",
+    "set_metadata_field",
 ]
 
 # What map and mapt handlers must return, for error messages.
@@ -122,6 +123,18 @@ def own_metadata_field(tag: bytes, message: Any) -> bytes:
         )
     body = encode_user_metadata(metadata._data)
     return tag + varint(len(body)) + body
+
+
+def set_metadata_field(tag: bytes, message: Any) -> bytes:
+    """:func:`own_metadata_field`, left out when the message's user metadata is empty.
+
+    For the windowed kinds' results (reduce, reduce stream, session reduce,
+    accumulator), which pynumaflow 0.14.0 sends without metadata: the same bytes unless a
+    handler set some.
+    """
+    if not getattr(message, "user_metadata", None):
+        return b""
+    return own_metadata_field(tag, message)
 
 
 def checked_iter(result: object, expected: str) -> Iterable[Any]:
@@ -299,7 +312,7 @@ def _string_field(tag: bytes, text: str) -> bytes:
 
 
 NACK_NOT_ON_LEGACY = (
-    "a NACK result (Message.to_nack()) needs Numaflow >= 1.8.2; on the 0.8-0.9 "
+    "a NACK result (to_nack()) needs Numaflow >= 1.8.2; on the 0.8-0.9 "
     "protocol it fails the request, so that the platform retries the input"
 )
 NACK_NOT_IN_REDUCE = "a NACK result (Message.to_nack()) has no input to nack in a reduce result"

@@ -375,7 +375,10 @@ class _H2Protocol(H2Protocol, asyncio.BufferedProtocol):
             self.connection.flush()
         transport = self._transport
         if isinstance(transport, asyncio.WriteTransport) and transport.can_write_eof():
-            transport.write_eof()
+            try:
+                transport.write_eof()
+            except OSError:  # the peer has gone (TCP: ENOTCONN), its reset not yet read
+                transport.abort()
         elif transport is not None:
             transport.close()
 

@@ -210,7 +210,7 @@ def _batch_map_v1(handler: Handler, invoker: Invoker, role: str, options: Server
 def _transform_v1(handler: Handler, invoker: Invoker, role: str, options: ServerOptions) -> Service:
     from pynumaflow._services.v1.transform import SourceTransformV1Service
 
-    return SourceTransformV1Service(handler, invoker, container_type=role)
+    return SourceTransformV1Service(handler, invoker, container_type=role, nack=options.nack)
 
 
 def _reduce_v1(handler: Handler, invoker: Invoker, role: str, options: ServerOptions) -> Service:

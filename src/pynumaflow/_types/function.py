@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from datetime import datetime, time
 from types import MappingProxyType
-from typing import List, Optional, Union
+from typing import List, Optional, Type, TypeVar, Union
 
 from pynumaflow._types.collections import ItemList
 from pynumaflow._types.nack import NACK, NackOptions
@@ -65,7 +65,25 @@ def _check_value(value: Optional[bytes]) -> bytes:
     raise TypeError(f"message value must be bytes, got {type(value).__name__}{hint}")
 
 
-class Message:
+class _Nackable:
+    """What a result that can be a NACK keeps: its options (None for any other result)."""
+
+    __slots__ = ("_nack",)
+    _nack: Optional[NackOptions]
+
+    def _as_nack(self, options: Optional[NackOptions]) -> None:
+        self._nack = options if options is not None else NackOptions()
+
+    @property
+    def nack_options(self) -> Optional[NackOptions]:
+        """The options of a ``to_nack()`` result, else None."""
+        return self._nack
+
+
+_M = TypeVar("_M", bound="Message")
+
+
+class Message(_Nackable):
     """One output of a map, map stream or reduce handler.
 
     Args:
@@ -75,7 +93,7 @@ class Message:
 
     """
 
-    __slots__ = ("_keys", "_nack", "_tags", "_value")
+    __slots__ = ("_keys", "_tags", "_value")
 
     def __init__(
         self,
@@ -86,7 +104,7 @@ class Message:
         self._value = _check_value(value)
         self._keys = _check_str_list("message keys", keys)
         self._tags = _check_str_list("message tags", tags)
-        self._nack: Optional[NackOptions] = None
+        self._nack = None
 
     @classmethod
     def to_drop(cls) -> Message:
@@ -94,7 +112,7 @@ class Message:
         return cls(b"", None, [DROP])
 
     @classmethod
-    def to_nack(cls, options: Optional[NackOptions] = None) -> Message:
+    def to_nack(cls: Type[_M], options: Optional[NackOptions] = None) -> _M:
         """Return a result asking the platform to redeliver the input later (a NACK).
 
         Honoured by Numaflow >= 1.8.2 on v1, and sent only when ``PYNUMAFLOW_NACK=1``
@@ -104,13 +122,8 @@ class Message:
         nack).
         """
         message = cls(b"", None, [NACK])
-        message._nack = options if options is not None else NackOptions()
+        message._as_nack(options)
         return message
-
-    @property
-    def nack_options(self) -> Optional[NackOptions]:
-        """The options of a :meth:`to_nack` result, else None."""
-        return self._nack
 
     @property
     def value(self) -> bytes:
@@ -145,9 +158,10 @@ class Message:
 
 
 EventTimeLike = Union[datetime, time]
+_MT = TypeVar("_MT", bound="MessageT")
 
 
-class MessageT:
+class MessageT(_Nackable):
     """One output of a mapt (source transformer) handler: a message with a new event time.
 
     ``MessageT(value, event_time, keys=None, tags=None)`` as in pynumaflow 0.4; the
@@ -176,11 +190,23 @@ class MessageT:
         self._event_time: EventTimeLike = event_time
         self._keys = _check_str_list("message keys", keys)
         self._tags = _check_str_list("message tags", tags)
+        self._nack = None
 
     @classmethod
     def to_drop(cls) -> MessageT:
         """Return a message that the platform drops."""
         return cls(b"", _EVENT_TIME_FOR_DROP, None, [DROP])
+
+    @classmethod
+    def to_nack(cls: Type[_MT], options: Optional[NackOptions] = None) -> _MT:
+        """Return a result asking the platform to redeliver the input later (a NACK).
+
+        As :meth:`Message.to_nack` (Numaflow >= 1.8.2 on v1 with ``PYNUMAFLOW_NACK=1``,
+        else a failure the platform retries); its event time is ``to_drop()``'s.
+        """
+        message = cls(b"", _EVENT_TIME_FOR_DROP, None, [NACK])
+        message._as_nack(options)
+        return message
 
     @property
     def value(self) -> bytes:
@@ -206,11 +232,12 @@ class MessageT:
         if type(other) is not type(self):
             return NotImplemented
         assert isinstance(other, MessageT)
-        return (self._value, self._event_time, self._keys, self._tags) == (
+        return (self._value, self._event_time, self._keys, self._tags, self._nack) == (
             other._value,
             other._event_time,
             other._keys,
             other._tags,
+            other._nack,
         )
 
     __hash__ = None  # type: ignore[assignment]

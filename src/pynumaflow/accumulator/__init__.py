@@ -10,6 +10,7 @@ Served on ``accumulator.sock`` by :class:`AccumulatorAsyncServer`.
 
 from pynumaflow._types.asynciter import NonBlockingIterator
 from pynumaflow._types.function import DROP, IntervalWindow
+from pynumaflow._types.modern import SystemMetadata, UserMetadata
 from pynumaflow._types.windowed import Accumulator, KeyedWindow
 from pynumaflow._types.windowed import AccumulatorDatum as Datum
 from pynumaflow._types.windowed import AccumulatorMessage as Message
@@ -24,4 +25,6 @@ __all__ = [
     "KeyedWindow",
     "Message",
     "NonBlockingIterator",
+    "SystemMetadata",
+    "UserMetadata",
 ]

@@ -6,8 +6,8 @@ A handler is ``async def h(keys, datums, md) -> Messages`` reading ``datums`` wi
 ``reduce.sock`` by :class:`ReduceAsyncServer`.
 """
 
-from pynumaflow._types.function import DROP, IntervalWindow, Message, Messages, Metadata
-from pynumaflow._types.modern import Datum, Reducer
+from pynumaflow._types.function import DROP, IntervalWindow, Messages, Metadata
+from pynumaflow._types.modern import Datum, Message, Reducer, SystemMetadata, UserMetadata
 from pynumaflow.reducer._servers import ReduceAsyncServer
 
 __all__ = [
@@ -19,4 +19,6 @@ __all__ = [
     "Metadata",
     "ReduceAsyncServer",
     "Reducer",
+    "SystemMetadata",
+    "UserMetadata",
 ]

@@ -10,7 +10,7 @@ key and window), or an instance of one. Served on ``reducestream.sock`` by
 
 from pynumaflow._types.asynciter import NonBlockingIterator
 from pynumaflow._types.function import DROP, IntervalWindow, Metadata
-from pynumaflow._types.modern import Datum, Message
+from pynumaflow._types.modern import Datum, Message, SystemMetadata, UserMetadata
 from pynumaflow._types.windowed import ReduceStreamer, ReduceWindow
 from pynumaflow.reducestreamer._servers import ReduceStreamAsyncServer
 
@@ -24,4 +24,6 @@ __all__ = [
     "ReduceStreamAsyncServer",
     "ReduceStreamer",
     "ReduceWindow",
+    "SystemMetadata",
+    "UserMetadata",
 ]

@@ -11,7 +11,7 @@ session's new instance before its first datum. Served on ``sessionreduce.sock`` 
 
 from pynumaflow._types.asynciter import NonBlockingIterator
 from pynumaflow._types.function import DROP
-from pynumaflow._types.modern import Datum, Message
+from pynumaflow._types.modern import Datum, Message, SystemMetadata, UserMetadata
 from pynumaflow._types.windowed import SessionReducer
 from pynumaflow.sessionreducer._servers import SessionReduceAsyncServer
 
@@ -22,4 +22,6 @@ __all__ = [
     "NonBlockingIterator",
     "SessionReduceAsyncServer",
     "SessionReducer",
+    "SystemMetadata",
+    "UserMetadata",
 ]

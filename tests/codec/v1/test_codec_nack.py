@@ -1,31 +1,43 @@
 """NACK on the wire (Numaflow >= 1.8.2), checked byte for byte against betterproto.
 
 ``common.NackOptions`` (reason 1, max_deliveries 2, delay 3 ms, nack_map 4) in a map
-result (field 5, with the NACK tag) and a sink result (field 6, with status NACK=5);
+result (field 5, with the NACK tag), a transformer result (field 6, with the NACK tag)
+and a sink result (field 6, with status NACK=5);
 refused where it cannot be sent: a failure, so that the platform retries the input.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Optional
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pynumaflow._codec.legacy.function import encode_datum_response_list
+from pynumaflow import sourcetransformer
+from pynumaflow._codec.legacy.function import (
+    encode_datum_response_list,
+    encode_datum_response_t_list,
+)
 from pynumaflow._codec.legacy.sink import encode_response_list
 from pynumaflow._codec.results import encode_nack_options, read_responses
-from pynumaflow._codec.v1.map import NACK_REFUSED, encode_map_response, encode_map_stream_response
+from pynumaflow._codec.v1.map import (
+    NACK_REFUSED,
+    encode_map_response,
+    encode_map_stream_response,
+    encode_transform_response,
+    encode_transform_response_own,
+)
 from pynumaflow._codec.v1.reduce import decode_window, encode_reduce_results
 from pynumaflow._codec.v1.sink import encode_result
 from pynumaflow._proto import common
 from pynumaflow._proto.map import v1 as map_pb
 from pynumaflow._proto.sink import v1 as sink_pb
+from pynumaflow._proto.sourcetransformer import v1 as st_pb
 from pynumaflow._types.errors import ReturnTypeError
 from pynumaflow._types.function import Datum, DatumMetadata
-from pynumaflow.function import NACK, Message, Messages, NackOptions
+from pynumaflow.function import NACK, Message, Messages, MessageT, MessageTs, NackOptions
 from pynumaflow.sink import Response
 
 texts = st.text(max_size=10)
@@ -106,6 +118,75 @@ def test_map_nack_is_refused_unless_enabled_and_elsewhere() -> None:
     assert encode_map_response(Messages(Message(b"", tags=[NACK])), datum("a")) == bytes(
         map_pb.MapResponse(id="a", results=[map_pb.MapResponseResult(tags=[NACK])])
     )
+
+
+YEAR_ONE = datetime(1, 1, 1, tzinfo=timezone.utc)  # to_drop()'s and to_nack()'s event time
+
+
+@settings(max_examples=200, deadline=None)
+@given(opts=st.none() | options, msg_id=texts)
+def test_transform_nack_result_is_betterprotos_bytes(
+    opts: Optional[NackOptions], msg_id: str
+) -> None:
+    """MessageT.to_nack(): empty value, year-1 event time, the NACK tag, nack_options 6."""
+    moment = datetime(2024, 5, 6, 7, 8, 9, tzinfo=timezone.utc)
+    result = MessageTs(MessageT(b"out", moment, ["k"]), MessageT.to_nack(opts))
+    expected = st_pb.SourceTransformResponse(
+        id=msg_id,
+        results=[
+            st_pb.SourceTransformResponseResult(keys=["k"], value=b"out", event_time=moment),
+            st_pb.SourceTransformResponseResult(
+                event_time=YEAR_ONE,
+                tags=[NACK],
+                nack_options=betterproto_options(opts or NackOptions()),
+            ),
+        ],
+    )
+    assert encode_transform_response(result, datum(msg_id), nack=True) == bytes(expected)
+
+
+@settings(max_examples=100, deadline=None)
+@given(opts=st.none() | options, msg_id=texts)
+def test_modern_transform_nack_carries_its_metadata_then_options(
+    opts: Optional[NackOptions], msg_id: str
+) -> None:
+    """sourcetransformer.Message.to_nack(): its own (empty) user metadata 5, options 6."""
+    nacked = sourcetransformer.Message.to_nack(opts)
+    assert type(nacked) is sourcetransformer.Message
+    expected = st_pb.SourceTransformResponse(
+        id=msg_id,
+        results=[
+            st_pb.SourceTransformResponseResult(
+                event_time=YEAR_ONE,
+                tags=[NACK],
+                metadata=common.Metadata(),
+                nack_options=betterproto_options(opts or NackOptions()),
+            )
+        ],
+    )
+    encoded = encode_transform_response_own(
+        sourcetransformer.Messages(nacked), datum(msg_id), nack=True
+    )
+    # betterproto leaves out the empty metadata message the modern API sends (as 0.14.0)
+    assert st_pb.SourceTransformResponse().parse(encoded) == expected
+    assert b"\x2a\x00\x32" in encoded
+
+
+def test_transform_nack_is_refused_unless_enabled_and_on_legacy() -> None:
+    nacked = MessageTs(MessageT.to_nack(NackOptions(reason="later")))
+    with pytest.raises(ReturnTypeError, match="PYNUMAFLOW_NACK=1") as refused:
+        encode_transform_response(nacked, datum("a"))
+    assert str(refused.value) == NACK_REFUSED
+    with pytest.raises(ReturnTypeError, match="PYNUMAFLOW_NACK=1"):
+        encode_transform_response_own(
+            sourcetransformer.Messages(sourcetransformer.Message.to_nack()), datum("a")
+        )
+    with pytest.raises(ReturnTypeError, match=r"0\.8-0\.9 protocol"):
+        encode_datum_response_t_list(nacked, datetime(2024, 1, 1), datetime(2024, 1, 1))
+    assert MessageT.to_nack() == MessageT.to_nack(NackOptions())
+    assert MessageT.to_nack() != MessageT(b"", datetime(1, 1, 1), tags=[NACK])
+    assert MessageT.to_nack(NackOptions(reason="r")).nack_options == NackOptions(reason="r")
+    assert MessageT.to_drop().nack_options is None
 
 
 @settings(max_examples=200, deadline=None)

@@ -92,6 +92,7 @@ def encode_datum_response_t_list(
     request_date = request_event_time.date()
 
     def body(message: Any) -> bytes:
+        refuse_nack(message, NACK_NOT_ON_LEGACY)
         moment = message_event_time(message, request_date)
         event_time = _encode_timestamp_wrapper(timestamp_parts(moment))
         return response_body(message, event_time, watermark_bytes)

@@ -8,8 +8,9 @@ received: its bounds are never converted, so the far-future ``end`` of Numaflow 
 closed key echoes the ``CLOSE``'s window byte for byte.
 
 A result carries its message's keys, value, event time (always present: the platform
-needs it; the epoch when the message has none), watermark, id and headers, its tags,
-and a window ``{start: epoch, end: <watermark>, slot: "slot-0", keys}``.
+needs it; the epoch when the message has none), watermark, id, headers and user
+metadata (only when it has some; the platform ignores it), its tags, and a window
+``{start: epoch, end: <watermark>, slot: "slot-0", keys}``.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from pynumaflow._codec.results import (
     encode_strings,
     message_fields,
     refuse_nack,
+    set_metadata_field,
 )
 from pynumaflow._codec.v1.reduce import decode_operation, split_window_request
 from pynumaflow._codec.wire import (
@@ -198,6 +200,7 @@ def encode_accumulator_result(
         encode_strings(b"\x0a", (name,), entry, "header names")
         encode_strings(b"\x12", (text,), entry, "header values")
         body.append(_field(b"\x32", b"".join(entry)))
+    body.append(set_metadata_field(b"\x3a", message))
     response = [_field(b"\x0a", b"".join(body)), _window_field(keys, watermark)]
     encode_strings(b"\x1a", tags, response, "tags")
     return b"".join(response), watermark

@@ -224,7 +224,7 @@ def _id_field(datum: Datum) -> bytes:
 
 
 NACK_REFUSED = (
-    "a NACK result (Message.to_nack()) needs Numaflow >= 1.8.2; set PYNUMAFLOW_NACK=1 "
+    "a NACK result (to_nack()) needs Numaflow >= 1.8.2; set PYNUMAFLOW_NACK=1 "
     "when the platform is that new (older ones ack the input and forward the result)"
 )
 """Why a NACK result fails its request when ``$PYNUMAFLOW_NACK`` is not set."""
@@ -238,7 +238,7 @@ def _map_result(message: Any, user_metadata: bytes, nack: bool) -> bytes:
     body = results.response_body(message, None, None, b"\x1a") + result_metadata(
         b"\x22", user_metadata
     )
-    return _with_nack(body, message, nack)
+    return _with_nack(body, message, nack, _MAP_NACK_OPTIONS)
 
 
 def _own_map_result(message: Any, nack: bool) -> bytes:
@@ -246,18 +246,22 @@ def _own_map_result(message: Any, nack: bool) -> bytes:
     body = results.response_body(message, None, None, b"\x1a") + results.own_metadata_field(
         b"\x22", message
     )
-    return _with_nack(body, message, nack)
+    return _with_nack(body, message, nack, _MAP_NACK_OPTIONS)
 
 
-def _with_nack(body: bytes, message: Any, nack: bool) -> bytes:
-    """``body`` and, for a NACK result, its nack_options 5 (refused unless ``nack``)."""
+_MAP_NACK_OPTIONS = b"\x2a"  # MapResponse.Result field 5
+_TRANSFORM_NACK_OPTIONS = b"\x32"  # SourceTransformResponse.Result field 6
+
+
+def _with_nack(body: bytes, message: Any, nack: bool, tag: bytes) -> bytes:
+    """``body`` and, for a NACK result, its nack_options field ``tag`` (refused unless ``nack``)."""
     options = getattr(message, "_nack", None)
     if options is None:
         return body
     if not nack:
         raise ReturnTypeError(NACK_REFUSED)
     encoded = results.encode_nack_options(options)
-    return body + b"\x2a" + varint(len(encoded)) + encoded
+    return body + tag + varint(len(encoded)) + encoded
 
 
 def encode_map_response(result: object, datum: Datum, nack: bool = False) -> bytes:
@@ -315,34 +319,38 @@ BATCH_EOT = _EOT_STATUS
 """The end of a batch's responses in batch mode: ``MapResponse{status{eot: true}}``, no id."""
 
 
-def encode_transform_response(result: object, datum: Datum) -> bytes:
+def encode_transform_response(result: object, datum: Datum, nack: bool = False) -> bytes:
     """Encode a mapt handler's MessageTs as the SourceTransformResponse for ``datum``.
 
     Every result carries its event time (the platform needs it), even the epoch; a
     bare ``datetime.time`` is resolved on the UTC date of ``datum``'s event time, and
-    ``MessageT.to_drop()``'s ``datetime(1, 1, 1)`` is -62135596800 s.
+    ``MessageT.to_drop()``'s ``datetime(1, 1, 1)`` is -62135596800 s. ``nack``: as
+    for :func:`encode_map_response` (nack_options are field 6 here).
 
     Raises:
-        ReturnTypeError: ``result`` is not an iterable of MessageT.
+        ReturnTypeError: ``result`` is not an iterable of MessageT, or holds a NACK
+            result and ``nack`` is false.
 
     """
     request_date = datum.event_time.date()
     metadata = result_metadata(b"\x2a", datum._user_metadata)
 
     def body(message: Any) -> bytes:
-        return _transform_result(message, request_date) + metadata
+        encoded = _transform_result(message, request_date) + metadata
+        return _with_nack(encoded, message, nack, _TRANSFORM_NACK_OPTIONS)
 
     return results.encode_list(result, results.MESSAGE_TS, body) + _id_field(datum)
 
 
-def encode_transform_response_own(result: object, datum: Datum) -> bytes:
+def encode_transform_response_own(result: object, datum: Datum, nack: bool = False) -> bytes:
     """:func:`encode_transform_response` for the modern API: each result's own metadata."""
     request_date = datum.event_time.date()
 
     def body(message: Any) -> bytes:
-        return _transform_result(message, request_date) + results.own_metadata_field(
+        encoded = _transform_result(message, request_date) + results.own_metadata_field(
             b"\x2a", message
         )
+        return _with_nack(encoded, message, nack, _TRANSFORM_NACK_OPTIONS)
 
     return results.encode_list(result, results.MESSAGE_TS, body) + _id_field(datum)
 

@@ -6,7 +6,8 @@ decodes straight into the public :class:`~pynumaflow.function.Datum` (with
 :class:`ReduceWindow`, cached by its bytes since every request of a stream carries the
 same one. Responses are encoded straight from the handler's messages, each carrying
 its window's bytes exactly as the request sent them. The request's ``common.Metadata``
-is not kept: the platform ignores a reduce result's metadata.
+is kept whole (user and system metadata, for the modern API's datum views); a result
+carries its message's user metadata only when it has some (the platform ignores it).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Callable, List, NamedTuple, Optional, Tuple, TypeVar
 
 from pynumaflow._codec.fields import (
     HEADER,
+    METADATA,
     RequestLayout,
     decode_request,
     new_datum,
@@ -30,6 +32,7 @@ from pynumaflow._codec.results import (
     encode_strings,
     message_fields,
     refuse_nack,
+    set_metadata_field,
 )
 from pynumaflow._codec.wire import (
     TimestampParts,
@@ -62,8 +65,9 @@ CLOSE = 1
 APPEND = 4
 
 _NO_DELIVERY = DatumMetadata()
-# The payload's field 5 is a headers entry; its error texts name DatumRequest, as ever.
-_PAYLOAD = RequestLayout("DatumRequest", {5: HEADER})
+# The payload's field 5 is a headers entry, 6 the metadata; its error texts name
+# DatumRequest, as ever.
+_PAYLOAD = RequestLayout("DatumRequest", {5: HEADER, 6: METADATA})
 
 
 class ReduceWindow(NamedTuple):
@@ -236,6 +240,7 @@ def _response(message: object, window_field: bytes) -> bytes:
     if value:
         body += (b"\x12", varint(len(value)), value)
     encode_strings(b"\x1a", tags, body, "tags")
+    body.append(set_metadata_field(b"\x22", message))
     encoded = b"".join(body)
     return b"\x0a" + varint(len(encoded)) + encoded + window_field
 

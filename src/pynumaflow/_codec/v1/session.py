@@ -27,6 +27,7 @@ from pynumaflow._codec.results import (
     encode_strings,
     message_fields,
     refuse_nack,
+    set_metadata_field,
 )
 from pynumaflow._codec.v1.reduce import decode_operation, split_window_request
 from pynumaflow._codec.wire import (
@@ -162,7 +163,9 @@ def _decode_payload(data: bytes, pos: int, end: int) -> Datum:
 
 
 def encode_session_result(message: object, window: SessionWindow) -> bytes:
-    """Encode one message a session emitted: ``{result{keys, value, tags}, keyedWindow}``.
+    """Encode one message a session emitted: ``{result{keys, value, tags, metadata}, keyedWindow}``.
+
+    The metadata is the message's user metadata, sent only when it has some.
 
     Raises:
         ReturnTypeError: ``message`` is not a Message.
@@ -176,6 +179,7 @@ def encode_session_result(message: object, window: SessionWindow) -> bytes:
     if value:
         body.append(_field(b"\x12", value))
     encode_strings(b"\x1a", tags, body, "tags")
+    body.append(set_metadata_field(b"\x22", message))
     return _field(b"\x0a", b"".join(body)) + _field(b"\x12", window.encoded)
 
 

@@ -7,6 +7,7 @@ each result carrying the event time its ``MessageT`` assigned.
 
 from __future__ import annotations
 
+import functools
 from typing import Dict
 
 import grpclib.const
@@ -25,12 +26,16 @@ __all__ = ["SourceTransformV1Service"]
 class SourceTransformV1Service:
     """Serves SourceTransformFn and IsReady with one (mapt) handler."""
 
-    def __init__(self, handler: Handler, invoker: Invoker, *, container_type: str) -> None:
+    def __init__(
+        self, handler: Handler, invoker: Invoker, *, container_type: str, nack: bool = False
+    ) -> None:
         encode = (
             codec.encode_transform_response_own
             if handler.own_metadata
             else codec.encode_transform_response
         )
+        if nack:  # NACK results are sent (Numaflow >= 1.8.2), not refused
+            encode = functools.partial(encode, nack=True)
         decode = (
             codec.decode_transform_request_own
             if handler.own_metadata

@@ -65,10 +65,26 @@ def echo(keys: list[str], datum: Datum) -> Messages:
     return Messages(Message(datum.value, keys=keys, tags=["echoed"]))
 
 
-async def reversed_echo(keys: list[str], datum: Datum) -> Messages:
-    """Answers later requests first: request i waits (10 - i) ms."""
-    await asyncio.sleep((10 - int(datum.value)) / 1000)
-    return echo(keys, datum)
+def reversed_echo(count: int = 10) -> Any:
+    """An echo that answers later requests first.
+
+    Each call waits until all ``count`` requests are in, then request i waits
+    (count - i) ms: their timers start in one loop pass, so however slowly the requests
+    arrived, they fire in reverse order.
+    """
+    arrived = 0
+    all_in = asyncio.Event()
+
+    async def handler(keys: list[str], datum: Datum) -> Messages:
+        nonlocal arrived
+        arrived += 1
+        if arrived == count:
+            all_in.set()
+        await all_in.wait()
+        await asyncio.sleep((count - int(datum.value)) / 1000)
+        return echo(keys, datum)
+
+    return handler
 
 
 def is_handshake(response: Any) -> bool:
@@ -78,11 +94,12 @@ def is_handshake(response: Any) -> bool:
 # --- unary mode --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("handler", [echo, reversed_echo], ids=["sync", "async-out-of-order"])
+@pytest.mark.parametrize("make", [lambda: echo, reversed_echo], ids=["sync", "async-out-of-order"])
 async def test_unary_handshake_then_one_response_per_request(
-    handler: Any, sock_path: str, info_path: str, map_stub: Any, map_pb2: ModuleType
+    make: Any, sock_path: str, info_path: str, map_stub: Any, map_pb2: ModuleType
 ) -> None:
     """The handshake is answered first; then exactly one MapResponse{id, results} per id."""
+    handler = make()
     requests = [request(map_pb2, f"id-{i}", str(i).encode(), keys=[f"k{i}"]) for i in range(10)]
     async with serving(sock_path, info_path, map_handler=handler):
         talk = await converse(map_stub.MapFn(), [handshake(map_pb2), *requests])
@@ -95,8 +112,8 @@ async def test_unary_handshake_then_one_response_per_request(
         assert results(answer) == [([f"k{i}"], str(i).encode(), ["echoed"])]
         assert not answer.HasField("handshake")
         assert not answer.HasField("status")
-    if handler is reversed_echo:
-        assert [a.id for a in answers] != [f"id-{i}" for i in range(10)]
+    if make is reversed_echo:
+        assert [a.id for a in answers] == [f"id-{i}" for i in reversed(range(10))]
 
 
 async def test_unary_datum_fields(

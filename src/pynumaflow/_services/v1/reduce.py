@@ -25,7 +25,7 @@ restart.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Set, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 import grpclib.const
 import grpclib.server
@@ -36,9 +36,10 @@ from pynumaflow._codec.rpc import READY, decode_or_refuse
 from pynumaflow._codec.v1 import reduce as _codec
 from pynumaflow._codec.wire import TimestampParts
 from pynumaflow._core.current import draining
-from pynumaflow._engines.reduce import RawStream, ReduceStream
+from pynumaflow._engines.reduce import Inbox, RawStream, ReduceStream
 from pynumaflow._invoke import Handler, Invoker
 from pynumaflow._services.base import is_ready_method, service_mapping
+from pynumaflow._types.function import Metadata
 
 __all__ = ["ReduceV1Service"]
 
@@ -76,6 +77,7 @@ class _Window:
 
     window: _codec.ReduceWindow
     groups: Set[Group] = field(default_factory=set)
+    closed: bool = False
 
 
 def _decode(data: bytes) -> _codec.ReduceRequest:
@@ -95,18 +97,31 @@ class _ReduceV1Stream(ReduceStream[Group]):
     async def _read(self) -> None:
         drain_watch = self._spawn(self._abandon_on_drain)
         try:
+            # The loop every datum takes, kept flat: a request of the window last seen
+            # (the same object: windows are cached by their bytes) whose call has room
+            # costs no coroutine.
+            last: Optional[_Window] = None
             async for data in self._requests:
                 request = _decode(data)
-                if len(request.windows) != 1:
+                windows = request.windows
+                if len(windows) != 1:
                     raise GRPCError(
                         Status.INVALID_ARGUMENT,
-                        f"a ReduceRequest must name exactly one window, got {len(request.windows)}",
+                        f"a ReduceRequest must name exactly one window, got {len(windows)}",
                     )
-                (window,) = request.windows
-                if request.event == _codec.CLOSE:
+                window = windows[0]
+                event = request.event
+                if event == _codec.APPEND or event == _codec.OPEN:
+                    if last is None or last.window is not window or last.closed:
+                        last = self._window_of(window)
+                    datum = request.datum
+                    keys = datum.keys
+                    group = (window.bounds, tuple(keys))
+                    waiting = self._offer(group, keys, last.window.metadata, datum)
+                    if waiting is not None:
+                        await waiting.put(datum)
+                elif event == _codec.CLOSE:
                     self._close(window)
-                elif request.event in (_codec.OPEN, _codec.APPEND):
-                    await self._append(window, request)
                 else:
                     raise GRPCError(
                         Status.INVALID_ARGUMENT,
@@ -116,7 +131,8 @@ class _ReduceV1Stream(ReduceStream[Group]):
         finally:
             drain_watch.cancel()
 
-    async def _append(self, window: _codec.ReduceWindow, request: _codec.ReduceRequest) -> None:
+    def _window_of(self, window: _codec.ReduceWindow) -> _Window:
+        """The window a datum is for, as first named (refused after its CLOSE)."""
         if window.bounds in self._closed:
             raise GRPCError(
                 Status.INVALID_ARGUMENT, f"request for window {_describe(window)} after its CLOSE"
@@ -124,15 +140,17 @@ class _ReduceV1Stream(ReduceStream[Group]):
         known = self._windows.get(window.bounds)
         if known is None:
             known = self._windows[window.bounds] = _Window(window)
-        keys = request.datum.keys
-        group = (window.bounds, tuple(keys))
-        known.groups.add(group)
-        await self._feed(group, keys, known.window.metadata, request.datum)
+        return known
+
+    def _open_group(self, group: Group, keys: List[str], md: Metadata) -> Inbox:
+        self._windows[group[0]].groups.add(group)
+        return super()._open_group(group, keys, md)
 
     def _close(self, window: _codec.ReduceWindow) -> None:
         self._closed.add(window.bounds)
         known = self._windows.get(window.bounds)
         if known is not None:
+            known.closed = True
             self._end_groups(known.groups)
 
     async def _abandon_on_drain(self) -> None:

@@ -158,8 +158,18 @@ class Feed(Generic[_T]):
     def iterator(self) -> Union[AsyncIterator[_T], Iterator[_T]]:
         """What the handler iterates over (async or blocking, by handler kind)."""
         if self._thread_queue is not None:
-            return _ThreadFeedIterator(self, self._thread_queue)
+            return _ThreadFeedIterator(self, self._thread_queue, collections.deque())
         return _AsyncFeedIterator(self)
+
+    def iterator_after(self, first: Deque[_T]) -> Iterator[_T]:
+        """A sync consumer's iterator that reads ``first`` before the feed.
+
+        ``first`` holds items never put (not counted against ``maxsize``); each is
+        dropped as it is read, and once the feed is aborted the next read raises
+        FeedAborted.
+        """
+        assert self._thread_queue is not None
+        return _ThreadFeedIterator(self, self._thread_queue, first)
 
 
 class _AsyncFeedIterator(AsyncIterator[_T]):
@@ -188,10 +198,13 @@ class _AsyncFeedIterator(AsyncIterator[_T]):
 
 
 class _ThreadFeedIterator(Iterator[_T]):
-    def __init__(self, feed: Feed[_T], items: queue.SimpleQueue[list[Any]]) -> None:
+    def __init__(
+        self, feed: Feed[_T], items: queue.SimpleQueue[list[Any]], first: Deque[Any]
+    ) -> None:
         self._feed = feed
         self._queue = items
-        self._batch: Deque[Any] = collections.deque()
+        self._batch = first
+        self._uncounted = len(first)  # the first items of the batch were never put
         self._done = False
         # Items taken and not yet counted back to the feed: the count crosses under the
         # feed's lock once per half feed, or before waiting for more, not per item.
@@ -214,6 +227,12 @@ class _ThreadFeedIterator(Iterator[_T]):
             self._done = True
             raise FeedAborted("the call was abandoned")
         note_progress()
+        if self._uncounted:
+            self._uncounted -= 1
+            if self._feed._aborted:
+                self._done = True
+                raise FeedAborted("the call was abandoned")
+            return item  # type: ignore[no-any-return]
         self._owed += 1
         if self._owed >= self._half:
             self._settle()

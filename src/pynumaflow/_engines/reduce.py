@@ -38,7 +38,7 @@ import asyncio
 import functools
 import threading
 from collections import deque
-from collections.abc import Awaitable, Hashable, Iterable, Iterator
+from collections.abc import Awaitable, Hashable, Iterable
 from typing import (
     Any,
     Callable,
@@ -49,14 +49,13 @@ from typing import (
     Optional,
     Protocol,
     TypeVar,
-    cast,
 )
 
 import grpclib.server
 from grpclib.exceptions import GRPCError
 
 from pynumaflow._core.messages import MessageReader, MessageWriter
-from pynumaflow._engines.feed import Feed, FeedAborted
+from pynumaflow._engines.feed import Feed
 from pynumaflow._engines.tasks import StreamTasks
 from pynumaflow._invoke import Handler, HandlerErrors, Invoker
 from pynumaflow._types.function import Datum, Metadata
@@ -164,14 +163,8 @@ class _ThreadInbox:
         with self._lock:
             self._started = True
             backlog, self._backlog = self._backlog, deque()
-        return func(keys, self._datums(backlog), md)
-
-    def _datums(self, backlog: Deque[Datum]) -> Iterator[Datum]:
-        while backlog:  # popped, so that a long backlog is freed as it is read
-            if self._aborted:
-                raise FeedAborted("the call was abandoned")
-            yield backlog.popleft()
-        yield from cast(Iterator[Datum], self._feed.iterator)
+        # The backlog is popped as it is read, so that a long one is freed as it goes.
+        return func(keys, self._feed.iterator_after(backlog), md)
 
 
 class ReduceStream(Generic[Group]):

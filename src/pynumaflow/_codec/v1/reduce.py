@@ -37,7 +37,6 @@ from pynumaflow._codec.results import (
 from pynumaflow._codec.wire import (
     TimestampParts,
     decode_timestamp,
-    fast_varint,
     naive_utc,
     read_varint,
     skip_field,
@@ -93,6 +92,9 @@ class ReduceRequest(NamedTuple):
     datum: Datum
 
 
+_new_request = tuple.__new__  # without the NamedTuple's Python-level __new__
+
+
 def decode_reduce_request(data: bytes) -> ReduceRequest:
     """Decode a reduce.v1 ReduceRequest (unknown fields are skipped).
 
@@ -101,7 +103,8 @@ def decode_reduce_request(data: bytes) -> ReduceRequest:
     """
     payload, operation = split_window_request(data, "ReduceRequest")
     event, windows = decode_operation(*operation, decode_window)
-    return ReduceRequest(event, windows, _decode_payload(*(payload or (data, 0, 0))))
+    datum = _decode_payload(*(payload or (data, 0, 0)))
+    return _new_request(ReduceRequest, (event, windows, datum))
 
 
 Span = Tuple[bytes, int, int]
@@ -140,18 +143,25 @@ def split_window_request(data: bytes, name: str) -> Tuple[Optional[Span], Span]:
 
 
 def _split_common(data: bytes) -> Optional[Tuple[Span, Span]]:
-    """The spans of what encoders write, ``0a LEN payload 12 LEN operation``; else None."""
+    """The spans of what encoders write, ``0a LEN payload 12 LEN operation``; else None.
+
+    Only for lengths of one or two bytes (a payload under 16 KiB, an operation under
+    128 bytes); anything else takes the general loop.
+    """
     size = len(data)
     if size < 4 or data[0] != 0x0A:
         return None
-    length, start = fast_varint(data, 1, size)
+    length = data[1]
+    start = 2
+    if length >= 0x80:
+        if data[2] >= 0x80:
+            return None
+        length = (length & 0x7F) | data[2] << 7
+        start = 3
     end = start + length
-    if start < 0 or end + 2 > size or data[end] != 0x12:
+    if end + 2 > size or data[end] != 0x12 or data[end + 1] != size - end - 2:
         return None
-    length, operation = fast_varint(data, end + 1, size)
-    if operation < 0 or operation + length != size:
-        return None
-    return (data, start, end), (data, operation, size)
+    return (data, start, end), (data, end + 2, size)
 
 
 def _merged(data: bytes, spans: List[Tuple[int, int]]) -> Span:

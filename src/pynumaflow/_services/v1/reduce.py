@@ -80,10 +80,6 @@ class _Window:
     closed: bool = False
 
 
-def _decode(data: bytes) -> _codec.ReduceRequest:
-    return decode_or_refuse(_codec.decode_reduce_request, data, "ReduceRequest")
-
-
 class _ReduceV1Stream(ReduceStream[Group]):
     """One reduce.v1 ReduceFn stream on the shared engine."""
 
@@ -101,33 +97,35 @@ class _ReduceV1Stream(ReduceStream[Group]):
             # (the same object: windows are cached by their bytes) whose call has room
             # costs no coroutine.
             last: Optional[_Window] = None
-            async for data in self._requests:
-                request = _decode(data)
-                windows = request.windows
-                if len(windows) != 1:
-                    raise GRPCError(
-                        Status.INVALID_ARGUMENT,
-                        f"a ReduceRequest must name exactly one window, got {len(windows)}",
-                    )
-                window = windows[0]
-                event = request.event
-                if event == _codec.APPEND or event == _codec.OPEN:
-                    if last is None or last.window is not window or last.closed:
-                        last = self._window_of(window)
-                    datum = request.datum
-                    keys = datum.keys
-                    group = (window.bounds, tuple(keys))
-                    waiting = self._offer(group, keys, last.window.metadata, datum)
-                    if waiting is not None:
-                        await waiting.put(datum)
-                elif event == _codec.CLOSE:
-                    self._close(window)
-                else:
-                    raise GRPCError(
-                        Status.INVALID_ARGUMENT,
-                        f"unsupported window operation {request.event}: "
-                        "fixed and sliding windows use OPEN, APPEND and CLOSE",
-                    )
+            decode, requests = _codec.decode_reduce_request, self._requests
+            while batch := await requests.batch():
+                for data in batch:
+                    request = decode_or_refuse(decode, data, "ReduceRequest")
+                    windows = request.windows
+                    if len(windows) != 1:
+                        raise GRPCError(
+                            Status.INVALID_ARGUMENT,
+                            f"a ReduceRequest must name exactly one window, got {len(windows)}",
+                        )
+                    window = windows[0]
+                    event = request.event
+                    if event == _codec.APPEND or event == _codec.OPEN:
+                        if last is None or last.window is not window or last.closed:
+                            last = self._window_of(window)
+                        datum = request.datum
+                        keys = datum.keys
+                        group = (window.bounds, tuple(keys))
+                        waiting = self._offer(group, keys, last.window.metadata, datum)
+                        if waiting is not None:
+                            await waiting.put(datum)
+                    elif event == _codec.CLOSE:
+                        self._close(window)
+                    else:
+                        raise GRPCError(
+                            Status.INVALID_ARGUMENT,
+                            f"unsupported window operation {request.event}: "
+                            "fixed and sliding windows use OPEN, APPEND and CLOSE",
+                        )
         finally:
             drain_watch.cancel()
 

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pynumaflow._codec import fields
+from pynumaflow._types.errors import CodecError
 
 GROUPS = st.dictionaries(
     st.text(max_size=8),
@@ -52,3 +53,45 @@ def test_decoding_reads_user_and_system_groups(
     kept = fields.user_metadata_of(raw, 0, len(raw))
     assert fields.decode_metadata(kept) == (groups, {})
     assert fields.decode_metadata(raw) == (groups, system)
+
+
+def _accepted(check: object, data: bytes, start: int, end: int) -> bool:
+    try:
+        check(data, start, end)  # type: ignore[operator]
+    except CodecError:
+        return False
+    return True
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    groups=GROUPS,
+    system=GROUPS,
+    previous=st.text(max_size=200),
+    cut=st.integers(min_value=0),
+    flip=st.integers(min_value=0),
+    bit=st.integers(min_value=0, max_value=7),
+    garbage=st.binary(max_size=40),
+)
+def test_a_request_metadata_is_refused_exactly_when_its_walk_refuses_it(
+    stubs: dict[str, ModuleType],
+    groups: dict[str, dict[str, bytes]],
+    system: dict[str, dict[str, bytes]],
+    previous: str,
+    cut: int,
+    flip: int,
+    bit: int,
+    garbage: bytes,
+) -> None:
+    """The quick check of a request's metadata refuses what user_metadata_of refuses."""
+    raw = bytearray(metadata(stubs["common_pb2"], groups, system, previous))
+    candidates = [bytes(raw), garbage]
+    if raw:
+        candidates.append(bytes(raw[: cut % len(raw)]))
+        raw[flip % len(raw)] ^= 1 << bit
+        candidates.append(bytes(raw))
+    for data in candidates:
+        framed = b"\x0a" + data + b"\x00\x01"  # a span inside a larger message
+        for span in ((data, 0, len(data)), (framed, 1, 1 + len(data))):
+            accepted = _accepted(fields._check_metadata, *span)
+            assert accepted == _accepted(fields.user_metadata_of, *span), data

@@ -7,6 +7,7 @@ its socket once per loop pass.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextvars
 import queue
 import socket
@@ -16,7 +17,7 @@ from typing import Any
 import pytest
 
 from pynumaflow._core.batched_writes import BatchedWrites
-from pynumaflow._engines.feed import Feed
+from pynumaflow._engines.feed import Feed, FeedAborted
 from pynumaflow._invoke import Invoker
 
 pytestmark = pytest.mark.anyio
@@ -208,3 +209,50 @@ async def test_a_sync_consumer_gets_one_list_per_loop_pass_and_wakes_put_rarely(
     # most one wake per 32 items, plus the pool result.
     assert crossings["to_loop"] <= 1000 // (maxsize // 2) + 2
     assert crossings["to_thread"] <= crossings["to_loop"] + 3
+
+
+async def test_offer_takes_items_while_there_is_room_and_drops_them_after_abort() -> None:
+    """offer() never waits: False when the feed is full; after abort() it drops the item."""
+    feed: Feed[int] = Feed(2, sync_consumer=False)
+    iterator = feed.iterator
+    assert feed.offer(1)
+    assert feed.offer(2)
+    assert not feed.offer(3)  # full: put() would wait
+    assert await iterator.__anext__() == 1  # type: ignore[union-attr]
+    assert feed.offer(3)
+    putting = asyncio.ensure_future(feed.put(4))  # waits for room
+    await asyncio.sleep(0)
+    assert not putting.done()
+    feed.abort()
+    await asyncio.wait_for(putting, 5)  # woken, its item dropped
+    assert feed.offer(5)
+    assert await iterator.__anext__() == 2  # type: ignore[union-attr]
+    assert await iterator.__anext__() == 3  # type: ignore[union-attr]
+    with pytest.raises(FeedAborted):
+        await iterator.__anext__()  # type: ignore[union-attr]
+
+
+async def test_a_sync_consumer_reads_its_first_items_then_the_feed_until_aborted() -> None:
+    """iterator_after(): the items given first, then the feed; an abort stops it among them."""
+    invoker = Invoker(1)
+    try:
+        feed: Feed[int] = Feed(4, sync_consumer=True)
+        feed.close()
+        read = await invoker.run_in_pool(list, feed.iterator_after(collections.deque([1, 2])))
+        assert read == [1, 2]
+
+        feed = Feed(4, sync_consumer=True)
+        reading = invoker.run_in_pool(list, feed.iterator_after(collections.deque([-2, -1])))
+        for n in range(100):  # 25 times the feed: put() waits for the reader's room
+            await asyncio.wait_for(feed.put(n), 5)
+        feed.close()
+        assert await reading == [-2, -1, *range(100)]
+
+        feed = Feed(4, sync_consumer=True)
+        iterator = feed.iterator_after(collections.deque([1, 2, 3]))
+        assert await invoker.run_in_pool(next, iterator) == 1
+        feed.abort()
+        with pytest.raises(FeedAborted):  # not the rest of the items given first
+            await invoker.run_in_pool(next, iterator)
+    finally:
+        invoker.shutdown()

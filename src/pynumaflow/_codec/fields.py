@@ -215,7 +215,7 @@ def decode_request(
             elif role == USER_METADATA:
                 user_metadata += user_metadata_of(data, pos, end)
             elif role == METADATA:
-                user_metadata_of(data, pos, end)  # malformed: refused here, as above
+                _check_metadata(data, pos, end)  # malformed: refused here, as above
                 user_metadata += data[pos:end]  # occurrences merge: concatenated
             # else: a field between known ones that this layout does not use: skipped.
         pos = end
@@ -377,6 +377,30 @@ def user_metadata_of(data: bytes, pos: int, end: int) -> bytes:
         if tag == 0x1A:  # field 3, length-delimited: one user_metadata entry
             kept.append(data[start:pos])
     return b"".join(kept)
+
+
+def _check_metadata(data: bytes, pos: int, end: int) -> None:
+    """Refuse a common.Metadata in data[pos:end] that :func:`user_metadata_of` would refuse.
+
+    Its fields 1-3 with lengths under 16 KiB, as encoders write them, are walked here;
+    anything else is left to :func:`user_metadata_of`.
+    """
+    start = pos
+    while pos < end:
+        if data[pos] not in (0x0A, 0x12, 0x1A) or pos + 1 >= end:
+            break
+        length = data[pos + 1]
+        pos += 2
+        if length >= 0x80:
+            if pos >= end or data[pos] >= 0x80:
+                break
+            length = (length & 0x7F) | data[pos] << 7
+            pos += 1
+        pos += length
+    else:
+        if pos == end:
+            return
+    user_metadata_of(data, start, end)
 
 
 def result_metadata(tag: bytes, user_metadata: bytes) -> bytes:

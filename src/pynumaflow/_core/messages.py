@@ -66,6 +66,17 @@ class MessageReader:
                 return None
         return self._ready.popleft()
 
+    async def batch(self) -> list[bytes]:
+        """The next messages, at least one (those read ahead, else one read's); none at the end.
+
+        For a loop that handles each message without awaiting: no coroutine per message.
+        """
+        if self._ready:
+            ready = list(self._ready)
+            self._ready.clear()
+            return ready
+        return await read_messages(self._stream, self._ahead)
+
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self
 

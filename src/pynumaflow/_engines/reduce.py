@@ -38,7 +38,7 @@ import asyncio
 import functools
 import threading
 from collections import deque
-from collections.abc import Awaitable, Hashable, Iterable, Iterator
+from collections.abc import Awaitable, Hashable, Iterable
 from typing import (
     Any,
     Callable,
@@ -49,19 +49,18 @@ from typing import (
     Optional,
     Protocol,
     TypeVar,
-    cast,
 )
 
 import grpclib.server
 from grpclib.exceptions import GRPCError
 
 from pynumaflow._core.messages import MessageReader, MessageWriter
-from pynumaflow._engines.feed import Feed, FeedAborted
+from pynumaflow._engines.feed import Feed
 from pynumaflow._engines.tasks import StreamTasks
 from pynumaflow._invoke import Handler, HandlerErrors, Invoker
 from pynumaflow._types.function import Datum, Metadata
 
-__all__ = ["FEED_SIZE", "RawStream", "ReduceStream"]
+__all__ = ["FEED_SIZE", "Inbox", "RawStream", "ReduceStream"]
 
 FEED_SIZE = 64
 """How many datums a key group's call may have unread before reading the stream waits."""
@@ -71,8 +70,11 @@ Group = TypeVar("Group", bound=Hashable)
 """What a protocol groups datums by (a key list, or a window and a key list)."""
 
 
-class _Inbox(Protocol):
+class Inbox(Protocol):
     """Where one key group's datums go, and how its handler call reads them."""
+
+    def offer(self, datum: Datum) -> bool:
+        """Take the datum if there is room, without waiting; False: ``await put()`` it."""
 
     async def put(self, datum: Datum) -> None: ...
 
@@ -91,6 +93,9 @@ class _AsyncInbox:
 
     def __init__(self) -> None:
         self._feed: Feed[Datum] = Feed(FEED_SIZE, sync_consumer=False)
+
+    def offer(self, datum: Datum) -> bool:
+        return self._feed.offer(datum)
 
     async def put(self, datum: Datum) -> None:
         await self._feed.put(datum)
@@ -125,15 +130,19 @@ class _ThreadInbox:
         self._started = False
         self._aborted = False
 
-    async def put(self, datum: Datum) -> None:
+    def offer(self, datum: Datum) -> bool:
         if not self._started:
             with self._lock:
                 if self._aborted:
-                    return
+                    return True
                 if not self._started:
                     self._backlog.append(datum)
-                    return
-        await self._feed.put(datum)
+                    return True
+        return self._feed.offer(datum)
+
+    async def put(self, datum: Datum) -> None:
+        if not self.offer(datum):
+            await self._feed.put(datum)
 
     def close(self) -> None:
         self._feed.close()
@@ -154,14 +163,8 @@ class _ThreadInbox:
         with self._lock:
             self._started = True
             backlog, self._backlog = self._backlog, deque()
-        return func(keys, self._datums(backlog), md)
-
-    def _datums(self, backlog: Deque[Datum]) -> Iterator[Datum]:
-        while backlog:  # popped, so that a long backlog is freed as it is read
-            if self._aborted:
-                raise FeedAborted("the call was abandoned")
-            yield backlog.popleft()
-        yield from cast(Iterator[Datum], self._feed.iterator)
+        # The backlog is popped as it is read, so that a long one is freed as it goes.
+        return func(keys, self._feed.iterator_after(backlog), md)
 
 
 class ReduceStream(Generic[Group]):
@@ -188,8 +191,8 @@ class ReduceStream(Generic[Group]):
         """The request messages, for :meth:`_read`."""
         self._handler = handler
         self._invoker = invoker
-        self._new_inbox: Callable[[], _Inbox] = _AsyncInbox if handler.is_async else _ThreadInbox
-        self._groups: Dict[Group, _Inbox] = {}
+        self._new_inbox: Callable[[], Inbox] = _AsyncInbox if handler.is_async else _ThreadInbox
+        self._groups: Dict[Group, Inbox] = {}
         self._tasks: Optional[StreamTasks] = None
         self._errors = HandlerErrors(handler, v1_container=v1_container)
         self._v1_container = v1_container
@@ -265,12 +268,21 @@ class ReduceStream(Generic[Group]):
 
     async def _feed(self, group: Group, keys: List[str], md: Metadata, datum: Datum) -> None:
         """Hand a datum to its group's call, starting the call if the group is new."""
+        waiting = self._offer(group, keys, md, datum)
+        if waiting is not None:
+            await waiting.put(datum)
+
+    def _offer(self, group: Group, keys: List[str], md: Metadata, datum: Datum) -> Optional[Inbox]:
+        """:meth:`_feed` without waiting: the inbox to ``await put(datum)`` on if it is full.
+
+        Most datums find room, and then no coroutine is made for them.
+        """
         inbox = self._groups.get(group)
         if inbox is None:
             inbox = self._open_group(group, keys, md)
-        await inbox.put(datum)
+        return None if inbox.offer(datum) else inbox
 
-    def _open_group(self, group: Group, keys: List[str], md: Metadata) -> _Inbox:
+    def _open_group(self, group: Group, keys: List[str], md: Metadata) -> Inbox:
         """Start a group's call before its first datum (or with none, if it ends first)."""
         inbox = self._groups[group] = self._new_inbox()
         self._started().start(self._call(group, keys, md, inbox))
@@ -337,7 +349,7 @@ class ReduceStream(Generic[Group]):
             inbox.close()
         self.input_ended.set()
 
-    async def _call(self, group: Group, keys: List[str], md: Metadata, inbox: _Inbox) -> None:
+    async def _call(self, group: Group, keys: List[str], md: Metadata, inbox: Inbox) -> None:
         # One task per key group, alive for the whole window: kept to one coroutine
         # (not start_guarded, which adds one) and one reusable error handler.
         try:
@@ -360,7 +372,7 @@ class ReduceStream(Generic[Group]):
         except Exception as err:
             await self._started().fail(err)
 
-    async def _relay(self, group: Group, keys: List[str], md: Metadata, inbox: _Inbox) -> None:
+    async def _relay(self, group: Group, keys: List[str], md: Metadata, inbox: Inbox) -> None:
         """Run a streaming handler over the group's datums, sending each item it yields."""
         assert isinstance(inbox, _AsyncInbox)  # the streaming faces take async handlers only
         await self._invoker.relay(

@@ -147,6 +147,28 @@ def test_fields_occurring_twice_merge() -> None:
     assert [w.encoded for w in request.windows] == [window, window]
 
 
+def test_long_payloads_and_operations_decode_as_short_ones() -> None:
+    """Past the lengths the common request shape is read for in place, the same answers."""
+    window = v1.Window(end=EPOCH + timedelta(seconds=1), slot="s" * 200)  # operation > 127 B
+    for value in (b"v" * 100, b"v" * 20_000, b"v" * 3_000_000):  # 1-, 2- and 3-byte lengths
+        for windows_sent in ([v1.Window(end=EPOCH + timedelta(seconds=1), slot="0")], [window]):
+            data = bytes(
+                v1.ReduceRequest(
+                    payload=v1.ReduceRequestPayload(keys=["k"], value=value),
+                    operation=v1.ReduceRequestWindowOperation(
+                        event=v1.ReduceRequestWindowOperationEvent.APPEND, windows=windows_sent
+                    ),
+                )
+            )
+            request = decode_reduce_request(data)
+            assert (request.datum.keys, request.datum.value) == (["k"], value)
+            assert request.event == APPEND
+            assert [w.encoded for w in request.windows] == [bytes(w) for w in windows_sent]
+            # A payload that runs past the request is refused, whatever its length's size.
+            with pytest.raises(CodecError):
+                decode_reduce_request(data[:-1] if len(data) < 200 else data[: len(value)])
+
+
 messages = st.lists(
     st.builds(
         Message,

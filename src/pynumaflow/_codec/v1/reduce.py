@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 from datetime import timezone
-from typing import Callable, List, NamedTuple, Optional, Tuple, TypeVar
+from typing import Any, Callable, List, NamedTuple, Optional, Tuple, TypeVar, cast
 
 from pynumaflow._codec.fields import (
     HEADER,
@@ -92,6 +92,9 @@ class ReduceRequest(NamedTuple):
     datum: Datum
 
 
+_new_request = tuple.__new__  # without the NamedTuple's Python-level __new__
+
+
 def decode_reduce_request(data: bytes) -> ReduceRequest:
     """Decode a reduce.v1 ReduceRequest (unknown fields are skipped).
 
@@ -100,7 +103,8 @@ def decode_reduce_request(data: bytes) -> ReduceRequest:
     """
     payload, operation = split_window_request(data, "ReduceRequest")
     event, windows = decode_operation(*operation, decode_window)
-    return ReduceRequest(event, tuple(windows), _decode_payload(*(payload or (data, 0, 0))))
+    datum = _decode_payload(*(payload or (data, 0, 0)))
+    return _new_request(ReduceRequest, (event, windows, datum))
 
 
 Span = Tuple[bytes, int, int]
@@ -114,6 +118,9 @@ def split_window_request(data: bytes, name: str) -> Tuple[Optional[Span], Span]:
     The request shape reduce.v1, sessionreduce.v1 and accumulator.v1 share. A message
     that occurs twice merges, as protobuf says (its occurrences are concatenated).
     """
+    common = _split_common(data)
+    if common is not None:
+        return common
     payloads: List[Tuple[int, int]] = []
     operations: List[Tuple[int, int]] = []
     pos = 0
@@ -135,6 +142,28 @@ def split_window_request(data: bytes, name: str) -> Tuple[Optional[Span], Span]:
     return (_merged(data, payloads) if payloads else None), _merged(data, operations)
 
 
+def _split_common(data: bytes) -> Optional[Tuple[Span, Span]]:
+    """The spans of what encoders write, ``0a LEN payload 12 LEN operation``; else None.
+
+    Only for lengths of one or two bytes (a payload under 16 KiB, an operation under
+    128 bytes); anything else takes the general loop.
+    """
+    size = len(data)
+    if size < 4 or data[0] != 0x0A:
+        return None
+    length = data[1]
+    start = 2
+    if length >= 0x80:
+        if data[2] >= 0x80:
+            return None
+        length = (length & 0x7F) | data[2] << 7
+        start = 3
+    end = start + length
+    if end + 2 > size or data[end] != 0x12 or data[end + 1] != size - end - 2:
+        return None
+    return (data, start, end), (data, end + 2, size)
+
+
 def _merged(data: bytes, spans: List[Tuple[int, int]]) -> Span:
     """One message from its occurrences: in place if one, else their concatenation."""
     if len(spans) == 1:
@@ -145,10 +174,19 @@ def _merged(data: bytes, spans: List[Tuple[int, int]]) -> Span:
 
 def decode_operation(
     data: bytes, pos: int, end: int, decode: Callable[[bytes], _W]
-) -> Tuple[int, List[_W]]:
+) -> Tuple[int, Tuple[_W, ...]]:
     """Decode a ``WindowOperation{1 event, 2 window(s)}``, each window with ``decode``."""
+    return cast("Tuple[int, Tuple[_W, ...]]", _decode_operation(data[pos:end], decode))
+
+
+# Every request of a window (of a key, for the accumulator) carries the same operation
+# bytes, OPEN once and APPEND after.
+@functools.lru_cache(maxsize=1024)
+def _decode_operation(data: bytes, decode: Callable[[bytes], Any]) -> Tuple[int, Tuple[Any, ...]]:
     event = OPEN
-    windows: List[_W] = []
+    pos = 0
+    end = len(data)
+    windows: List[Any] = []
     while pos < end:
         tag = data[pos]
         if tag < 0x80:
@@ -168,7 +206,7 @@ def decode_operation(
             pos = skip_field(data, pos, wire_type, field)
     if pos != end:
         raise CodecError("WindowOperation overruns its enclosing message")
-    return event, windows
+    return event, tuple(windows)
 
 
 @functools.lru_cache(maxsize=1024)  # every request of a stream names the same window

@@ -25,7 +25,7 @@ restart.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Set, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 import grpclib.const
 import grpclib.server
@@ -36,9 +36,10 @@ from pynumaflow._codec.rpc import READY, decode_or_refuse
 from pynumaflow._codec.v1 import reduce as _codec
 from pynumaflow._codec.wire import TimestampParts
 from pynumaflow._core.current import draining
-from pynumaflow._engines.reduce import RawStream, ReduceStream
+from pynumaflow._engines.reduce import Inbox, RawStream, ReduceStream
 from pynumaflow._invoke import Handler, Invoker
 from pynumaflow._services.base import is_ready_method, service_mapping
+from pynumaflow._types.function import Metadata
 
 __all__ = ["ReduceV1Service"]
 
@@ -76,10 +77,7 @@ class _Window:
 
     window: _codec.ReduceWindow
     groups: Set[Group] = field(default_factory=set)
-
-
-def _decode(data: bytes) -> _codec.ReduceRequest:
-    return decode_or_refuse(_codec.decode_reduce_request, data, "ReduceRequest")
+    closed: bool = False
 
 
 class _ReduceV1Stream(ReduceStream[Group]):
@@ -95,28 +93,44 @@ class _ReduceV1Stream(ReduceStream[Group]):
     async def _read(self) -> None:
         drain_watch = self._spawn(self._abandon_on_drain)
         try:
-            async for data in self._requests:
-                request = _decode(data)
-                if len(request.windows) != 1:
-                    raise GRPCError(
-                        Status.INVALID_ARGUMENT,
-                        f"a ReduceRequest must name exactly one window, got {len(request.windows)}",
-                    )
-                (window,) = request.windows
-                if request.event == _codec.CLOSE:
-                    self._close(window)
-                elif request.event in (_codec.OPEN, _codec.APPEND):
-                    await self._append(window, request)
-                else:
-                    raise GRPCError(
-                        Status.INVALID_ARGUMENT,
-                        f"unsupported window operation {request.event}: "
-                        "fixed and sliding windows use OPEN, APPEND and CLOSE",
-                    )
+            # The loop every datum takes, kept flat: a request of the window last seen
+            # (the same object: windows are cached by their bytes) whose call has room
+            # costs no coroutine.
+            last: Optional[_Window] = None
+            decode, requests = _codec.decode_reduce_request, self._requests
+            while batch := await requests.batch():
+                for data in batch:
+                    request = decode_or_refuse(decode, data, "ReduceRequest")
+                    windows = request.windows
+                    if len(windows) != 1:
+                        raise GRPCError(
+                            Status.INVALID_ARGUMENT,
+                            f"a ReduceRequest must name exactly one window, got {len(windows)}",
+                        )
+                    window = windows[0]
+                    event = request.event
+                    if event == _codec.APPEND or event == _codec.OPEN:
+                        if last is None or last.window is not window or last.closed:
+                            last = self._window_of(window)
+                        datum = request.datum
+                        keys = datum.keys
+                        group = (window.bounds, tuple(keys))
+                        waiting = self._offer(group, keys, last.window.metadata, datum)
+                        if waiting is not None:
+                            await waiting.put(datum)
+                    elif event == _codec.CLOSE:
+                        self._close(window)
+                    else:
+                        raise GRPCError(
+                            Status.INVALID_ARGUMENT,
+                            f"unsupported window operation {request.event}: "
+                            "fixed and sliding windows use OPEN, APPEND and CLOSE",
+                        )
         finally:
             drain_watch.cancel()
 
-    async def _append(self, window: _codec.ReduceWindow, request: _codec.ReduceRequest) -> None:
+    def _window_of(self, window: _codec.ReduceWindow) -> _Window:
+        """The window a datum is for, as first named (refused after its CLOSE)."""
         if window.bounds in self._closed:
             raise GRPCError(
                 Status.INVALID_ARGUMENT, f"request for window {_describe(window)} after its CLOSE"
@@ -124,15 +138,17 @@ class _ReduceV1Stream(ReduceStream[Group]):
         known = self._windows.get(window.bounds)
         if known is None:
             known = self._windows[window.bounds] = _Window(window)
-        keys = request.datum.keys
-        group = (window.bounds, tuple(keys))
-        known.groups.add(group)
-        await self._feed(group, keys, known.window.metadata, request.datum)
+        return known
+
+    def _open_group(self, group: Group, keys: List[str], md: Metadata) -> Inbox:
+        self._windows[group[0]].groups.add(group)
+        return super()._open_group(group, keys, md)
 
     def _close(self, window: _codec.ReduceWindow) -> None:
         self._closed.add(window.bounds)
         known = self._windows.get(window.bounds)
         if known is not None:
+            known.closed = True
             self._end_groups(known.groups)
 
     async def _abandon_on_drain(self) -> None:

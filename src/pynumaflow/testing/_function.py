@@ -9,7 +9,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Mapping, Optional
 
-from anyio.from_thread import BlockingPortal, start_blocking_portal
+from anyio.from_thread import start_blocking_portal
 
 from pynumaflow._client.v1 import UserMetadata
 from pynumaflow._faces import kinds
@@ -37,6 +37,7 @@ from pynumaflow.testing._serving import (
     _fields,
     _serve,
     _sock_path,
+    _SyncClient,
 )
 
 
@@ -226,16 +227,10 @@ async def serve_function(
         yield FunctionClient(backend)
 
 
-class SyncFunctionClient:
+class SyncFunctionClient(_SyncClient):
     """:class:`FunctionClient` for plain (sync) tests; see :func:`serve_function_sync`."""
 
-    def __init__(self, client: FunctionClient, portal: BlockingPortal) -> None:
-        self._client = client
-        self._portal = portal
-
-    def is_ready(self) -> bool:
-        """Whether the server answers IsReady with ``ready: true``."""
-        return self._portal.call(self._client.is_ready)
+    _client: FunctionClient
 
     def map(
         self,
